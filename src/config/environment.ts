@@ -1,0 +1,109 @@
+import { plainToInstance } from 'class-transformer';
+import {
+  IsIn,
+  IsInt,
+  IsOptional,
+  IsString,
+  Matches,
+  Max,
+  Min,
+  ValidateIf,
+  validateSync,
+} from 'class-validator';
+
+export const AUTH_MODES = ['none', 'key', 'jwt'] as const;
+export type AuthMode = (typeof AUTH_MODES)[number];
+export const LOG_LEVELS = ['error', 'warn', 'log', 'debug', 'verbose'] as const;
+export type LogLevelName = (typeof LOG_LEVELS)[number];
+
+/**
+ * Every setting the server reads, with its default. `config/.env.example` lists
+ * the same settings for people; this class is what the start is checked against.
+ */
+export class Environment {
+  @IsOptional() @IsIn(['development', 'production', 'test'])
+  NODE_ENV?: string;
+
+  @IsInt() @Min(0) @Max(65535)
+  PORT = 8080;
+
+  @Matches(/^\/[^\s?#]*$/, { message: 'WS_PATH must be a URL path starting with "/"' })
+  WS_PATH = '/';
+
+  @IsInt() @Min(1024) @Max(256 * 1024 * 1024)
+  MAX_FRAME_BYTES = 1048576;
+
+  @Matches(/^rediss?:\/\/\S+$/, { message: 'REDIS_URL must be a redis:// or rediss:// URL' })
+  REDIS_URL = 'redis://127.0.0.1:6379';
+
+  @IsInt() @Min(100) @Max(3_600_000)
+  IDENTIFY_TIMEOUT_MS = 10000;
+
+  @IsInt() @Min(1) @Max(100000)
+  MAX_INFLIGHT = 1000;
+
+  @IsIn(AUTH_MODES, { message: `AUTH_MODE must be one of: ${AUTH_MODES.join(', ')}` })
+  AUTH_MODE: AuthMode = 'none';
+
+  @ValidateIf((env: Environment) => env.AUTH_MODE === 'jwt' && !env.AUTH_JWT_PUBLIC_KEY)
+  @IsString({ message: 'AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY must be set when AUTH_MODE=jwt' })
+  @Matches(/^.{32,}$/s, { message: 'AUTH_JWT_SECRET must be at least 32 characters long' })
+  AUTH_JWT_SECRET?: string;
+
+  @IsOptional()
+  @Matches(/-----BEGIN PUBLIC KEY-----/, { message: 'AUTH_JWT_PUBLIC_KEY must be a PEM (SPKI) public key' })
+  AUTH_JWT_PUBLIC_KEY?: string;
+
+  @IsIn(LOG_LEVELS, { message: `LOG_LEVEL must be one of: ${LOG_LEVELS.join(', ')}` })
+  LOG_LEVEL: LogLevelName = 'log';
+
+  @IsOptional()
+  @Matches(/^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$/, { message: 'INSTANCE_ID must be 1-128 characters of A-Z a-z 0-9 . _ @ : -' })
+  INSTANCE_ID?: string;
+
+  @IsInt() @Min(10000) @Max(3_600_000)
+  SHUTDOWN_TIMEOUT_MS = 10000;
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = this.constructor.name;
+  }
+}
+
+/** Every setting's name, the optional ones included. */
+export const ENVIRONMENT_KEYS = [
+  ...Object.keys(new Environment()),
+  'NODE_ENV',
+  'AUTH_JWT_SECRET',
+  'AUTH_JWT_PUBLIC_KEY',
+  'INSTANCE_ID',
+] as Array<keyof Environment>;
+
+const INTEGER_SETTINGS = ['PORT', 'MAX_FRAME_BYTES', 'IDENTIFY_TIMEOUT_MS', 'MAX_INFLIGHT', 'SHUTDOWN_TIMEOUT_MS'];
+
+/**
+ * Checks the environment at start. An empty value counts as unset; messages name
+ * the variable and never print its value (it may be a secret).
+ */
+export function validateEnvironment(raw: Record<string, unknown>): Environment {
+  const input: Record<string, unknown> = {};
+  for (const key of ENVIRONMENT_KEYS) {
+    const value = raw[key];
+    if (value === undefined || value === '') continue;
+    input[key] = INTEGER_SETTINGS.includes(key) && /^-?\d+$/.test(String(value)) ? Number(value) : value;
+  }
+  const problems: string[] = [];
+  if (input.NODE_ENV === 'production' && input.AUTH_MODE === undefined) {
+    problems.push('AUTH_MODE must be set explicitly when NODE_ENV=production (none, key or jwt)');
+  }
+  const env = plainToInstance(Environment, input);
+  for (const error of validateSync(env, { skipMissingProperties: false })) {
+    problems.push(...Object.values(error.constraints ?? {}));
+  }
+  if (problems.length > 0) {
+    throw new ConfigError(`Invalid configuration:\n  - ${problems.join('\n  - ')}`);
+  }
+  return env;
+}

@@ -1,0 +1,77 @@
+import { randomUUID } from 'node:crypto';
+import type { WebSocket } from 'ws';
+import { CloseCode, FrameError } from '../messenger/frame-error';
+
+export type ConnectionState = 'new' | 'identifying' | 'ready' | 'closed';
+
+/** What the server sends, by event. */
+export interface ServerEventMap {
+  ready: { id: string; channel: string; queued: number; dropped?: number };
+  error: { code: string; message: string };
+}
+
+const connections = new WeakMap<WebSocket, Connection>();
+
+/**
+ * One WebSocket and what it has been sent. `position` is the owed position of
+ * the last message sent to it; `inflight` holds the ids sent and not yet acked.
+ * In `live` mode the socket has read all that is owed and takes new messages
+ * straight from notices; in `backlog` mode it reads from Redis as room allows.
+ */
+export class Connection {
+  readonly id = randomUUID();
+  user?: string;
+  state: ConnectionState = 'new';
+  position = 0;
+  readonly inflight = new Set<string>();
+  mode: 'live' | 'backlog' = 'backlog';
+  reading = false;
+  /** Notices that arrived while a read was under way, replayed once it is done. */
+  pending: Array<{ position: number; id: string; envelope: string }> = [];
+  /** The attach under way or done (true once registered in Redis), so that a detach never overtakes it. */
+  attached?: Promise<boolean>;
+  detached?: Promise<void>;
+  identifyTimer?: NodeJS.Timeout;
+
+  constructor(
+    readonly socket: WebSocket,
+    readonly remote: string,
+  ) {
+    connections.set(socket, this);
+  }
+
+  static of(socket: WebSocket): Connection | undefined {
+    return connections.get(socket);
+  }
+
+  get open(): boolean {
+    return this.socket.readyState === this.socket.OPEN;
+  }
+
+  send<E extends keyof ServerEventMap>(event: E, data: ServerEventMap[E]): void {
+    if (this.open) this.socket.send(JSON.stringify({ event, data }));
+  }
+
+  /** Answers a refused frame: an `error` frame, then the close if the refusal is fatal (always before `ready`). */
+  refuse(error: FrameError): void {
+    const refusal = this.state === 'ready' ? error : error.fatal();
+    this.send('error', { code: refusal.code, message: refusal.message });
+    if (refusal.close) this.close(refusal.close, refusal.code);
+  }
+
+  close(code: CloseCode, reason = ''): void {
+    this.state = 'closed';
+    clearTimeout(this.identifyTimer);
+    if (this.socket.readyState === this.socket.OPEN || this.socket.readyState === this.socket.CONNECTING) {
+      this.socket.close(code, reason);
+    }
+  }
+
+  /** Forget what was sent: the next read starts from the oldest owed message again. */
+  rewind(): void {
+    this.position = 0;
+    this.inflight.clear();
+    this.pending = [];
+    this.mode = 'backlog';
+  }
+}

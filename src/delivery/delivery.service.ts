@@ -1,0 +1,198 @@
+import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
+import type { Redis } from 'ioredis';
+import { InjectMessengerOptions, MessengerOptions } from '../config/messenger-options';
+import { PresenceService } from '../presence/presence.service';
+import { queueKeys } from '../queue/queue-keys';
+import { QueueService, messageFrame } from '../queue/queue.service';
+import { InjectRedis, InjectRedisSubscriber } from '../redis/redis.constants';
+import { Connection } from './connection';
+
+/** The most owed messages read from Redis in one script call. */
+const READ_CHUNK = 1000;
+
+/**
+ * Hands owed messages to this instance's identified sockets, in order, with at
+ * most MAX_INFLIGHT unacked per socket. New messages arrive as notices on the
+ * instance's own channel (`m|user|id|envelope`, `a|user|ids` for acks taken by
+ * another instance, `s|user` when a user's owed set grew by a move); whatever a
+ * socket has no room for stays in Redis and is read when acks free room.
+ */
+@Injectable()
+export class DeliveryService implements OnModuleInit {
+  private readonly logger = new Logger(DeliveryService.name);
+  private readonly byUser = new Map<string, Set<Connection>>();
+
+  constructor(
+    private readonly queue: QueueService,
+    private readonly presence: PresenceService,
+    @InjectRedis() private readonly redis: Redis,
+    @InjectRedisSubscriber() private readonly subscriber: Redis,
+    @InjectMessengerOptions() private readonly options: MessengerOptions,
+  ) {}
+
+  onModuleInit(): void {
+    const channel = queueKeys.instanceChannel(this.presence.instanceId);
+    this.subscriber.on('message', (from: string, text: string) => {
+      if (from === channel) this.notice(text);
+    });
+    this.subscriber.subscribe(channel).catch((error: Error) => this.logger.error(`Cannot subscribe to ${channel} yet: ${error.message}`));
+    // Notices sent while a connection was down are gone, and Redis may have lost its data: start over.
+    this.onReconnect(this.subscriber, () => this.rewindAll());
+    this.onReconnect(this.redis, () => void this.reattachAll());
+  }
+
+  get connectionCount(): number {
+    let count = 0;
+    for (const conns of this.byUser.values()) count += conns.size;
+    return count;
+  }
+
+  /** Registers an identified socket; resolves with how many messages the user is owed (undefined if it closed first). */
+  async attach(conn: Connection, user: string): Promise<number | undefined> {
+    conn.user = user;
+    let owed: number | undefined;
+    conn.attached = (async () => {
+      await this.presence.whenReady();
+      if (conn.state === 'closed') return false;
+      let conns = this.byUser.get(user);
+      if (!conns) this.byUser.set(user, (conns = new Set()));
+      conns.add(conn);
+      owed = (await this.queue.attach(user, conn.id, this.presence.instanceId)).owed;
+      return true;
+    })();
+    await conn.attached;
+    return owed;
+  }
+
+  /** Unregisters a closed socket, once; the user's last socket gives every owed message back to the queue. */
+  detach(conn: Connection): Promise<void> {
+    conn.detached ??= (async () => {
+      const user = conn.user;
+      if (!user || !conn.attached) return;
+      const registered = await conn.attached.catch(() => true);
+      const conns = this.byUser.get(user);
+      conns?.delete(conn);
+      if (conns?.size === 0) this.byUser.delete(user);
+      if (!registered) return;
+      const { requeued, left } = await this.queue.detach(user, conn.id, this.presence.instanceId);
+      if (left === 0 && requeued > 0) this.logger.log(`${user}: Client is no longer online, recommitting ${requeued} messages to queue`);
+    })();
+    return conn.detached;
+  }
+
+  /** Acks ids for a socket's user; every socket of the user forgets them and gets room. */
+  async ack(conn: Connection, ids: string[]): Promise<void> {
+    const user = conn.user!;
+    await this.queue.ack(user, ids, this.presence.instanceId);
+    this.forget(user, ids);
+  }
+
+  /** Starts or continues sending what is owed to a socket, as far as its room allows. */
+  async pump(conn: Connection): Promise<void> {
+    while (conn.state === 'ready' && conn.mode === 'backlog' && !conn.reading) {
+      const room = Math.min(this.options.maxInflight - conn.inflight.size, READ_CHUNK);
+      if (room <= 0) return;
+      conn.reading = true;
+      let rows;
+      try {
+        rows = await this.queue.read(conn.user!, conn.position, room);
+      } catch (error) {
+        // Stays in backlog mode: the next ack, notice or reconnect reads again.
+        this.logger.warn(`${conn.user}: reading owed messages failed: ${(error as Error).message}`);
+        return;
+      } finally {
+        conn.reading = false;
+      }
+      for (const row of rows) this.send(conn, row.position, row.id, row.envelope);
+      const pending = conn.pending;
+      conn.pending = [];
+      if (rows.length < room) {
+        // Everything owed up to the read is sent: newer notices can go straight out.
+        conn.mode = 'live';
+        for (const notice of pending) this.offer(conn, notice.position, notice.id, notice.envelope);
+      }
+    }
+  }
+
+  /** Parses and applies the notices of one PUBLISH on this instance's channel. */
+  private notice(text: string): void {
+    for (const line of text.split('\n')) {
+      const userEnd = line.indexOf('|', 2);
+      const user = userEnd < 0 ? line.slice(2) : line.slice(2, userEnd);
+      const conns = this.byUser.get(user);
+      if (!conns) continue;
+      if (line[0] === 'm') {
+        const idEnd = line.indexOf('|', userEnd + 1);
+        const id = line.slice(userEnd + 1, idEnd);
+        const envelope = line.slice(idEnd + 1);
+        for (const conn of conns) this.offer(conn, Number(id), id, envelope);
+      } else if (line[0] === 'a') {
+        this.forget(user, line.slice(userEnd + 1).split(','));
+      } else if (line[0] === 's') {
+        for (const conn of conns) {
+          conn.mode = 'backlog';
+          void this.pump(conn);
+        }
+      }
+    }
+  }
+
+  private offer(conn: Connection, position: number, id: string, envelope: string): void {
+    if (conn.state !== 'ready' || position <= conn.position) return;
+    if (conn.reading) {
+      conn.pending.push({ position, id, envelope });
+    } else if (conn.mode === 'live' && conn.inflight.size < this.options.maxInflight) {
+      this.send(conn, position, id, envelope);
+    } else {
+      // No room: it waits in Redis and is read when acks free room.
+      conn.mode = 'backlog';
+    }
+  }
+
+  private send(conn: Connection, position: number, id: string, envelope: string): void {
+    if (position <= conn.position || !conn.open) return;
+    conn.position = position;
+    conn.inflight.add(id);
+    conn.socket.send(messageFrame(envelope));
+  }
+
+  private forget(user: string, ids: string[]): void {
+    for (const conn of this.byUser.get(user) ?? []) {
+      for (const id of ids) conn.inflight.delete(id);
+      void this.pump(conn);
+    }
+  }
+
+  private rewindAll(): void {
+    for (const conns of this.byUser.values()) {
+      for (const conn of conns) {
+        conn.rewind();
+        void this.pump(conn);
+      }
+    }
+  }
+
+  /** After Redis came back: register every socket again (Redis may have restarted empty), then resend from the start. */
+  private async reattachAll(): Promise<void> {
+    for (const [user, conns] of this.byUser) {
+      for (const conn of conns) {
+        if (conn.state !== 'ready') continue;
+        try {
+          await this.queue.attach(user, conn.id, this.presence.instanceId);
+        } catch (error) {
+          this.logger.warn(`${user}: registering again after a Redis reconnect failed: ${(error as Error).message}`);
+        }
+      }
+    }
+    this.rewindAll();
+  }
+
+  private onReconnect(redis: Redis, then: () => void): void {
+    let lost = false;
+    redis.on('close', () => (lost = true));
+    redis.on('ready', () => {
+      if (lost) then();
+      lost = false;
+    });
+  }
+}

@@ -1,0 +1,65 @@
+import { isUtf8 } from 'node:buffer';
+import { plainToInstance } from 'class-transformer';
+import { ArrayMaxSize, IsArray, IsString, Matches, MaxLength, ValidateIf, validateSync } from 'class-validator';
+import { ID_PATTERN } from '../queue/queue-keys';
+import { CloseCode, ErrorCode, FrameError } from './frame-error';
+
+export class IdentifyDto {
+  @IsString() @Matches(ID_PATTERN)
+  id: string;
+
+  // Absent is fine; present and not a string (null included) is an invalid frame.
+  @ValidateIf((dto: IdentifyDto) => dto.token !== undefined) @IsString() @MaxLength(16384)
+  token?: string;
+}
+
+export class AckDto {
+  @IsArray() @ArrayMaxSize(10000) @IsString({ each: true })
+  ids: string[];
+}
+
+/** A frame of the `{"event": string, "data": object}` shape. */
+export interface Frame {
+  event: string;
+  data: Record<string, unknown>;
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** Parses one WebSocket frame; anything but UTF-8 JSON text of the frame shape is refused. */
+export function parseFrame(raw: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): Frame {
+  const buffer = Buffer.isBuffer(raw) ? raw : Array.isArray(raw) ? Buffer.concat(raw) : Buffer.from(raw);
+  if (isBinary) throw FrameError.badFrame('Binary frames are not accepted; send JSON text');
+  if (!isUtf8(buffer)) throw FrameError.badFrame('Frame is not valid UTF-8');
+  let frame: unknown;
+  try {
+    frame = JSON.parse(buffer.toString('utf8'));
+  } catch {
+    throw FrameError.badFrame('Frame is not JSON');
+  }
+  if (!isObject(frame) || typeof frame.event !== 'string' || !isObject(frame.data)) {
+    throw FrameError.badFrame('Frame must be {"event": string, "data": object}');
+  }
+  return { event: frame.event, data: frame.data };
+}
+
+function check<T extends object>(type: new () => T, data: Record<string, unknown>): T | undefined {
+  const dto = plainToInstance(type, data);
+  return validateSync(dto, { forbidUnknownValues: true }).length === 0 ? dto : undefined;
+}
+
+export function toIdentify(data: Record<string, unknown>): IdentifyDto {
+  const dto = check(IdentifyDto, data);
+  if (dto) return dto;
+  if (typeof data.id !== 'string' || !ID_PATTERN.test(data.id)) {
+    throw new FrameError(ErrorCode.InvalidId, 'id must match ^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$', CloseCode.BadFrame);
+  }
+  throw FrameError.badFrame('token must be a string when present');
+}
+
+export function toAck(data: Record<string, unknown>): AckDto {
+  const dto = check(AckDto, data);
+  if (dto) return dto;
+  throw new FrameError(ErrorCode.BadAck, 'ack needs {"ids": [string, ...]} with at most 10000 ids');
+}

@@ -1,0 +1,84 @@
+import type { INestApplicationContext } from '@nestjs/common';
+import { WsAdapter } from '@nestjs/platform-ws';
+import type { MessageMappingProperties } from '@nestjs/websockets';
+import { lastValueFrom, Observable } from 'rxjs';
+import type { RawData, WebSocket } from 'ws';
+import { FrameError } from './frame-error';
+import { Frame, parseFrame } from './frames';
+
+/** Decides, per socket and state, whether a parsed frame goes to its handler. */
+export interface FrameScreen {
+  /** Returns the validated data for the event's handler, or throws a FrameError. */
+  screen(socket: WebSocket, frame: Frame): unknown;
+  refuse(socket: WebSocket, error: FrameError): void;
+}
+
+export interface MessengerWsAdapterOptions {
+  path: string;
+  maxFrameBytes: number;
+}
+
+/**
+ * The `ws` adapter with the contract's frame handling. The stock WsAdapter drops
+ * invalid JSON and unknown events silently; here every frame is parsed strictly,
+ * screened by the gateway (which answers bad ones with an `error` frame and the
+ * close code), and handled one at a time per socket, in arrival order.
+ * Frames over MAX_FRAME_BYTES are refused by `ws` itself (close 1009) before
+ * they are buffered whole.
+ */
+export class MessengerWsAdapter extends WsAdapter {
+  private screen?: FrameScreen;
+
+  constructor(
+    app: INestApplicationContext,
+    private readonly settings: MessengerWsAdapterOptions,
+  ) {
+    super(app);
+  }
+
+  useScreen(screen: FrameScreen): void {
+    this.screen = screen;
+  }
+
+  create(port: number, options: Record<string, unknown> = {}) {
+    // UTF-8 is checked in parseFrame, so a bad frame gets the contract's answer rather than ws's 1007.
+    return super.create(port, {
+      ...options,
+      path: this.settings.path,
+      maxPayload: this.settings.maxFrameBytes,
+      skipUTF8Validation: true,
+      perMessageDeflate: false,
+    });
+  }
+
+  bindMessageHandlers(socket: WebSocket, handlers: MessageMappingProperties[], transform: (data: unknown) => Observable<unknown>): void {
+    const byEvent = new Map(handlers.map((handler) => [handler.message as string, handler]));
+    let queue: Promise<void> = Promise.resolve();
+    socket.on('message', (raw: RawData, isBinary: boolean) => {
+      queue = queue.then(() => this.handle(socket, raw, isBinary, byEvent, transform));
+    });
+  }
+
+  private async handle(
+    socket: WebSocket,
+    raw: RawData,
+    isBinary: boolean,
+    byEvent: Map<string, MessageMappingProperties>,
+    transform: (data: unknown) => Observable<unknown>,
+  ): Promise<void> {
+    if (socket.readyState !== socket.OPEN || !this.screen) return;
+    let data: unknown;
+    let handler: MessageMappingProperties | undefined;
+    try {
+      const frame = parseFrame(raw as Buffer, isBinary);
+      data = this.screen.screen(socket, frame);
+      handler = byEvent.get(frame.event);
+    } catch (error) {
+      if (!(error instanceof FrameError)) throw error;
+      this.screen.refuse(socket, error);
+      return;
+    }
+    // Guards, filters and the handler run as Nest composes them; the handler sends its own frames.
+    if (handler) await lastValueFrom(transform(await handler.callback(data, handler.message)), { defaultValue: undefined });
+  }
+}

@@ -1,0 +1,125 @@
+import { ArgumentsHost, BeforeApplicationShutdown, Catch, Logger, UseFilters, UseGuards, WsExceptionFilter } from '@nestjs/common';
+import {
+  ConnectedSocket,
+  MessageBody,
+  OnGatewayConnection,
+  OnGatewayDisconnect,
+  SubscribeMessage,
+  WebSocketGateway,
+} from '@nestjs/websockets';
+import type { IncomingMessage } from 'node:http';
+import type { WebSocket } from 'ws';
+import { AuthGuard } from '../auth/auth.guard';
+import { InjectMessengerOptions, MessengerOptions } from '../config/messenger-options';
+import { Connection } from '../delivery/connection';
+import { DeliveryService } from '../delivery/delivery.service';
+import { queueKeys } from '../queue/queue-keys';
+import { RouterService } from '../router/router.service';
+import { CloseCode, ErrorCode, FrameError } from './frame-error';
+import { AckDto, Frame, IdentifyDto, toAck, toIdentify } from './frames';
+import type { FrameScreen } from './messenger-ws.adapter';
+
+/** Turns what a handler or guard throws into the contract's answer on that socket. */
+@Catch()
+export class FrameExceptionFilter implements WsExceptionFilter {
+  private readonly logger = new Logger('MessengerGateway');
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const conn = Connection.of(host.switchToWs().getClient<WebSocket>());
+    if (!conn) return;
+    if (exception instanceof FrameError) return conn.refuse(exception);
+    this.logger.warn(`Frame from ${conn.remote} failed: ${(exception as Error)?.message ?? exception}`);
+    // Redis is unreachable or failing: the client may retry later; nothing was lost.
+    conn.refuse(new FrameError(ErrorCode.Unavailable, 'The server cannot reach its storage; try again later', conn.state === 'ready' ? undefined : CloseCode.TryAgainLater));
+  }
+}
+
+/**
+ * The WebSocket side of RedMessenger: identify, ack, and the life of a socket.
+ * Delivery itself is DeliveryService's; this class keeps the protocol's states.
+ */
+@WebSocketGateway()
+@UseFilters(FrameExceptionFilter)
+export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnect, FrameScreen, BeforeApplicationShutdown {
+  private readonly logger = new Logger(MessengerGateway.name);
+  private readonly connections = new Set<Connection>();
+  private shuttingDown = false;
+
+  constructor(
+    private readonly delivery: DeliveryService,
+    private readonly router: RouterService,
+    @InjectMessengerOptions() private readonly options: MessengerOptions,
+  ) {}
+
+  handleConnection(socket: WebSocket, request: IncomingMessage): void {
+    const conn = new Connection(socket, `${request.socket.remoteAddress}:${request.socket.remotePort}`);
+    if (this.shuttingDown) return conn.close(CloseCode.ShuttingDown, 'server shutting down');
+    this.connections.add(conn);
+    conn.identifyTimer = setTimeout(() => {
+      if (conn.state === 'new') conn.refuse(new FrameError(ErrorCode.IdentifyTimeout, `No identify within ${this.options.identifyTimeoutMs} ms`, CloseCode.IdentifyTimeout));
+    }, this.options.identifyTimeoutMs);
+  }
+
+  handleDisconnect(socket: WebSocket): void {
+    const conn = Connection.of(socket);
+    if (!conn) return;
+    conn.state = 'closed';
+    clearTimeout(conn.identifyTimer);
+    this.connections.delete(conn);
+    this.delivery.detach(conn).catch((error: Error) => this.logger.error(`${conn.user}: detach failed: ${error.message}`));
+  }
+
+  screen(socket: WebSocket, frame: Frame): unknown {
+    const conn = Connection.of(socket)!;
+    if (frame.event === 'identify') {
+      if (conn.state !== 'new') throw new FrameError(ErrorCode.AlreadyIdentified, 'This socket has identified already', CloseCode.BadFrame);
+      clearTimeout(conn.identifyTimer);
+      const dto = toIdentify(frame.data);
+      conn.state = 'identifying';
+      return dto;
+    }
+    if (conn.state !== 'ready') throw new FrameError(ErrorCode.NotIdentified, 'The first frame must be identify', CloseCode.BadFrame);
+    if (frame.event === 'ack') return toAck(frame.data);
+    throw new FrameError(ErrorCode.UnknownEvent, `Unknown event ${JSON.stringify(frame.event.slice(0, 64))}`);
+  }
+
+  refuse(socket: WebSocket, error: FrameError): void {
+    Connection.of(socket)?.refuse(error);
+  }
+
+  @SubscribeMessage('identify')
+  @UseGuards(AuthGuard)
+  async identify(@ConnectedSocket() socket: WebSocket, @MessageBody() { id }: IdentifyDto): Promise<void> {
+    const conn = Connection.of(socket)!;
+    this.logger.log(`Assigning id ${id} to socket ${conn.remote}`);
+    const queued = await this.delivery.attach(conn, id);
+    if (queued === undefined || conn.state !== 'identifying') return;
+    conn.state = 'ready';
+    const channel = queueKeys.userChannel(id);
+    conn.send('ready', { id, channel, queued });
+    if (queued > 0) this.logger.log(`${channel} has ${queued} messages enqueued, purging!`);
+    await this.delivery.pump(conn);
+  }
+
+  @SubscribeMessage('ack')
+  async ack(@ConnectedSocket() socket: WebSocket, @MessageBody() { ids }: AckDto): Promise<void> {
+    await this.delivery.ack(Connection.of(socket)!, ids);
+  }
+
+  /**
+   * SIGTERM: stop taking sockets and routing, give every socket's owed messages
+   * back to the queue, then close the sockets with 1001. Runs before Nest closes
+   * the servers and before Redis is quit.
+   */
+  async beforeApplicationShutdown(): Promise<void> {
+    this.shuttingDown = true;
+    await this.router.stop();
+    await Promise.all(
+      [...this.connections].map(async (conn) => {
+        conn.state = 'closed';
+        await this.delivery.detach(conn).catch((error: Error) => this.logger.error(`${conn.user}: detach failed: ${error.message}`));
+        conn.close(CloseCode.ShuttingDown, 'server shutting down');
+      }),
+    );
+  }
+}

@@ -1,0 +1,120 @@
+import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import type { Redis, Result } from 'ioredis';
+import { join } from 'node:path';
+import { InjectMessengerOptions, MessengerOptions } from '../config/messenger-options';
+import { QueueService } from '../queue/queue.service';
+import { queueKeys } from '../queue/queue-keys';
+import { defineScripts } from '../redis/lua-scripts';
+import { InjectRedis } from '../redis/redis.constants';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    rmLease(...args: (string | number)[]): Result<number, Context>;
+  }
+}
+
+/**
+ * Which instances are alive, which of them routes, and the return of a dead
+ * instance's messages. Every instance refreshes `rm:node:<instance>` (a key with
+ * a TTL); an instance whose key expired is dead, and any living instance gives
+ * its sockets' owed messages back to their queues. At start an instance first
+ * reclaims what its own previous life (same instance id) left behind.
+ */
+@Injectable()
+export class PresenceService implements OnModuleInit, OnApplicationShutdown {
+  private readonly logger = new Logger(PresenceService.name);
+  private readonly keys = queueKeys;
+  private timer?: NodeJS.Timeout;
+  private leader = false;
+  private ready = false;
+  private readonly readyWaiters: Array<() => void> = [];
+  private ticking = false;
+
+  constructor(
+    @InjectRedis() private readonly redis: Redis,
+    private readonly queue: QueueService,
+    @InjectMessengerOptions() private readonly options: MessengerOptions,
+  ) {
+    defineScripts(redis, join(__dirname, 'lua'), ['lease-1.lua']);
+  }
+
+  get instanceId(): string {
+    return this.options.instanceId;
+  }
+
+  /** True while this instance holds the router lease. */
+  get isRouter(): boolean {
+    return this.leader;
+  }
+
+  /** Resolves once this instance reclaimed its previous life's connections (it must not attach before). */
+  whenReady(): Promise<void> {
+    return this.ready ? Promise.resolve() : new Promise((resolve) => this.readyWaiters.push(resolve));
+  }
+
+  /** The first refresh, under way from module init: routing may start once it is done. */
+  firstRefresh: Promise<void> = Promise.resolve();
+
+  onModuleInit(): void {
+    // Not awaited here: a server without Redis still starts, answers /health with 503, and retries.
+    this.firstRefresh = this.tick();
+    this.timer = setInterval(() => void this.tick(), this.options.heartbeatMs);
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    clearInterval(this.timer);
+    if (this.redis.status !== 'ready') return;
+    await this.redis
+      .multi()
+      .del(this.keys.instanceAlive(this.instanceId))
+      .srem(this.keys.instances, this.instanceId)
+      .eval("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end", 1, this.keys.routerLease, this.instanceId)
+      .exec()
+      .catch(() => undefined);
+  }
+
+  private async tick(): Promise<void> {
+    if (this.ticking) return;
+    this.ticking = true;
+    try {
+      if (!this.ready) {
+        await this.reclaim(this.instanceId);
+        this.ready = true;
+        this.readyWaiters.splice(0).forEach((resolve) => resolve());
+      }
+      await this.redis
+        .multi()
+        .set(this.keys.instanceAlive(this.instanceId), '1', 'PX', this.options.presenceTtlMs)
+        .sadd(this.keys.instances, this.instanceId)
+        .exec();
+      const leader = (await this.redis.rmLease(this.keys.routerLease, this.instanceId, this.options.presenceTtlMs)) === 1;
+      if (leader !== this.leader) this.logger.log(leader ? 'This instance now routes published messages' : 'Another instance routes published messages');
+      this.leader = leader;
+      await this.reapDeadInstances();
+    } catch (error) {
+      this.leader = false;
+      this.logger.warn(`Presence refresh failed: ${(error as Error).message}`);
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  private async reapDeadInstances(): Promise<void> {
+    const instances = await this.redis.smembers(this.keys.instances);
+    for (const instance of instances) {
+      if (instance === this.instanceId) continue;
+      if (await this.redis.exists(this.keys.instanceAlive(instance))) continue;
+      this.logger.warn(`Instance ${instance} stopped refreshing its presence; returning its messages to their queues`);
+      await this.reclaim(instance);
+      await this.redis.srem(this.keys.instances, instance);
+    }
+  }
+
+  /** Unregisters every connection of `instance`; users left with none get their owed messages back in their queue. */
+  private async reclaim(instance: string): Promise<void> {
+    for (const user of await this.queue.usersOf(instance)) {
+      const { requeued } = await this.queue.detach(user, '*', instance);
+      if (requeued > 0) this.logger.log(`${user}: Client is no longer online, recommitting ${requeued} messages to queue`);
+    }
+  }
+}

@@ -1,0 +1,7 @@
+import { Module } from '@nestjs/common';
+import { PresenceModule } from '../presence/presence.module';
+import { QueueModule } from '../queue/queue.module';
+import { RouterService } from './router.service';
+
+@Module({ imports: [QueueModule, PresenceModule], providers: [RouterService], exports: [RouterService] })
+export class RouterModule {}

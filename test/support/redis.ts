@@ -1,0 +1,249 @@
+// A Redis for e2e tests: a shared one from REDIS_URL_TEST, a testcontainers one when a
+// Docker engine answers, or a redis-server child process that tests can stop, restart
+// and SIGKILL.
+import { ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import Redis, { RedisOptions } from 'ioredis';
+import { freePort, isRunning, sleep, stopChild, tail, trackChild, trackDir, untrackDir, waitExit } from './proc';
+
+export interface TestRedis {
+  url: string;
+  port: number;
+  host: string;
+  /** A new ioredis client, tracked: stop() and close() quit it. */
+  client(options?: RedisOptions): Redis;
+  /** Graceful shutdown (data kept if persistent). Quits the tracked clients first. */
+  stop(): Promise<void>;
+  /** Start again on the same port and data dir; resolves once PING answers. */
+  start(): Promise<void>;
+  /** SIGKILL, as a crash would. */
+  kill(): Promise<void>;
+  /** True when stop/start/kill work (a harness-owned redis-server). */
+  restartable: boolean;
+  /** stop + remove the temp dir + quit clients; idempotent. */
+  close(): Promise<void>;
+}
+
+export interface StartRedisOptions {
+  /** Data survives stop()/start() (AOF, fsync always). Implies restartable. */
+  persistent?: boolean;
+  /** stop/start/kill must work: always a redis-server child process. */
+  restartable?: boolean;
+}
+
+const READY_TIMEOUT_MS = 10_000;
+
+export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedis> {
+  // Persistence only shows across a restart, so it needs a Redis we can restart.
+  const restartable = !!(opts.restartable || opts.persistent);
+  const shared = process.env.REDIS_URL_TEST;
+  if (shared && !restartable) return sharedRedis(shared);
+  // A container's mapped port changes when it restarts, so restartable never uses one.
+  if (!restartable && (await dockerAvailable())) {
+    try {
+      return await containerRedis();
+    } catch (err) {
+      console.warn(`testcontainers Redis failed, using redis-server instead: ${String(err)}`);
+    }
+  }
+  return spawnedRedis(!!opts.persistent);
+}
+
+// ---------------------------------------------------------------------------
+// Common part: address and tracked clients.
+
+function makeHandle(
+  url: string,
+  ctl: Pick<TestRedis, 'stop' | 'start' | 'kill' | 'restartable'> & { cleanup(): Promise<void> },
+): TestRedis {
+  const parsed = new URL(url);
+  const clients = new Set<Redis>();
+  const quitClients = async (): Promise<void> => {
+    const all = [...clients];
+    clients.clear();
+    // quit() waits for a reply, which never comes from a Redis that is down; disconnect()
+    // on an ended client would leave a 2 s timer behind.
+    await Promise.all(
+      all.map(async (c) => {
+        if (c.status === 'ready') await c.quit().catch(() => c.disconnect());
+        else if (c.status !== 'end') c.disconnect();
+      }),
+    );
+  };
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    host: parsed.hostname,
+    port: Number(parsed.port || 6379),
+    restartable: ctl.restartable,
+    client(options?: RedisOptions) {
+      const c = options ? new Redis(url, options) : new Redis(url);
+      // Without a listener ioredis logs every failed reconnect while Redis is down;
+      // commands still reject, which is what tests look at.
+      c.on('error', () => undefined);
+      clients.add(c);
+      return c;
+    },
+    async stop() {
+      await quitClients();
+      await ctl.stop();
+    },
+    start: () => ctl.start(),
+    kill: () => ctl.kill(),
+    close() {
+      closing ??= (async () => {
+        await quitClients();
+        await ctl.cleanup();
+      })();
+      return closing;
+    },
+  };
+}
+
+function notOwned(kind: string): () => Promise<void> {
+  return () =>
+    Promise.reject(
+      new Error(
+        `This Redis is ${kind}: stop/start/kill need a harness-owned Redis; ` +
+          'call startRedis({ restartable: true }).',
+      ),
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Shared Redis from REDIS_URL_TEST: never flushed (tests use unique ids), never stopped.
+
+function sharedRedis(url: string): TestRedis {
+  const refuse = notOwned('shared (REDIS_URL_TEST)');
+  return makeHandle(url, { restartable: false, stop: refuse, start: refuse, kill: refuse, cleanup: async () => {} });
+}
+
+// ---------------------------------------------------------------------------
+// testcontainers, when a Docker engine answers.
+
+let dockerCheck: Promise<boolean> | undefined;
+
+function dockerAvailable(): Promise<boolean> {
+  dockerCheck ??= new Promise((resolve) => {
+    execFile('docker', ['info', '--format', '{{.ServerVersion}}'], { timeout: 3000 }, (err) => resolve(!err));
+  });
+  return dockerCheck;
+}
+
+async function containerRedis(): Promise<TestRedis> {
+  // Loaded lazily: most runs here have no Docker engine.
+  const { RedisContainer } = await import('@testcontainers/redis');
+  const container = await new RedisContainer(process.env.REDIS_TEST_IMAGE ?? 'redis:7-alpine').start();
+  const url = `redis://${container.getHost()}:${container.getPort()}`;
+  const refuse = notOwned('a container');
+  return makeHandle(url, {
+    restartable: false,
+    stop: refuse,
+    start: refuse,
+    kill: refuse,
+    cleanup: async () => {
+      await container.stop();
+    },
+  });
+}
+
+// ---------------------------------------------------------------------------
+// redis-server child process.
+
+async function spawnedRedis(persistent: boolean): Promise<TestRedis> {
+  const bin = process.env.REDIS_SERVER_BIN || 'redis-server';
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'rm-redis-'));
+  trackDir(dir);
+  let child: ChildProcess | undefined;
+  let output = '';
+  let port = 0;
+
+  const launch = async (): Promise<void> => {
+    output = '';
+    // Spawn arguments are not parsed by a shell: '' is the empty value `--save ""` means.
+    const args = [
+      '--bind', '127.0.0.1', '--port', String(port), '--dir', dir,
+      '--save', '', '--appendonly', persistent ? 'yes' : 'no', '--appendfsync', 'always',
+      '--daemonize', 'no', '--protected-mode', 'no',
+    ];
+    const c = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    child = c;
+    trackChild(c);
+    let spawnError: Error | undefined;
+    c.once('error', (err) => (spawnError = err));
+    c.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+    c.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    for (;;) {
+      if (spawnError) throw new Error(`Could not run ${bin} (set REDIS_SERVER_BIN?): ${spawnError.message}`);
+      if (!isRunning(c)) {
+        await waitExit(c, 100); // let the last output arrive
+        throw new Error(`redis-server on port ${port} exited (code ${c.exitCode}):\n${tail(output)}`);
+      }
+      if (await ping('127.0.0.1', port)) return;
+      if (Date.now() > deadline) {
+        await stopChild(c, 'SIGKILL', 1000);
+        throw new Error(`redis-server on port ${port} did not answer PING within ${READY_TIMEOUT_MS} ms:\n${tail(output)}`);
+      }
+      await sleep(50);
+    }
+  };
+
+  // The free port may be taken between freePort() and redis binding it: retry.
+  for (let attempt = 1; ; attempt++) {
+    port = await freePort();
+    try {
+      await launch();
+      break;
+    } catch (err) {
+      if (attempt >= 3 || !/already in use/i.test(output)) {
+        await rm(dir, { recursive: true, force: true });
+        untrackDir(dir);
+        throw err;
+      }
+    }
+  }
+
+  // SIGTERM is Redis's graceful SHUTDOWN; with --save "" nothing is written beyond the AOF.
+  const stop = async (): Promise<void> => {
+    if (child) await stopChild(child, 'SIGTERM', 10_000);
+  };
+  return makeHandle(`redis://127.0.0.1:${port}`, {
+    restartable: true,
+    stop,
+    async start() {
+      if (isRunning(child)) return;
+      await launch();
+    },
+    async kill() {
+      if (child) await stopChild(child, 'SIGKILL', 5000);
+    },
+    async cleanup() {
+      await stop();
+      await rm(dir, { recursive: true, force: true });
+      untrackDir(dir);
+    },
+  });
+}
+
+/** One PING over a raw socket: true only on +PONG (not while loading the AOF). */
+function ping(host: string, port: number, timeoutMs = 500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host, port });
+    let reply = '';
+    const done = (ok: boolean): void => {
+      sock.destroy();
+      resolve(ok);
+    };
+    sock.setTimeout(timeoutMs, () => done(false));
+    sock.once('error', () => done(false));
+    sock.once('connect', () => sock.write('PING\r\n'));
+    sock.on('data', (d) => {
+      reply += d.toString();
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+    });
+  });
+}
