@@ -46,6 +46,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
     try {
       return await containerRedis();
     } catch (err) {
+      dockerCheck = Promise.resolve(false); // do not pay for the same failure again
       console.warn(`testcontainers Redis failed, using redis-server instead: ${String(err)}`);
     }
   }

@@ -8,9 +8,6 @@ import { startRedis, TestRedis } from './redis';
 import { waitFor } from './wait';
 import { TestClient } from './ws-client';
 
-// jest 29 ignores testTimeout inside a project entry of jest.config.js.
-jest.setTimeout(30_000);
-
 // A client that fails at once instead of retrying, to see whether Redis is up.
 const probe = (redis: TestRedis) =>
   redis.client({ retryStrategy: () => null, maxRetriesPerRequest: 0, connectTimeout: 1000 });

@@ -1,0 +1,60 @@
+import { ConfigError, validateEnvironment } from './environment';
+
+describe('validateEnvironment', () => {
+  it('applies the documented defaults to an empty environment', () => {
+    const env = validateEnvironment({});
+
+    expect(env).toMatchObject({
+      PORT: 8080,
+      WS_PATH: '/',
+      MAX_FRAME_BYTES: 1048576,
+      REDIS_URL: 'redis://127.0.0.1:6379',
+      IDENTIFY_TIMEOUT_MS: 10000,
+      MAX_INFLIGHT: 1000,
+      AUTH_MODE: 'none',
+      LOG_LEVEL: 'log',
+    });
+  });
+
+  it('reads integers and strings from their text form', () => {
+    const env = validateEnvironment({ PORT: '9000', MAX_INFLIGHT: '5', AUTH_MODE: 'key', WS_PATH: '/ws' });
+
+    expect(env).toMatchObject({ PORT: 9000, MAX_INFLIGHT: 5, AUTH_MODE: 'key', WS_PATH: '/ws' });
+  });
+
+  it.each([
+    ['PORT', 'eighty'],
+    ['PORT', '70000'],
+    ['MAX_INFLIGHT', '0'],
+    ['MAX_FRAME_BYTES', '-1'],
+    ['REDIS_URL', 'http://localhost'],
+    ['AUTH_MODE', 'password'],
+    ['WS_PATH', 'ws'],
+    ['LOG_LEVEL', 'loud'],
+    ['IDENTIFY_TIMEOUT_MS', '1.5'],
+  ])('refuses %s=%s with a message naming the variable, not its value', (name, value) => {
+    const run = () => validateEnvironment({ [name]: value });
+
+    expect(run).toThrow(ConfigError);
+    expect(run).toThrow(new RegExp(name));
+    expect(() => run()).not.toThrow(new RegExp(`\\b${value}\\b.*must`));
+  });
+
+  it('requires AUTH_MODE in production, an empty value counting as unset', () => {
+    expect(() => validateEnvironment({ NODE_ENV: 'production' })).toThrow(/AUTH_MODE/);
+    expect(() => validateEnvironment({ NODE_ENV: 'production', AUTH_MODE: '' })).toThrow(/AUTH_MODE/);
+    expect(validateEnvironment({ NODE_ENV: 'production', AUTH_MODE: 'none' }).AUTH_MODE).toBe('none');
+  });
+
+  it('requires a key for AUTH_MODE=jwt and never prints the secret', () => {
+    expect(() => validateEnvironment({ AUTH_MODE: 'jwt' })).toThrow(/AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY/);
+    const short = 'tiny-secret';
+    expect(() => validateEnvironment({ AUTH_MODE: 'jwt', AUTH_JWT_SECRET: short })).toThrow(/AUTH_JWT_SECRET must be at least 32/);
+    try {
+      validateEnvironment({ AUTH_MODE: 'jwt', AUTH_JWT_SECRET: short });
+    } catch (error) {
+      expect((error as Error).message).not.toContain(short);
+    }
+    expect(validateEnvironment({ AUTH_MODE: 'jwt', AUTH_JWT_SECRET: 'x'.repeat(32) }).AUTH_MODE).toBe('jwt');
+  });
+});

@@ -1,0 +1,78 @@
+import { CloseCode, ErrorCode, FrameError } from './frame-error';
+import { parseFrame, toAck, toIdentify } from './frames';
+
+const text = (value: string) => Buffer.from(value, 'utf8');
+const refusal = (run: () => unknown): FrameError => {
+  try {
+    run();
+  } catch (error) {
+    if (error instanceof FrameError) return error;
+    throw error;
+  }
+  throw new Error('expected a FrameError');
+};
+
+describe('parseFrame', () => {
+  it('accepts the {event, data} shape', () => {
+    expect(parseFrame(text('{"event":"ack","data":{"ids":["1"]}}'), false)).toEqual({ event: 'ack', data: { ids: ['1'] } });
+  });
+
+  it.each([
+    ['not JSON', 'hello'],
+    ['a JSON array', '[1,2]'],
+    ['a JSON string', '"identify"'],
+    ['no event', '{"data":{}}'],
+    ['a numeric event', '{"event":1,"data":{}}'],
+    ['no data', '{"event":"identify"}'],
+    ['null data', '{"event":"identify","data":null}'],
+    ['array data', '{"event":"identify","data":[]}'],
+  ])('refuses %s as a fatal BAD_FRAME', (_what, frame) => {
+    const error = refusal(() => parseFrame(text(frame), false));
+
+    expect(error.code).toBe(ErrorCode.BadFrame);
+    expect(error.close).toBe(CloseCode.BadFrame);
+  });
+
+  it('refuses binary frames and invalid UTF-8', () => {
+    expect(refusal(() => parseFrame(text('{"event":"ack","data":{}}'), true)).code).toBe(ErrorCode.BadFrame);
+    expect(refusal(() => parseFrame(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), false)).code).toBe(ErrorCode.BadFrame);
+  });
+});
+
+describe('toIdentify', () => {
+  it('accepts a valid id with or without a string token', () => {
+    expect(toIdentify({ id: 'user1' })).toMatchObject({ id: 'user1' });
+    expect(toIdentify({ id: 'a.b_c@d-e', token: 't' })).toMatchObject({ id: 'a.b_c@d-e', token: 't' });
+    expect(toIdentify({ id: 'x'.repeat(128) }).id).toHaveLength(128);
+  });
+
+  it.each(['', '*', '?', 'a[b', 'a:b', 'a b', '-a', '.a', 'x'.repeat(129), 'é'])('refuses the id %j as INVALID_ID (4400)', (id) => {
+    const error = refusal(() => toIdentify({ id }));
+
+    expect(error.code).toBe(ErrorCode.InvalidId);
+    expect(error.close).toBe(CloseCode.BadFrame);
+  });
+
+  it.each([[null], [5], [{}], [['t']]])('refuses a present, non-string token %j (4400)', (token) => {
+    expect(refusal(() => toIdentify({ id: 'user1', token })).close).toBe(CloseCode.BadFrame);
+  });
+
+  it('refuses a missing or non-string id', () => {
+    expect(refusal(() => toIdentify({})).code).toBe(ErrorCode.InvalidId);
+    expect(refusal(() => toIdentify({ id: 7 })).code).toBe(ErrorCode.InvalidId);
+  });
+});
+
+describe('toAck', () => {
+  it('accepts an array of strings', () => {
+    expect(toAck({ ids: ['1', '2'] }).ids).toEqual(['1', '2']);
+    expect(toAck({ ids: [] }).ids).toEqual([]);
+  });
+
+  it.each([[{}], [{ ids: '1' }], [{ ids: [1] }], [{ ids: null }], [{ ids: ['1', null] }]])('answers %j with a non-fatal BAD_ACK', (data) => {
+    const error = refusal(() => toAck(data as Record<string, unknown>));
+
+    expect(error.code).toBe(ErrorCode.BadAck);
+    expect(error.close).toBeUndefined();
+  });
+});

@@ -1,0 +1,240 @@
+import type { Redis } from 'ioredis';
+import { startRedis, type TestRedis } from '../../test/support/redis';
+import { uniqueId } from '../../test/support/ids';
+import { queueKeys as keys } from './queue-keys';
+import { QueueService, messageFrame } from './queue.service';
+
+/** Each script against a real Redis: the atomic steps that delivery is built of. */
+describe('QueueService scripts', () => {
+  let redis: TestRedis;
+  let client: Redis;
+  let listener: Redis;
+  let queue: QueueService;
+  const notices: Array<[string, string]> = [];
+  const instance = uniqueId('node');
+  const other = uniqueId('node');
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    client = redis.client();
+    listener = redis.client();
+    queue = new QueueService(client);
+    listener.on('message', (channel: string, text: string) => notices.push([channel, text]));
+    await listener.subscribe(keys.instanceChannel(instance), keys.instanceChannel(other));
+  });
+
+  afterAll(async () => {
+    await redis?.close();
+  });
+
+  beforeEach(() => {
+    notices.length = 0;
+  });
+
+  const payloads = async (user: string) =>
+    (await client.lrange(keys.queue(user), 0, -1)).map((entry) => JSON.parse(entry).rm?.payload ?? `raw:${entry}`);
+  const route = (user: string, ...messages: string[]) =>
+    queue.route(messages.map((payload) => ({ user, channel: keys.userChannel(user), payload })), 1000);
+  const waitNotices = async (n: number) => {
+    for (let i = 0; i < 100 && notices.length < n; i++) await new Promise((r) => setTimeout(r, 10));
+    return notices;
+  };
+
+  describe('route', () => {
+    it('queues messages in publish order for a user with no connection', async () => {
+      const user = uniqueId();
+
+      const result = await route(user, 'one', 'two', 'three');
+
+      expect(result).toEqual({ delivered: 0, queued: 3, online: [false, false, false] });
+      expect(await payloads(user)).toEqual(['one', 'two', 'three']);
+      expect(JSON.parse((await client.lindex(keys.queue(user), 0))!)).toEqual({
+        rm: { id: expect.any(String), channel: keys.userChannel(user), payload: 'one', ts: 1000 },
+      });
+    });
+
+    it('makes a message owed and notifies the instances holding a connection of the user', async () => {
+      const user = uniqueId();
+      await queue.attach(user, 'c1', instance);
+      await queue.attach(user, 'c2', other);
+      notices.length = 0;
+
+      const result = await route(user, 'hello "quoted"\n');
+
+      expect(result.online).toEqual([true]);
+      expect(await client.llen(keys.queue(user))).toBe(0);
+      const [owed] = await queue.read(user, 0, 10);
+      expect(JSON.parse(messageFrame(owed.envelope))).toEqual({
+        event: 'message',
+        data: { id: owed.id, channel: keys.userChannel(user), payload: 'hello "quoted"\n', ts: 1000 },
+      });
+      const heard = await waitNotices(2);
+      expect(heard.map(([channel]) => channel).sort()).toEqual([keys.instanceChannel(instance), keys.instanceChannel(other)].sort());
+      expect(heard[0][1]).toBe(`m|${user}|${owed.id}|${owed.envelope}`);
+    });
+
+    it('routes a mixed batch, each user on its own', async () => {
+      const online = uniqueId();
+      const offline = uniqueId();
+      await queue.attach(online, 'c1', instance);
+
+      const result = await queue.route(
+        [
+          { user: offline, channel: 'rm.channels.g', payload: 'a' },
+          { user: online, channel: 'rm.channels.g', payload: 'b' },
+          { user: offline, channel: keys.userChannel(offline), payload: 'c' },
+        ],
+        5,
+      );
+
+      expect(result).toEqual({ delivered: 1, queued: 2, online: [false, true, false] });
+      expect(await payloads(offline)).toEqual(['a', 'c']);
+      expect((await queue.read(online, 0, 10)).map((m) => JSON.parse(messageFrame(m.envelope)).data.channel)).toEqual(['rm.channels.g']);
+    });
+  });
+
+  describe('attach', () => {
+    it('moves the queue, raw entries included, behind what is owed and returns the owed count', async () => {
+      const user = uniqueId();
+      await route(user, 'first');
+      await client.rpush(keys.queue(user), 'raw second');
+      await route(user, 'third');
+
+      const result = await queue.attach(user, 'c1', instance, 42);
+
+      expect(result).toEqual({ owed: 3, moved: 3 });
+      expect(await client.exists(keys.queue(user))).toBe(0);
+      const owed = await queue.read(user, 0, 10);
+      expect(owed.map((m) => JSON.parse(messageFrame(m.envelope)).data.payload)).toEqual(['first', 'raw second', 'third']);
+      expect(JSON.parse(messageFrame(owed[1].envelope)).data).toEqual({ id: owed[1].id, channel: keys.userChannel(user), payload: 'raw second', ts: 42 });
+      expect(new Set(owed.map((m) => m.id)).size).toBe(3);
+    });
+
+    it('keeps envelope ids when messages move again, so clients can deduplicate', async () => {
+      const user = uniqueId();
+      await route(user, 'm');
+      const before = JSON.parse((await client.lindex(keys.queue(user), 0))!).rm.id;
+
+      await queue.attach(user, 'c1', instance);
+      await queue.detach(user, 'c1', instance);
+      await queue.attach(user, 'c2', instance);
+
+      expect((await queue.read(user, 0, 10)).map((m) => m.id)).toEqual([before]);
+    });
+
+    it('tells instances that already hold a socket of the user when the owed set grew', async () => {
+      const user = uniqueId();
+      await queue.attach(user, 'c1', other);
+      await client.rpush(keys.queue(user), 'raw while online');
+      notices.length = 0;
+
+      await queue.attach(user, 'c2', instance);
+
+      const heard = await waitNotices(2);
+      expect(heard).toEqual(expect.arrayContaining([[keys.instanceChannel(other), `s|${user}`]]));
+    });
+  });
+
+  describe('read', () => {
+    it('returns owed messages after a position, oldest first, at most the limit', async () => {
+      const user = uniqueId();
+      await route(user, '1', '2', '3', '4', '5');
+      await queue.attach(user, 'c1', instance);
+
+      const firstTwo = await queue.read(user, 0, 2);
+      const rest = await queue.read(user, firstTwo[1].position, 10);
+
+      expect(firstTwo.map((m) => JSON.parse(messageFrame(m.envelope)).data.payload)).toEqual(['1', '2']);
+      expect(rest.map((m) => JSON.parse(messageFrame(m.envelope)).data.payload)).toEqual(['3', '4', '5']);
+      expect(await queue.read(user, rest[2].position, 10)).toEqual([]);
+    });
+  });
+
+  describe('ack', () => {
+    it('removes the named owed ids, ignores the rest and tells the other instances', async () => {
+      const user = uniqueId();
+      await route(user, 'a', 'b', 'c');
+      await queue.attach(user, 'c1', instance);
+      await queue.attach(user, 'c2', other);
+      const [a, b, c] = await queue.read(user, 0, 10);
+      notices.length = 0;
+
+      const removed = await queue.ack(user, [a.id, c.id, 'not-owed', a.id], instance);
+
+      expect(removed).toBe(2);
+      expect((await queue.read(user, 0, 10)).map((m) => m.id)).toEqual([b.id]);
+      expect(await waitNotices(1)).toEqual([[keys.instanceChannel(other), `a|${user}|${a.id},${c.id}`]]);
+    });
+  });
+
+  describe('detach', () => {
+    it('gives owed messages back to the head of the queue, in order, ahead of those queued since', async () => {
+      const user = uniqueId();
+      await route(user, 'old1', 'old2', 'old3');
+      await queue.attach(user, 'c1', instance);
+      const [old1] = await queue.read(user, 0, 1);
+      await queue.ack(user, [old1.id], instance);
+      await queue.detach(user, 'c1', instance);
+      await route(user, 'new1');
+      await queue.attach(user, 'c2', instance);
+      await route(user, 'live');
+
+      const result = await queue.detach(user, 'c2', instance);
+
+      expect(result).toEqual({ requeued: 4, left: 0 });
+      expect(await payloads(user)).toEqual(['old2', 'old3', 'new1', 'live']);
+      expect(await client.exists(keys.owed(user), keys.owedData(user), keys.conns(user))).toBe(0);
+    });
+
+    it('keeps messages owed while another connection of the user remains', async () => {
+      const user = uniqueId();
+      await queue.attach(user, 'c1', instance);
+      await queue.attach(user, 'c2', instance);
+      await route(user, 'm');
+
+      expect(await queue.detach(user, 'c1', instance)).toEqual({ requeued: 0, left: 1 });
+      expect(await client.llen(keys.queue(user))).toBe(0);
+      expect(await queue.read(user, 0, 10)).toHaveLength(1);
+    });
+
+    it("with '*' unregisters every connection of a dead instance and only those", async () => {
+      const dead = uniqueId('node');
+      const user = uniqueId();
+      const lonely = uniqueId();
+      await queue.attach(user, 'c1', dead);
+      await queue.attach(user, 'c2', dead);
+      await queue.attach(user, 'c3', instance);
+      await queue.attach(lonely, 'c4', dead);
+      await route(lonely, 'kept');
+      expect((await queue.usersOf(dead)).sort()).toEqual([user, lonely].sort());
+
+      for (const u of await queue.usersOf(dead)) await queue.detach(u, '*', dead);
+
+      expect(await client.hgetall(keys.conns(user))).toEqual({ c3: instance });
+      expect(await payloads(lonely)).toEqual(['kept']);
+      expect(await queue.usersOf(dead)).toEqual([]);
+    });
+
+    it('moves a large owed set back intact (chunked LPUSH)', async () => {
+      const user = uniqueId();
+      const many = Array.from({ length: 2500 }, (_, i) => `m${i}`);
+      for (let i = 0; i < many.length; i += 500) await route(user, ...many.slice(i, i + 500));
+      await queue.attach(user, 'c1', instance);
+
+      await queue.detach(user, 'c1', instance);
+
+      expect(await payloads(user)).toEqual(many);
+    });
+  });
+
+  it('leaves no key of a user behind once everything is acked and the user left', async () => {
+    const user = uniqueId();
+    await route(user, 'x', 'y');
+    await queue.attach(user, 'c1', instance);
+    await queue.ack(user, (await queue.read(user, 0, 10)).map((m) => m.id), instance);
+
+    await queue.detach(user, 'c1', instance);
+
+    expect(await client.keys(`rm:users:${user}:*`)).toEqual([]);
+  });
+});
