@@ -7,6 +7,8 @@ import { QueueService, messageFrame } from '../queue/queue.service';
 import { InjectRedis, InjectRedisSubscriber } from '../redis/redis.constants';
 import { Connection } from './connection';
 
+/** How long an identify waits for presence to be ready (Redis reachable) before it is refused. */
+const ATTACH_WAIT_MS = 5000;
 /** The most owed messages read from Redis in one script call. */
 const READ_CHUNK = 1000;
 
@@ -52,7 +54,7 @@ export class DeliveryService implements OnModuleInit {
     conn.user = user;
     let owed: number | undefined;
     conn.attached = (async () => {
-      await this.presence.whenReady();
+      await this.presence.whenReady(ATTACH_WAIT_MS);
       if (conn.state === 'closed') return false;
       let conns = this.byUser.get(user);
       if (!conns) this.byUser.set(user, (conns = new Set()));

@@ -48,8 +48,15 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
   }
 
   /** Resolves once this instance reclaimed its previous life's connections (it must not attach before). */
-  whenReady(): Promise<void> {
-    return this.ready ? Promise.resolve() : new Promise((resolve) => this.readyWaiters.push(resolve));
+  whenReady(timeoutMs: number): Promise<void> {
+    if (this.ready) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`Redis presence not ready within ${timeoutMs} ms`)), timeoutMs);
+      this.readyWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   /** The first refresh, under way from module init: routing may start once it is done. */

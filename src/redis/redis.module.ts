@@ -6,11 +6,12 @@ import { REDIS_CLIENT, REDIS_SUBSCRIBER } from './redis.constants';
 const logger = new Logger('Redis');
 
 /** Reconnects with backoff up to 2 s, forever: a server without Redis waits and says so, it does not crash. */
-export function createRedis(url: string, role: string): Redis {
+export function createRedis(url: string, role: 'command' | 'subscriber'): Redis {
   const redis = new Redis(url, {
     connectionName: `redmessenger-${role}`,
-    lazyConnect: false,
-    maxRetriesPerRequest: 2,
+    // Commands fail fast while Redis is away (the client gets an error frame, nothing is lost);
+    // subscriptions wait for it, and ioredis renews them after every reconnect.
+    maxRetriesPerRequest: role === 'subscriber' ? null : 2,
     retryStrategy: (attempt) => Math.min(100 * 2 ** Math.min(attempt, 5), 2000),
   });
   let down = false;
