@@ -52,7 +52,8 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
   ) {}
 
   handleConnection(socket: WebSocket, request: IncomingMessage): void {
-    const conn = new Connection(socket, `${request.socket.remoteAddress}:${request.socket.remotePort}`);
+    const address = (request.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const conn = new Connection(socket, `${address}:${request.socket.remotePort}`);
     if (this.shuttingDown) return conn.close(CloseCode.ShuttingDown, 'server shutting down');
     this.connections.add(conn);
     conn.identifyTimer = setTimeout(() => {

@@ -1,0 +1,291 @@
+'use strict';
+// RedMessenger benchmark suite: `node bench/run.js [--quick] [--repeat N] [--only a,b] [--profile]`.
+// Starts its own redis-server and server processes (RedMessenger from a copy of
+// dist/, and bench/baseline.js), runs every scenario against both, prints a
+// table of medians with the ratio RedMessenger / baseline and a verdict against
+// the targets, and appends JSON lines to bench/results/<timestamp>.jsonl.
+const { execFileSync, execSync, spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { ROOT, sleep, startRedis, distSnapshot } = require('./lib/procs');
+const scenarios = require('./lib/scenarios');
+
+const SCENARIOS = ['online', 'latency', 'drain', 'idle'];
+const SERVERS = ['redmessenger', 'baseline'];
+
+function parseArgs(argv) {
+  const args = { repeat: 1, only: SCENARIOS, quick: false, profile: false, deadlineS: 600 };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--quick') args.quick = true;
+    else if (a === '--profile') args.profile = true;
+    else if (a === '--repeat') args.repeat = Math.max(1, Number(argv[++i]) || 1);
+    else if (a === '--deadline') args.deadlineS = Number(argv[++i]);
+    else if (a === '--only') {
+      // "redis" (Redis cost) is measured by the online scenario.
+      args.only = [...new Set(String(argv[++i]).split(',').map((s) => (s === 'redis' ? 'online' : s)))];
+      for (const s of args.only) if (!SCENARIOS.includes(s)) throw new Error(`--only: unknown scenario ${s} (${SCENARIOS.join(', ')}, redis)`);
+    } else if (a === '--help' || a === '-h') {
+      console.log('node bench/run.js [--quick] [--repeat N] [--only online,latency,drain,idle,redis] [--profile] [--deadline S]');
+      process.exit(0);
+    } else throw new Error(`unknown argument ${a}`);
+  }
+  return args;
+}
+
+/** Scenario counts: the issue's, or smaller ones for --quick. */
+function config(quick) {
+  const ack = { ackBatch: 100, ackDelayMs: 100 };
+  const maxInflight = 1000;
+  return quick
+    ? {
+        online: { clients: 200, perUser: 50, warmupPerUser: 5, window: 20000, deadlineMs: 20000, ack, maxInflight },
+        latency: { clients: 200, rate: 5000, total: 10000, warmupPerUser: 5, window: 20000, deadlineMs: 10000, ack, maxInflight },
+        drain: { oneBacklog: 10000, manyUsers: 20, manyBacklog: 500, queueDeadlineMs: 20000, deadlineMs: 20000, ack, maxInflight },
+        idle: { sockets: 1000, concurrency: 100, settleMs: 1000, localAddresses: addrs(2), ack, maxInflight },
+      }
+    : {
+        online: { clients: 1000, perUser: 100, warmupPerUser: 5, window: 20000, deadlineMs: 60000, ack, maxInflight },
+        latency: { clients: 1000, rate: 5000, total: 50000, warmupPerUser: 5, window: 20000, deadlineMs: 20000, ack, maxInflight },
+        drain: { oneBacklog: 100000, manyUsers: 100, manyBacklog: 1000, queueDeadlineMs: 60000, deadlineMs: 60000, ack, maxInflight },
+        idle: { sockets: 10000, concurrency: 200, settleMs: 3000, localAddresses: addrs(4), ack, maxInflight },
+      };
+}
+const addrs = (n) => Array.from({ length: n }, (_, i) => `127.0.0.${i + 1}`);
+
+/** Idle needs one descriptor per socket in this process (and in the server): raise the soft limit or re-exec under a raised one. */
+function ensureFileLimit(needed) {
+  const soft = Number(execSync('ulimit -n', { shell: '/bin/sh' }).toString().trim());
+  if (!(soft < needed)) return soft;
+  const hard = execSync('ulimit -Hn', { shell: '/bin/sh' }).toString().trim();
+  if (process.env.BENCH_ULIMIT_RAISED || (hard !== 'unlimited' && Number(hard) < needed)) {
+    throw new Error(`ulimit -n is ${soft} (hard ${hard}); the idle scenario needs ${needed}. Raise it (ulimit -n ${needed}) or use --quick.`);
+  }
+  const limit = hard === 'unlimited' ? Math.max(needed, 65536) : Number(hard);
+  const r = spawnSync('/bin/sh', ['-c', `ulimit -n ${limit} && exec "$0" "$@"`, process.execPath, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, BENCH_ULIMIT_RAISED: '1' },
+  });
+  process.exit(r.status ?? 1);
+}
+
+function machine() {
+  const cpuinfo = fs.readFileSync('/proc/cpuinfo', 'utf8');
+  const model = (/^model name\s*:\s*(.*)$/m.exec(cpuinfo) || [])[1] || os.cpus()[0]?.model;
+  const git = (args) => {
+    try {
+      return execFileSync('git', args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+    } catch {
+      return undefined;
+    }
+  };
+  return {
+    nproc: os.availableParallelism ? os.availableParallelism() : os.cpus().length,
+    cpu: model,
+    memMB: Math.round(os.totalmem() / 2 ** 20),
+    node: process.version,
+    redis: execFileSync('redis-server', ['--version']).toString().trim(),
+    commit: git(['rev-parse', '--short', 'HEAD']),
+    srcDirty: Boolean(git(['status', '--porcelain', '--', 'src'])),
+  };
+}
+
+const median = (xs) => {
+  const v = xs.filter((x) => typeof x === 'number' && !Number.isNaN(x)).sort((a, b) => a - b);
+  if (v.length === 0) return undefined;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+};
+const worst = (xs) => {
+  const v = xs.filter((x) => typeof x === 'number');
+  return v.length ? Math.max(...v) : undefined;
+};
+
+const fmt = {
+  int: (x) => (x === undefined ? 'n/a' : Math.round(x).toLocaleString('en-US')),
+  f1: (x) => (x === undefined ? 'n/a' : x.toFixed(1)),
+  f2: (x) => (x === undefined ? 'n/a' : x.toFixed(2)),
+  f3: (x) => (x === undefined ? 'n/a' : x.toFixed(3)),
+  pct: (x) => (x === undefined ? 'n/a' : `${Math.round(x)}%`),
+};
+
+/**
+ * The table's rows: where the figure comes from, how it is aggregated over
+ * repeats (median, or worst for error counts), and its target: `ratioMin` /
+ * `ratioMax` against the baseline, or `max` / `min` / `zero` on RedMessenger's figure.
+ */
+const FIGURES = [
+  { s: 'online', name: 'delivered msg/s', key: 'deliveredPerSec', f: fmt.int, target: { ratioMin: 0.7 } },
+  { s: 'online', name: 'server CPU µs/msg', key: 'serverCpuUsPerMsg', f: fmt.f1, target: { ratioMax: 1.4 } },
+  { s: 'online', name: 'lost', key: 'lost', agg: worst, f: fmt.int, target: { zero: true } },
+  { s: 'online', name: 'duplicated', key: 'duplicated', agg: worst, f: fmt.int, target: { zero: true } },
+  { s: 'online', name: 'out-of-order', key: 'outOfOrder', agg: worst, f: fmt.int, target: { zero: true } },
+  { s: 'online', name: 'server CPU busy', key: 'serverCpuPct', f: fmt.pct },
+  { s: 'online', name: 'Redis CPU µs/msg', key: 'redisCpuUsPerMsg', f: fmt.f1 },
+  { s: 'online', name: 'bench process CPU', key: 'benchCpuPct', f: fmt.pct },
+  { s: 'online', name: 'machine CPU busy (2 cores)', key: 'machineBusyPct', f: fmt.pct },
+  { s: 'latency', name: 'p50 ms', key: 'p50Ms', f: fmt.f2 },
+  { s: 'latency', name: 'p99 ms', key: 'p99Ms', f: fmt.f2, target: { max: 8 } },
+  { s: 'latency', name: 'max ms', key: 'maxMs', f: fmt.f2 },
+  { s: 'latency', name: 'lost / dup / ooo', key: 'lost', agg: worst, f: fmt.int, target: { zero: true }, combo: ['lost', 'duplicated', 'outOfOrder'] },
+  { s: 'latency', name: 'server CPU busy', key: 'serverCpuPct', f: fmt.pct },
+  { s: 'drain', name: '1 user × 100k: msg/s', key: 'one_msgPerSec', f: fmt.int, target: { min: 110000 }, quickName: '1 user: msg/s' },
+  { s: 'drain', name: '1 user: time to first ms', key: 'one_firstMsP50', f: fmt.f1 },
+  { s: 'drain', name: '100 users × 1k: msg/s', key: 'many_msgPerSec', f: fmt.int, quickName: 'N users: msg/s' },
+  { s: 'drain', name: '100 users: time to first ms, p50', key: 'many_firstMsP50', f: fmt.f1, quickName: 'N users: time to first ms, p50' },
+  { s: 'drain', name: '100 users: time to first ms, max', key: 'many_firstMsMax', f: fmt.f1, quickName: 'N users: time to first ms, max' },
+  { s: 'drain', name: 'lost / dup / ooo', key: 'one_lost', agg: worst, f: fmt.int, target: { zero: true }, combo: ['one_lost', 'one_duplicated', 'one_outOfOrder', 'many_lost', 'many_duplicated', 'many_outOfOrder'] },
+  { s: 'drain', name: 'server CPU µs/msg (1 user)', key: 'one_serverCpuUsPerMsg', f: fmt.f1 },
+  { s: 'idle', name: 'RSS KB per idle socket', key: 'rssKbPerSocket', f: fmt.f2, target: { max: 6 } },
+  { s: 'idle', name: 'server RSS MB with all open', key: 'rssKbAfter', f: (x) => (x === undefined ? 'n/a' : (x / 1024).toFixed(0)) },
+  { s: 'idle', name: 'identify CPU µs per socket', key: 'identifyCpuUsPerSocket', f: fmt.f1 },
+  { s: 'redis', from: 'online', name: 'Redis commands / delivered msg', key: 'redisCommandsPerMsg', f: fmt.f2, target: { max: 1 } },
+  { s: 'redis', from: 'online', name: '… of which script calls', key: 'redisScriptCallsPerMsg', f: fmt.f3 },
+];
+
+function targetText(t) {
+  if (!t) return '';
+  if (t.ratioMin !== undefined) return `≥ ${t.ratioMin}× base`;
+  if (t.ratioMax !== undefined) return `≤ ${t.ratioMax}× base`;
+  if (t.max !== undefined) return `≤ ${t.max.toLocaleString('en-US')}`;
+  if (t.min !== undefined) return `≥ ${t.min.toLocaleString('en-US')}`;
+  if (t.zero) return '0';
+  return '';
+}
+
+function verdict(t, rm, base) {
+  if (!t || rm === undefined) return '';
+  const ok = (b) => (b ? 'PASS' : 'FAIL');
+  if (t.ratioMin !== undefined) return base ? ok(rm / base >= t.ratioMin) : '';
+  if (t.ratioMax !== undefined) return base ? ok(rm / base <= t.ratioMax) : '';
+  if (t.max !== undefined) return ok(rm <= t.max);
+  if (t.min !== undefined) return ok(rm >= t.min);
+  if (t.zero) return ok(rm === 0);
+  return '';
+}
+
+function table(results, repeat, quick) {
+  const rows = [];
+  const summary = [];
+  for (const fig of FIGURES) {
+    const from = fig.from || fig.s;
+    const per = {};
+    for (const kind of SERVERS) {
+      const runs = results.filter((r) => r.scenario === from && r.server === kind && !r.na && !r.failed);
+      if (runs.length === 0) {
+        per[kind] = { v: undefined, text: results.some((r) => r.scenario === from && r.server === kind && r.na) ? 'n/a' : '—' };
+        continue;
+      }
+      if (fig.combo) {
+        const parts = fig.combo.map((k) => worst(runs.map((r) => r[k])));
+        const present = parts.filter((p) => p !== undefined);
+        per[kind] = { v: present.length ? present.reduce((a, b) => a + b, 0) : undefined, text: parts.map(fmt.int).join(' / ') };
+        if (fig.combo.length === 6) per[kind].text = `${parts.slice(0, 3).map(fmt.int).join('/')} · ${parts.slice(3).map(fmt.int).join('/')}`;
+      } else {
+        const v = (fig.agg || median)(runs.map((r) => r[fig.key]));
+        per[kind] = { v, text: fig.f(v) };
+      }
+    }
+    if (!per.redmessenger || (per.redmessenger.text === '—' && per.baseline.text === '—')) continue;
+    const rm = per.redmessenger.v;
+    const base = per.baseline.v;
+    const ratio = rm !== undefined && base !== undefined && base !== 0 && !fig.combo && !fig.target?.zero ? `${(rm / base).toFixed(2)}×` : '';
+    const name = quick && fig.quickName ? fig.quickName : fig.name;
+    rows.push([fig.s, name, per.redmessenger.text, per.baseline.text, ratio, targetText(fig.target), verdict(fig.target, rm, base)]);
+    summary.push({ scenario: fig.s, figure: name, redmessenger: rm, baseline: base, ratio: ratio || undefined, target: targetText(fig.target) || undefined, verdict: verdict(fig.target, rm, base) || undefined });
+  }
+  const head = ['scenario', 'figure', 'RedMessenger', 'baseline', 'RM/base', 'target', 'verdict'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells) => `| ${cells.map((c, i) => (i >= 2 && i <= 4 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(' | ')} |`;
+  const out = [line(head), `|${widths.map((w, i) => (i >= 2 && i <= 4 ? `${'-'.repeat(w + 1)}:` : '-'.repeat(w + 2))).join('|')}|`, ...rows.map(line)];
+  out.push('', `Medians of ${repeat} run${repeat > 1 ? 's' : ''} (lost / dup / ooo: worst run)${quick ? '; --quick counts, not the issue\'s' : ''}.`);
+  return { text: out.join('\n'), summary };
+}
+
+async function main() {
+  const args = parseArgs(process.argv.slice(2));
+  const cfg = config(args.quick);
+  if (args.only.includes('idle')) ensureFileLimit(cfg.idle.sockets + 1000);
+  const started = Date.now();
+  const deadline = started + args.deadlineS * 1000;
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const resultsDir = path.join(ROOT, 'bench', 'results');
+  fs.mkdirSync(resultsDir, { recursive: true });
+  const resultsFile = path.join(resultsDir, `${stamp}.jsonl`);
+  const write = (obj) => fs.appendFileSync(resultsFile, `${JSON.stringify(obj)}\n`);
+  const info = machine();
+  write({ type: 'run', at: new Date().toISOString(), argv: process.argv.slice(2), ...args, machine: info, config: cfg });
+  const log = (s) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(3)} s] ${s}\n`);
+  log(`${info.nproc} × ${info.cpu}, ${info.node}, ${info.redis.split(' ').slice(0, 3).join(' ')}; results: ${path.relative(process.cwd(), resultsFile)}`);
+
+  await distSnapshot();
+  const redis = await startRedis();
+  const ctx = { redis };
+  const results = [];
+  let profileFile;
+  try {
+    outer: for (let rep = 1; rep <= args.repeat; rep++) {
+      for (const scenario of args.only) {
+        // Alternate which server goes first, so neither always runs on a cooler machine.
+        const kinds = rep % 2 ? SERVERS : [...SERVERS].reverse();
+        for (const kind of kinds) {
+          if (Date.now() > deadline) {
+            log(`deadline of ${args.deadlineS} s reached: stopping here`);
+            break outer;
+          }
+          ctx.profileFile = args.profile && scenario === 'online' && rep === 1 ? path.join(resultsDir, `${stamp}-redmessenger-online.cpuprofile`) : undefined;
+          const t0 = Date.now();
+          let result;
+          try {
+            result = await scenarios[scenario](ctx, kind, cfg[scenario]);
+          } catch (error) {
+            result = { failed: true, error: error.message.slice(0, 2000) };
+            log(`${scenario} ${kind} #${rep} FAILED: ${error.message.slice(0, 400)}`);
+          }
+          if (ctx.profileFile && kind === 'redmessenger') profileFile = ctx.profileFile;
+          const row = { type: 'result', scenario, server: kind, repeat: rep, quick: args.quick, profiled: Boolean(ctx.profileFile && kind === 'redmessenger'), seconds: (Date.now() - t0) / 1000, ...result };
+          results.push(row);
+          write(row);
+          log(`${scenario.padEnd(7)} ${kind.padEnd(12)} #${rep}: ${brief(row)} (${row.seconds.toFixed(1)} s)`);
+        }
+      }
+    }
+  } finally {
+    await redis.stop();
+  }
+  const { text, summary } = table(results, args.repeat, args.quick);
+  write({ type: 'summary', seconds: (Date.now() - started) / 1000, figures: summary });
+  console.log(`\nRedMessenger vs baseline — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${info.nproc} × ${info.cpu}, node ${info.node}, commit ${info.commit}${info.srcDirty ? ' (src modified)' : ''}\n`);
+  console.log(text);
+  console.log(`\nTotal ${((Date.now() - started) / 1000).toFixed(0)} s. Results: ${path.relative(process.cwd(), resultsFile)}`);
+  if (profileFile) {
+    if (fs.existsSync(profileFile)) console.log(`\n${require('./lib/profile-summary').summarise(profileFile)}`);
+    else console.log(`\nNo CPU profile was written (${profileFile}).`);
+  }
+  const anyFailed = results.some((r) => r.failed);
+  process.exitCode = anyFailed ? 1 : 0;
+}
+
+function brief(r) {
+  if (r.failed) return 'failed';
+  if (r.na) return 'n/a';
+  const extra = r.errorCount ? `, ${r.errorCount} client errors: ${r.errors[0]}` : '';
+  switch (r.scenario) {
+    case 'online':
+      return `${fmt.int(r.deliveredPerSec)} msg/s, ${fmt.f1(r.serverCpuUsPerMsg)} µs/msg, lost ${r.lost} dup ${r.duplicated} ooo ${r.outOfOrder}, ${fmt.f2(r.redisCommandsPerMsg)} Redis cmds/msg, bench CPU ${fmt.pct(r.benchCpuPct)}, machine ${fmt.pct(r.machineBusyPct)}${extra}`;
+    case 'latency':
+      return `p50 ${fmt.f2(r.p50Ms)} p99 ${fmt.f2(r.p99Ms)} max ${fmt.f2(r.maxMs)} ms at ${fmt.int(r.achievedRate)} msg/s, lost ${r.lost} dup ${r.duplicated} ooo ${r.outOfOrder}${extra}`;
+    case 'drain':
+      return `1 user ${fmt.int(r.one_msgPerSec)} msg/s (first ${fmt.f1(r.one_firstMsP50)} ms), ${r.many_users} users ${fmt.int(r.many_msgPerSec)} msg/s (first p50 ${fmt.f1(r.many_firstMsP50)} ms), lost ${r.one_lost}+${r.many_lost}${r.one_errorCount || r.many_errorCount ? `, errors: ${r.one_errors?.[0] ?? r.many_errors?.[0]}` : ''}`;
+    case 'idle':
+      return `${r.open}/${r.sockets} open, ${fmt.f2(r.rssKbPerSocket)} KB/socket (${fmt.int(r.rssKbBefore / 1024)} → ${fmt.int(r.rssKbAfter / 1024)} MB), opened in ${fmt.int(r.openMs)} ms${extra}`;
+    default:
+      return '';
+  }
+}
+
+main().catch((error) => {
+  console.error(`bench failed: ${error.stack || error.message}`);
+  process.exit(1);
+});
