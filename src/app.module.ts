@@ -1,16 +1,14 @@
-import { Global, Module } from '@nestjs/common';
+import { Module } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
 import { join } from 'node:path';
 import { ENVIRONMENT_KEYS, validateEnvironment, type Environment } from './config/environment';
-import { MESSENGER_OPTIONS, optionsFromEnvironment } from './config/messenger-options';
-import { HealthModule } from './health/health.module';
-import { MessengerModule } from './messenger/messenger.module';
-import { RedisModule } from './redis/redis.module';
+import { optionsFromEnvironment } from './config/messenger-options';
+import { RedMessengerModule } from './redmessenger.module';
 
 /** Where environment files are read from: `config/.env.<NODE_ENV>`, then `config/.env`; the process environment wins. */
 const configDir = join(__dirname, '..', 'config');
 
-@Global()
+/** The standalone server: RedMessenger configured from the environment (the only place that reads it). */
 @Module({
   imports: [
     ConfigModule.forRoot({
@@ -18,20 +16,12 @@ const configDir = join(__dirname, '..', 'config');
       validate: validateEnvironment,
       cache: true,
     }),
-  ],
-  providers: [
-    {
-      provide: MESSENGER_OPTIONS,
+    RedMessengerModule.forRootAsync({
+      imports: [ConfigModule],
       inject: [ConfigService],
       useFactory: (config: ConfigService) =>
         optionsFromEnvironment(Object.fromEntries(ENVIRONMENT_KEYS.map((key) => [key, config.get(key)])) as unknown as Environment),
-    },
+    }),
   ],
-  exports: [MESSENGER_OPTIONS],
-})
-class OptionsModule {}
-
-@Module({
-  imports: [OptionsModule, RedisModule, MessengerModule, HealthModule],
 })
 export class AppModule {}

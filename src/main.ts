@@ -4,8 +4,7 @@ import { NestFactory } from '@nestjs/core';
 import { AppModule } from './app.module';
 import { LOG_LEVELS } from './config/environment';
 import { MESSENGER_OPTIONS, type MessengerOptions } from './config/messenger-options';
-import { MessengerGateway } from './messenger/messenger.gateway';
-import { MessengerWsAdapter } from './messenger/messenger-ws.adapter';
+import { useRedMessengerAdapter } from './messenger/use-adapter';
 
 /** LOG_LEVEL names the least severe level that is printed. */
 const levelsFrom = (level: LogLevel): LogLevel[] => LOG_LEVELS.slice(0, LOG_LEVELS.indexOf(level as never) + 1) as LogLevel[];
@@ -13,10 +12,8 @@ const levelsFrom = (level: LogLevel): LogLevel[] => LOG_LEVELS.slice(0, LOG_LEVE
 async function bootstrap(): Promise<void> {
   const app = await NestFactory.create(AppModule, { bufferLogs: true, abortOnError: false });
   const options = app.get<MessengerOptions>(MESSENGER_OPTIONS);
-  app.useLogger(levelsFrom(app.get(MESSENGER_OPTIONS).logLevel));
-  const adapter = new MessengerWsAdapter(app, { path: options.wsPath, maxFrameBytes: options.maxFrameBytes });
-  adapter.useScreen(app.get(MessengerGateway));
-  app.useWebSocketAdapter(adapter);
+  app.useLogger(levelsFrom(options.logLevel));
+  useRedMessengerAdapter(app);
   app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
   // A shutdown that cannot finish (Redis gone, say) still ends within SHUTDOWN_TIMEOUT_MS.
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {

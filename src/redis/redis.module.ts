@@ -32,12 +32,13 @@ export function createRedis(url: string, role: 'command' | 'subscriber'): Redis 
     {
       provide: REDIS_CLIENT,
       inject: [MESSENGER_OPTIONS],
-      useFactory: (options: MessengerOptions) => createRedis(options.redisUrl, 'command'),
+      useFactory: (options: MessengerOptions) => options.redis ?? createRedis(options.redisUrl, 'command'),
     },
     {
       provide: REDIS_SUBSCRIBER,
       inject: [MESSENGER_OPTIONS],
-      useFactory: (options: MessengerOptions) => createRedis(options.redisUrl, 'subscriber'),
+      useFactory: (options: MessengerOptions) =>
+        options.redis ? options.redis.duplicate({ maxRetriesPerRequest: null }) : createRedis(options.redisUrl, 'subscriber'),
     },
   ],
   exports: [REDIS_CLIENT, REDIS_SUBSCRIBER],
@@ -46,12 +47,14 @@ export class RedisModule implements OnApplicationShutdown {
   constructor(
     @Inject(REDIS_CLIENT) private readonly client: Redis,
     @Inject(REDIS_SUBSCRIBER) private readonly subscriber: Redis,
+    @Inject(MESSENGER_OPTIONS) private readonly options: MessengerOptions,
   ) {}
 
   /** Runs after the HTTP and WebSocket servers closed, so nothing in flight loses its Redis. */
   async onApplicationShutdown(): Promise<void> {
     await Promise.all(
-      [this.subscriber, this.client].map(async (redis) => {
+      // A client handed in by the host application is the host's to quit.
+      [this.subscriber, this.client].filter((redis) => redis !== this.options.redis).map(async (redis) => {
         if (redis.status === 'end') return;
         try {
           await Promise.race([redis.quit(), new Promise((resolve) => setTimeout(resolve, 1000))]);

@@ -1,0 +1,9 @@
+// The public surface for host applications that embed RedMessenger.
+export { RedMessengerModule } from './redmessenger.module';
+export type { RedMessengerModuleOptions, RedMessengerExtras } from './redmessenger.module-definition';
+export { useRedMessengerAdapter } from './messenger/use-adapter';
+export { TokenVerifier } from './auth/token-verifier';
+export { MESSENGER_OPTIONS, InjectMessengerOptions, type MessengerOptions } from './config/messenger-options';
+export { REDIS_CLIENT, REDIS_SUBSCRIBER, InjectRedis, InjectRedisSubscriber } from './redis/redis.constants';
+export { CloseCode, ErrorCode } from './messenger/frame-error';
+export { isValidId, queueKeys } from './queue/queue-keys';

@@ -1,0 +1,43 @@
+import { ConfigurableModuleBuilder, type Provider, type Type } from '@nestjs/common';
+import type { Redis } from 'ioredis';
+import { TokenVerifier } from './auth/token-verifier';
+import { JwtVerifier, KeyVerifier, OpenVerifier } from './auth/verifiers';
+import { MESSENGER_OPTIONS, type MessengerOptions } from './config/messenger-options';
+import { REDIS_CLIENT } from './redis/redis.constants';
+
+/** What a host application passes to `RedMessengerModule.forRoot(...)`; every field has a default. */
+export type RedMessengerModuleOptions = Partial<MessengerOptions>;
+
+export interface RedMessengerExtras {
+  /** Replaces the token check of AUTH_MODE with the host application's own. */
+  tokenVerifier?: Type<TokenVerifier>;
+}
+
+/** The TokenVerifier: the host's class when given, else the one AUTH_MODE names. */
+function tokenVerifierProvider(custom?: Type<TokenVerifier>): Provider {
+  if (custom) return { provide: TokenVerifier, useClass: custom };
+  return {
+    provide: TokenVerifier,
+    inject: [MESSENGER_OPTIONS, REDIS_CLIENT],
+    useFactory: (options: MessengerOptions, redis: Redis): TokenVerifier => {
+      if (options.authMode === 'key') return new KeyVerifier(redis);
+      if (options.authMode === 'jwt') return new JwtVerifier(options);
+      return new OpenVerifier();
+    },
+  };
+}
+
+export const {
+  ConfigurableModuleClass: ConfigurableRedMessengerModule,
+  MODULE_OPTIONS_TOKEN: REDMESSENGER_MODULE_OPTIONS,
+  OPTIONS_TYPE,
+  ASYNC_OPTIONS_TYPE,
+} = new ConfigurableModuleBuilder<RedMessengerModuleOptions>({ moduleName: 'RedMessenger' })
+  .setClassMethodName('forRoot')
+  .setExtras<RedMessengerExtras>({}, (definition, extras) => ({
+    ...definition,
+    global: true,
+    providers: [...(definition.providers ?? []), tokenVerifierProvider(extras.tokenVerifier)],
+    exports: [...(definition.exports ?? []), TokenVerifier],
+  }))
+  .build();

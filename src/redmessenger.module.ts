@@ -1,0 +1,29 @@
+import { Module } from '@nestjs/common';
+import { MESSENGER_OPTIONS, withDefaults } from './config/messenger-options';
+import { HealthModule } from './health/health.module';
+import { MessengerModule } from './messenger/messenger.module';
+import { RedisModule } from './redis/redis.module';
+import { ConfigurableRedMessengerModule, REDMESSENGER_MODULE_OPTIONS, type RedMessengerModuleOptions } from './redmessenger.module-definition';
+
+/**
+ * RedMessenger as one importable module:
+ *
+ *     RedMessengerModule.forRoot({ redisUrl: 'redis://…', maxInflight: 500 })
+ *     RedMessengerModule.forRootAsync({ inject: [ConfigService], useFactory: (c) => ({ … }) })
+ *
+ * with `tokenVerifier: MyVerifier` to check tokens your own way and `redis: client`
+ * to run on a client you already own. The host application installs the WebSocket
+ * adapter with `useRedMessengerAdapter(app)`.
+ */
+@Module({
+  imports: [RedisModule, MessengerModule, HealthModule],
+  providers: [
+    {
+      provide: MESSENGER_OPTIONS,
+      inject: [REDMESSENGER_MODULE_OPTIONS],
+      useFactory: (given: RedMessengerModuleOptions) => withDefaults(given),
+    },
+  ],
+  exports: [MESSENGER_OPTIONS],
+})
+export class RedMessengerModule extends ConfigurableRedMessengerModule {}
