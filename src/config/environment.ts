@@ -15,6 +15,10 @@ export const AUTH_MODES = ['none', 'key', 'jwt'] as const;
 export type AuthMode = (typeof AUTH_MODES)[number];
 export const LOG_LEVELS = ['error', 'warn', 'log', 'debug', 'verbose'] as const;
 export type LogLevelName = (typeof LOG_LEVELS)[number];
+export const LOG_FORMATS = ['text', 'json'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+export const QUEUE_OVERFLOWS = ['drop-oldest', 'reject'] as const;
+export type QueueOverflow = (typeof QUEUE_OVERFLOWS)[number];
 
 /**
  * Every setting the server reads, with its default. `config/.env.example` lists
@@ -61,8 +65,55 @@ export class Environment {
   @Matches(/^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$/, { message: 'INSTANCE_ID must be 1-128 characters of A-Z a-z 0-9 . _ @ : -' })
   INSTANCE_ID?: string;
 
-  @IsInt() @Min(10000) @Max(3_600_000)
+  @IsInt() @Min(1000) @Max(3_600_000)
   SHUTDOWN_TIMEOUT_MS = 10000;
+
+  @IsIn(LOG_FORMATS, { message: `LOG_FORMAT must be one of: ${LOG_FORMATS.join(', ')}` })
+  LOG_FORMAT: LogFormat = 'text';
+
+  // Limits. 0 turns a limit off.
+  @IsInt() @Min(0) @Max(100_000_000)
+  MAX_QUEUE_LENGTH = 100000;
+
+  @IsIn(QUEUE_OVERFLOWS, { message: `QUEUE_OVERFLOW must be one of: ${QUEUE_OVERFLOWS.join(', ')}` })
+  QUEUE_OVERFLOW: QueueOverflow = 'drop-oldest';
+
+  @IsInt() @Min(0) @Max(10 * 365 * 86400)
+  QUEUE_TTL_SECONDS = 604800;
+
+  @IsInt() @Min(0) @Max(10000)
+  MAX_SOCKETS_PER_USER = 6;
+
+  @IsInt() @Min(0) @Max(10_000_000)
+  MAX_CONNECTIONS = 100000;
+
+  @IsInt() @Min(0) @Max(10_000_000)
+  CONNECTION_RATE_PER_MINUTE = 6000;
+
+  @IsInt() @Min(0) @Max(10_000_000)
+  IDENTIFY_RATE_PER_MINUTE = 3000;
+
+  @IsInt() @Min(0) @Max(1024 * 1024 * 1024)
+  SLOW_CONSUMER_BYTES = 8 * 1024 * 1024;
+
+  @IsInt() @Min(100) @Max(3_600_000)
+  SLOW_CONSUMER_TIMEOUT_MS = 30000;
+
+  // Security.
+  @IsOptional() @IsString()
+  ALLOWED_ORIGINS?: string;
+
+  @IsOptional() @IsString()
+  TRUSTED_PROXIES?: string;
+
+  @IsOptional() @IsString()
+  AUTH_JWT_ISSUER?: string;
+
+  @IsOptional() @IsString()
+  AUTH_JWT_AUDIENCE?: string;
+
+  @IsInt() @Min(0) @Max(3600)
+  AUTH_CLOCK_SKEW_S = 5;
 }
 
 export class ConfigError extends Error {
@@ -79,9 +130,15 @@ export const ENVIRONMENT_KEYS = [
   'AUTH_JWT_SECRET',
   'AUTH_JWT_PUBLIC_KEY',
   'INSTANCE_ID',
+  'ALLOWED_ORIGINS',
+  'TRUSTED_PROXIES',
+  'AUTH_JWT_ISSUER',
+  'AUTH_JWT_AUDIENCE',
 ] as Array<keyof Environment>;
 
-const INTEGER_SETTINGS = ['PORT', 'MAX_FRAME_BYTES', 'IDENTIFY_TIMEOUT_MS', 'MAX_INFLIGHT', 'SHUTDOWN_TIMEOUT_MS'];
+const INTEGER_SETTINGS = Object.entries(new Environment())
+  .filter(([, value]) => typeof value === 'number')
+  .map(([key]) => key);
 
 /**
  * Checks the environment at start. An empty value counts as unset; messages name

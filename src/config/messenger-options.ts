@@ -1,7 +1,7 @@
 import { Inject } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { hostname } from 'node:os';
-import { Environment, type AuthMode, type LogLevelName } from './environment';
+import { Environment, type AuthMode, type LogFormat, type LogLevelName, type QueueOverflow } from './environment';
 
 /** What the modules of RedMessenger are configured with; only the app maps the environment to it. */
 export interface MessengerOptions {
@@ -18,6 +18,28 @@ export interface MessengerOptions {
   instanceId: string;
   shutdownTimeoutMs: number;
   logLevel: LogLevelName;
+  logFormat: LogFormat;
+  /** Per-user queue cap (0: none), what happens past it, and each message's time to live in a queue (0: forever). */
+  maxQueueLength: number;
+  queueOverflow: QueueOverflow;
+  queueTtlSeconds: number;
+  /** Past this many sockets of one user the oldest is closed with 4409 (0: no limit). */
+  maxSocketsPerUser: number;
+  /** Past this many sockets on this instance a new one is closed with 1013 (0: no limit). */
+  maxConnections: number;
+  /** Per remote address, per minute (0: no limit); past them the socket is closed with 4429. */
+  connectionRatePerMinute: number;
+  identifyRatePerMinute: number;
+  /** A socket with this many bytes unsent is not sent more; still so after the timeout, it is closed. */
+  slowConsumerBytes: number;
+  slowConsumerTimeoutMs: number;
+  /** Origin header values accepted for upgrades (empty: any). */
+  allowedOrigins: string[];
+  /** Proxy addresses whose X-Forwarded-For is believed (empty: none). */
+  trustedProxies: string[];
+  jwtIssuer?: string;
+  jwtAudience?: string;
+  clockSkewSeconds: number;
   /** How often presence is refreshed, and how long it lives without refresh. */
   heartbeatMs: number;
   presenceTtlMs: number;
@@ -45,11 +67,27 @@ export function optionsFromEnvironment(env: Environment): MessengerOptions {
     instanceId: env.INSTANCE_ID ?? defaultInstanceId(env.PORT),
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
     logLevel: env.LOG_LEVEL,
+    logFormat: env.LOG_FORMAT,
+    maxQueueLength: env.MAX_QUEUE_LENGTH,
+    queueOverflow: env.QUEUE_OVERFLOW,
+    queueTtlSeconds: env.QUEUE_TTL_SECONDS,
+    maxSocketsPerUser: env.MAX_SOCKETS_PER_USER,
+    maxConnections: env.MAX_CONNECTIONS,
+    connectionRatePerMinute: env.CONNECTION_RATE_PER_MINUTE,
+    identifyRatePerMinute: env.IDENTIFY_RATE_PER_MINUTE,
+    slowConsumerBytes: env.SLOW_CONSUMER_BYTES,
+    slowConsumerTimeoutMs: env.SLOW_CONSUMER_TIMEOUT_MS,
+    allowedOrigins: list(env.ALLOWED_ORIGINS),
+    trustedProxies: list(env.TRUSTED_PROXIES),
+    jwtIssuer: env.AUTH_JWT_ISSUER,
+    jwtAudience: env.AUTH_JWT_AUDIENCE,
+    clockSkewSeconds: env.AUTH_CLOCK_SKEW_S,
     heartbeatMs: 1000,
     presenceTtlMs: 5000,
   };
 }
 
+const list = (value?: string) => (value ?? '').split(',').map((item) => item.trim()).filter(Boolean);
 const defaultInstanceId = (port: number) => `${hostname()}:${port}`;
 
 /** Fills what a host application left out with the documented defaults. */

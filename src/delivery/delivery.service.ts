@@ -5,6 +5,7 @@ import { PresenceService } from '../presence/presence.service';
 import { queueKeys } from '../queue/queue-keys';
 import { QueueService, messageFrame } from '../queue/queue.service';
 import { InjectRedis, InjectRedisSubscriber } from '../redis/redis.constants';
+import { CloseCode, ErrorCode, FrameError } from '../messenger/frame-error';
 import { Connection } from './connection';
 
 /** How long an identify waits for presence to be ready (Redis reachable) before it is refused. */
@@ -16,7 +17,8 @@ const READ_CHUNK = 1000;
  * Hands owed messages to this instance's identified sockets, in order, with at
  * most MAX_INFLIGHT unacked per socket. New messages arrive as notices on the
  * instance's own channel (`m|user|id|envelope`, `a|user|ids` for acks taken by
- * another instance, `s|user` when a user's owed set grew by a move); whatever a
+ * another instance, `s|user` when a user's owed set grew by a move, `k|user|conn`
+ * for a socket replaced past MAX_SOCKETS_PER_USER); whatever a
  * socket has no room for stays in Redis and is read when acks free room.
  */
 @Injectable()
@@ -49,21 +51,26 @@ export class DeliveryService implements OnModuleInit {
     return count;
   }
 
-  /** Registers an identified socket; resolves with how many messages the user is owed (undefined if it closed first). */
-  async attach(conn: Connection, user: string): Promise<number | undefined> {
+  /**
+   * Registers an identified socket; resolves with how many messages the user is
+   * owed and how many were dropped or expired since the last identify (undefined
+   * if the socket closed first).
+   */
+  async attach(conn: Connection, user: string): Promise<{ owed: number; dropped: number } | undefined> {
     conn.user = user;
-    let owed: number | undefined;
+    let result: { owed: number; dropped: number } | undefined;
     conn.attached = (async () => {
       await this.presence.whenReady(ATTACH_WAIT_MS);
       if (conn.state === 'closed') return false;
       let conns = this.byUser.get(user);
       if (!conns) this.byUser.set(user, (conns = new Set()));
       conns.add(conn);
-      owed = (await this.queue.attach(user, conn.id, this.presence.instanceId)).owed;
+      const { owed, dropped } = await this.queue.attach(user, conn.id, this.presence.instanceId);
+      result = { owed, dropped };
       return true;
     })();
     await conn.attached;
-    return owed;
+    return result;
   }
 
   /** Unregisters a closed socket, once; the user's last socket gives every owed message back to the queue. */
@@ -130,6 +137,12 @@ export class DeliveryService implements OnModuleInit {
         for (const conn of conns) this.offer(conn, Number(id), id, envelope);
       } else if (line[0] === 'a') {
         this.forget(user, line.slice(userEnd + 1).split(','));
+      } else if (line[0] === 'k') {
+        // Past MAX_SOCKETS_PER_USER: the attach script already unregistered this one.
+        const id = line.slice(userEnd + 1);
+        for (const conn of conns) {
+          if (conn.id === id) conn.refuse(new FrameError(ErrorCode.Replaced, 'Replaced by a newer socket of the same id', CloseCode.Replaced));
+        }
       } else if (line[0] === 's') {
         for (const conn of conns) {
           conn.mode = 'backlog';

@@ -1,12 +1,15 @@
 import { Controller, Get } from '@nestjs/common';
-import { HealthCheck, HealthCheckService } from '@nestjs/terminus';
+import { HealthCheck, HealthCheckService, HealthIndicatorService } from '@nestjs/terminus';
 import { RedisHealthIndicator } from './redis.health';
+import { ShutdownHealthIndicator } from './shutdown.health';
 
 @Controller('health')
 export class HealthController {
   constructor(
     private readonly health: HealthCheckService,
+    private readonly indicators: HealthIndicatorService,
     private readonly redis: RedisHealthIndicator,
+    private readonly shutdown: ShutdownHealthIndicator,
   ) {}
 
   /** 200 with "status":"ok" while Redis answers, 503 with "status":"error" while it does not. */
@@ -14,5 +17,23 @@ export class HealthController {
   @HealthCheck()
   check() {
     return this.health.check([() => this.redis.isHealthy()]);
+  }
+
+  /**
+   * Liveness: 200 whenever the process can answer at all (the event loop runs).
+   * Redis is not checked: a server waiting for Redis is alive, and restarting it
+   * would not bring Redis back.
+   */
+  @Get('live')
+  @HealthCheck()
+  live() {
+    return this.health.check([() => this.indicators.check('process').up({ uptime: Math.round(process.uptime()) })]);
+  }
+
+  /** Readiness: 200 while Redis answers and the server is not shutting down, 503 otherwise. */
+  @Get('ready')
+  @HealthCheck()
+  ready() {
+    return this.health.check([() => this.redis.isHealthy(), () => this.shutdown.isAccepting()]);
   }
 }

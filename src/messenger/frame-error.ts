@@ -21,6 +21,10 @@ export enum ErrorCode {
   Unauthorized = 'UNAUTHORIZED',
   IdentifyTimeout = 'IDENTIFY_TIMEOUT',
   Unavailable = 'UNAVAILABLE',
+  Replaced = 'REPLACED',
+  TooManyAttempts = 'TOO_MANY_ATTEMPTS',
+  SlowConsumer = 'SLOW_CONSUMER',
+  Forbidden = 'FORBIDDEN_ORIGIN',
 }
 
 /**

@@ -93,11 +93,13 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
   async identify(@ConnectedSocket() socket: WebSocket, @MessageBody() { id }: IdentifyDto): Promise<void> {
     const conn = Connection.of(socket)!;
     this.logger.log(`Assigning id ${id} to socket ${conn.remote}`);
-    const queued = await this.delivery.attach(conn, id);
-    if (queued === undefined || conn.state !== 'identifying') return;
+    const attached = await this.delivery.attach(conn, id);
+    if (attached === undefined || conn.state !== 'identifying') return;
     conn.state = 'ready';
     const channel = queueKeys.userChannel(id);
-    conn.send('ready', { id, channel, queued });
+    const { owed: queued, dropped } = attached;
+    conn.send('ready', dropped > 0 ? { id, channel, queued, dropped } : { id, channel, queued });
+    if (dropped > 0) this.logger.warn(`${id}: ${dropped} messages were dropped (queue cap) or expired (queue TTL) since the last identify`);
     if (queued > 0) this.logger.log(`${channel} has ${queued} messages enqueued, purging!`);
     await this.delivery.pump(conn);
   }

@@ -13,6 +13,8 @@ export class QueueKeys {
   readonly counter = 'rm:seq';
   readonly routerLease = 'rm:router';
   readonly instances = 'rm:nodes';
+  /** Users with a non-empty queue, scored by the time of their oldest entry (for expiry and metrics). */
+  readonly queueIndex = 'rm:queues';
   /** Pub/sub channel prefix on which an instance hears about its own sockets' users. */
   readonly instanceChannelPrefix = 'rm:instance:';
 
@@ -20,6 +22,8 @@ export class QueueKeys {
   owed = (id: string) => `rm:users:${id}:owed`;
   owedData = (id: string) => `rm:users:${id}:owed:data`;
   conns = (id: string) => `rm:users:${id}:conns`;
+  /** Messages dropped (queue cap) or expired (queue TTL) since the user's last identify. */
+  dropped = (id: string) => `rm:users:${id}:dropped`;
   authKey = (id: string) => `rm:users:${id}:key`;
   members = (cid: string) => `rm:channels:${cid}:subscribers`;
   instanceAlive = (instance: string) => `rm:node:${instance}`;

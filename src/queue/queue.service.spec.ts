@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { startRedis, type TestRedis } from '../../test/support/redis';
 import { uniqueId } from '../../test/support/ids';
+import { withDefaults } from '../config/messenger-options';
 import { queueKeys as keys } from './queue-keys';
 import { QueueService, messageFrame } from './queue.service';
 
@@ -18,7 +19,7 @@ describe('QueueService scripts', () => {
     redis = await startRedis();
     client = redis.client();
     listener = redis.client();
-    queue = new QueueService(client);
+    queue = new QueueService(client, withDefaults({ maxSocketsPerUser: 0 }));
     listener.on('message', (channel: string, text: string) => notices.push([channel, text]));
     await listener.subscribe(keys.instanceChannel(instance), keys.instanceChannel(other));
   });
@@ -33,8 +34,11 @@ describe('QueueService scripts', () => {
 
   const payloads = async (user: string) =>
     (await client.lrange(keys.queue(user), 0, -1)).map((entry) => JSON.parse(entry).rm?.payload ?? `raw:${entry}`);
-  const route = (user: string, ...messages: string[]) =>
-    queue.route(messages.map((payload) => ({ user, channel: keys.userChannel(user), payload })), 1000);
+  const routeWith = (service: QueueService, user: string, ...messages: string[]) =>
+    service.route(messages.map((payload) => ({ user, channel: keys.userChannel(user), payload })), NOW);
+  const route = (user: string, ...messages: string[]) => routeWith(queue, user, ...messages);
+  // Messages must be fresh: older than QUEUE_TTL_SECONDS (7 days by default) they would expire at attach.
+  const NOW = Date.now();
   const waitNotices = async (n: number) => {
     for (let i = 0; i < 100 && notices.length < n; i++) await new Promise((r) => setTimeout(r, 10));
     return notices;
@@ -46,10 +50,10 @@ describe('QueueService scripts', () => {
 
       const result = await route(user, 'one', 'two', 'three');
 
-      expect(result).toEqual({ delivered: 0, queued: 3, online: [false, false, false] });
+      expect(result).toEqual({ delivered: 0, queued: 3, dropped: 0, outcome: '000' });
       expect(await payloads(user)).toEqual(['one', 'two', 'three']);
       expect(JSON.parse((await client.lindex(keys.queue(user), 0))!)).toEqual({
-        rm: { id: expect.any(String), channel: keys.userChannel(user), payload: 'one', ts: 1000 },
+        rm: { id: expect.any(String), channel: keys.userChannel(user), payload: 'one', ts: NOW },
       });
     });
 
@@ -61,12 +65,12 @@ describe('QueueService scripts', () => {
 
       const result = await route(user, 'hello "quoted"\n');
 
-      expect(result.online).toEqual([true]);
+      expect(result.outcome).toBe('1');
       expect(await client.llen(keys.queue(user))).toBe(0);
       const [owed] = await queue.read(user, 0, 10);
       expect(JSON.parse(messageFrame(owed.envelope))).toEqual({
         event: 'message',
-        data: { id: owed.id, channel: keys.userChannel(user), payload: 'hello "quoted"\n', ts: 1000 },
+        data: { id: owed.id, channel: keys.userChannel(user), payload: 'hello "quoted"\n', ts: NOW },
       });
       const heard = await waitNotices(2);
       expect(heard.map(([channel]) => channel).sort()).toEqual([keys.instanceChannel(instance), keys.instanceChannel(other)].sort());
@@ -87,7 +91,7 @@ describe('QueueService scripts', () => {
         5,
       );
 
-      expect(result).toEqual({ delivered: 1, queued: 2, online: [false, true, false] });
+      expect(result).toEqual({ delivered: 1, queued: 2, dropped: 0, outcome: '010' });
       expect(await payloads(offline)).toEqual(['a', 'c']);
       expect((await queue.read(online, 0, 10)).map((m) => JSON.parse(messageFrame(m.envelope)).data.channel)).toEqual(['rm.channels.g']);
     });
@@ -102,7 +106,7 @@ describe('QueueService scripts', () => {
 
       const result = await queue.attach(user, 'c1', instance, 42);
 
-      expect(result).toEqual({ owed: 3, moved: 3 });
+      expect(result).toEqual({ owed: 3, moved: 3, dropped: 0, replaced: [] });
       expect(await client.exists(keys.queue(user))).toBe(0);
       const owed = await queue.read(user, 0, 10);
       expect(owed.map((m) => JSON.parse(messageFrame(m.envelope)).data.payload)).toEqual(['first', 'raw second', 'third']);
@@ -236,5 +240,81 @@ describe('QueueService scripts', () => {
     await queue.detach(user, 'c1', instance);
 
     expect(await client.keys(`rm:users:${user}:*`)).toEqual([]);
+  });
+
+  describe('limits', () => {
+    const limited = (options: Parameters<typeof withDefaults>[0]) => new QueueService(client, withDefaults(options));
+
+    it('MAX_QUEUE_LENGTH with drop-oldest keeps the newest and counts the dropped for the next ready', async () => {
+      const capped = limited({ maxQueueLength: 3, queueOverflow: 'drop-oldest' });
+      const user = uniqueId();
+
+      const result = await routeWith(capped, user, '1', '2', '3', '4', '5');
+
+      expect(result).toMatchObject({ queued: 5, dropped: 2, outcome: '000QQ' });
+      expect(await payloads(user)).toEqual(['3', '4', '5']);
+      expect(await capped.attach(user, 'c1', instance)).toMatchObject({ owed: 3, dropped: 2 });
+      expect(await client.exists(keys.dropped(user))).toBe(0);
+    });
+
+    it('MAX_QUEUE_LENGTH with reject refuses new messages and counts them', async () => {
+      const capped = limited({ maxQueueLength: 2, queueOverflow: 'reject' });
+      const user = uniqueId();
+
+      const result = await routeWith(capped, user, '1', '2', '3');
+
+      expect(result).toMatchObject({ queued: 2, dropped: 1, outcome: '00x' });
+      expect(await payloads(user)).toEqual(['1', '2']);
+      expect((await capped.attach(user, 'c1', instance)).dropped).toBe(1);
+    });
+
+    it('caps what a connected user is owed too, dropping the oldest owed', async () => {
+      const capped = limited({ maxQueueLength: 2, queueOverflow: 'drop-oldest' });
+      const user = uniqueId();
+      await capped.attach(user, 'c1', instance);
+
+      expect((await routeWith(capped, user, 'a', 'b', 'c')).outcome).toBe('11D');
+
+      expect((await capped.read(user, 0, 10)).map((m) => JSON.parse(messageFrame(m.envelope)).data.payload)).toEqual(['b', 'c']);
+    });
+
+    it('QUEUE_TTL_SECONDS expires each message on its own age: the stale go, the fresh stay', async () => {
+      const expiring = limited({ queueTtlSeconds: 60 });
+      const user = uniqueId();
+      await expiring.route([{ user, channel: keys.userChannel(user), payload: 'stale' }], 1_000_000);
+      await expiring.route([{ user, channel: keys.userChannel(user), payload: 'fresh' }], 1_000_000 + 90_000);
+      const now = 1_000_000 + 100_000;
+
+      expect(await expiring.queuedBefore(now - 60_000, 100)).toContain(user);
+      expect(await expiring.expire(user, now)).toEqual({ expired: 1, left: 1 });
+
+      expect(await payloads(user)).toEqual(['fresh']);
+      expect(await expiring.queuedBefore(now - 60_000, 100)).not.toContain(user);
+      expect(await expiring.attach(user, 'c1', instance, now)).toMatchObject({ owed: 1, dropped: 1 });
+      expect(await client.zscore(keys.queueIndex, user)).toBeNull();
+    });
+
+    it('drops expired entries at identify as well, and counts them', async () => {
+      const expiring = limited({ queueTtlSeconds: 60 });
+      const user = uniqueId();
+      await expiring.route([{ user, channel: keys.userChannel(user), payload: 'old' }], 1_000);
+      await client.rpush(keys.queue(user), 'raw entries count as fresh');
+
+      expect(await expiring.attach(user, 'c1', instance, 500_000)).toMatchObject({ owed: 1, moved: 1, dropped: 1 });
+    });
+
+    it('MAX_SOCKETS_PER_USER unregisters the oldest connections and names them', async () => {
+      const few = limited({ maxSocketsPerUser: 2 });
+      const user = uniqueId();
+      await few.attach(user, '0001', instance);
+      await few.attach(user, '0002', other);
+      notices.length = 0;
+
+      const { replaced } = await few.attach(user, '0003', instance);
+
+      expect(replaced).toEqual([{ conn: '0001', instance }]);
+      expect(Object.keys(await client.hgetall(keys.conns(user))).sort()).toEqual(['0002', '0003']);
+      expect(await waitNotices(1)).toContainEqual([keys.instanceChannel(instance), `k|${user}|0001`]);
+    });
   });
 });

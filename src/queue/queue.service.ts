@@ -2,14 +2,16 @@ import { Injectable } from '@nestjs/common';
 import type { Redis, Result } from 'ioredis';
 import { join } from 'node:path';
 import { defineScripts } from '../redis/lua-scripts';
+import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { InjectRedis } from '../redis/redis.constants';
 import { queueKeys } from './queue-keys';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    rmRoute(numKeys: number, ...args: (string | number)[]): Result<[number, number, string], Context>;
-    rmAttach(...args: (string | number)[]): Result<[number, number], Context>;
-    rmDetach(...args: string[]): Result<[number, number], Context>;
+    rmRoute(numKeys: number, ...args: (string | number)[]): Result<[number, number, number, string], Context>;
+    rmAttach(...args: (string | number)[]): Result<[number, number, number, string[]], Context>;
+    rmDetach(...args: (string | number)[]): Result<[number, number], Context>;
+    rmExpire(...args: (string | number)[]): Result<[number, number], Context>;
     rmAck(...args: string[]): Result<number, Context>;
     rmRead(...args: (string | number)[]): Result<string[], Context>;
   }
@@ -30,7 +32,7 @@ export interface OwedMessage {
 }
 
 /** Keys per message in route.lua, and the batch bound that keeps one script call short. */
-const ROUTE_KEYS_PER_MESSAGE = 4;
+const ROUTE_KEYS_PER_MESSAGE = 5;
 export const ROUTE_BATCH = 500;
 
 /**
@@ -41,30 +43,80 @@ export const ROUTE_BATCH = 500;
 export class QueueService {
   private readonly keys = queueKeys;
 
-  constructor(@InjectRedis() private readonly redis: Redis) {
-    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-6.lua', 'detach-5.lua', 'ack-3.lua', 'read-2.lua']);
+  private readonly ttlMs: number;
+
+  constructor(
+    @InjectRedis() private readonly redis: Redis,
+    @InjectMessengerOptions() private readonly options: MessengerOptions,
+  ) {
+    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-8.lua', 'detach-6.lua', 'ack-3.lua', 'read-2.lua', 'expire-3.lua']);
+    this.ttlMs = options.queueTtlSeconds * 1000;
   }
 
-  /** Routes up to ROUTE_BATCH messages in order: owed and announced if the user is connected, queued if not. */
-  async route(batch: Routed[], receivedAt: number): Promise<{ delivered: number; queued: number; online: boolean[] }> {
-    const keys: string[] = [this.keys.counter];
-    const args: string[] = [this.keys.instanceChannelPrefix, String(receivedAt)];
+  /**
+   * Routes up to ROUTE_BATCH messages in order: owed and announced if the user is
+   * connected, queued if not. `outcome` has one letter per message: '1' delivered,
+   * '0' queued, 'x' refused (queue full with QUEUE_OVERFLOW=reject).
+   */
+  async route(batch: Routed[], receivedAt: number): Promise<{ delivered: number; queued: number; dropped: number; outcome: string }> {
+    const keys: string[] = [this.keys.counter, this.keys.queueIndex];
+    const args: string[] = [
+      this.keys.instanceChannelPrefix, String(receivedAt), String(this.options.maxQueueLength), this.options.queueOverflow, String(this.ttlMs),
+    ];
     for (const { user, channel, payload } of batch) {
-      keys.push(this.keys.queue(user), this.keys.owed(user), this.keys.owedData(user), this.keys.conns(user));
+      keys.push(this.keys.queue(user), this.keys.owed(user), this.keys.owedData(user), this.keys.conns(user), this.keys.dropped(user));
       args.push(user, JSON.stringify(channel), JSON.stringify(payload));
     }
-    const [delivered, queued, flags] = await this.redis.rmRoute(1 + batch.length * ROUTE_KEYS_PER_MESSAGE, ...keys, ...args);
-    return { delivered, queued, online: [...flags].map((flag) => flag === '1') };
+    const [delivered, queued, dropped, outcome] = await this.redis.rmRoute(2 + batch.length * ROUTE_KEYS_PER_MESSAGE, ...keys, ...args);
+    return { delivered, queued, dropped, outcome };
   }
 
-  /** Registers a connection and moves the queue behind what is owed; returns how many messages are owed now. */
-  async attach(user: string, conn: string, instance: string, now = Date.now()): Promise<{ owed: number; moved: number }> {
-    const [owed, moved] = await this.redis.rmAttach(
+  /**
+   * Registers a connection and moves the queue behind what is owed. Returns how
+   * many messages are owed now, how many were dropped or expired since the last
+   * identify, and the connections this one replaced past MAX_SOCKETS_PER_USER.
+   */
+  async attach(
+    user: string,
+    conn: string,
+    instance: string,
+    now = Date.now(),
+  ): Promise<{ owed: number; moved: number; dropped: number; replaced: Array<{ conn: string; instance: string }> }> {
+    const [owed, moved, dropped, flat] = await this.redis.rmAttach(
       this.keys.queue(user), this.keys.owed(user), this.keys.owedData(user), this.keys.conns(user),
-      this.keys.counter, this.keys.instanceUsers(instance),
+      this.keys.counter, this.keys.instanceUsers(instance), this.keys.dropped(user), this.keys.queueIndex,
       conn, instance, user, JSON.stringify(this.keys.userChannel(user)), now, this.keys.instanceChannelPrefix,
+      this.ttlMs > 0 ? now - this.ttlMs : 0, this.options.maxSocketsPerUser,
     );
-    return { owed, moved };
+    const replaced = [];
+    for (let i = 0; i < flat.length; i += 2) replaced.push({ conn: flat[i], instance: flat[i + 1] });
+    return { owed, moved, dropped, replaced };
+  }
+
+  /** Drops the expired head of a user's queue (QUEUE_TTL_SECONDS); returns how many went and how many are left. */
+  async expire(user: string, now = Date.now()): Promise<{ expired: number; left: number }> {
+    const [expired, left] = await this.redis.rmExpire(
+      this.keys.queue(user), this.keys.dropped(user), this.keys.queueIndex, user, now - this.ttlMs, now, this.ttlMs,
+    );
+    return { expired, left };
+  }
+
+  /** Users whose oldest queued message is older than `before` (ms), oldest first. */
+  async queuedBefore(before: number, limit: number): Promise<string[]> {
+    return this.redis.zrangebyscore(this.keys.queueIndex, '-inf', `(${before}`, 'LIMIT', 0, limit);
+  }
+
+  /** The users with the oldest queued messages: depth and age of the oldest, for metrics. */
+  async oldestQueues(limit: number, now = Date.now()): Promise<Array<{ user: string; depth: number; oldestAgeSeconds: number }>> {
+    const flat = await this.redis.zrange(this.keys.queueIndex, 0, limit - 1, 'WITHSCORES');
+    const pipeline = this.redis.pipeline();
+    for (let i = 0; i < flat.length; i += 2) pipeline.llen(this.keys.queue(flat[i]));
+    const depths = (await pipeline.exec()) ?? [];
+    const out = [];
+    for (let i = 0; i < flat.length; i += 2) {
+      out.push({ user: flat[i], depth: Number(depths[i / 2]?.[1] ?? 0), oldestAgeSeconds: Math.max(0, (now - Number(flat[i + 1])) / 1000) });
+    }
+    return out;
   }
 
   /**
@@ -74,7 +126,7 @@ export class QueueService {
   async detach(user: string, conn: string, instance: string): Promise<{ requeued: number; left: number }> {
     const [requeued, left] = await this.redis.rmDetach(
       this.keys.conns(user), this.keys.owed(user), this.keys.owedData(user), this.keys.queue(user),
-      this.keys.instanceUsers(instance), conn, instance, user,
+      this.keys.instanceUsers(instance), this.keys.queueIndex, conn, instance, user, Date.now(),
     );
     return { requeued, left };
   }

@@ -1,7 +1,8 @@
 import { Module } from '@nestjs/common';
 import { PresenceModule } from '../presence/presence.module';
 import { QueueModule } from '../queue/queue.module';
+import { ExpiryService } from './expiry.service';
 import { RouterService } from './router.service';
 
-@Module({ imports: [QueueModule, PresenceModule], providers: [RouterService], exports: [RouterService] })
+@Module({ imports: [QueueModule, PresenceModule], providers: [RouterService, ExpiryService], exports: [RouterService, ExpiryService] })
 export class RouterModule {}

@@ -1,5 +1,6 @@
 import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import type { Redis } from 'ioredis';
+import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { PresenceService } from '../presence/presence.service';
 import { GROUP_CHANNEL_PREFIX, USER_CHANNEL_PREFIX, isValidId, queueKeys } from '../queue/queue-keys';
 import { QueueService, ROUTE_BATCH, Routed } from '../queue/queue.service';
@@ -34,6 +35,7 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     @InjectRedisSubscriber() private readonly subscriber: Redis,
     private readonly queue: QueueService,
     private readonly presence: PresenceService,
+    @InjectMessengerOptions() private readonly options: MessengerOptions,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -100,11 +102,24 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     }
     for (let i = 0; i < routed.length; i += ROUTE_BATCH) {
       const slice = routed.slice(i, i + ROUTE_BATCH);
-      const { online } = await this.queue.route(slice, receivedAt);
+      const { dropped, outcome } = await this.queue.route(slice, receivedAt);
+      if (dropped > 0) this.reportDrops(slice, outcome);
       if (!this.debug) continue;
       slice.forEach(({ user }, j) => {
-        if (!online[j]) this.logger.debug(`Client is not online, queueing message in Redis (${queueKeys.queue(user)})`);
+        if ('0Q'.includes(outcome[j])) this.logger.debug(`Client is not online, queueing message in Redis (${queueKeys.queue(user)})`);
       });
+    }
+  }
+
+  /** Queue caps are never silent: a line per user, and the count waits for the user's next `ready`. */
+  private reportDrops(slice: Routed[], outcome: string): void {
+    const byUser = new Map<string, number>();
+    slice.forEach(({ user }, j) => {
+      if ('xDQ'.includes(outcome[j])) byUser.set(user, (byUser.get(user) ?? 0) + 1);
+    });
+    const what = this.options.queueOverflow === 'reject' ? 'refused new messages' : 'dropped its oldest messages';
+    for (const [user, n] of byUser) {
+      this.logger.warn(`${user}: queue full (MAX_QUEUE_LENGTH=${this.options.maxQueueLength}), ${what} (${n})`);
     }
   }
 

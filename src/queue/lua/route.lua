@@ -1,50 +1,84 @@
 --[[
-  Routes a batch of published messages, each to one user: appended to the user's
-  owed set (and announced to every instance holding a socket of the user) when
-  the user has a connection, appended to the user's queue otherwise. One script
-  per batch, so "deliver or queue" is decided atomically against presence.
+  Routes a batch of published messages, each to one user: made owed (and
+  announced to every instance holding a socket of the user) when the user has a
+  connection, appended to the user's queue otherwise. One script per batch, so
+  "deliver or queue" is decided atomically against presence.
+  Past the cap (ARGV[3] messages, 0 = none) the oldest message is dropped, or the
+  new one refused; either way the user's dropped counter says so at next identify.
 
   KEYS[1]            message id counter
-  KEYS[2 + 4(i-1)..] per message i: queue, owed, owed data, conns
+  KEYS[2]            index of non-empty queues (zset user -> ts of the oldest entry)
+  KEYS[3 + 5(i-1)..] per message i: queue, owed, owed data, conns, dropped counter
   ARGV[1]            instance channel prefix
   ARGV[2]            receive time (ms since the epoch)
-  ARGV[3 + 3(i-1)..] per message i: user id, channel (JSON string), payload (JSON string)
+  ARGV[3]            cap on a user's queue (and on what a user is owed), 0 for none
+  ARGV[4]            'drop-oldest' or 'reject'
+  ARGV[5]            time to live of a dropped counter (ms), 0 for none
+  ARGV[6 + 3(i-1)..] per message i: user id, channel (JSON string), payload (JSON string)
 
-  Returns: {delivered, queued, one character per message: '1' delivered, '0' queued}
+  Returns: {delivered, queued, dropped, one character per message: '1' delivered, '0' queued,
+            'D' delivered and 'Q' queued after dropping older ones, 'x' refused}
 ]]
-local prefix, ts = ARGV[1], ARGV[2]
-local count = (#KEYS - 1) / 4
+local prefix, ts, cap, reject, counterTtl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == 'reject', tonumber(ARGV[5])
+local count = (#KEYS - 2) / 5
 local first = redis.call('INCRBY', KEYS[1], count) - count
 local notices = {}
-local delivered, queued = 0, 0
+local delivered, queued, dropped = 0, 0, 0
 local flags = {}
 
+local function drop(counter, n)
+  redis.call('INCRBY', counter, n)
+  if counterTtl > 0 then redis.call('PEXPIRE', counter, counterTtl) end
+  dropped = dropped + n
+end
+
 for i = 1, count do
-  local k, a = 2 + (i - 1) * 4, 3 + (i - 1) * 3
+  local k, a = 3 + (i - 1) * 5, 6 + (i - 1) * 3
+  local queue, owed, data, conns, counter = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
   local id = tostring(first + i)
   local user = ARGV[a]
   local envelope = '{"rm":{"id":"' .. id .. '","channel":' .. ARGV[a + 1] ..
     ',"payload":' .. ARGV[a + 2] .. ',"ts":' .. ts .. '}}'
-  local instances = redis.call('HVALS', KEYS[k + 3])
-  if #instances == 0 then
-    redis.call('RPUSH', KEYS[k], envelope)
-    queued = queued + 1
-    flags[i] = '0'
+  local instances = redis.call('HVALS', conns)
+  local online = #instances > 0
+  local size = cap > 0 and (online and redis.call('ZCARD', owed) or redis.call('LLEN', queue)) or 0
+
+  if cap > 0 and size >= cap and reject then
+    drop(counter, 1)
+    flags[i] = 'x'
   else
-    redis.call('ZADD', KEYS[k + 1], first + i, id)
-    redis.call('HSET', KEYS[k + 2], id, envelope)
-    local line = 'm|' .. user .. '|' .. id .. '|' .. envelope
-    local seen = {}
-    for _, instance in ipairs(instances) do
-      if not seen[instance] then
-        seen[instance] = true
-        local list = notices[instance]
-        if not list then list = {}; notices[instance] = list end
-        list[#list + 1] = line
+    local trimmed = cap > 0 and size >= cap
+    if trimmed then
+      local excess = size - cap + 1
+      if online then
+        local oldest = redis.call('ZPOPMIN', owed, excess)
+        for j = 1, #oldest, 2 do redis.call('HDEL', data, oldest[j]) end
+      else
+        redis.call('LTRIM', queue, excess, -1)
       end
+      drop(counter, excess)
     end
-    delivered = delivered + 1
-    flags[i] = '1'
+    if online then
+      redis.call('ZADD', owed, first + i, id)
+      redis.call('HSET', data, id, envelope)
+      local line = 'm|' .. user .. '|' .. id .. '|' .. envelope
+      local seen = {}
+      for _, instance in ipairs(instances) do
+        if not seen[instance] then
+          seen[instance] = true
+          local list = notices[instance]
+          if not list then list = {}; notices[instance] = list end
+          list[#list + 1] = line
+        end
+      end
+      delivered = delivered + 1
+      flags[i] = trimmed and 'D' or '1'
+    else
+      redis.call('RPUSH', queue, envelope)
+      redis.call('ZADD', KEYS[2], 'NX', ts, user)
+      queued = queued + 1
+      flags[i] = trimmed and 'Q' or '0'
+    end
   end
 end
 
@@ -52,4 +86,4 @@ end
 for instance, lines in pairs(notices) do
   redis.call('PUBLISH', prefix .. instance, table.concat(lines, '\n'))
 end
-return {delivered, queued, table.concat(flags)}
+return {delivered, queued, dropped, table.concat(flags)}

@@ -5,8 +5,8 @@
   its original order, ahead of anything queued since.
 
   KEYS[1] conns   KEYS[2] owed   KEYS[3] owed data   KEYS[4] queue
-  KEYS[5] the instance's set of users
-  ARGV[1] connection id, or '*'   ARGV[2] instance id   ARGV[3] user id
+  KEYS[5] the instance's set of users   KEYS[6] index of non-empty queues
+  ARGV[1] connection id, or '*'   ARGV[2] instance id   ARGV[3] user id   ARGV[4] now
 
   Returns: {requeued count, connections left}
 ]]
@@ -43,4 +43,8 @@ while stop >= 1 do
   stop = start - 1
 end
 redis.call('DEL', KEYS[2], KEYS[3])
+local head = redis.call('LINDEX', KEYS[4], 0)
+if head then
+  redis.call('ZADD', KEYS[6], tonumber(string.match(head, '^{"rm":{"id":"[^"]+".*"ts":(%d+)}}$')) or ARGV[4], user)
+end
 return {n, 0}

@@ -1,0 +1,23 @@
+import { ConsoleLogger, Logger, type INestApplicationContext, type LoggerService, type LogLevel } from '@nestjs/common';
+import { JsonLogger } from './json-logger';
+
+/** `LOG_FORMAT`: readable lines (Nest's ConsoleLogger) or one JSON object per line. */
+export const LOG_FORMATS = ['text', 'json'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+/** The logger for a format, printing the given levels. */
+export function createLogger(format: LogFormat, levels: LogLevel[]): LoggerService {
+  if (format === 'json') return new JsonLogger({ logLevels: levels });
+  return new ConsoleLogger({ logLevels: levels });
+}
+
+/**
+ * Installs the logger of `format` on an application, the buffered start-up lines
+ * included, and keeps `Logger.isLevelEnabled()` (which code uses to skip building
+ * per-message lines) answering for the same levels: Nest only sets those levels
+ * when `useLogger` is given an array, never when it is given a logger object.
+ */
+export function useLogger(app: INestApplicationContext, format: LogFormat, levels: LogLevel[]): void {
+  Logger.overrideLogger(levels);
+  app.useLogger(createLogger(format, levels));
+}

@@ -1,0 +1,32 @@
+/**
+ * The bounded label values of RedMessenger's metrics. A label value outside its
+ * set is recorded as 'other', so a caller's mistake (or a user-controlled string)
+ * can never create an unbounded number of series.
+ */
+
+/** Every RedMessenger metric's name starts with this. */
+export const METRIC_PREFIX = 'redmessenger_';
+
+/** How an `identify` ended: `ok` (the socket is identified) or why it was refused or cut short. */
+export const IDENTIFY_OUTCOMES = ['ok', 'invalid', 'unauthorized', 'timeout', 'unavailable', 'rate_limited', 'replaced'] as const;
+export type IdentifyOutcome = (typeof IDENTIFY_OUTCOMES)[number];
+
+/** Why a message was not routed: queue overflow, refused, PUBLISH to an invalid channel, invalid group member. */
+export const DROP_REASONS = ['overflow', 'rejected', 'invalid_channel', 'invalid_member'] as const;
+export type DropReason = (typeof DROP_REASONS)[number];
+
+/** What a timed Redis call ran: one of the Lua scripts, the router lease, or anything else. */
+export const REDIS_COMMANDS = ['route', 'attach', 'detach', 'ack', 'read', 'lease', 'other'] as const;
+export type RedisCommand = (typeof REDIS_COMMANDS)[number];
+
+/** The label value recorded for anything outside a bounded set. */
+export const OTHER = 'other';
+
+/** How many of the busiest queues are reported (ranks "1".."10"). */
+export const BUSIEST_QUEUES = 10;
+
+/** Publish (or receive) to ack: 1 ms … 60 s. */
+export const DELIVERY_LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+/** One Redis round trip or script: 0.1 ms … 5 s. */
+export const REDIS_DURATION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];

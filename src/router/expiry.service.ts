@@ -1,0 +1,54 @@
+import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
+import { PresenceService } from '../presence/presence.service';
+import { QueueService } from '../queue/queue.service';
+
+const SWEEP_EVERY_MS = 5000;
+const SWEEP_BATCH = 100;
+
+/**
+ * QUEUE_TTL_SECONDS: each queued message expires on its own age. The router
+ * (lease holder) looks every few seconds at the queues whose oldest entry is past
+ * the TTL, drops only the expired entries and counts them for the user's next
+ * `ready`; a busy queue keeps no stale messages and an idle one loses no fresh ones.
+ */
+@Injectable()
+export class ExpiryService implements OnModuleInit, OnApplicationShutdown {
+  private readonly logger = new Logger(ExpiryService.name);
+  private timer?: NodeJS.Timeout;
+  private sweeping = false;
+
+  constructor(
+    private readonly queue: QueueService,
+    private readonly presence: PresenceService,
+    @InjectMessengerOptions() private readonly options: MessengerOptions,
+  ) {}
+
+  onModuleInit(): void {
+    if (this.options.queueTtlSeconds > 0) this.timer = setInterval(() => void this.sweep(), SWEEP_EVERY_MS);
+  }
+
+  onApplicationShutdown(): void {
+    clearInterval(this.timer);
+  }
+
+  /** Expires what is due; returns how many messages expired. */
+  async sweep(now = Date.now()): Promise<number> {
+    if (this.sweeping || !this.presence.isRouter) return 0;
+    this.sweeping = true;
+    let total = 0;
+    try {
+      const due = await this.queue.queuedBefore(now - this.options.queueTtlSeconds * 1000, SWEEP_BATCH);
+      for (const user of due) {
+        const { expired } = await this.queue.expire(user, now);
+        if (expired > 0) this.logger.log(`${user}: ${expired} queued messages expired (older than QUEUE_TTL_SECONDS=${this.options.queueTtlSeconds})`);
+        total += expired;
+      }
+    } catch (error) {
+      this.logger.warn(`Expiring queued messages failed: ${(error as Error).message}`);
+    } finally {
+      this.sweeping = false;
+    }
+    return total;
+  }
+}
