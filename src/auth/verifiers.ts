@@ -36,7 +36,7 @@ export class JwtVerifier extends TokenVerifier {
   private readonly key: Uint8Array | KeyObject;
   private readonly algorithms: string[];
 
-  constructor(options: Pick<MessengerOptions, 'jwtSecret' | 'jwtPublicKey'>) {
+  constructor(private readonly options: Pick<MessengerOptions, 'jwtSecret' | 'jwtPublicKey' | 'jwtIssuer' | 'jwtAudience' | 'clockSkewSeconds'>) {
     super();
     if (options.jwtPublicKey) {
       const key = createPublicKey(options.jwtPublicKey);
@@ -53,7 +53,16 @@ export class JwtVerifier extends TokenVerifier {
   async verify(id: string, token: string | undefined): Promise<boolean> {
     if (!token) return false;
     try {
-      const { payload } = await jwtVerify(token, this.key, { algorithms: this.algorithms, subject: id });
+      const skew = this.options.clockSkewSeconds;
+      const { payload } = await jwtVerify(token, this.key, {
+        algorithms: this.algorithms,
+        subject: id,
+        issuer: this.options.jwtIssuer,
+        audience: this.options.jwtAudience,
+        clockTolerance: skew,
+      });
+      // Issued in the future beyond the allowed skew: the issuer's clock (or the token) is wrong.
+      if (typeof payload.iat === 'number' && payload.iat > Date.now() / 1000 + skew) return false;
       return payload.sub === id;
     } catch (error) {
       if (error instanceof errors.JOSEError || error instanceof TypeError) return false;

@@ -11,6 +11,7 @@ export interface ServerEventMap {
 }
 
 const connections = new WeakMap<WebSocket, Connection>();
+const CLOSE_GRACE_MS = 2000;
 
 /**
  * One WebSocket and what it has been sent. `position` is the owed position of
@@ -18,8 +19,17 @@ const connections = new WeakMap<WebSocket, Connection>();
  * In `live` mode the socket has read all that is owed and takes new messages
  * straight from notices; in `backlog` mode it reads from Redis as room allows.
  */
+let created = 0;
+
+/**
+ * Connection ids sort by creation time (MAX_SOCKETS_PER_USER replaces the oldest):
+ * the time in ms, a per-process counter, then randomness for uniqueness across instances.
+ */
+const newConnectionId = () =>
+  `${Date.now().toString(36).padStart(9, '0')}.${(created++ % 1_679_616).toString(36).padStart(4, '0')}.${randomUUID().slice(0, 8)}`;
+
 export class Connection {
-  readonly id = randomUUID();
+  readonly id = newConnectionId();
   user?: string;
   state: ConnectionState = 'new';
   position = 0;
@@ -32,10 +42,16 @@ export class Connection {
   attached?: Promise<boolean>;
   detached?: Promise<void>;
   identifyTimer?: NodeJS.Timeout;
+  /** Since when the socket has had too much unsent (SLOW_CONSUMER_BYTES), and the timer that watches it drain. */
+  slowSince?: number;
+  drainTimer?: NodeJS.Timeout;
 
   constructor(
     readonly socket: WebSocket,
+    /** address:port, for logs. */
     readonly remote: string,
+    /** The client's address (X-Forwarded-For from a trusted proxy), for rate limits. */
+    readonly address = remote,
   ) {
     connections.set(socket, this);
   }
@@ -62,8 +78,11 @@ export class Connection {
   close(code: CloseCode, reason = ''): void {
     this.state = 'closed';
     clearTimeout(this.identifyTimer);
+    clearInterval(this.drainTimer);
     if (this.socket.readyState === this.socket.OPEN || this.socket.readyState === this.socket.CONNECTING) {
       this.socket.close(code, reason);
+      // A peer that does not answer the close (not reading, gone) must not hold the socket and its messages.
+      setTimeout(() => this.socket.terminate(), CLOSE_GRACE_MS).unref();
     }
   }
 

@@ -10,6 +10,8 @@ import { Connection } from './connection';
 
 /** How long an identify waits for presence to be ready (Redis reachable) before it is refused. */
 const ATTACH_WAIT_MS = 5000;
+/** How often a stalled socket is looked at. */
+const DRAIN_CHECK_MS = 200;
 /** The most owed messages read from Redis in one script call. */
 const READ_CHUNK = 1000;
 
@@ -112,9 +114,11 @@ export class DeliveryService implements OnModuleInit {
       } finally {
         conn.reading = false;
       }
-      for (const row of rows) this.send(conn, row.position, row.id, row.envelope);
+      let sent = 0;
+      while (sent < rows.length && this.send(conn, rows[sent].position, rows[sent].id, rows[sent].envelope)) sent++;
       const pending = conn.pending;
       conn.pending = [];
+      if (sent < rows.length) return; // a slow consumer: the rest is read again once it drains
       if (rows.length < room) {
         // Everything owed up to the read is sent: newer notices can go straight out.
         conn.mode = 'live';
@@ -156,19 +160,49 @@ export class DeliveryService implements OnModuleInit {
     if (conn.state !== 'ready' || position <= conn.position) return;
     if (conn.reading) {
       conn.pending.push({ position, id, envelope });
-    } else if (conn.mode === 'live' && conn.inflight.size < this.options.maxInflight) {
-      this.send(conn, position, id, envelope);
+    } else if (conn.mode === 'live' && conn.inflight.size < this.options.maxInflight && this.send(conn, position, id, envelope)) {
+      // sent
     } else {
       // No room: it waits in Redis and is read when acks free room.
       conn.mode = 'backlog';
     }
   }
 
-  private send(conn: Connection, position: number, id: string, envelope: string): void {
-    if (position <= conn.position || !conn.open) return;
+  /** Sends one owed message; false (and nothing sent) while the socket has too much unsent. */
+  private send(conn: Connection, position: number, id: string, envelope: string): boolean {
+    if (position <= conn.position || !conn.open) return true;
+    if (conn.socket.bufferedAmount > this.options.slowConsumerBytes) {
+      this.stall(conn);
+      return false;
+    }
     conn.position = position;
     conn.inflight.add(id);
     conn.socket.send(messageFrame(envelope));
+    return true;
+  }
+
+  /**
+   * A slow consumer: nothing more is sent to it (its messages wait in Redis) until
+   * its unsent bytes fall to half the limit; still stalled after
+   * SLOW_CONSUMER_TIMEOUT_MS, it is closed and its messages go back to the queue.
+   */
+  private stall(conn: Connection): void {
+    conn.mode = 'backlog';
+    if (conn.drainTimer) return;
+    conn.slowSince = Date.now();
+    this.logger.warn(`${conn.user}: socket ${conn.remote} is not reading (${conn.socket.bufferedAmount} bytes unsent); holding its messages in Redis`);
+    conn.drainTimer = setInterval(() => {
+      if (!conn.open || conn.state !== 'ready') return clearInterval(conn.drainTimer);
+      if (conn.socket.bufferedAmount <= this.options.slowConsumerBytes / 2) {
+        clearInterval(conn.drainTimer);
+        conn.drainTimer = conn.slowSince = undefined;
+        void this.pump(conn);
+      } else if (Date.now() - conn.slowSince! > this.options.slowConsumerTimeoutMs) {
+        clearInterval(conn.drainTimer);
+        this.logger.warn(`${conn.user}: closing socket ${conn.remote}, still not reading after SLOW_CONSUMER_TIMEOUT_MS=${this.options.slowConsumerTimeoutMs}`);
+        conn.refuse(new FrameError(ErrorCode.SlowConsumer, 'Not reading fast enough', CloseCode.PolicyViolation));
+      }
+    }, DRAIN_CHECK_MS);
   }
 
   private forget(user: string, ids: string[]): void {

@@ -8,6 +8,8 @@ export enum CloseCode {
   IdentifyTimeout = 4408,
   Replaced = 4409,
   TooManyAttempts = 4429,
+  /** A slow consumer that did not drain in time (RFC 6455 policy violation). */
+  PolicyViolation = 1008,
 }
 
 /** The `code` of an `error` frame. */
@@ -24,7 +26,7 @@ export enum ErrorCode {
   Replaced = 'REPLACED',
   TooManyAttempts = 'TOO_MANY_ATTEMPTS',
   SlowConsumer = 'SLOW_CONSUMER',
-  Forbidden = 'FORBIDDEN_ORIGIN',
+  ServerFull = 'SERVER_FULL',
 }
 
 /**

@@ -6,6 +6,10 @@ import type { RawData, WebSocket } from 'ws';
 import { FrameError } from './frame-error';
 import { Frame, parseFrame } from './frames';
 
+/** Each socket's frames, handled one after the other; a close waits for them (an ack just before it still counts). */
+const frameQueues = new WeakMap<WebSocket, Promise<void>>();
+export const framesHandled = (socket: WebSocket): Promise<void> => frameQueues.get(socket) ?? Promise.resolve();
+
 /** Decides, per socket and state, whether a parsed frame goes to its handler. */
 export interface FrameScreen {
   /** Returns the validated data for the event's handler, or throws a FrameError. */
@@ -16,6 +20,8 @@ export interface FrameScreen {
 export interface MessengerWsAdapterOptions {
   path: string;
   maxFrameBytes: number;
+  /** Origin header values allowed to upgrade; empty allows any (clients that send no Origin, such as servers, always pass). */
+  allowedOrigins: string[];
 }
 
 /**
@@ -48,14 +54,20 @@ export class MessengerWsAdapter extends WsAdapter {
       maxPayload: this.settings.maxFrameBytes,
       skipUTF8Validation: true,
       perMessageDeflate: false,
+      verifyClient: ({ origin }: { origin?: string }, done: (ok: boolean, code?: number, message?: string) => void) => {
+        const allowed = this.settings.allowedOrigins;
+        // A browser page from elsewhere is refused before the upgrade: 403, no socket.
+        if (!origin || allowed.length === 0 || allowed.includes('*') || allowed.includes(origin)) done(true);
+        else done(false, 403, 'Origin not allowed');
+      },
     });
   }
 
   bindMessageHandlers(socket: WebSocket, handlers: MessageMappingProperties[], transform: (data: unknown) => Observable<unknown>): void {
     const byEvent = new Map(handlers.map((handler) => [handler.message as string, handler]));
-    let queue: Promise<void> = Promise.resolve();
     socket.on('message', (raw: RawData, isBinary: boolean) => {
-      queue = queue.then(() => this.handle(socket, raw, isBinary, byEvent, transform));
+      const handled = framesHandled(socket).then(() => this.handle(socket, raw, isBinary, byEvent, transform));
+      frameQueues.set(socket, handled.catch(() => undefined));
     });
   }
 

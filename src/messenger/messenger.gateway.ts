@@ -16,8 +16,10 @@ import { DeliveryService } from '../delivery/delivery.service';
 import { queueKeys } from '../queue/queue-keys';
 import { RouterService } from '../router/router.service';
 import { CloseCode, ErrorCode, FrameError } from './frame-error';
+import { clientAddress } from './client-address';
 import { AckDto, Frame, IdentifyDto, toAck, toIdentify } from './frames';
-import type { FrameScreen } from './messenger-ws.adapter';
+import { RateLimiter } from './rate-limiter';
+import { framesHandled, type FrameScreen } from './messenger-ws.adapter';
 
 /** Turns what a handler or guard throws into the contract's answer on that socket. */
 @Catch()
@@ -44,17 +46,30 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
   private readonly logger = new Logger(MessengerGateway.name);
   private readonly connections = new Set<Connection>();
   private shuttingDown = false;
+  private readonly connectionRate: RateLimiter;
+  private readonly identifyRate: RateLimiter;
 
   constructor(
     private readonly delivery: DeliveryService,
     private readonly router: RouterService,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
-  ) {}
+  ) {
+    this.connectionRate = new RateLimiter(options.connectionRatePerMinute);
+    this.identifyRate = new RateLimiter(options.identifyRatePerMinute);
+  }
 
   handleConnection(socket: WebSocket, request: IncomingMessage): void {
-    const address = (request.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
-    const conn = new Connection(socket, `${address}:${request.socket.remotePort}`);
+    const address = clientAddress(request, this.options.trustedProxies);
+    const conn = new Connection(socket, `${address}:${request.socket.remotePort}`, address);
     if (this.shuttingDown) return conn.close(CloseCode.ShuttingDown, 'server shutting down');
+    if (this.options.maxConnections > 0 && this.connections.size >= this.options.maxConnections) {
+      this.logger.warn(`Refusing a socket from ${address}: MAX_CONNECTIONS=${this.options.maxConnections} reached`);
+      return conn.refuse(new FrameError(ErrorCode.ServerFull, 'This server is full; try another or later', CloseCode.TryAgainLater));
+    }
+    if (!this.connectionRate.take(address)) {
+      this.logger.warn(`Refusing a socket from ${address}: over CONNECTION_RATE_PER_MINUTE=${this.options.connectionRatePerMinute}`);
+      return conn.refuse(new FrameError(ErrorCode.TooManyAttempts, 'Too many connections from your address; slow down', CloseCode.TooManyAttempts));
+    }
     this.connections.add(conn);
     conn.identifyTimer = setTimeout(() => {
       if (conn.state === 'new') conn.refuse(new FrameError(ErrorCode.IdentifyTimeout, `No identify within ${this.options.identifyTimeoutMs} ms`, CloseCode.IdentifyTimeout));
@@ -67,7 +82,9 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
     conn.state = 'closed';
     clearTimeout(conn.identifyTimer);
     this.connections.delete(conn);
-    this.delivery.detach(conn).catch((error: Error) => this.logger.error(`${conn.user}: detach failed: ${error.message}`));
+    framesHandled(socket)
+      .then(() => this.delivery.detach(conn))
+      .catch((error: Error) => this.logger.error(`${conn.user}: detach failed: ${error.message}`));
   }
 
   screen(socket: WebSocket, frame: Frame): unknown {
@@ -75,6 +92,10 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
     if (frame.event === 'identify') {
       if (conn.state !== 'new') throw new FrameError(ErrorCode.AlreadyIdentified, 'This socket has identified already', CloseCode.BadFrame);
       clearTimeout(conn.identifyTimer);
+      if (!this.identifyRate.take(conn.address)) {
+        this.logger.warn(`Refusing an identify from ${conn.address}: over IDENTIFY_RATE_PER_MINUTE=${this.options.identifyRatePerMinute}`);
+        throw new FrameError(ErrorCode.TooManyAttempts, 'Too many identify attempts from your address; slow down', CloseCode.TooManyAttempts);
+      }
       const dto = toIdentify(frame.data);
       conn.state = 'identifying';
       return dto;

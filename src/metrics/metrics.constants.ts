@@ -7,9 +7,35 @@
 /** Every RedMessenger metric's name starts with this. */
 export const METRIC_PREFIX = 'redmessenger_';
 
-/** How an `identify` ended: `ok` (the socket is identified) or why it was refused or cut short. */
+/**
+ * How an `identify` ended. `ok`: the socket is identified; `replaced`: it is
+ * identified too, and took the place of an older socket of the user
+ * (MAX_SOCKETS_PER_USER). The others are refusals: an invalid id, a token that
+ * does not prove it, no identify in time, Redis unreachable, too many attempts.
+ */
 export const IDENTIFY_OUTCOMES = ['ok', 'invalid', 'unauthorized', 'timeout', 'unavailable', 'rate_limited', 'replaced'] as const;
 export type IdentifyOutcome = (typeof IDENTIFY_OUTCOMES)[number];
+
+/** The outcomes after which the socket is identified (counted in `identified_connections`). */
+export const IDENTIFIED_OUTCOMES: readonly IdentifyOutcome[] = ['ok', 'replaced'];
+
+/** The identify outcome of an `error` frame code sent to a socket that is not yet `ready`. */
+const OUTCOME_OF_ERROR_CODE: Record<string, IdentifyOutcome> = {
+  INVALID_ID: 'invalid',
+  UNAUTHORIZED: 'unauthorized',
+  IDENTIFY_TIMEOUT: 'timeout',
+  UNAVAILABLE: 'unavailable',
+  TOO_MANY_ATTEMPTS: 'rate_limited',
+};
+
+/**
+ * The identify outcome an `error` code stands for, when a socket that has not
+ * reached `ready` is refused with it; undefined for codes that do not end an
+ * identify (BAD_FRAME, NOT_IDENTIFIED, SERVER_FULL, ...).
+ */
+export function identifyOutcomeOf(code: string): IdentifyOutcome | undefined {
+  return Object.prototype.hasOwnProperty.call(OUTCOME_OF_ERROR_CODE, code) ? OUTCOME_OF_ERROR_CODE[code] : undefined;
+}
 
 /** Why a message was not routed: queue overflow, refused, PUBLISH to an invalid channel, invalid group member. */
 export const DROP_REASONS = ['overflow', 'rejected', 'invalid_channel', 'invalid_member'] as const;

@@ -1,20 +1,20 @@
-import { Controller, Get, Header, Res } from '@nestjs/common';
+import { Controller, Get, Header, StreamableFile } from '@nestjs/common';
 import { MetricsService } from './metrics.service';
-
-/** Minimal view of the platform response (Express and Fastify both have these). */
-interface Reply {
-  header(name: string, value: string): unknown;
-}
 
 /** `GET /metrics`: every metric in the Prometheus text exposition format. */
 @Controller('metrics')
 export class MetricsController {
   constructor(private readonly metrics: MetricsService) {}
 
+  /**
+   * Sent as a StreamableFile so that the platform passes the body and the
+   * registry's exact Content-Type through (Express would rewrite a string
+   * reply's Content-Type parameters).
+   */
   @Get()
   @Header('Cache-Control', 'no-store')
-  async scrape(@Res({ passthrough: true }) reply: Reply): Promise<string> {
-    reply.header('Content-Type', this.metrics.contentType);
-    return this.metrics.render();
+  async scrape(): Promise<StreamableFile> {
+    const body = Buffer.from(await this.metrics.render(), 'utf8');
+    return new StreamableFile(body, { type: this.metrics.contentType, length: body.length });
   }
 }

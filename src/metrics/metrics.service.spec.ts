@@ -1,5 +1,5 @@
 import { register as globalRegistry } from 'prom-client';
-import { BUSIEST_QUEUES, DROP_REASONS, IDENTIFY_OUTCOMES, REDIS_COMMANDS } from './metrics.constants';
+import { BUSIEST_QUEUES, DROP_REASONS, IDENTIFY_OUTCOMES, identifyOutcomeOf, REDIS_COMMANDS } from './metrics.constants';
 import { MetricsService } from './metrics.service';
 
 /** The value of one counter or gauge series with exactly these labels (undefined when it does not exist). */
@@ -112,13 +112,25 @@ describe('MetricsService', () => {
   });
 
   describe('identified(outcome)', () => {
-    it('counts each outcome; only ok counts the socket as identified', async () => {
+    it('counts each outcome; only ok and replaced count the socket as identified', async () => {
       for (const outcome of IDENTIFY_OUTCOMES) metrics.identified(outcome);
       metrics.identified('unauthorized');
 
       expect(await value(metrics, 'redmessenger_identify_total', { outcome: 'unauthorized' })).toBe(2);
       expect(await value(metrics, 'redmessenger_identify_total', { outcome: 'rate_limited' })).toBe(1);
-      expect(await value(metrics, 'redmessenger_identified_connections')).toBe(1);
+      expect(await value(metrics, 'redmessenger_identify_total', { outcome: 'replaced' })).toBe(1);
+      expect(await value(metrics, 'redmessenger_identified_connections')).toBe(2);
+    });
+
+    it('maps the error codes that end an identify to outcomes, and no others', () => {
+      expect(identifyOutcomeOf('INVALID_ID')).toBe('invalid');
+      expect(identifyOutcomeOf('UNAUTHORIZED')).toBe('unauthorized');
+      expect(identifyOutcomeOf('IDENTIFY_TIMEOUT')).toBe('timeout');
+      expect(identifyOutcomeOf('UNAVAILABLE')).toBe('unavailable');
+      expect(identifyOutcomeOf('TOO_MANY_ATTEMPTS')).toBe('rate_limited');
+      for (const code of ['BAD_FRAME', 'NOT_IDENTIFIED', 'SERVER_FULL', 'REPLACED', 'toString', '__proto__']) {
+        expect(identifyOutcomeOf(code)).toBeUndefined();
+      }
     });
 
     it("records an unknown outcome as 'other', whatever the caller passes", async () => {

@@ -4,6 +4,7 @@ import {
   BUSIEST_QUEUES,
   DELIVERY_LATENCY_BUCKETS,
   DROP_REASONS,
+  IDENTIFIED_OUTCOMES,
   IDENTIFY_OUTCOMES,
   METRIC_PREFIX,
   OTHER,
@@ -103,14 +104,17 @@ export class MetricsService {
     this.connections.set(this.open);
   }
 
-  /** An identify ended with `outcome`; `ok` also counts the socket as identified until `unidentified()`. */
+  /**
+   * An identify ended with `outcome`. After `ok` or `replaced` the socket counts as
+   * identified until `unidentified()`; call that when such a socket closes.
+   */
   identified(outcome: IdentifyOutcome): void {
     const label = bounded(outcome, IDENTIFY_OUTCOMES);
     this.identifyTotal.inc({ outcome: label });
-    if (label === 'ok') this.identifiedConnections.set(++this.identifiedOpen);
+    if ((IDENTIFIED_OUTCOMES as readonly string[]).includes(label)) this.identifiedConnections.set(++this.identifiedOpen);
   }
 
-  /** A socket counted by `identified('ok')` closed. */
+  /** A socket counted as identified (`identified('ok' | 'replaced')`) closed. */
   unidentified(): void {
     this.identifiedOpen = Math.max(0, this.identifiedOpen - 1);
     this.identifiedConnections.set(this.identifiedOpen);
