@@ -143,6 +143,12 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
         conn.state = 'closed';
         await this.delivery.detach(conn).catch((error: Error) => this.logger.error(`${conn.user}: detach failed: ${error.message}`));
         conn.close(CloseCode.ShuttingDown, 'server shutting down');
+        // Let the close frame reach the client before Nest terminates what is left.
+        await new Promise<void>((resolve) => {
+          if (conn.socket.readyState === conn.socket.CLOSED) return resolve();
+          conn.socket.once('close', () => resolve());
+          setTimeout(resolve, 1000).unref();
+        });
       }),
     );
   }

@@ -171,6 +171,23 @@ describe('QueueService scripts', () => {
     });
   });
 
+  it('acks ten thousand ids in one call', async () => {
+    const user = uniqueId();
+    const many = Array.from({ length: 10000 }, (_, i) => `m${i}`);
+    for (let i = 0; i < many.length; i += 500) await route(user, ...many.slice(i, i + 500));
+    await queue.attach(user, 'c1', instance);
+    const ids = [];
+    for (let position = 0; ; ) {
+      const chunk = await queue.read(user, position, 1000);
+      if (chunk.length === 0) break;
+      ids.push(...chunk.map((m) => m.id));
+      position = chunk[chunk.length - 1].position;
+    }
+
+    expect(await queue.ack(user, ids, instance)).toBe(10000);
+    expect(await client.exists(keys.owed(user), keys.owedData(user))).toBe(0);
+  });
+
   describe('detach', () => {
     it('gives owed messages back to the head of the queue, in order, ahead of those queued since', async () => {
       const user = uniqueId();

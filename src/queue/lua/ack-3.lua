@@ -16,7 +16,10 @@ for i = 4, #ARGV do
   end
 end
 if #removed == 0 then return 0 end
-redis.call('HDEL', KEYS[2], unpack(removed))
+-- unpack() has a stack limit of a few thousand values: delete in chunks.
+for i = 1, #removed, 1000 do
+  redis.call('HDEL', KEYS[2], unpack(removed, i, math.min(i + 999, #removed)))
+end
 
 local seen = { [ARGV[2]] = true }
 local line
