@@ -131,6 +131,21 @@ function health(url: string, timeoutMs = 3000): Promise<{ status: number; body: 
   });
 }
 
+/** Resolves with p's value, or rejects if it has not settled within ms (the timer never outlives the wait). */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)), ms))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
 /** Asserts the payloads are exactly `expected`, with a short diff on failure. */
 function expectSequence(actual: string[], expected: string[], what: string): void {
   if (actual.length === expected.length && actual.every((p, i) => p === expected[i])) return;
@@ -174,7 +189,7 @@ describe('server SIGKILLed mid-purge', () => {
 
       // The ack of the first 50 must be stored before the crash; nothing else is acked.
       server.kill('SIGKILL');
-      const exit = await Promise.race([server.exited(), new Promise<null>((res) => setTimeout(() => res(null), 10_000))]);
+      const exit = await within(server.exited(), 10_000, 'the SIGKILLed server to exit');
       expect(exit).toEqual({ code: null, signal: 'SIGKILL' });
       await slow.closed(10_000).catch(() => slow.terminate());
 
@@ -240,6 +255,60 @@ describe('server SIGKILLed mid-purge', () => {
   });
 });
 
+describe('server SIGKILLed and not restarted, another instance alive', () => {
+  it("the surviving instance returns the dead one's owed messages to the queue in order; nothing published meanwhile is lost", async () => {
+    const redis = await newRedis();
+    const r = redis.client();
+    // b starts first so that it holds the router lease: PUBLISHes keep being routed after a dies.
+    const b = await newServer({ REDIS_URL: redis.url, MAX_INFLIGHT: '50' });
+    const a = await newServer({ REDIS_URL: redis.url, MAX_INFLIGHT: '50' });
+    await withLogs([a, b], async () => {
+      const user = uniqueId('ghost');
+      const queued = Array.from({ length: 300 }, (_, i) => payloadFor(i < 150 ? 'pub' : 'raw', i));
+      await publishAll(r, channelOf(user), queued.slice(0, 150));
+      await waitFor(async () => (await r.llen(queueKey(user))) === 150, 10_000, '150 queued');
+      await rpushAll(r, queueKey(user), queued.slice(150));
+
+      const c = await TestClient.connect(a.wsUrl);
+      expect((await c.identify(user)).data.queued).toBe(300);
+      const got1 = await c.messages(50, 10_000);
+      c.ack(got1.slice(0, 20).map((f) => f.data.id));
+      await c.messages(70, 10_000);
+      const idOf = new Map(messagesOf(c).map((f) => [f.data.payload as string, f.data.id as string]));
+
+      a.kill('SIGKILL');
+      await within(a.exited(), 10_000, 'the SIGKILLed server to exit');
+      await c.closed(10_000).catch(() => c.terminate());
+      // Published after the crash, routed by b while the dead socket may still look connected.
+      const during = ['during-0', 'during-1', 'during-2'];
+      await publishAll(r, channelOf(user), during);
+
+      const expected = [...queued.slice(20), ...during];
+      let entries: string[] = [];
+      await waitFor(
+        async () => {
+          entries = await r.lrange(queueKey(user), 0, -1);
+          return entries.length === expected.length;
+        },
+        30_000,
+        `the surviving instance to requeue ${expected.length} messages`,
+      ).catch(async (err: Error) => {
+        throw new Error(`${err.message}; queue length ${entries.length}, user keys ${JSON.stringify(await leftoverKeys(r, user))}`);
+      });
+      expectSequence(entries.map(entryPayload), expected, 'queue after the dead instance was reaped');
+      for (const e of entries) if (idOf.has(entryPayload(e))) expect(entryId(e)).toBe(idOf.get(entryPayload(e)));
+
+      const d = await TestClient.connect(b.wsUrl, { autoAck: true });
+      expect((await d.identify(user)).data.queued).toBe(expected.length);
+      const got2 = await d.messages(expected.length, 20_000);
+      expectSequence(got2.map((f) => f.data.payload), expected, 'delivered by the surviving instance');
+      for (const f of got2) if (idOf.has(f.data.payload)) expect(f.data.id).toBe(idOf.get(f.data.payload));
+      await waitFor(async () => (await leftoverKeys(r, user)).length === 0, 10_000, 'keys empty after acks');
+      await d.close();
+    });
+  });
+});
+
 describe('Redis stopped and started again', () => {
   it('answers /health 503 while down, 200 after; keeps the socket; delivers queued and new messages', async () => {
     const redis = await newRedis(true);
@@ -265,34 +334,54 @@ describe('Redis stopped and started again', () => {
       await redis.stop();
       // 503 with "status":"error" while Redis is down; every answer comes (GET bounded at 3 s).
       await waitFor(async () => (await health(server.url)).status === 503, 15_000, 'GET /health to answer 503');
-      for (let i = 0; i < 3; i++) {
+      // Redis stays down a few seconds, as a real restart would; /health keeps answering 503 meanwhile.
+      for (let i = 0; i < 6; i++) {
         const h = await health(server.url);
         expect(h.status).toBe(503);
         expect(h.body).toMatch(/"status"\s*:\s*"error"/);
+        await sleep(500);
       }
       expect(a.isOpen).toBe(true);
 
       await redis.start();
       r = redis.client(); // stop() quit the old clients
+      // Publish steadily from the moment Redis is back. A PUBLISH that no subscriber heard (reply 0)
+      // is lost by pub/sub's nature; every PUBLISH the server heard (reply >= 1: it is the only
+      // subscriber of this Redis) must reach the socket that stayed connected (point 1).
+      const heard: string[] = [];
+      let firstHeardAt = 0;
+      let k = 0;
+      const burstDeadline = Date.now() + 20_000;
+      while (!firstHeardAt || Date.now() - firstHeardAt < 1500) {
+        if (Date.now() > burstDeadline) throw new Error(`No PUBLISH reached a subscriber within 20 s after Redis started (${k} sent)`);
+        const p = `after-${k++}`;
+        if ((await r.publish(channelOf(online), p)) > 0) {
+          heard.push(p);
+          firstHeardAt ||= Date.now();
+        }
+        await sleep(3);
+      }
+      expect(Number(await r.pubsub('NUMPAT'))).toBeGreaterThanOrEqual(2); // rm.users.* and rm.channels.* again
       await waitFor(async () => (await health(server.url)).status === 200, 20_000, 'GET /health to answer 200 again');
-      const h = await health(server.url);
-      expect(h.body).toMatch(/"status"\s*:\s*"ok"/);
+      expect((await health(server.url)).body).toMatch(/"status"\s*:\s*"ok"/);
       expect(a.isOpen).toBe(true);
+      const final = ['final-0', 'final-1'];
+      await publishAll(r, channelOf(online), final);
 
-      // The server's pattern subscriptions are back (both rm.users.* and rm.channels.*).
-      await waitFor(async () => Number(await r.pubsub('NUMPAT')) >= 2, 20_000, 'the server to resubscribe (PUBSUB NUMPAT >= 2)');
-      const after = Array.from({ length: 20 }, (_, i) => `after-${i}`);
-      const receivers = await r.publish(channelOf(online), after[0]);
-      expect(receivers).toBeGreaterThanOrEqual(1);
-      await publishAll(r, channelOf(online), after.slice(1));
       // Messages may repeat after the reconnect (at-least-once), never be lost or reordered.
-      const last = after[after.length - 1];
-      await waitFor(() => messagesOf(a).some((f) => f.data.payload === last), 15_000, `${last} to arrive`).catch((err: Error) => {
+      await waitFor(() => messagesOf(a).some((f) => f.data.payload === 'final-1'), 15_000, 'final-1 to arrive').catch((err: Error) => {
         throw new Error(`${err.message}; received ${JSON.stringify(messagesOf(a).map((f) => f.data.payload))}`);
       });
       const seen = new Set<string>();
       const deduped = messagesOf(a).filter((f) => !seen.has(f.data.id) && seen.add(f.data.id)).map((f) => f.data.payload);
-      expectSequence(deduped, ['before-0', 'before-1', ...after], 'online user across the Redis restart, de-duplicated by id');
+      const missing = heard.filter((p) => !deduped.includes(p));
+      if (missing.length > 0) {
+        throw new Error(
+          `${missing.length} of ${heard.length} PUBLISHes heard by the server after the Redis restart never reached the ` +
+            `identified socket: ${JSON.stringify(missing.slice(0, 10))} (first heard: ${heard[0]}, last: ${heard[heard.length - 1]})`,
+        );
+      }
+      expectSequence(deduped, ['before-0', 'before-1', ...heard, ...final], 'online user across the Redis restart, de-duplicated by id');
 
       // The offline user's queue survived the restart and is delivered in order.
       const b = await TestClient.connect(server.wsUrl, { autoAck: true });

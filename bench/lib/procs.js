@@ -106,6 +106,9 @@ function cpuDelta(a, b) {
   const busy = b.machine.busy - a.machine.busy;
   const total = b.machine.total - a.machine.total;
   out.machineBusyPct = total > 0 ? (100 * busy) / total : NaN;
+  // CPU used by processes that are not the bench's (another build or test run): noise, in % of one core.
+  const ours = Object.values(out.cpuMs).reduce((x, y) => x + y, 0);
+  out.otherCpuPct = Math.max(0, (100 * ((busy * 1000) / CLK_TCK - ours)) / wall);
   return out;
 }
 
@@ -256,4 +259,4 @@ async function startServer(kind, redisUrl, { maxInflight = 1000, profileFile } =
   };
 }
 
-module.exports = { ROOT, sleep, freePort, cpuMs, rssKb, cpuSnapshot, cpuDelta, startRedis, startServer, distSnapshot };
+module.exports = { ROOT, CLK_TCK, machineTicks, sleep, freePort, cpuMs, rssKb, cpuSnapshot, cpuDelta, startRedis, startServer, distSnapshot };

@@ -2,17 +2,12 @@
 // The scenarios. Each takes the bench context (its redis-server), the server
 // kind and the scenario's counts; starts a fresh server on an emptied Redis,
 // measures, stops it, and returns one flat result object.
-const Redis = require('ioredis');
+const { connectPublisher } = require('./publisher');
 const { Pool, Tracker, payload } = require('./clients');
 const { sleep, cpuSnapshot, cpuDelta, rssKb, startServer } = require('./procs');
 
 const range = (n, prefix) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
-function publisher(url) {
-  const pub = new Redis(url, { connectionName: 'bench-publisher', enableOfflineQueue: true });
-  pub.on('error', () => {});
-  return pub;
-}
 
 /**
  * PUBLISHes perUser messages to each client's channel, round-robin, pipelined
@@ -23,12 +18,17 @@ async function publishRoundRobin(pub, channels, perUser, { prefix = '', chunk = 
   const n = channels.length;
   const total = n * perUser;
   let i = 0;
+  let stalled = false;
   while (i < total) {
-    const pipe = pub.pipeline();
     const end = Math.min(total, i + chunk);
-    for (; i < end; i++) pipe.publish(channels[i % n], payload(Math.floor(i / n), prefix));
-    await pipe.exec();
-    if (!progress) continue;
+    const chs = [];
+    const ps = [];
+    for (; i < end; i++) {
+      chs.push(channels[i % n]);
+      ps.push(payload(Math.floor(i / n), prefix));
+    }
+    await pub.publish(chs, ps);
+    if (!progress || stalled) continue;
     let seen = progress();
     let since = performance.now();
     while (i - progress() > window) {
@@ -37,7 +37,10 @@ async function publishRoundRobin(pub, channels, perUser, { prefix = '', chunk = 
       if (now !== seen) {
         seen = now;
         since = performance.now();
-      } else if (performance.now() - since > 2000) break;
+      } else if (performance.now() - since > 2000) {
+        stalled = true; // nothing arrives: publish the rest without waiting, the tracker's deadline ends the phase
+        break;
+      }
     }
   }
   return total;
@@ -84,6 +87,8 @@ async function warmPool(server, pub, cfg) {
   if (!(await until(() => warm >= warmTotal, 20000))) pool.errors.push(`warmup: ${warm}/${warmTotal} arrived`);
   pool.flushAll();
   await sleep(200);
+  pool.ackFrames = 0;
+  pool.ackedIds = 0;
   return { pool, channels };
 }
 
@@ -91,7 +96,7 @@ async function warmPool(server, pub, cfg) {
 async function online(ctx, kind, cfg) {
   const profileFile = kind === 'redmessenger' && ctx.profileFile ? ctx.profileFile : undefined;
   return withServer(ctx, kind, { profileFile, maxInflight: cfg.maxInflight }, async (server) => {
-    const pub = publisher(ctx.redis.url);
+    const pub = await connectPublisher(ctx.redis.port);
     let pool;
     try {
       const warmed = await warmPool(server, pub, cfg);
@@ -128,6 +133,7 @@ async function online(ctx, kind, cfg) {
         duplicated: tracker.duplicated,
         outOfOrder: tracker.outOfOrder,
         malformed: pool.malformed,
+        publishErrors: pub.errors,
         errors: pool.errors.slice(0, 5),
         errorCount: pool.errors.length,
         publishMs: tPublished - t0,
@@ -139,7 +145,9 @@ async function online(ctx, kind, cfg) {
         redisCpuUsPerMsg: (cpu.cpuMs.redis * 1000) / delivered,
         benchCpuPct: cpu.benchCpuPct,
         machineBusyPct: cpu.machineBusyPct,
+        otherCpuPct: cpu.otherCpuPct,
         ackFrames: pool.ackFrames,
+        ackFramesPerMsg: pool.ackFrames / delivered,
         redisCommands,
         redisCommandsPerMsg: redisCommands / delivered,
         redisScriptCallsPerMsg: scripts / delivered,
@@ -149,7 +157,7 @@ async function online(ctx, kind, cfg) {
       };
     } finally {
       if (pool) await pool.close();
-      pub.disconnect();
+      pub.close();
     }
   });
 }
@@ -157,7 +165,7 @@ async function online(ctx, kind, cfg) {
 /** The online setup at a paced rate: publish-to-receipt latency. */
 async function latency(ctx, kind, cfg) {
   return withServer(ctx, kind, { maxInflight: cfg.maxInflight }, async (server) => {
-    const pub = publisher(ctx.redis.url);
+    const pub = await connectPublisher(ctx.redis.port);
     let pool;
     try {
       const warmed = await warmPool(server, pub, cfg);
@@ -177,9 +185,13 @@ async function latency(ctx, kind, cfg) {
         const due = Math.min(total, Math.floor(((performance.now() - start) * cfg.rate) / 1000) + 1);
         if (due - sent > cfg.rate / 100) lateTicks++; // the publisher fell > 10 ms behind its pace
         if (due > sent) {
-          const pipe = pub.pipeline();
-          for (; sent < due; sent++) pipe.publish(channels[sent % n], payload(Math.floor(sent / n)));
-          pipe.exec().catch(() => {});
+          const chs = [];
+          const ps = [];
+          for (; sent < due; sent++) {
+            chs.push(channels[sent % n]);
+            ps.push(payload(Math.floor(sent / n)));
+          }
+          void pub.publish(chs, ps);
         }
         await sleep(1);
       }
@@ -194,6 +206,7 @@ async function latency(ctx, kind, cfg) {
         published: total,
         achievedRate: total / (sendMs / 1000),
         lateTicks,
+        publishErrors: pub.errors,
         complete,
         delivered: tracker.unique,
         lost: tracker.lost,
@@ -211,10 +224,12 @@ async function latency(ctx, kind, cfg) {
         serverCpuUsPerMsg: (cpu.cpuMs.server * 1000) / tracker.unique,
         benchCpuPct: cpu.benchCpuPct,
         machineBusyPct: cpu.machineBusyPct,
+        otherCpuPct: cpu.otherCpuPct,
+        ackFramesPerMsg: pool.ackFrames / tracker.unique,
       };
     } finally {
       if (pool) await pool.close();
-      pub.disconnect();
+      pub.close();
     }
   });
 }
@@ -270,6 +285,7 @@ async function drainCase(ctx, server, pub, users, perUser, cfg) {
       serverCpuUsPerMsg: (cpu.cpuMs.server * 1000) / tracker.unique,
       redisCpuUsPerMsg: (cpu.cpuMs.redis * 1000) / tracker.unique,
       benchCpuPct: cpu.benchCpuPct,
+      otherCpuPct: cpu.otherCpuPct,
     };
   } finally {
     await pool.close();
@@ -280,7 +296,7 @@ async function drainCase(ctx, server, pub, users, perUser, cfg) {
 async function drain(ctx, kind, cfg) {
   if (kind === 'baseline') return { na: true };
   return withServer(ctx, kind, { maxInflight: cfg.maxInflight }, async (server) => {
-    const pub = publisher(ctx.redis.url);
+    const pub = await connectPublisher(ctx.redis.port);
     try {
       const one = await drainCase(ctx, server, pub, ['drain-one'], cfg.oneBacklog, cfg);
       const many = await drainCase(ctx, server, pub, range(cfg.manyUsers, 'drain-many-'), cfg.manyBacklog, cfg);
@@ -289,7 +305,7 @@ async function drain(ctx, kind, cfg) {
       for (const [k, v] of Object.entries(many)) flat[`many_${k}`] = v;
       return flat;
     } finally {
-      pub.disconnect();
+      pub.close();
     }
   });
 }

@@ -29,6 +29,7 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
   private ready = false;
   private readonly readyWaiters: Array<() => void> = [];
   private ticking = false;
+  private failing = false;
 
   constructor(
     @InjectRedis() private readonly redis: Redis,
@@ -98,9 +99,13 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
       if (leader !== this.leader) this.logger.log(leader ? 'This instance now routes published messages' : 'Another instance routes published messages');
       this.leader = leader;
       await this.reapDeadInstances();
+      if (this.failing) this.logger.log('Presence refresh works again');
+      this.failing = false;
     } catch (error) {
       this.leader = false;
-      this.logger.warn(`Presence refresh failed: ${(error as Error).message}`);
+      // Once per outage, not once a second.
+      if (!this.failing) this.logger.warn(`Presence refresh failed (not routing until it works): ${(error as Error).message}`);
+      this.failing = true;
     } finally {
       this.ticking = false;
     }
