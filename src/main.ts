@@ -4,6 +4,7 @@ import { NestFactory } from '@nestjs/core';
 import { AppModule } from './app.module';
 import { LOG_LEVELS } from './config/environment';
 import { MESSENGER_OPTIONS, type MessengerOptions } from './config/messenger-options';
+import { useLogger } from './logging/create-logger';
 import { useRedMessengerAdapter } from './messenger/use-adapter';
 
 /** LOG_LEVEL names the least severe level that is printed. */
@@ -12,15 +13,31 @@ const levelsFrom = (level: LogLevel): LogLevel[] => LOG_LEVELS.slice(0, LOG_LEVE
 async function bootstrap(): Promise<void> {
   const app = await NestFactory.create(AppModule, { bufferLogs: true, abortOnError: false });
   const options = app.get<MessengerOptions>(MESSENGER_OPTIONS);
-  app.useLogger(levelsFrom(options.logLevel));
+  useLogger(app, options.logFormat, levelsFrom(options.logLevel));
   useRedMessengerAdapter(app);
-  app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
-  // A shutdown that cannot finish (Redis gone, say) still ends within SHUTDOWN_TIMEOUT_MS.
+  const logger = new Logger('RedMessenger');
+
+  // SIGTERM / SIGINT: Nest's shutdown hooks return owed messages and close sockets with 1001;
+  // the process then exits 0, and within SHUTDOWN_TIMEOUT_MS whatever happens.
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => setTimeout(() => process.exit(1), options.shutdownTimeoutMs).unref());
+    process.once(signal, () => {
+      logger.log(`${signal}: shutting down`);
+      setTimeout(() => {
+        logger.error(`Shutdown did not finish within SHUTDOWN_TIMEOUT_MS=${options.shutdownTimeoutMs}; exiting`);
+        process.exit(1);
+      }, options.shutdownTimeoutMs).unref();
+      app.close().then(
+        () => process.exit(0),
+        (error: Error) => {
+          logger.error(`Shutdown failed: ${error.message}`);
+          process.exit(1);
+        },
+      );
+    });
   }
+
   await app.listen(options.port);
-  new Logger('RedMessenger').log(`RedMessenger listening on port ${options.port} (WebSocket path ${options.wsPath}, instance ${options.instanceId})`);
+  logger.log(`RedMessenger listening on port ${options.port} (WebSocket path ${options.wsPath}, instance ${options.instanceId})`);
 }
 
 bootstrap().catch((error: Error) => {

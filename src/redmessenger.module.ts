@@ -2,6 +2,7 @@ import { Module } from '@nestjs/common';
 import { MESSENGER_OPTIONS, withDefaults } from './config/messenger-options';
 import { HealthModule } from './health/health.module';
 import { MessengerModule } from './messenger/messenger.module';
+import { MetricsModule } from './metrics/metrics.module';
 import { RedisModule } from './redis/redis.module';
 import { ConfigurableRedMessengerModule, REDMESSENGER_MODULE_OPTIONS, type RedMessengerModuleOptions } from './redmessenger.module-definition';
 
@@ -16,7 +17,7 @@ import { ConfigurableRedMessengerModule, REDMESSENGER_MODULE_OPTIONS, type RedMe
  * adapter with `useRedMessengerAdapter(app)`.
  */
 @Module({
-  imports: [RedisModule, MessengerModule, HealthModule],
+  imports: [RedisModule, MessengerModule, HealthModule, MetricsModule],
   providers: [
     {
       provide: MESSENGER_OPTIONS,

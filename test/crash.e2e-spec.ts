@@ -334,8 +334,9 @@ describe('Redis stopped and started again', () => {
       await redis.stop();
       // 503 with "status":"error" while Redis is down; every answer comes (GET bounded at 3 s).
       await waitFor(async () => (await health(server.url)).status === 503, 15_000, 'GET /health to answer 503');
-      // Redis stays down a few seconds, as a real restart would; /health keeps answering 503 meanwhile.
-      for (let i = 0; i < 6; i++) {
+      // Redis stays down several seconds, as a real restart would (long enough for the server's own
+      // Redis commands to give up, not only to queue); /health keeps answering 503 meanwhile.
+      for (let i = 0; i < 12; i++) {
         const h = await health(server.url);
         expect(h.status).toBe(503);
         expect(h.body).toMatch(/"status"\s*:\s*"error"/);

@@ -33,7 +33,8 @@ export class Connection {
   user?: string;
   state: ConnectionState = 'new';
   position = 0;
-  readonly inflight = new Set<string>();
+  /** Ids sent and not yet acked, with when RedMessenger received each (for the delivery latency). */
+  readonly inflight = new Map<string, number | undefined>();
   mode: 'live' | 'backlog' = 'backlog';
   reading = false;
   /** Notices that arrived while a read was under way, replayed once it is done. */

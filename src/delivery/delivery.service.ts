@@ -7,6 +7,8 @@ import { QueueService, messageFrame } from '../queue/queue.service';
 import { InjectRedis, InjectRedisSubscriber } from '../redis/redis.constants';
 import { CloseCode, ErrorCode, FrameError } from '../messenger/frame-error';
 import { Connection } from './connection';
+import { MetricsService } from '../metrics/metrics.service';
+import { envelopeTs } from '../metrics/envelope-ts';
 
 /** How long an identify waits for presence to be ready (Redis reachable) before it is refused. */
 const ATTACH_WAIT_MS = 5000;
@@ -34,6 +36,7 @@ export class DeliveryService implements OnModuleInit {
     @InjectRedis() private readonly redis: Redis,
     @InjectRedisSubscriber() private readonly subscriber: Redis,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
+    private readonly metrics: MetricsService,
   ) {}
 
   onModuleInit(): void {
@@ -42,8 +45,14 @@ export class DeliveryService implements OnModuleInit {
       if (from === channel) this.notice(text);
     });
     this.subscriber.subscribe(channel).catch((error: Error) => this.logger.error(`Cannot subscribe to ${channel} yet: ${error.message}`));
-    // Notices sent while a connection was down are gone, and Redis may have lost its data: start over.
-    this.onReconnect(this.subscriber, () => this.rewindAll());
+    // Notices sent while a connection was down are gone, and Redis may have lost its data: start over,
+    // reading owed only once the subscription is confirmed live (later messages then come as notices).
+    this.onReconnect(this.subscriber, () =>
+      this.subscriber.subscribe(channel).then(
+        () => this.rewindAll(),
+        (error: Error) => this.logger.error(`Cannot subscribe to ${channel} again: ${error.message}`),
+      ),
+    );
     this.onReconnect(this.redis, () => void this.reattachAll());
   }
 
@@ -85,7 +94,8 @@ export class DeliveryService implements OnModuleInit {
       conns?.delete(conn);
       if (conns?.size === 0) this.byUser.delete(user);
       if (!registered) return;
-      const { requeued, left } = await this.queue.detach(user, conn.id, this.presence.instanceId);
+      const { requeued, left } = await this.metrics.timeRedis('detach', this.queue.detach(user, conn.id, this.presence.instanceId));
+      this.metrics.requeued(requeued);
       if (left === 0 && requeued > 0) this.logger.log(`${user}: Client is no longer online, recommitting ${requeued} messages to queue`);
     })();
     return conn.detached;
@@ -94,7 +104,15 @@ export class DeliveryService implements OnModuleInit {
   /** Acks ids for a socket's user; every socket of the user forgets them and gets room. */
   async ack(conn: Connection, ids: string[]): Promise<void> {
     const user = conn.user!;
-    await this.queue.ack(user, ids, this.presence.instanceId);
+    const acked = await this.metrics.timeRedis('ack', this.queue.ack(user, ids, this.presence.instanceId));
+    const now = Date.now();
+    const latencies: number[] = [];
+    for (const id of ids) {
+      let ts: number | undefined;
+      for (const other of this.byUser.get(user) ?? []) ts ??= other.inflight.get(id);
+      if (ts !== undefined) latencies.push((now - ts) / 1000);
+    }
+    this.metrics.acked(acked, latencies.slice(0, acked));
     this.forget(user, ids);
   }
 
@@ -176,8 +194,9 @@ export class DeliveryService implements OnModuleInit {
       return false;
     }
     conn.position = position;
-    conn.inflight.add(id);
+    conn.inflight.set(id, envelopeTs(envelope));
     conn.socket.send(messageFrame(envelope));
+    this.metrics.delivered(1);
     return true;
   }
 

@@ -45,12 +45,18 @@ export function parseFrame(raw: Buffer | ArrayBuffer | Buffer[], isBinary: boole
 }
 
 function check<T extends object>(type: new () => T, data: Record<string, unknown>): T | undefined {
-  const dto = plainToInstance(type, data);
-  return validateSync(dto, { forbidUnknownValues: true }).length === 0 ? dto : undefined;
+  try {
+    const dto = plainToInstance(type, data);
+    return validateSync(dto, { forbidUnknownValues: true }).length === 0 ? dto : undefined;
+  } catch {
+    // Hostile shapes (nesting thousands deep) can overflow the transformer's stack: invalid all the same.
+    return undefined;
+  }
 }
 
+// Only the known fields are read: whatever else a frame carries is ignored, however it is shaped.
 export function toIdentify(data: Record<string, unknown>): IdentifyDto {
-  const dto = check(IdentifyDto, data);
+  const dto = check(IdentifyDto, { id: data.id, token: data.token });
   if (dto) return dto;
   if (typeof data.id !== 'string' || !ID_PATTERN.test(data.id)) {
     throw new FrameError(ErrorCode.InvalidId, 'id must match ^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$', CloseCode.BadFrame);
@@ -59,7 +65,7 @@ export function toIdentify(data: Record<string, unknown>): IdentifyDto {
 }
 
 export function toAck(data: Record<string, unknown>): AckDto {
-  const dto = check(AckDto, data);
+  const dto = check(AckDto, { ids: data.ids });
   if (dto) return dto;
   throw new FrameError(ErrorCode.BadAck, 'ack needs {"ids": [string, ...]} with at most 10000 ids');
 }

@@ -86,8 +86,8 @@ export class MessengerWsAdapter extends WsAdapter {
       data = this.screen.screen(socket, frame);
       handler = byEvent.get(frame.event);
     } catch (error) {
-      if (!(error instanceof FrameError)) throw error;
-      this.screen.refuse(socket, error);
+      // Anything unexpected while reading a frame is still the client's bad frame, answered as such.
+      this.screen.refuse(socket, error instanceof FrameError ? error : FrameError.badFrame('Frame could not be read'));
       return;
     }
     // Guards, filters and the handler run as Nest composes them; the handler sends its own frames.

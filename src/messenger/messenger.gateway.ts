@@ -20,15 +20,23 @@ import { clientAddress } from './client-address';
 import { AckDto, Frame, IdentifyDto, toAck, toIdentify } from './frames';
 import { RateLimiter } from './rate-limiter';
 import { framesHandled, type FrameScreen } from './messenger-ws.adapter';
+import { MetricsService } from '../metrics/metrics.service';
+import { identifyOutcomeOf } from '../metrics/metrics.constants';
+import { ShutdownState } from '../health/shutdown-state';
 
 /** Turns what a handler or guard throws into the contract's answer on that socket. */
 @Catch()
 export class FrameExceptionFilter implements WsExceptionFilter {
   private readonly logger = new Logger('MessengerGateway');
 
+  constructor(private readonly metrics: MetricsService) {}
+
   catch(exception: unknown, host: ArgumentsHost): void {
     const conn = Connection.of(host.switchToWs().getClient<WebSocket>());
     if (!conn) return;
+    const code = exception instanceof FrameError ? exception.code : ErrorCode.Unavailable;
+    const outcome = conn.state !== 'ready' ? identifyOutcomeOf(code) : undefined;
+    if (outcome) this.metrics.identified(outcome);
     if (exception instanceof FrameError) return conn.refuse(exception);
     this.logger.warn(`Frame from ${conn.remote} failed: ${(exception as Error)?.message ?? exception}`);
     // Redis is unreachable or failing: the client may retry later; nothing was lost.
@@ -45,6 +53,7 @@ export class FrameExceptionFilter implements WsExceptionFilter {
 export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnect, FrameScreen, BeforeApplicationShutdown {
   private readonly logger = new Logger(MessengerGateway.name);
   private readonly connections = new Set<Connection>();
+  private readonly identified = new Set<Connection>();
   private shuttingDown = false;
   private readonly connectionRate: RateLimiter;
   private readonly identifyRate: RateLimiter;
@@ -53,6 +62,8 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
     private readonly delivery: DeliveryService,
     private readonly router: RouterService,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
+    private readonly metrics: MetricsService,
+    private readonly shutdownState: ShutdownState,
   ) {
     this.connectionRate = new RateLimiter(options.connectionRatePerMinute);
     this.identifyRate = new RateLimiter(options.identifyRatePerMinute);
@@ -61,6 +72,7 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
   handleConnection(socket: WebSocket, request: IncomingMessage): void {
     const address = clientAddress(request, this.options.trustedProxies);
     const conn = new Connection(socket, `${address}:${request.socket.remotePort}`, address);
+    this.metrics.connectionOpened();
     if (this.shuttingDown) return conn.close(CloseCode.ShuttingDown, 'server shutting down');
     if (this.options.maxConnections > 0 && this.connections.size >= this.options.maxConnections) {
       this.logger.warn(`Refusing a socket from ${address}: MAX_CONNECTIONS=${this.options.maxConnections} reached`);
@@ -72,13 +84,15 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
     }
     this.connections.add(conn);
     conn.identifyTimer = setTimeout(() => {
-      if (conn.state === 'new') conn.refuse(new FrameError(ErrorCode.IdentifyTimeout, `No identify within ${this.options.identifyTimeoutMs} ms`, CloseCode.IdentifyTimeout));
+      if (conn.state === 'new') this.refuseConn(conn, new FrameError(ErrorCode.IdentifyTimeout, `No identify within ${this.options.identifyTimeoutMs} ms`, CloseCode.IdentifyTimeout));
     }, this.options.identifyTimeoutMs);
   }
 
   handleDisconnect(socket: WebSocket): void {
     const conn = Connection.of(socket);
     if (!conn) return;
+    this.metrics.connectionClosed();
+    if (this.identified.delete(conn)) this.metrics.unidentified();
     conn.state = 'closed';
     clearTimeout(conn.identifyTimer);
     this.connections.delete(conn);
@@ -106,7 +120,14 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
   }
 
   refuse(socket: WebSocket, error: FrameError): void {
-    Connection.of(socket)?.refuse(error);
+    const conn = Connection.of(socket);
+    if (conn) this.refuseConn(conn, error);
+  }
+
+  private refuseConn(conn: Connection, error: FrameError): void {
+    const outcome = conn.state !== 'ready' ? identifyOutcomeOf(error.code) : undefined;
+    if (outcome) this.metrics.identified(outcome);
+    conn.refuse(error);
   }
 
   @SubscribeMessage('identify')
@@ -117,6 +138,8 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
     const attached = await this.delivery.attach(conn, id);
     if (attached === undefined || conn.state !== 'identifying') return;
     conn.state = 'ready';
+    this.identified.add(conn);
+    this.metrics.identified('ok');
     const channel = queueKeys.userChannel(id);
     const { owed: queued, dropped } = attached;
     conn.send('ready', dropped > 0 ? { id, channel, queued, dropped } : { id, channel, queued });
@@ -136,6 +159,7 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
    * the servers and before Redis is quit.
    */
   async beforeApplicationShutdown(): Promise<void> {
+    this.shutdownState.begin();
     this.shuttingDown = true;
     await this.router.stop();
     await Promise.all(

@@ -25,10 +25,12 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger(PresenceService.name);
   private readonly keys = queueKeys;
   private timer?: NodeJS.Timeout;
-  private leader = false;
+  /** Until when this instance holds the router lease (ms since the epoch), as of its last extension. */
+  private leaseUntil = 0;
   private ready = false;
   private readonly readyWaiters: Array<() => void> = [];
-  private ticking = false;
+  private ticking?: Promise<boolean>;
+  private refreshedAt = 0;
   private failing = false;
 
   constructor(
@@ -45,7 +47,8 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
 
   /** True while this instance holds the router lease. */
   get isRouter(): boolean {
-    return this.leader;
+    // A failed refresh does not end the lease: it lasts its time, so routing survives a Redis blip.
+    return Date.now() < this.leaseUntil;
   }
 
   /** Resolves once this instance reclaimed its previous life's connections (it must not attach before). */
@@ -61,12 +64,27 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
   }
 
   /** The first refresh, under way from module init: routing may start once it is done. */
-  firstRefresh: Promise<void> = Promise.resolve();
+  firstRefresh: Promise<boolean> = Promise.resolve(false);
 
   onModuleInit(): void {
     // Not awaited here: a server without Redis still starts, answers /health with 503, and retries.
-    this.firstRefresh = this.tick();
-    this.timer = setInterval(() => void this.tick(), this.options.heartbeatMs);
+    this.firstRefresh = this.refresh();
+    this.timer = setInterval(() => void this.refresh(), this.options.heartbeatMs);
+  }
+
+  /** True when a refresh within the last heartbeat found another instance routing. */
+  get followsRouter(): boolean {
+    return !this.isRouter && Date.now() - this.refreshedAt < this.options.heartbeatMs;
+  }
+
+  /**
+   * Refreshes presence and the router lease now (or joins the refresh under way).
+   * Resolves true when it worked, false when Redis could not be reached; `isRouter`
+   * then says whether this instance routes.
+   */
+  refresh(): Promise<boolean> {
+    this.ticking ??= this.tick().finally(() => (this.ticking = undefined));
+    return this.ticking;
   }
 
   async onApplicationShutdown(): Promise<void> {
@@ -81,9 +99,7 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
       .catch(() => undefined);
   }
 
-  private async tick(): Promise<void> {
-    if (this.ticking) return;
-    this.ticking = true;
+  private async tick(): Promise<boolean> {
     try {
       if (!this.ready) {
         await this.reclaim(this.instanceId);
@@ -95,19 +111,21 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
         .set(this.keys.instanceAlive(this.instanceId), '1', 'PX', this.options.presenceTtlMs)
         .sadd(this.keys.instances, this.instanceId)
         .exec();
+      const askedAt = Date.now();
       const leader = (await this.redis.rmLease(this.keys.routerLease, this.instanceId, this.options.presenceTtlMs)) === 1;
-      if (leader !== this.leader) this.logger.log(leader ? 'This instance now routes published messages' : 'Another instance routes published messages');
-      this.leader = leader;
+      if (leader !== this.isRouter) this.logger.log(leader ? 'This instance now routes published messages' : 'Another instance routes published messages');
+      // Counted from before the request: the lease in Redis cannot outlive this.
+      this.leaseUntil = leader ? askedAt + this.options.presenceTtlMs : 0;
       await this.reapDeadInstances();
       if (this.failing) this.logger.log('Presence refresh works again');
       this.failing = false;
+      this.refreshedAt = Date.now();
+      return true;
     } catch (error) {
-      this.leader = false;
       // Once per outage, not once a second.
-      if (!this.failing) this.logger.warn(`Presence refresh failed (not routing until it works): ${(error as Error).message}`);
+      if (!this.failing) this.logger.warn(`Presence refresh failed: ${(error as Error).message}`);
       this.failing = true;
-    } finally {
-      this.ticking = false;
+      return false;
     }
   }
 

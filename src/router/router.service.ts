@@ -5,11 +5,15 @@ import { PresenceService } from '../presence/presence.service';
 import { GROUP_CHANNEL_PREFIX, USER_CHANNEL_PREFIX, isValidId, queueKeys } from '../queue/queue-keys';
 import { QueueService, ROUTE_BATCH, Routed } from '../queue/queue.service';
 import { InjectRedisSubscriber } from '../redis/redis.constants';
+import { MetricsService } from '../metrics/metrics.service';
 
 interface Published {
   channel: string;
   payload: string;
 }
+
+/** Tries of one batch before it is given up (the last waits 100 * 2^8 ms): about a minute in all. */
+const ROUTE_ATTEMPTS = 9;
 
 const PATTERNS = [`${USER_CHANNEL_PREFIX}*`, `${GROUP_CHANNEL_PREFIX}*`];
 
@@ -36,6 +40,7 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     private readonly queue: QueueService,
     private readonly presence: PresenceService,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
+    private readonly metrics: MetricsService,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -59,7 +64,7 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
   }
 
   private receive(channel: string, payload: string): void {
-    if (this.stopped || !this.presence.isRouter) return;
+    if (this.stopped) return;
     if (this.debug) this.logger.debug(`New message from channel ${channel}`);
     this.pending.push({ channel, payload });
     this.draining ??= this.drain();
@@ -68,13 +73,29 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
   private async drain(): Promise<void> {
     // Let the messages that arrived in the same read from the socket join the batch.
     await new Promise((resolve) => setImmediate(resolve));
+    let failures = 0;
     while (this.pending.length > 0) {
       const batch = this.pending;
       this.pending = [];
       try {
+        // Whether this instance routes is asked of Redis whenever the lease may have lapsed (after
+        // an outage, say), never assumed: a message is routed by the lease holder, and only by it.
+        if (this.presence.followsRouter) continue; // another instance routes these
+        if (!this.presence.isRouter && !(await this.presence.refresh())) throw new Error('cannot reach Redis to renew the router lease');
+        if (!this.presence.isRouter) continue;
         await this.routeAll(batch);
+        failures = 0;
       } catch (error) {
-        this.logger.error(`Routing ${batch.length} messages failed: ${(error as Error).message}`);
+        // Redis is back for the subscriber but not yet for commands, say: retry in order, with backoff.
+        failures++;
+        if (failures > ROUTE_ATTEMPTS) {
+          this.logger.error(`Routing ${batch.length} messages failed ${ROUTE_ATTEMPTS} times, dropping them: ${(error as Error).message}`);
+          failures = 0;
+          continue;
+        }
+        this.logger.warn(`Routing ${batch.length} messages failed (attempt ${failures}), retrying: ${(error as Error).message}`);
+        this.pending = batch.concat(this.pending);
+        await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** failures));
       }
     }
     this.draining = null;
@@ -102,7 +123,10 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     }
     for (let i = 0; i < routed.length; i += ROUTE_BATCH) {
       const slice = routed.slice(i, i + ROUTE_BATCH);
-      const { dropped, outcome } = await this.queue.route(slice, receivedAt);
+      const { queued, dropped, outcome } = await this.metrics.timeRedis('route', this.queue.route(slice, receivedAt));
+      this.metrics.routed(slice.length);
+      this.metrics.queued(queued);
+      this.metrics.dropped(this.options.queueOverflow === 'reject' ? 'rejected' : 'overflow', dropped);
       if (dropped > 0) this.reportDrops(slice, outcome);
       if (!this.debug) continue;
       slice.forEach(({ user }, j) => {
@@ -125,12 +149,14 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
 
   private validTarget(channel: string, prefix: string): boolean {
     if (isValidId(channel.slice(prefix.length))) return true;
+    this.metrics.dropped('invalid_channel');
     this.logger.warn(`Dropping message on invalid channel ${JSON.stringify(channel.slice(0, 200))}`);
     return false;
   }
 
   private validMember(channel: string, member: string): boolean {
     if (isValidId(member)) return true;
+    this.metrics.dropped('invalid_member');
     this.logger.warn(`Skipping invalid member id ${JSON.stringify(member.slice(0, 200))} of ${channel}`);
     return false;
   }
