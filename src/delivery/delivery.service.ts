@@ -67,17 +67,17 @@ export class DeliveryService implements OnModuleInit {
    * owed and how many were dropped or expired since the last identify (undefined
    * if the socket closed first).
    */
-  async attach(conn: Connection, user: string): Promise<{ owed: number; dropped: number } | undefined> {
+  async attach(conn: Connection, user: string): Promise<{ owed: number; dropped: number; replaced: number } | undefined> {
     conn.user = user;
-    let result: { owed: number; dropped: number } | undefined;
+    let result: { owed: number; dropped: number; replaced: number } | undefined;
     conn.attached = (async () => {
       await this.presence.whenReady(ATTACH_WAIT_MS);
       if (conn.state === 'closed') return false;
       let conns = this.byUser.get(user);
       if (!conns) this.byUser.set(user, (conns = new Set()));
       conns.add(conn);
-      const { owed, dropped } = await this.queue.attach(user, conn.id, this.presence.instanceId);
-      result = { owed, dropped };
+      const { owed, dropped, replaced } = await this.metrics.timeRedis('attach', this.queue.attach(user, conn.id, this.presence.instanceId));
+      result = { owed, dropped, replaced: replaced.length };
       return true;
     })();
     await conn.attached;
@@ -124,7 +124,7 @@ export class DeliveryService implements OnModuleInit {
       conn.reading = true;
       let rows;
       try {
-        rows = await this.queue.read(conn.user!, conn.position, room);
+        rows = await this.metrics.timeRedis('read', this.queue.read(conn.user!, conn.position, room));
       } catch (error) {
         // Stays in backlog mode: the next ack, notice or reconnect reads again.
         this.logger.warn(`${conn.user}: reading owed messages failed: ${(error as Error).message}`);

@@ -139,7 +139,7 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
     if (attached === undefined || conn.state !== 'identifying') return;
     conn.state = 'ready';
     this.identified.add(conn);
-    this.metrics.identified('ok');
+    this.metrics.identified(attached.replaced > 0 ? 'replaced' : 'ok');
     const channel = queueKeys.userChannel(id);
     const { owed: queued, dropped } = attached;
     conn.send('ready', dropped > 0 ? { id, channel, queued, dropped } : { id, channel, queued });
