@@ -9,6 +9,7 @@ import { uniqueId } from './support/ids';
 import { startRedis, TestRedis } from './support/redis';
 import { startServer, TestServer } from './support/server';
 import { CloseInfo, Frame, TestClient } from './support/ws-client';
+import { within } from './support/wait';
 
 jest.setTimeout(60_000);
 
@@ -56,18 +57,6 @@ afterAll(async () => {
   await Promise.all(servers.map((s) => s.stop().catch(() => undefined)));
   await redis?.close();
 });
-
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)), ms))),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 const now = () => Math.floor(Date.now() / 1000);
 

@@ -7,8 +7,9 @@ import type Redis from 'ioredis';
 import { uniqueId } from './support/ids';
 import { startRedis, TestRedis } from './support/redis';
 import { startServer, TestServer } from './support/server';
-import { waitFor } from './support/wait';
+import { waitFor, within } from './support/wait';
 import { Frame, TestClient } from './support/ws-client';
+import { entryId, entryPayload } from './support/queue-entries';
 
 jest.setTimeout(90_000);
 
@@ -53,27 +54,6 @@ async function withLogs<T>(list: TestServer[], fn: () => Promise<T>): Promise<T>
 /** A payload per index, some with characters that JSON must escape and non-ASCII text. */
 const payloadFor = (tag: string, i: number): string =>
   i % 97 === 0 ? `${tag}-${i} "quoted" \\ back\nslash é✓ 🚀` : `${tag}-${i}`;
-
-/** The payload of a queue entry: a RedMessenger envelope {"rm":{...}}, or the raw entry itself. */
-function entryPayload(entry: string): string {
-  try {
-    const v = JSON.parse(entry);
-    if (v && typeof v === 'object' && v.rm && typeof v.rm.payload === 'string') return v.rm.payload;
-  } catch {
-    // not JSON: a raw entry
-  }
-  return entry;
-}
-
-function entryId(entry: string): string | undefined {
-  try {
-    const v = JSON.parse(entry);
-    if (v && typeof v === 'object' && v.rm && typeof v.rm.id === 'string') return v.rm.id;
-  } catch {
-    // raw
-  }
-  return undefined;
-}
 
 async function publishAll(r: Redis, channel: string, payloads: string[]): Promise<void> {
   for (let i = 0; i < payloads.length; i += 500) {
@@ -132,18 +112,6 @@ function health(url: string, timeoutMs = 3000): Promise<{ status: number; body: 
 }
 
 /** Resolves with p's value, or rejects if it has not settled within ms (the timer never outlives the wait). */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)), ms))),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Asserts the payloads are exactly `expected`, with a short diff on failure. */

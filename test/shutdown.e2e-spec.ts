@@ -6,8 +6,9 @@ import type Redis from 'ioredis';
 import { uniqueId } from './support/ids';
 import { startRedis, TestRedis } from './support/redis';
 import { startServer, TestServer } from './support/server';
-import { waitFor } from './support/wait';
+import { waitFor, within } from './support/wait';
 import { Frame, TestClient } from './support/ws-client';
+import { entryId, entryPayload } from './support/queue-entries';
 
 jest.setTimeout(60_000);
 
@@ -41,38 +42,6 @@ async function withLogs<T>(server: TestServer, fn: () => Promise<T>): Promise<T>
     (err as Error).message += `\n--- server log tail ---\n${server.logs().slice(-6000)}`;
     throw err;
   }
-}
-
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)), ms))),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function entryPayload(entry: string): string {
-  try {
-    const v = JSON.parse(entry);
-    if (v && typeof v === 'object' && v.rm && typeof v.rm.payload === 'string') return v.rm.payload;
-  } catch {
-    // raw entry
-  }
-  return entry;
-}
-
-function entryId(entry: string): string | undefined {
-  try {
-    const v = JSON.parse(entry);
-    if (v && typeof v === 'object' && v.rm && typeof v.rm.id === 'string') return v.rm.id;
-  } catch {
-    // raw entry
-  }
-  return undefined;
 }
 
 async function publishAll(channel: string, payloads: string[]): Promise<void> {

@@ -1,0 +1,23 @@
+// Reading queue entries back: a RedMessenger envelope {"rm":{...}}, or a raw entry that another program pushed.
+
+/** The payload of a queue entry: the envelope's payload, or the raw entry itself. */
+export function entryPayload(entry: string): string {
+  try {
+    const v = JSON.parse(entry);
+    if (v && typeof v === 'object' && v.rm && typeof v.rm.payload === 'string') return v.rm.payload;
+  } catch {
+    // not JSON: a raw entry
+  }
+  return entry;
+}
+
+/** The message id of an envelope; undefined for a raw entry (it gets its id when first moved). */
+export function entryId(entry: string): string | undefined {
+  try {
+    const v = JSON.parse(entry);
+    if (v && typeof v === 'object' && v.rm && typeof v.rm.id === 'string') return v.rm.id;
+  } catch {
+    // raw
+  }
+  return undefined;
+}
