@@ -780,12 +780,17 @@ describe('fuzz: random and mutated frames against the wire contract', () => {
   }
 
   /** Runs one batch: every frame twice (before identify, after ready), checked against the contract. */
-  async function batch(name: string, seedOffset: number, numRuns: number, arb: fc.Arbitrary<FuzzFrame>): Promise<void> {
+  /**
+   * Runs one batch: the fixed `examples` first (every limit and forbidden character, each
+   * time), then `numRuns` random frames; each frame twice (before identify, after ready).
+   */
+  async function batch(name: string, seedOffset: number, numRuns: number, arb: fc.Arbitrary<FuzzFrame>, examples: FuzzFrame[] = []): Promise<void> {
     const seed = SEED + seedOffset;
     let count = 0;
     let firstFailureAt = 0;
     // Counterexamples print as describeFrame() rather than as a Buffer's bytes.
-    const shown = arb.map((f) => Object.defineProperty({ ...f }, fc.toStringMethod, { value: () => describeFrame(f) }) as FuzzFrame);
+    const display = (f: FuzzFrame) => Object.defineProperty({ ...f }, fc.toStringMethod, { value: () => describeFrame(f) }) as FuzzFrame;
+    const shown = arb.map(display);
     const property = fc.asyncProperty(shown, async (frame) => {
       // Once the server is dead every case fails: let shrinking keep the frame that killed it.
       if (serverDown) return;
@@ -809,7 +814,7 @@ describe('fuzz: random and mutated frames against the wire contract', () => {
       }
     });
     try {
-      await fc.assert(property, { seed, numRuns, includeErrorInReport: true });
+      await fc.assert(property, { seed, numRuns: numRuns + examples.length, examples: examples.map((f) => [display(f)] as [FuzzFrame]), includeErrorInReport: true });
     } catch (err) {
       throw new Error(`fuzz batch "${name}" failed (FUZZ_SEED=${SEED}, batch seed ${seed}; rerun: FUZZ_SEED=${SEED} npx jest test/fuzz --selectProjects e2e -t '${name}')\n${(err as Error).message}`);
     } finally {
@@ -831,13 +836,67 @@ describe('fuzz: random and mutated frames against the wire contract', () => {
 
   it('wrong JSON and wrong types for event and data', () => batch('structure', 1, runs(50), structureFrame()));
 
-  it('identify: ids at and past every limit, forbidden characters, tokens of every type', () => batch('identify', 2, runs(70), identifyFrame()));
+  it('identify: ids at and past every limit, forbidden characters, tokens of every type', () => {
+    const identify = (label: string, data: unknown) => text(label, j({ event: 'identify', data }));
+    const ofLength = (n: number) => `a${'b'.repeat(n - 1)}`;
+    const examples = [
+      ...[1, 127, 128, 129, 130].map((n) => identify(`id of ${n} chars`, { id: ofLength(n) })),
+      identify('128 chars, all allowed kinds', { id: `Z9._@-${'x'.repeat(122)}` }),
+      identify('empty id', { id: '' }),
+      ...['.', '_', '@', '-'].map((c) => identify(`first char ${c}`, { id: `${c}abc` })),
+      ...FORBIDDEN.flatMap((c) => [
+        identify(`forbidden ${j(c)} at start`, { id: `${c}abc` }),
+        identify(`forbidden ${j(c)} in middle`, { id: `ab${c}cd` }),
+        identify(`forbidden ${j(c)} at end`, { id: `abc${c}` }),
+        identify(`forbidden ${j(c)} as char 128`, { id: `${ofLength(127)}${c}` }),
+      ]),
+      ...[5, null, {}, ['t'], true].map((token) => identify(`token ${j(token)}`, { id: 'fuzz-token', token })),
+    ];
+    return batch('identify', 2, runs(70), identifyFrame(), examples);
+  });
 
-  it('acks with odd ids (other users\' included) and ids of the wrong type', () => batch('ack', 3, runs(50), ackFrame(knownIds)));
+  it('acks with odd ids (other users\' included) and ids of the wrong type', () => {
+    const ack = (label: string, data: unknown) => text(label, j({ event: 'ack', data }));
+    const examples = [
+      ack('ack of other users\' owed and queued ids', { ids: knownIds() }),
+      ...['', '0', '-1', '1e3', '9'.repeat(40), '*', 'rm:seq'].map((id) => ack(`ack of ${j(id)}`, { ids: [id] })),
+      ...[{}, { ids: 'x' }, { ids: [1, 2] }, { ids: null }, { ids: [['1']] }, { ids: { 0: '1', length: 1 } }, { ids: [knownIds()[0], 1] }].map((d) =>
+        ack(`bad ack ${j(d)}`, d),
+      ),
+    ];
+    return batch('ack', 3, runs(50), ackFrame(knownIds), examples);
+  });
 
-  it('binary frames, invalid UTF-8, odd encodings and fragmentation', () => batch('encoding', 4, runs(50), encodingFrame(knownIds)));
+  it('binary frames, invalid UTF-8, odd encodings and fragmentation', () => {
+    const valid = Buffer.from(j({ event: 'identify', data: { id: 'fuzz-utf8' } }));
+    const at = valid.indexOf('fuzz-utf8') + 4;
+    const examples: FuzzFrame[] = [
+      { label: 'binary identify', bytes: valid, binary: true, splits: [] },
+      { label: 'identify in 3 fragments', bytes: valid, binary: false, splits: [1, 10] },
+      { label: 'empty text frame', bytes: Buffer.alloc(0), binary: false, splits: [] },
+      { label: 'empty binary frame', bytes: Buffer.alloc(0), binary: true, splits: [] },
+      ...INVALID_UTF8.map((bad) => ({ label: `invalid UTF-8 ${bad.toString('hex')} in the id`, bytes: Buffer.concat([valid.subarray(0, at), bad, valid.subarray(at)]), binary: false, splits: [] })),
+    ];
+    return batch('encoding', 4, runs(50), encodingFrame(knownIds), examples);
+  });
 
-  it(`frames right under, at and over MAX_FRAME_BYTES (${MAX_FRAME_BYTES})`, () => batch('size', 5, runs(40), sizedFrame(knownIds)));
+  it(`frames right under, at and over MAX_FRAME_BYTES (${MAX_FRAME_BYTES})`, () => {
+    const sized = (label: string, event: string, data: Record<string, unknown>, size: number, pad: 'x' | '€'): FuzzFrame => {
+      const fill = size - Buffer.byteLength(j({ event, data: { ...data, pad: '' } }));
+      const padding = pad === '€' ? '€'.repeat(Math.floor(fill / 3)) + 'x'.repeat(fill % 3) : 'x'.repeat(fill);
+      const bytes = Buffer.from(j({ event, data: { ...data, pad: padding } }));
+      if (bytes.length !== size) throw new Error(`sized example is ${bytes.length} bytes, not ${size}`);
+      return { label, bytes, binary: false, splits: [] };
+    };
+    const examples = [MAX_FRAME_BYTES - 1, MAX_FRAME_BYTES, MAX_FRAME_BYTES + 1].flatMap((size) =>
+      (['x', '€'] as const).flatMap((pad) => [
+        sized(`identify of ${size} bytes (${pad})`, 'identify', { id: 'fuzz-sized' }, size, pad),
+        sized(`ack of ${size} bytes (${pad})`, 'ack', { ids: knownIds() }, size, pad),
+        sized(`unknown event of ${size} bytes (${pad})`, 'fz.sized', {}, size, pad),
+      ]),
+    );
+    return batch('size', 5, runs(40), sizedFrame(knownIds), examples);
+  });
 
   it('byte-level mutations of well-formed frames', () => batch('mutation', 6, runs(80), mutatedFrame(knownIds)));
 
