@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { InjectMessengerOptions, MessengerOptions } from '../config/messenger-options';
 import { PresenceService } from '../presence/presence.service';
 import { queueKeys } from '../queue/queue-keys';
-import { QueueService, messageFrame } from '../queue/queue.service';
+import { QueueService, messageFrame, type LocalDelivery } from '../queue/queue.service';
 import { InjectRedis, InjectRedisSubscriber } from '../redis/redis.constants';
 import { CloseCode, ErrorCode, FrameError } from '../messenger/frame-error';
 import { Connection } from './connection';
@@ -142,6 +142,13 @@ export class DeliveryService implements OnModuleInit {
         conn.mode = 'live';
         for (const notice of pending) this.offer(conn, notice.position, notice.id, notice.envelope);
       }
+    }
+  }
+
+  /** Hands out messages the router made owed to users with sockets here (no notice travels for them). */
+  deliver(messages: LocalDelivery[]): void {
+    for (const { user, id, envelope } of messages) {
+      for (const conn of this.byUser.get(user) ?? []) this.offer(conn, Number(id), id, envelope);
     }
   }
 

@@ -35,10 +35,12 @@ describe('QueueService scripts', () => {
   const payloads = async (user: string) =>
     (await client.lrange(keys.queue(user), 0, -1)).map((entry) => JSON.parse(entry).rm?.payload ?? `raw:${entry}`);
   const routeWith = (service: QueueService, user: string, ...messages: string[]) =>
-    service.route(messages.map((payload) => ({ user, channel: keys.userChannel(user), payload })), NOW);
+    service.route(messages.map((payload) => ({ user, channel: keys.userChannel(user), payload })), NOW, ROUTER);
   const route = (user: string, ...messages: string[]) => routeWith(queue, user, ...messages);
   // Messages must be fresh: older than QUEUE_TTL_SECONDS (7 days by default) they would expire at attach.
   const NOW = Date.now();
+  /** The instance that routes in these tests holds no socket, unless a test says otherwise. */
+  const ROUTER = uniqueId('router');
   const waitNotices = async (n: number) => {
     for (let i = 0; i < 100 && notices.length < n; i++) await new Promise((r) => setTimeout(r, 10));
     return notices;
@@ -50,7 +52,7 @@ describe('QueueService scripts', () => {
 
       const result = await route(user, 'one', 'two', 'three');
 
-      expect(result).toEqual({ delivered: 0, queued: 3, dropped: 0, outcome: '000' });
+      expect(result).toMatchObject({ delivered: 0, queued: 3, dropped: 0, outcome: '000', local: [] });
       expect(await payloads(user)).toEqual(['one', 'two', 'three']);
       expect(JSON.parse((await client.lindex(keys.queue(user), 0))!)).toEqual({
         rm: { id: expect.any(String), channel: keys.userChannel(user), payload: 'one', ts: NOW },
@@ -77,6 +79,22 @@ describe('QueueService scripts', () => {
       expect(heard[0][1]).toBe(`m|${user}|${owed.id}|${owed.envelope}`);
     });
 
+    it("hands the routing instance its own sockets' messages in the answer instead of a notice", async () => {
+      const user = uniqueId();
+      await queue.attach(user, 'c1', instance);
+      await queue.attach(user, 'c2', other);
+      notices.length = 0;
+
+      const result = await queue.route([{ user, channel: keys.userChannel(user), payload: 'mine' }], NOW, instance);
+
+      expect(result.outcome).toBe('l');
+      const [owed] = await queue.read(user, 0, 10);
+      expect(result.local).toEqual([{ user, id: owed.id, envelope: owed.envelope }]);
+      expect(await waitNotices(1)).toEqual([[keys.instanceChannel(other), `m|${user}|${owed.id}|${owed.envelope}`]]);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(notices.map(([channel]) => channel)).not.toContain(keys.instanceChannel(instance));
+    });
+
     it('routes a mixed batch, each user on its own', async () => {
       const online = uniqueId();
       const offline = uniqueId();
@@ -89,9 +107,10 @@ describe('QueueService scripts', () => {
           { user: offline, channel: keys.userChannel(offline), payload: 'c' },
         ],
         5,
+        ROUTER,
       );
 
-      expect(result).toEqual({ delivered: 1, queued: 2, dropped: 0, outcome: '010' });
+      expect(result).toMatchObject({ delivered: 1, queued: 2, dropped: 0, outcome: '010' });
       expect(await payloads(offline)).toEqual(['a', 'c']);
       expect((await queue.read(online, 0, 10)).map((m) => JSON.parse(messageFrame(m.envelope)).data.channel)).toEqual(['rm.channels.g']);
     });
@@ -298,8 +317,8 @@ describe('QueueService scripts', () => {
     it('QUEUE_TTL_SECONDS expires each message on its own age: the stale go, the fresh stay', async () => {
       const expiring = limited({ queueTtlSeconds: 60 });
       const user = uniqueId();
-      await expiring.route([{ user, channel: keys.userChannel(user), payload: 'stale' }], 1_000_000);
-      await expiring.route([{ user, channel: keys.userChannel(user), payload: 'fresh' }], 1_000_000 + 90_000);
+      await expiring.route([{ user, channel: keys.userChannel(user), payload: 'stale' }], 1_000_000, ROUTER);
+      await expiring.route([{ user, channel: keys.userChannel(user), payload: 'fresh' }], 1_000_000 + 90_000, ROUTER);
       const now = 1_000_000 + 100_000;
 
       expect(await expiring.queuedBefore(now - 60_000, 100)).toContain(user);
@@ -314,7 +333,7 @@ describe('QueueService scripts', () => {
     it('drops expired entries at identify as well, and counts them', async () => {
       const expiring = limited({ queueTtlSeconds: 60 });
       const user = uniqueId();
-      await expiring.route([{ user, channel: keys.userChannel(user), payload: 'old' }], 1_000);
+      await expiring.route([{ user, channel: keys.userChannel(user), payload: 'old' }], 1_000, ROUTER);
       await client.rpush(keys.queue(user), 'raw entries count as fresh');
 
       expect(await expiring.attach(user, 'c1', instance, 500_000)).toMatchObject({ owed: 1, moved: 1, dropped: 1 });

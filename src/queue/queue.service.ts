@@ -8,7 +8,7 @@ import { queueKeys } from './queue-keys';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    rmRoute(numKeys: number, ...args: (string | number)[]): Result<[number, number, number, string], Context>;
+    rmRoute(numKeys: number, ...args: (string | number)[]): Result<[number, number, number, string, number], Context>;
     rmAttach(...args: (string | number)[]): Result<[number, number, number, string[]], Context>;
     rmDetach(...args: (string | number)[]): Result<[number, number], Context>;
     rmExpire(...args: (string | number)[]): Result<[number, number], Context>;
@@ -22,6 +22,13 @@ export interface Routed {
   user: string;
   channel: string;
   payload: string;
+}
+
+/** A routed message for a socket on the routing instance itself. */
+export interface LocalDelivery {
+  user: string;
+  id: string;
+  envelope: string;
 }
 
 /** An owed message as read back: its position in the user's owed order, its id and its envelope. */
@@ -55,20 +62,38 @@ export class QueueService {
 
   /**
    * Routes up to ROUTE_BATCH messages in order: owed and announced if the user is
-   * connected, queued if not. `outcome` has one letter per message: '1' delivered,
-   * '0' queued, 'x' refused (queue full with QUEUE_OVERFLOW=reject).
+   * connected, queued if not. `outcome` has one letter per message (see route.lua):
+   * '1' delivered, 'l' delivered with a socket on `instance`, '0' queued, 'D' 'd' 'Q'
+   * the same after dropping older messages, 'x' refused (QUEUE_OVERFLOW=reject).
+   * Messages for `instance`'s own sockets are not announced: they come back in
+   * `local`, with their ids and envelopes, for the caller to hand out.
    */
-  async route(batch: Routed[], receivedAt: number): Promise<{ delivered: number; queued: number; dropped: number; outcome: string }> {
+  async route(
+    batch: Routed[],
+    receivedAt: number,
+    instance: string,
+  ): Promise<{ delivered: number; queued: number; dropped: number; outcome: string; local: LocalDelivery[] }> {
     const keys: string[] = [this.keys.counter, this.keys.queueIndex];
     const args: string[] = [
-      this.keys.instanceChannelPrefix, String(receivedAt), String(this.options.maxQueueLength), this.options.queueOverflow, String(this.ttlMs),
+      this.keys.instanceChannelPrefix, String(receivedAt), String(this.options.maxQueueLength), this.options.queueOverflow,
+      String(this.ttlMs), instance,
     ];
+    const encoded: Array<[string, string]> = [];
     for (const { user, channel, payload } of batch) {
+      const pair: [string, string] = [JSON.stringify(channel), JSON.stringify(payload)];
+      encoded.push(pair);
       keys.push(this.keys.queue(user), this.keys.owed(user), this.keys.owedData(user), this.keys.conns(user), this.keys.dropped(user));
-      args.push(user, JSON.stringify(channel), JSON.stringify(payload));
+      args.push(user, pair[0], pair[1]);
     }
-    const [delivered, queued, dropped, outcome] = await this.redis.rmRoute(2 + batch.length * ROUTE_KEYS_PER_MESSAGE, ...keys, ...args);
-    return { delivered, queued, dropped, outcome };
+    const [delivered, queued, dropped, outcome, base] = await this.redis.rmRoute(2 + batch.length * ROUTE_KEYS_PER_MESSAGE, ...keys, ...args);
+    const local: LocalDelivery[] = [];
+    for (let i = 0; i < batch.length; i++) {
+      if (outcome[i] !== 'l' && outcome[i] !== 'd') continue;
+      const id = String(base + i + 1);
+      // The same envelope as the script stored, built here rather than sent back.
+      local.push({ user: batch[i].user, id, envelope: `{"rm":{"id":"${id}","channel":${encoded[i][0]},"payload":${encoded[i][1]},"ts":${receivedAt}}}` });
+    }
+    return { delivered, queued, dropped, outcome, local };
   }
 
   /**

@@ -1,8 +1,9 @@
 import { Module } from '@nestjs/common';
+import { DeliveryModule } from '../delivery/delivery.module';
 import { PresenceModule } from '../presence/presence.module';
 import { QueueModule } from '../queue/queue.module';
 import { ExpiryService } from './expiry.service';
 import { RouterService } from './router.service';
 
-@Module({ imports: [QueueModule, PresenceModule], providers: [RouterService, ExpiryService], exports: [RouterService, ExpiryService] })
+@Module({ imports: [QueueModule, PresenceModule, DeliveryModule], providers: [RouterService, ExpiryService], exports: [RouterService, ExpiryService] })
 export class RouterModule {}

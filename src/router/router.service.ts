@@ -1,6 +1,7 @@
 import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
+import { DeliveryService } from '../delivery/delivery.service';
 import { PresenceService } from '../presence/presence.service';
 import { GROUP_CHANNEL_PREFIX, USER_CHANNEL_PREFIX, isValidId, queueKeys } from '../queue/queue-keys';
 import { QueueService, ROUTE_BATCH, Routed } from '../queue/queue.service';
@@ -39,6 +40,7 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     @InjectRedisSubscriber() private readonly subscriber: Redis,
     private readonly queue: QueueService,
     private readonly presence: PresenceService,
+    private readonly delivery: DeliveryService,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
     private readonly metrics: MetricsService,
   ) {}
@@ -123,7 +125,8 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     }
     for (let i = 0; i < routed.length; i += ROUTE_BATCH) {
       const slice = routed.slice(i, i + ROUTE_BATCH);
-      const { queued, dropped, outcome } = await this.metrics.timeRedis('route', this.queue.route(slice, receivedAt));
+      const { queued, dropped, outcome, local } = await this.metrics.timeRedis('route', this.queue.route(slice, receivedAt, this.presence.instanceId));
+      this.delivery.deliver(local);
       this.metrics.routed(slice.length);
       this.metrics.queued(queued);
       this.metrics.dropped(this.options.queueOverflow === 'reject' ? 'rejected' : 'overflow', dropped);
@@ -139,7 +142,7 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
   private reportDrops(slice: Routed[], outcome: string): void {
     const byUser = new Map<string, number>();
     slice.forEach(({ user }, j) => {
-      if ('xDQ'.includes(outcome[j])) byUser.set(user, (byUser.get(user) ?? 0) + 1);
+      if ('xDdQ'.includes(outcome[j])) byUser.set(user, (byUser.get(user) ?? 0) + 1);
     });
     const what = this.options.queueOverflow === 'reject' ? 'refused new messages' : 'dropped its oldest messages';
     for (const [user, n] of byUser) {

@@ -14,12 +14,16 @@
   ARGV[3]            cap on a user's queue (and on what a user is owed), 0 for none
   ARGV[4]            'drop-oldest' or 'reject'
   ARGV[5]            time to live of a dropped counter (ms), 0 for none
-  ARGV[6 + 3(i-1)..] per message i: user id, channel (JSON string), payload (JSON string)
+  ARGV[6]            the calling instance: it delivers its own sockets' messages from this
+                     script's answer, so no notice is published to it
+  ARGV[7 + 3(i-1)..] per message i: user id, channel (JSON string), payload (JSON string)
 
-  Returns: {delivered, queued, dropped, one character per message: '1' delivered, '0' queued,
-            'D' delivered and 'Q' queued after dropping older ones, 'x' refused}
+  Returns: {delivered, queued, dropped, outcome, first id - 1}; outcome has one character per
+  message: '1' delivered, 'l' delivered and the caller holds a socket of the user, '0' queued,
+  'D' / 'd' / 'Q' the same as '1' / 'l' / '0' after dropping older ones, 'x' refused.
+  Message i's id is (first id - 1) + i.
 ]]
-local prefix, ts, cap, reject, counterTtl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == 'reject', tonumber(ARGV[5])
+local prefix, ts, cap, reject, counterTtl, caller = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == 'reject', tonumber(ARGV[5]), ARGV[6]
 local count = (#KEYS - 2) / 5
 local first = redis.call('INCRBY', KEYS[1], count) - count
 local notices = {}
@@ -33,7 +37,7 @@ local function drop(counter, n)
 end
 
 for i = 1, count do
-  local k, a = 3 + (i - 1) * 5, 6 + (i - 1) * 3
+  local k, a = 3 + (i - 1) * 5, 7 + (i - 1) * 3
   local queue, owed, data, conns, counter = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
   local id = tostring(first + i)
   local user = ARGV[a]
@@ -62,9 +66,11 @@ for i = 1, count do
       redis.call('ZADD', owed, first + i, id)
       redis.call('HSET', data, id, envelope)
       local line = 'm|' .. user .. '|' .. id .. '|' .. envelope
-      local seen = {}
+      local seen, mine = {}, false
       for _, instance in ipairs(instances) do
-        if not seen[instance] then
+        if instance == caller then
+          mine = true
+        elseif not seen[instance] then
           seen[instance] = true
           local list = notices[instance]
           if not list then list = {}; notices[instance] = list end
@@ -72,7 +78,7 @@ for i = 1, count do
         end
       end
       delivered = delivered + 1
-      flags[i] = trimmed and 'D' or '1'
+      if mine then flags[i] = trimmed and 'd' or 'l' else flags[i] = trimmed and 'D' or '1' end
     else
       redis.call('RPUSH', queue, envelope)
       redis.call('ZADD', KEYS[2], 'NX', ts, user)
@@ -86,4 +92,4 @@ end
 for instance, lines in pairs(notices) do
   redis.call('PUBLISH', prefix .. instance, table.concat(lines, '\n'))
 end
-return {delivered, queued, dropped, table.concat(flags)}
+return {delivered, queued, dropped, table.concat(flags), first}
