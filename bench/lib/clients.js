@@ -23,6 +23,7 @@ class Client {
     this.channel = `rm.users.${user}`;
     this.localAddress = localAddress;
     this.acks = [];
+    this.ackDueAt = 0;
     this.ws = null;
     this.readyAt = 0;
     this.identifiedAt = 0;
@@ -82,7 +83,8 @@ class Client {
         this.pool.malformed++;
         return;
       }
-      this.acks.push(d.id);
+      // Each batch waits 0.5-1.5 × ackDelayMs, so clients fed in lockstep (round-robin) do not ack in lockstep.
+      if (this.acks.push(d.id) === 1) this.ackDueAt = now + this.pool.ackDelayMs * (0.5 + Math.random());
       if (this.acks.length >= this.pool.ackBatch) this.flushAcks();
       else this.pool.dirty.add(this);
       this.pool.onMessage(this, d.payload, now);
@@ -108,7 +110,8 @@ class Client {
 
 /**
  * A set of clients sharing one ack policy: a client acks when it holds
- * `ackBatch` unacked ids, and every `ackDelayMs` whatever it holds.
+ * `ackBatch` unacked ids, or when its oldest unacked id is about `ackDelayMs`
+ * old (0.5-1.5 × that, drawn per batch: clients do not ack in synchronised waves).
  */
 class Pool {
   constructor(url, { ackBatch = 100, ackDelayMs = 100 } = {}) {
@@ -122,7 +125,19 @@ class Pool {
     this.ackedIds = 0;
     this.closing = false;
     this.onMessage = () => {};
-    this.timer = setInterval(() => this.flushAll(), ackDelayMs);
+    this.ackDelayMs = ackDelayMs;
+    this.timer = setInterval(() => this.flushDue(), Math.min(10, ackDelayMs));
+  }
+
+  flushDue() {
+    const now = performance.now();
+    for (const client of this.dirty) {
+      if (client.acks.length === 0) this.dirty.delete(client);
+      else if (client.ackDueAt <= now) {
+        client.flushAcks();
+        this.dirty.delete(client);
+      }
+    }
   }
 
   flushAll() {

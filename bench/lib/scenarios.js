@@ -4,7 +4,7 @@
 // measures, stops it, and returns one flat result object.
 const { connectPublisher } = require('./publisher');
 const { Pool, Tracker, payload } = require('./clients');
-const { sleep, cpuSnapshot, cpuDelta, rssKb, startServer } = require('./procs');
+const { sleep, cpuMs, cpuSnapshot, cpuDelta, rssKb, startServer } = require('./procs');
 
 const range = (n, prefix) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
@@ -76,6 +76,19 @@ async function withServer(ctx, kind, opts, fn) {
   }
 }
 
+/** Waits (at most maxMs) until the server used under 5% of a core over 100 ms: done with what came before. */
+async function settle(pid, maxMs = 3000) {
+  const end = performance.now() + maxMs;
+  let before = cpuMs(pid);
+  while (performance.now() < end) {
+    await sleep(100);
+    const now = cpuMs(pid);
+    if (now - before < 5) return true;
+    before = now;
+  }
+  return false;
+}
+
 /** Opens the clients, runs a warmup round (not counted), returns the pool. */
 async function warmPool(server, pub, cfg) {
   const pool = new Pool(server.url, cfg.ack);
@@ -86,7 +99,8 @@ async function warmPool(server, pub, cfg) {
   const warmTotal = await publishRoundRobin(pub, channels, cfg.warmupPerUser, { prefix: 'w', window: cfg.window, progress: () => warm });
   if (!(await until(() => warm >= warmTotal, 20000))) pool.errors.push(`warmup: ${warm}/${warmTotal} arrived`);
   pool.flushAll();
-  await sleep(200);
+  await sleep(100);
+  await settle(server.pid);
   pool.ackFrames = 0;
   pool.ackedIds = 0;
   return { pool, channels };

@@ -37,6 +37,8 @@ export class Connection {
   readonly inflight = new Map<string, number | undefined>();
   mode: 'live' | 'backlog' = 'backlog';
   reading = false;
+  /** Writes are being held until the end of the tick (see `cork` in DeliveryService). */
+  corked = false;
   /** Notices that arrived while a read was under way, replayed once it is done. */
   pending: Array<{ position: number; id: string; envelope: string }> = [];
   /** The attach under way or done (true once registered in Redis), so that a detach never overtakes it. */

@@ -12,6 +12,21 @@ import { envelopeTs } from '../metrics/envelope-ts';
 
 /** How long an identify waits for presence to be ready (Redis reachable) before it is refused. */
 const ATTACH_WAIT_MS = 5000;
+/**
+ * Holds a socket's writes until the end of this tick, so a burst of messages
+ * (a purge reads up to a thousand at once) leaves in one write, not one each.
+ */
+function cork(conn: Connection): void {
+  const raw = (conn.socket as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
+  if (!raw || conn.corked) return;
+  conn.corked = true;
+  raw.cork();
+  process.nextTick(() => {
+    conn.corked = false;
+    raw.uncork();
+  });
+}
+
 /** How often a stalled socket is looked at. */
 const DRAIN_CHECK_MS = 200;
 /** The most owed messages read from Redis in one script call. */
@@ -202,6 +217,7 @@ export class DeliveryService implements OnModuleInit {
     }
     conn.position = position;
     conn.inflight.set(id, envelopeTs(envelope));
+    cork(conn);
     conn.socket.send(messageFrame(envelope));
     this.metrics.delivered(1);
     return true;
