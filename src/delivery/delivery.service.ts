@@ -167,6 +167,14 @@ export class DeliveryService implements OnModuleInit {
     }
   }
 
+  /** The user's messages wait in Redis past what its sockets have read: they read again. */
+  sync(user: string): void {
+    for (const conn of this.byUser.get(user) ?? []) {
+      conn.mode = 'backlog';
+      void this.pump(conn);
+    }
+  }
+
   /** Parses and applies the notices of one PUBLISH on this instance's channel. */
   private notice(text: string): void {
     for (const line of text.split('\n')) {
@@ -188,10 +196,7 @@ export class DeliveryService implements OnModuleInit {
           if (conn.id === id) conn.refuse(new FrameError(ErrorCode.Replaced, 'Replaced by a newer socket of the same id', CloseCode.Replaced));
         }
       } else if (line[0] === 's') {
-        for (const conn of conns) {
-          conn.mode = 'backlog';
-          void this.pump(conn);
-        }
+        this.sync(user);
       }
     }
   }

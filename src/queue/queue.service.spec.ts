@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { startRedis, type TestRedis } from '../../test/support/redis';
 import { uniqueId } from '../../test/support/ids';
+import { entryPayload } from '../../test/support/queue-entries';
 import { withDefaults } from '../config/messenger-options';
 import { queueKeys as keys } from './queue-keys';
 import { QueueService, messageFrame } from './queue.service';
@@ -33,7 +34,7 @@ describe('QueueService scripts', () => {
   });
 
   const payloads = async (user: string) =>
-    (await client.lrange(keys.queue(user), 0, -1)).map((entry) => JSON.parse(entry).rm?.payload ?? `raw:${entry}`);
+    (await client.lrange(keys.queue(user), 0, -1)).map(entryPayload);
   const routeWith = (service: QueueService, user: string, ...messages: string[]) =>
     service.route(messages.map((payload) => ({ user, channel: keys.userChannel(user), payload })), NOW, ROUTER);
   const route = (user: string, ...messages: string[]) => routeWith(queue, user, ...messages);
@@ -117,20 +118,38 @@ describe('QueueService scripts', () => {
   });
 
   describe('attach', () => {
-    it('moves the queue, raw entries included, behind what is owed and returns the owed count', async () => {
+    it('counts the queue in what is owed; reading takes it over in order, raw entries wrapped once', async () => {
       const user = uniqueId();
       await route(user, 'first');
       await client.rpush(keys.queue(user), 'raw second');
       await route(user, 'third');
 
-      const result = await queue.attach(user, 'c1', instance, 42);
+      const result = await queue.attach(user, 'c1', instance);
+      const owed = await queue.read(user, 0, 10, 42);
 
-      expect(result).toEqual({ owed: 3, moved: 3, dropped: 0, replaced: [] });
-      expect(await client.exists(keys.queue(user))).toBe(0);
-      const owed = await queue.read(user, 0, 10);
+      expect(result).toEqual({ owed: 3, dropped: 0, replaced: [] });
       expect(owed.map((m) => JSON.parse(messageFrame(m.envelope)).data.payload)).toEqual(['first', 'raw second', 'third']);
       expect(JSON.parse(messageFrame(owed[1].envelope)).data).toEqual({ id: owed[1].id, channel: keys.userChannel(user), payload: 'raw second', ts: 42 });
       expect(new Set(owed.map((m) => m.id)).size).toBe(3);
+      expect(await client.exists(keys.queue(user))).toBe(0);
+      expect(await client.zscore(keys.queueIndex, user)).toBeNull();
+      expect((await queue.read(user, 0, 10)).map((m) => m.id)).toEqual(owed.map((m) => m.id));
+    });
+
+    it('takes the queue over a chunk at a time; messages routed meanwhile wait behind it', async () => {
+      const user = uniqueId();
+      await route(user, 'q1', 'q2', 'q3');
+      await queue.attach(user, 'c1', instance);
+
+      const [q1] = await queue.read(user, 0, 1);
+      const live = await route(user, 'live');
+      const rest = await queue.read(user, q1.position, 10);
+      const after = await route(user, 'after');
+
+      expect(live.outcome).toBe('w');
+      expect(rest.map((m) => JSON.parse(messageFrame(m.envelope)).data.payload)).toEqual(['q2', 'q3', 'live']);
+      expect(after.outcome).toBe('1');
+      expect((await queue.read(user, rest[2].position, 10)).map((m) => JSON.parse(messageFrame(m.envelope)).data.payload)).toEqual(['after']);
     });
 
     it('keeps envelope ids when messages move again, so clients can deduplicate', async () => {
@@ -145,16 +164,17 @@ describe('QueueService scripts', () => {
       expect((await queue.read(user, 0, 10)).map((m) => m.id)).toEqual([before]);
     });
 
-    it('tells instances that already hold a socket of the user when the owed set grew', async () => {
+    it('tells instances holding a socket to read again when a message waits behind the queue', async () => {
       const user = uniqueId();
       await queue.attach(user, 'c1', other);
       await client.rpush(keys.queue(user), 'raw while online');
       notices.length = 0;
 
-      await queue.attach(user, 'c2', instance);
+      const result = await route(user, 'behind it');
 
-      const heard = await waitNotices(2);
-      expect(heard).toEqual(expect.arrayContaining([[keys.instanceChannel(other), `s|${user}`]]));
+      expect(result.outcome).toBe('w');
+      expect(await waitNotices(1)).toEqual([[keys.instanceChannel(other), `s|${user}`]]);
+      expect(await payloads(user)).toEqual(['raw while online', 'behind it']);
     });
   });
 
@@ -217,11 +237,12 @@ describe('QueueService scripts', () => {
       await queue.detach(user, 'c1', instance);
       await route(user, 'new1');
       await queue.attach(user, 'c2', instance);
+      await queue.read(user, 0, 2);
       await route(user, 'live');
 
       const result = await queue.detach(user, 'c2', instance);
 
-      expect(result).toEqual({ requeued: 4, left: 0 });
+      expect(result).toEqual({ requeued: 2, left: 0 });
       expect(await payloads(user)).toEqual(['old2', 'old3', 'new1', 'live']);
       expect(await client.exists(keys.owed(user), keys.owedData(user), keys.conns(user))).toBe(0);
     });
@@ -327,6 +348,7 @@ describe('QueueService scripts', () => {
       expect(await payloads(user)).toEqual(['fresh']);
       expect(await expiring.queuedBefore(now - 60_000, 100)).not.toContain(user);
       expect(await expiring.attach(user, 'c1', instance, now)).toMatchObject({ owed: 1, dropped: 1 });
+      expect((await expiring.read(user, 0, 10, now)).map((m) => JSON.parse(messageFrame(m.envelope)).data.payload)).toEqual(['fresh']);
       expect(await client.zscore(keys.queueIndex, user)).toBeNull();
     });
 
@@ -336,7 +358,7 @@ describe('QueueService scripts', () => {
       await expiring.route([{ user, channel: keys.userChannel(user), payload: 'old' }], 1_000, ROUTER);
       await client.rpush(keys.queue(user), 'raw entries count as fresh');
 
-      expect(await expiring.attach(user, 'c1', instance, 500_000)).toMatchObject({ owed: 1, moved: 1, dropped: 1 });
+      expect(await expiring.attach(user, 'c1', instance, 500_000)).toMatchObject({ owed: 1, dropped: 1 });
     });
 
     it('MAX_SOCKETS_PER_USER unregisters the oldest connections and names them', async () => {

@@ -9,11 +9,11 @@ import { queueKeys } from './queue-keys';
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     rmRoute(numKeys: number, ...args: (string | number)[]): Result<[number, number, number, string, number], Context>;
-    rmAttach(...args: (string | number)[]): Result<[number, number, number, string[]], Context>;
+    rmAttach(...args: (string | number)[]): Result<[number, number, string[]], Context>;
     rmDetach(...args: (string | number)[]): Result<[number, number], Context>;
     rmExpire(...args: (string | number)[]): Result<[number, number], Context>;
     rmAck(...args: string[]): Result<number, Context>;
-    rmRead(...args: (string | number)[]): Result<string[], Context>;
+    rmRead(...args: (string | number)[]): Result<Array<string | number>, Context>;
   }
 }
 
@@ -56,7 +56,7 @@ export class QueueService {
     @InjectRedis() private readonly redis: Redis,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
   ) {
-    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-8.lua', 'detach-6.lua', 'ack-3.lua', 'read-2.lua', 'expire-3.lua']);
+    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-6.lua', 'detach-6.lua', 'ack-3.lua', 'read-6.lua', 'expire-3.lua']);
     this.ttlMs = options.queueTtlSeconds * 1000;
   }
 
@@ -64,7 +64,8 @@ export class QueueService {
    * Routes up to ROUTE_BATCH messages in order: owed and announced if the user is
    * connected, queued if not. `outcome` has one letter per message (see route.lua):
    * '1' delivered, 'l' delivered with a socket on `instance`, '0' queued, 'D' 'd' 'Q'
-   * the same after dropping older messages, 'x' refused (QUEUE_OVERFLOW=reject).
+   * the same after dropping older messages, 'x' refused (QUEUE_OVERFLOW=reject),
+   * 'w' / 's' queued behind a queue that sockets (one of them on `instance`) still read.
    * Messages for `instance`'s own sockets are not announced: they come back in
    * `local`, with their ids and envelopes, for the caller to hand out.
    */
@@ -97,25 +98,25 @@ export class QueueService {
   }
 
   /**
-   * Registers a connection and moves the queue behind what is owed. Returns how
-   * many messages are owed now, how many were dropped or expired since the last
-   * identify, and the connections this one replaced past MAX_SOCKETS_PER_USER.
+   * Registers a connection. Returns how many messages the user is owed (owed and
+   * still queued: sockets take the queue over as they read), how many were
+   * dropped or expired since the last identify, and the connections this one
+   * replaced past MAX_SOCKETS_PER_USER.
    */
   async attach(
     user: string,
     conn: string,
     instance: string,
     now = Date.now(),
-  ): Promise<{ owed: number; moved: number; dropped: number; replaced: Array<{ conn: string; instance: string }> }> {
-    const [owed, moved, dropped, flat] = await this.redis.rmAttach(
-      this.keys.queue(user), this.keys.owed(user), this.keys.owedData(user), this.keys.conns(user),
-      this.keys.counter, this.keys.instanceUsers(instance), this.keys.dropped(user), this.keys.queueIndex,
-      conn, instance, user, JSON.stringify(this.keys.userChannel(user)), now, this.keys.instanceChannelPrefix,
-      this.ttlMs > 0 ? now - this.ttlMs : 0, this.options.maxSocketsPerUser,
+  ): Promise<{ owed: number; dropped: number; replaced: Array<{ conn: string; instance: string }> }> {
+    const [owed, dropped, flat] = await this.redis.rmAttach(
+      this.keys.queue(user), this.keys.owed(user), this.keys.conns(user),
+      this.keys.instanceUsers(instance), this.keys.dropped(user), this.keys.queueIndex,
+      conn, instance, user, this.keys.instanceChannelPrefix, this.cutoff(now), this.options.maxSocketsPerUser,
     );
     const replaced = [];
     for (let i = 0; i < flat.length; i += 2) replaced.push({ conn: flat[i], instance: flat[i + 1] });
-    return { owed, moved, dropped, replaced };
+    return { owed, dropped, replaced };
   }
 
   /** Drops the expired head of a user's queue (QUEUE_TTL_SECONDS); returns how many went and how many are left. */
@@ -165,12 +166,23 @@ export class QueueService {
     );
   }
 
-  /** Reads up to `limit` owed messages after `position`, oldest first. */
-  async read(user: string, position: number, limit: number): Promise<OwedMessage[]> {
-    const flat = await this.redis.rmRead(this.keys.owed(user), this.keys.owedData(user), position, limit);
+  /**
+   * Reads up to `limit` owed messages after `position`, oldest first; past the
+   * end of what is owed, the next queued entries become owed and come too.
+   */
+  async read(user: string, position: number, limit: number, now = Date.now()): Promise<OwedMessage[]> {
+    const flat = await this.redis.rmRead(
+      this.keys.owed(user), this.keys.owedData(user), this.keys.queue(user), this.keys.counter, this.keys.dropped(user), this.keys.queueIndex,
+      position, limit, user, JSON.stringify(this.keys.userChannel(user)), now, this.cutoff(now), this.ttlMs,
+    );
     const out: OwedMessage[] = [];
-    for (let i = 0; i < flat.length; i += 3) out.push({ position: Number(flat[i]), id: flat[i + 1], envelope: flat[i + 2] });
+    for (let i = 0; i < flat.length; i += 3) out.push({ position: Number(flat[i]), id: String(flat[i + 1]), envelope: String(flat[i + 2]) });
     return out;
+  }
+
+  /** Queued messages received before this time have expired (0: no expiry). */
+  private cutoff(now: number): number {
+    return this.ttlMs > 0 ? now - this.ttlMs : 0;
   }
 
   /** Users with a connection registered by an instance (to reclaim after it died). */

@@ -127,13 +127,16 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
       const slice = routed.slice(i, i + ROUTE_BATCH);
       const { queued, dropped, outcome, local } = await this.metrics.timeRedis('route', this.queue.route(slice, receivedAt, this.presence.instanceId));
       this.delivery.deliver(local);
+      slice.forEach(({ user }, j) => {
+        if (outcome[j] === 's') this.delivery.sync(user);
+      });
       this.metrics.routed(slice.length);
       this.metrics.queued(queued);
       this.metrics.dropped(this.options.queueOverflow === 'reject' ? 'rejected' : 'overflow', dropped);
       if (dropped > 0) this.reportDrops(slice, outcome);
       if (!this.debug) continue;
       slice.forEach(({ user }, j) => {
-        if ('0Q'.includes(outcome[j])) this.logger.debug(`Client is not online, queueing message in Redis (${queueKeys.queue(user)})`);
+        if ('0Qws'.includes(outcome[j])) this.logger.debug(`Client is not online, queueing message in Redis (${queueKeys.queue(user)})`);
       });
     }
   }
