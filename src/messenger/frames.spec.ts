@@ -1,5 +1,7 @@
 import { CloseCode, ErrorCode, FrameError } from './frame-error';
-import { parseFrame, toAck, toIdentify } from './frames';
+import { plainToInstance } from 'class-transformer';
+import { validateSync } from 'class-validator';
+import { AckDto, parseFrame, toAck, toIdentify } from './frames';
 
 const text = (value: string) => Buffer.from(value, 'utf8');
 const refusal = (run: () => unknown): FrameError => {
@@ -64,6 +66,21 @@ describe('toIdentify', () => {
 });
 
 describe('toAck', () => {
+  it('applies the same rule as the AckDto class-validator spec', () => {
+    for (const ids of [['1'], [], Array(10001).fill('x'), ['1', 2], 'x', null]) {
+      const byDto = validateSync(plainToInstance(AckDto, { ids })).length === 0;
+      const byHand = (() => {
+        try {
+          toAck({ ids });
+          return true;
+        } catch {
+          return false;
+        }
+      })();
+      expect(byHand).toBe(byDto);
+    }
+  });
+
   it('accepts an array of strings', () => {
     expect(toAck({ ids: ['1', '2'] }).ids).toEqual(['1', '2']);
     expect(toAck({ ids: [] }).ids).toEqual([]);
