@@ -240,7 +240,7 @@ async function main() {
   const redis = await startRedis();
   const ctx = { redis };
   const results = [];
-  let profileFile;
+  const profileFiles = [];
   const total = args.repeat * args.only.length * SERVERS.length;
   let done = 0;
   try {
@@ -253,7 +253,7 @@ async function main() {
             log(`deadline of ${args.deadlineS} s reached: stopping here`);
             break outer;
           }
-          ctx.profileFile = args.profile && scenario === 'online' && rep === 1 ? path.join(resultsDir, `${stamp}-redmessenger-online.cpuprofile`) : undefined;
+          ctx.profileFile = args.profile && rep === 1 && kind === 'redmessenger' ? path.join(resultsDir, `${stamp}-redmessenger-${scenario}.cpuprofile`) : undefined;
           // Another process taking CPU during a measurement skews it: measure again (at most 3 times
           // in all, while the time left allows for the measurements still to come) and keep the quietest.
           let best;
@@ -280,8 +280,8 @@ async function main() {
             done--;
           }
           const result = best;
-          if (ctx.profileFile && kind === 'redmessenger') profileFile = ctx.profileFile;
-          const row = { type: 'result', scenario, server: kind, repeat: rep, quick: args.quick, profiled: Boolean(ctx.profileFile && kind === 'redmessenger'), ...result };
+          if (ctx.profileFile) profileFiles.push(ctx.profileFile);
+          const row = { type: 'result', scenario, server: kind, repeat: rep, quick: args.quick, profiled: Boolean(ctx.profileFile), ...result };
           results.push(row);
           write(row);
           log(`${scenario.padEnd(7)} ${kind.padEnd(12)} #${rep}: ${brief(row)} (${row.seconds.toFixed(1)} s${row.noisy ? `; NOISY: others took ${row.noisePct.toFixed(0)}% of a core` : ''})`);
@@ -296,9 +296,9 @@ async function main() {
   console.log(`\nRedMessenger vs baseline — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${info.nproc} × ${info.cpu}, node ${info.node}, commit ${info.commit}${info.srcDirty ? ' (src modified)' : ''}\n`);
   console.log(text);
   console.log(`\nTotal ${((Date.now() - started) / 1000).toFixed(0)} s. Results: ${path.relative(process.cwd(), resultsFile)}`);
-  if (profileFile) {
-    if (fs.existsSync(profileFile)) console.log(`\n${require('./lib/profile-summary').summarise(profileFile)}`);
-    else console.log(`\nNo CPU profile was written (${profileFile}).`);
+  for (const file of profileFiles) {
+    if (fs.existsSync(file)) console.log(`\n${require('./lib/profile-summary').summarise(file)}`);
+    else console.log(`\nNo CPU profile was written (${file}).`);
   }
   const anyFailed = results.some((r) => r.failed);
   process.exitCode = anyFailed ? 1 : 0;

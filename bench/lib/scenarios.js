@@ -2,6 +2,7 @@
 // The scenarios. Each takes the bench context (its redis-server), the server
 // kind and the scenario's counts; starts a fresh server on an emptied Redis,
 // measures, stops it, and returns one flat result object.
+const fs = require('node:fs');
 const { connectPublisher } = require('./publisher');
 const { Pool, Tracker, payload } = require('./clients');
 const { sleep, cpuMs, cpuSnapshot, cpuDelta, rssKb, startServer } = require('./procs');
@@ -65,10 +66,29 @@ function parseCommandstats(text) {
   return out;
 }
 
+/**
+ * With `run.js --profile`, RedMessenger runs with bench/lib/cpu-profile-hook.js:
+ * start() and stop() bracket the measured window (SIGUSR2 each); stop() waits for the file.
+ */
+function profiler(server, file) {
+  return {
+    start() {
+      if (file) process.kill(server.pid, 'SIGUSR2');
+    },
+    async stop() {
+      if (!file) return;
+      process.kill(server.pid, 'SIGUSR2');
+      await until(() => fs.existsSync(file), 10000, 100);
+    },
+  };
+}
+
 async function withServer(ctx, kind, opts, fn) {
   await ctx.redis.admin.flushall();
   await ctx.redis.admin.config('RESETSTAT');
-  const server = await startServer(kind, ctx.redis.url, opts);
+  const profileFile = kind === 'redmessenger' ? ctx.profileFile : undefined;
+  const server = await startServer(kind, ctx.redis.url, { ...opts, profileFile });
+  server.profiler = profiler(server, profileFile);
   try {
     return await fn(server);
   } finally {
@@ -108,8 +128,7 @@ async function warmPool(server, pub, cfg) {
 
 /** 1,000 identified clients; 100,000 messages round-robin, pipelined; acks in batches. */
 async function online(ctx, kind, cfg) {
-  const profileFile = kind === 'redmessenger' && ctx.profileFile ? ctx.profileFile : undefined;
-  return withServer(ctx, kind, { profileFile, maxInflight: cfg.maxInflight }, async (server) => {
+  return withServer(ctx, kind, { maxInflight: cfg.maxInflight }, async (server) => {
     const pub = await connectPublisher(ctx.redis.port);
     let pool;
     try {
@@ -118,7 +137,7 @@ async function online(ctx, kind, cfg) {
       const tracker = new Tracker(pool.clients, cfg.perUser);
       pool.onMessage = tracker.handler;
       await ctx.redis.admin.config('RESETSTAT');
-      if (profileFile) process.kill(server.pid, 'SIGUSR2');
+      server.profiler.start();
       const pids = { server: server.pid, redis: ctx.redis.pid };
       const s0 = cpuSnapshot(pids);
       const t0 = performance.now();
@@ -129,7 +148,7 @@ async function online(ctx, kind, cfg) {
       await sleep(300); // the last acks reach the server
       const s1 = cpuSnapshot(pids);
       const stats = parseCommandstats(await ctx.redis.admin.info('commandstats'));
-      if (profileFile) process.kill(server.pid, 'SIGUSR2');
+      await server.profiler.stop();
       const cpu = cpuDelta(s0, s1);
       // Not the server's: the bench's own PUBLISHes and its CONFIG RESETSTAT (INFO is not counted in its own answer).
       let redisCommands = 0;
@@ -191,6 +210,7 @@ async function latency(ctx, kind, cfg) {
       const tracker = new Tracker(pool.clients, perUser, { latencies: true });
       pool.onMessage = tracker.handler;
       const pids = { server: server.pid, redis: ctx.redis.pid };
+      server.profiler.start();
       const s0 = cpuSnapshot(pids);
       const start = performance.now();
       let sent = 0;
@@ -212,6 +232,7 @@ async function latency(ctx, kind, cfg) {
       const sendMs = performance.now() - start;
       const complete = await tracker.done(cfg.deadlineMs);
       const s1 = cpuSnapshot(pids);
+      await server.profiler.stop();
       const cpu = cpuDelta(s0, s1);
       const lat = tracker.latencyStats() ?? {};
       return {
@@ -249,7 +270,7 @@ async function latency(ctx, kind, cfg) {
 }
 
 /** Queues perUser messages for each of users while they are offline, then they identify at once. */
-async function drainCase(ctx, server, pub, users, perUser, cfg) {
+async function drainCase(ctx, server, pub, users, perUser, cfg, prof) {
   const channels = users.map((u) => `rm.users.${u}`);
   const total = await publishRoundRobin(pub, channels, perUser);
   const queued = async () => {
@@ -265,11 +286,13 @@ async function drainCase(ctx, server, pub, users, perUser, cfg) {
     const tracker = new Tracker(pool.clients, perUser);
     pool.onMessage = tracker.handler;
     const pids = { server: server.pid, redis: ctx.redis.pid };
+    prof?.start();
     const s0 = cpuSnapshot(pids);
     const t0 = performance.now();
     const readies = await Promise.all(pool.clients.map((c) => c.identify()));
     const complete = await tracker.done(cfg.deadlineMs);
     const s1 = cpuSnapshot(pids);
+    await prof?.stop();
     pool.flushAll();
     await sleep(300); // the last acks reach the server before the sockets close
     const cpu = cpuDelta(s0, s1);
@@ -312,7 +335,7 @@ async function drain(ctx, kind, cfg) {
   return withServer(ctx, kind, { maxInflight: cfg.maxInflight }, async (server) => {
     const pub = await connectPublisher(ctx.redis.port);
     try {
-      const one = await drainCase(ctx, server, pub, ['drain-one'], cfg.oneBacklog, cfg);
+      const one = await drainCase(ctx, server, pub, ['drain-one'], cfg.oneBacklog, cfg, server.profiler);
       const many = await drainCase(ctx, server, pub, range(cfg.manyUsers, 'drain-many-'), cfg.manyBacklog, cfg);
       const flat = {};
       for (const [k, v] of Object.entries(one)) flat[`one_${k}`] = v;
@@ -339,11 +362,13 @@ async function idle(ctx, kind, cfg) {
     const rss0 = await rssSample();
     const pool = new Pool(server.url, cfg.ack);
     try {
+      server.profiler.start();
       const s0 = cpuSnapshot({ server: server.pid });
       const t0 = performance.now();
       await pool.open(range(cfg.sockets, 'idle-'), { concurrency: cfg.concurrency, localAddresses: cfg.localAddresses });
       const openMs = performance.now() - t0;
       const s1 = cpuSnapshot({ server: server.pid });
+      await server.profiler.stop();
       await sleep(cfg.settleMs);
       const rss1 = await rssSample();
       return {

@@ -67,7 +67,6 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
 
   private receive(channel: string, payload: string): void {
     if (this.stopped) return;
-    if (this.debug) this.logger.debug(`New message from channel ${channel}`);
     this.pending.push({ channel, payload });
     this.draining ??= this.drain();
   }
@@ -105,6 +104,8 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
 
   private async routeAll(batch: Published[]): Promise<void> {
     const receivedAt = Date.now();
+    const debug = this.debug;
+    if (debug) for (const { channel } of batch) this.logger.debug(`New message from channel ${channel}`);
     const groups = [...new Set(batch.filter((m) => m.channel.startsWith(GROUP_CHANNEL_PREFIX)).map((m) => m.channel))]
       .filter((channel) => this.validTarget(channel, GROUP_CHANNEL_PREFIX));
     const members = new Map<string, string[]>();
@@ -134,7 +135,7 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
       this.metrics.queued(queued);
       this.metrics.dropped(this.options.queueOverflow === 'reject' ? 'rejected' : 'overflow', dropped);
       if (dropped > 0) this.reportDrops(slice, outcome);
-      if (!this.debug) continue;
+      if (!debug) continue;
       slice.forEach(({ user }, j) => {
         if ('0Qws'.includes(outcome[j])) this.logger.debug(`Client is not online, queueing message in Redis (${queueKeys.queue(user)})`);
       });
