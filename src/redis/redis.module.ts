@@ -12,6 +12,8 @@ export function createRedis(url: string, role: 'command' | 'subscriber'): Redis 
     // Commands fail fast while Redis is away (the client gets an error frame, nothing is lost);
     // subscriptions wait for it, and ioredis renews them after every reconnect.
     maxRetriesPerRequest: role === 'subscriber' ? null : 2,
+    // Commands issued in the same tick (acks of many sockets, reads) leave in one write.
+    enableAutoPipelining: role === 'command',
     retryStrategy: (attempt) => Math.min(100 * 2 ** Math.min(attempt, 5), 2000),
   });
   let down = false;
