@@ -259,6 +259,58 @@ describe('AUTH_MODE=jwt, ES256 (AUTH_JWT_PUBLIC_KEY)', () => {
   });
 });
 
+describe('AUTH_MODE=jwt with AUTH_JWT_ISSUER, AUTH_JWT_AUDIENCE and AUTH_CLOCK_SKEW_S', () => {
+  let strict: TestServer;
+  const SKEW = 30;
+  beforeAll(async () => {
+    strict = await newServer({
+      AUTH_MODE: 'jwt',
+      AUTH_JWT_SECRET: HS_SECRET,
+      AUTH_JWT_ISSUER: 'https://issuer.example',
+      AUTH_JWT_AUDIENCE: 'redmessenger',
+      AUTH_CLOCK_SKEW_S: String(SKEW),
+    });
+  });
+  const token = (sub: string, claims: { iss?: string; aud?: string; iat?: number; exp?: number }) => {
+    const jwt = new SignJWT({}).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).setSubject(sub);
+    if (claims.iss) jwt.setIssuer(claims.iss);
+    if (claims.aud) jwt.setAudience(claims.aud);
+    jwt.setIssuedAt(claims.iat ?? now());
+    jwt.setExpirationTime(claims.exp ?? now() + 300);
+    return jwt.sign(new TextEncoder().encode(HS_SECRET));
+  };
+  const good = { iss: 'https://issuer.example', aud: 'redmessenger' };
+
+  it('accepts the configured issuer and audience', async () => {
+    const id = uniqueId();
+    await accepted(strict, id, await token(id, good));
+  });
+
+  it('refuses a wrong or missing iss or aud (4401)', async () => {
+    const id = uniqueId();
+    await unauthorized(strict, id, await token(id, { ...good, iss: 'https://evil.example' }));
+    await unauthorized(strict, id, await token(id, { ...good, aud: 'someone-else' }));
+    await unauthorized(strict, id, await token(id, { aud: good.aud }));
+    await unauthorized(strict, id, await token(id, { iss: good.iss }));
+  });
+
+  it('tolerates clock skew up to AUTH_CLOCK_SKEW_S, and refuses beyond it', async () => {
+    const id = uniqueId();
+    await accepted(strict, id, await token(id, { ...good, exp: now() - (SKEW - 10) }));
+    await unauthorized(strict, id, await token(id, { ...good, exp: now() - (SKEW + 10) }));
+    await accepted(strict, id, await token(id, { ...good, iat: now() + (SKEW - 10) }));
+    await unauthorized(strict, id, await token(id, { ...good, iat: now() + (SKEW + 60), exp: now() + 600 }));
+  });
+
+  it('never logs a token', async () => {
+    const id = uniqueId();
+    const secretToken = await token(id, good);
+    await accepted(strict, id, secretToken);
+    await unauthorized(strict, id, `${secretToken}x`);
+    expect(strict.logs()).not.toContain(secretToken);
+  });
+});
+
 describe('AUTH_MODE at start', () => {
   const refusesToStart = async (env: Record<string, string>) => {
     // Redis is reachable, so only the configuration can stop the start.

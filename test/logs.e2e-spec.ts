@@ -1,0 +1,60 @@
+/**
+ * Logs a person (or a log shipper) can follow: LOG_FORMAT=json gives one JSON
+ * object per line, the lines say what happens to messages, and payloads and
+ * tokens never appear in them.
+ */
+import type { Redis } from 'ioredis';
+import { uniqueId } from './support/ids';
+import { startRedis, type TestRedis } from './support/redis';
+import { startServer, type TestServer } from './support/server';
+import { waitFor } from './support/wait';
+import { TestClient } from './support/ws-client';
+
+describe('logs', () => {
+  let redis: TestRedis;
+  let publisher: Redis;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    publisher = redis.client();
+    server = await startServer({ REDIS_URL: redis.url, LOG_FORMAT: 'json', LOG_LEVEL: 'debug' });
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    await redis?.close();
+  });
+
+  it('LOG_FORMAT=json: every line is a JSON object with time, level, context and msg; payloads never appear', async () => {
+    const id = uniqueId();
+    const secret = `payload-${uniqueId('secret')}`;
+    await publisher.publish(`rm.users.${id}`, `${secret}-queued`);
+    await waitFor(async () => (await publisher.llen(`rm:users:${id}:messages`)) === 1, 5000, 'the message to be queued');
+    const client = await TestClient.connect(server.wsUrl);
+    await client.identify(id, 'a-token-that-must-not-be-logged');
+    await client.messages(1);
+    await publisher.publish(`rm.users.${id}`, `${secret}-live`);
+    await client.messages(2);
+    client.terminate();
+    await server.waitForLog(new RegExp(`${id}: Client is no longer online, recommitting 2 messages to queue`));
+
+    const lines = server.logs().split('\n').filter((line) => line.trim() !== '');
+    const entries = lines.map((line) => JSON.parse(line));
+    for (const entry of entries) {
+      expect(entry).toEqual(expect.objectContaining({ time: expect.any(String), level: expect.any(String), msg: expect.any(String) }));
+    }
+    const messages = entries.map((entry) => entry.msg as string);
+    expect(messages).toEqual(
+      expect.arrayContaining([
+        `New message from channel rm.users.${id}`,
+        `Client is not online, queueing message in Redis (rm:users:${id}:messages)`,
+        expect.stringMatching(new RegExp(`^Assigning id ${id} to socket 127\\.0\\.0\\.1:\\d+$`)),
+        `rm.users.${id} has 1 messages enqueued, purging!`,
+        `${id}: Client is no longer online, recommitting 2 messages to queue`,
+      ]),
+    );
+    expect(server.logs()).not.toContain(secret);
+    expect(server.logs()).not.toContain('a-token-that-must-not-be-logged');
+  });
+});
