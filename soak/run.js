@@ -31,12 +31,15 @@
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const { monitorEventLoopDelay } = require('node:perf_hooks');
 const Redis = require('ioredis');
 const WebSocket = require('ws');
+// Child tracking (killed at exit, or on SIGINT/SIGTERM/SIGHUP with exit code 130), free ports, redis-server, /proc.
+const procs = require('../bench/lib/procs');
+
+const { sleep, killAll, freePort, fileStamps } = procs;
 
 const ROOT = path.resolve(__dirname, '..');
 const PROBE = path.join(__dirname, 'lib', 'loop-probe.js');
@@ -101,70 +104,18 @@ function parseArgs(argv) {
 // ---------------------------------------------------------------------------
 // Processes
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const children = new Set();
-const cleanups = [];
-function killAll() {
-  for (const c of children) {
-    try {
-      c.kill('SIGKILL');
-    } catch {
-      // gone already
-    }
-  }
-  for (const f of cleanups.splice(0)) {
-    try {
-      f();
-    } catch {
-      // best effort
-    }
-  }
-}
-process.on('exit', killAll);
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(sig, () => {
-    console.error(`\n${sig}: stopping the soak`);
-    killAll();
-    process.exit(130);
-  });
+  // Before the handler of procs.js, which kills the children and exits with 130.
+  process.prependListener(sig, () => console.error(`\n${sig}: stopping the soak`));
 }
 
-function track(child, name) {
-  children.add(child);
-  let output = '';
-  const keep = (d) => {
-    output += d.toString();
-    if (output.length > 200_000) output = output.slice(-100_000);
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  const exited = new Promise((resolve) =>
-    child.once('exit', (code, signal) => {
-      children.delete(child);
-      resolve({ code, signal });
-    }),
-  );
-  return { child, name, pid: child.pid, logs: () => output, exited, running: () => children.has(child) };
-}
+/** Keeps the last 100-200 kB of a child's output (the soak's server logs are reported). */
+const track = (child, name) => procs.track(child, name, { logChars: 100_000 });
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-const CLK_TCK = 100; // Linux USER_HZ
 /** CPU time (user + system) of a process so far, in ms; NaN once it is gone. */
 function cpuMs(pid) {
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
+    return procs.cpuMs(pid);
   } catch {
     return NaN;
   }
@@ -172,54 +123,23 @@ function cpuMs(pid) {
 
 function rssKb(pid) {
   try {
-    const m = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : NaN;
+    return procs.rssKb(pid);
   } catch {
     return NaN;
   }
 }
 
-async function startRedis(dir) {
-  const port = await freePort();
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--loglevel', 'warning', '--maxclients', '10000'];
-  const proc = track(spawn(process.env.REDIS_SERVER_BIN || 'redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] }), 'redis-server');
-  const url = `redis://127.0.0.1:${port}`;
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    probe.on('error', () => undefined);
-    try {
-      await probe.connect();
-      await probe.ping();
-      probe.disconnect();
-      break;
-    } catch {
-      probe.disconnect();
-      if (!proc.running() || Date.now() > deadline) throw new Error(`redis-server did not start on ${port}:\n${proc.logs()}`);
-      await sleep(50);
-    }
-  }
-  return { ...proc, port, url };
+function startRedis(dir) {
+  return procs.launchRedis(
+    ['--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--loglevel', 'warning', '--maxclients', '10000'],
+    { bin: process.env.REDIS_SERVER_BIN || 'redis-server', logChars: 100_000 },
+  );
 }
 
 /** dist/ copied once (retrying while a concurrent build is rewriting it), so the restart runs the same code. */
 async function distSnapshot(tmp) {
   const dist = path.join(ROOT, 'dist');
-  const listing = () => {
-    const out = [];
-    const walk = (dir) => {
-      for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-        const p = path.join(dir, e.name);
-        if (e.isDirectory()) walk(p);
-        else {
-          const s = fs.statSync(p);
-          out.push(`${p}:${s.size}:${s.mtimeMs}`);
-        }
-      }
-    };
-    walk(dist);
-    return out.sort().join('\n');
-  };
+  const listing = () => fileStamps(dist).sort().join('\n');
   // Every asset the build copies (the Lua scripts) must be there too: a build writes them last.
   const assets = [];
   const walkSrc = (dir) => {
@@ -335,7 +255,13 @@ async function soak(opts) {
   let t0 = Date.now();
 
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'redmessenger-soak-'));
-  cleanups.push(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  process.on('exit', () => {
+    try {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    } catch {
+      // best effort
+    }
+  });
   const probeFile = path.join(tmp, 'probe.jsonl');
 
   const redis = await startRedis(tmp);

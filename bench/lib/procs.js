@@ -37,12 +37,13 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   });
 }
 
-function track(child, name) {
+/** Tracks a child (killed by killAll); keeps the last `logChars` to 2 × `logChars` characters of its output. */
+function track(child, name, { logChars = 20000 } = {}) {
   children.add(child);
   let output = '';
   const keep = (d) => {
     output += d.toString();
-    if (output.length > 40000) output = output.slice(-20000);
+    if (output.length > 2 * logChars) output = output.slice(-logChars);
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
@@ -112,15 +113,14 @@ function cpuDelta(a, b) {
   return out;
 }
 
-async function startRedis() {
+/**
+ * Spawns `bin` (redis-server) on a free loopback port with `--port <port> --bind 127.0.0.1`
+ * followed by `args`, and resolves once it answers PING.
+ */
+async function launchRedis(args, { bin = 'redis-server', logChars } = {}) {
   const port = await freePort();
-  const args = [
-    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-    // The bench's own instance: a pub/sub reader that falls behind is never cut off.
-    '--client-output-buffer-limit', 'pubsub 0 0 0',
-    '--maxclients', '1000', '--daemonize', 'no', '--loglevel', 'warning',
-  ];
-  const proc = track(spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] }), 'redis-server');
+  const argv = ['--port', String(port), '--bind', '127.0.0.1', ...args];
+  const proc = track(spawn(bin, argv, { stdio: ['ignore', 'pipe', 'pipe'] }), 'redis-server', { logChars });
   const url = `redis://127.0.0.1:${port}`;
   const deadline = Date.now() + 10000;
   for (;;) {
@@ -137,20 +137,46 @@ async function startRedis() {
       await sleep(50);
     }
   }
+  return { ...proc, port, url };
+}
+
+async function startRedis() {
+  const redis = await launchRedis([
+    '--save', '', '--appendonly', 'no',
+    // The bench's own instance: a pub/sub reader that falls behind is never cut off.
+    '--client-output-buffer-limit', 'pubsub 0 0 0',
+    '--maxclients', '1000', '--daemonize', 'no', '--loglevel', 'warning',
+  ]);
+  const { url } = redis;
   const admin = new Redis(url, { connectionName: 'bench-admin' });
   admin.on('error', () => {});
   return {
-    ...proc,
-    port,
-    url,
+    ...redis,
     admin,
     async stop() {
       admin.disconnect();
-      proc.child.kill('SIGTERM');
-      await Promise.race([proc.exited, sleep(3000)]);
-      proc.child.kill('SIGKILL');
+      redis.child.kill('SIGTERM');
+      await Promise.race([redis.exited, sleep(3000)]);
+      redis.child.kill('SIGKILL');
     },
   };
+}
+
+/** Every file below `root` as `path:size:mtimeMs`, in directory order: compare two to see a tree change. */
+function fileStamps(root) {
+  const out = [];
+  const walk = (dir) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else {
+        const s = fs.statSync(p);
+        out.push(`${p}:${s.size}:${s.mtimeMs}`);
+      }
+    }
+  };
+  walk(root);
+  return out;
 }
 
 /** A copy of dist/, taken once, so a rebuild of dist/ during the run changes nothing. */
@@ -158,21 +184,7 @@ let snapshotDir;
 async function distSnapshot() {
   if (snapshotDir) return snapshotDir;
   const dist = path.join(ROOT, 'dist');
-  const listing = () => {
-    const out = [];
-    const walk = (dir) => {
-      for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-        const p = path.join(dir, e.name);
-        if (e.isDirectory()) walk(p);
-        else {
-          const s = fs.statSync(p);
-          out.push(`${p}:${s.size}:${s.mtimeMs}`);
-        }
-      }
-    };
-    walk(dist);
-    return out.join('\n');
-  };
+  const listing = () => fileStamps(dist).join('\n');
   const deadline = Date.now() + 60000;
   for (;;) {
     try {
@@ -259,4 +271,7 @@ async function startServer(kind, redisUrl, { maxInflight = 1000, profileFile } =
   };
 }
 
-module.exports = { ROOT, CLK_TCK, machineTicks, sleep, freePort, cpuMs, rssKb, cpuSnapshot, cpuDelta, startRedis, startServer, distSnapshot };
+module.exports = {
+  ROOT, CLK_TCK, machineTicks, sleep, killAll, track, freePort, cpuMs, rssKb, cpuSnapshot, cpuDelta,
+  launchRedis, startRedis, startServer, fileStamps, distSnapshot,
+};

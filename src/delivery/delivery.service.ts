@@ -29,7 +29,8 @@ function cork(conn: Connection): void {
 
 /** How often a stalled socket is looked at. */
 const DRAIN_CHECK_MS = 200;
-/** The most owed messages read from Redis in one script call. */
+/** The most owed messages read from Redis in one script call, and in a socket's first one. */
+const FIRST_READ_CHUNK = 100;
 const READ_CHUNK = 1000;
 
 /**
@@ -134,7 +135,8 @@ export class DeliveryService implements OnModuleInit {
   /** Starts or continues sending what is owed to a socket, as far as its room allows. */
   async pump(conn: Connection): Promise<void> {
     while (conn.state === 'ready' && conn.mode === 'backlog' && !conn.reading) {
-      const room = Math.min(this.options.maxInflight - conn.inflight.size, READ_CHUNK);
+      // A socket's first read is small, so that many users identifying at once all get their first messages soon.
+      const room = Math.min(this.options.maxInflight - conn.inflight.size, conn.position === 0 ? FIRST_READ_CHUNK : READ_CHUNK);
       if (room <= 0) return;
       conn.reading = true;
       let rows;
