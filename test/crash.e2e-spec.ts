@@ -9,7 +9,7 @@ import { startRedis, TestRedis } from './support/redis';
 import { startServer, TestServer } from './support/server';
 import { waitFor, within } from './support/wait';
 import { Frame, TestClient } from './support/ws-client';
-import { entryId, entryPayload } from './support/queue-entries';
+import { entryId, entryPayload, leftoverKeys } from './support/queue-entries';
 
 jest.setTimeout(90_000);
 
@@ -66,18 +66,6 @@ async function publishAll(r: Redis, channel: string, payloads: string[]): Promis
 
 async function rpushAll(r: Redis, key: string, payloads: string[]): Promise<void> {
   for (let i = 0; i < payloads.length; i += 500) await r.rpush(key, ...payloads.slice(i, i + 500));
-}
-
-/** Every key of the user except its connections and auth key: all must be gone (empty) when nothing is owed. */
-async function leftoverKeys(r: Redis, id: string): Promise<string[]> {
-  const found: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, keys] = await r.scan(cursor, 'MATCH', `rm:users:${id}:*`, 'COUNT', 1000);
-    cursor = next;
-    found.push(...keys);
-  } while (cursor !== '0');
-  return found.filter((k) => !k.endsWith(':conns') && !k.endsWith(':key')).sort();
 }
 
 const messagesOf = (c: TestClient): Frame[] => c.frames.filter((f) => f.event === 'message');

@@ -12,6 +12,7 @@ import { startRedis, type TestRedis } from './support/redis';
 import { startServer, type TestServer } from './support/server';
 import { waitFor } from './support/wait';
 import { TestClient } from './support/ws-client';
+import { REDMESSENGER_METRICS } from './support/metric-names';
 
 type Samples = Map<string, number>;
 
@@ -171,20 +172,7 @@ describe('GET /metrics', () => {
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
     for (const [name, type] of [
-      ['redmessenger_connections', 'gauge'],
-      ['redmessenger_identified_connections', 'gauge'],
-      ['redmessenger_identify_total', 'counter'],
-      ['redmessenger_messages_routed_total', 'counter'],
-      ['redmessenger_messages_delivered_total', 'counter'],
-      ['redmessenger_messages_queued_total', 'counter'],
-      ['redmessenger_messages_acked_total', 'counter'],
-      ['redmessenger_messages_requeued_total', 'counter'],
-      ['redmessenger_messages_dropped_total', 'counter'],
-      ['redmessenger_messages_expired_total', 'counter'],
-      ['redmessenger_delivery_latency_seconds', 'histogram'],
-      ['redmessenger_redis_command_duration_seconds', 'histogram'],
-      ['redmessenger_queue_depth', 'gauge'],
-      ['redmessenger_queue_oldest_age_seconds', 'gauge'],
+      ...REDMESSENGER_METRICS,
       ['nodejs_eventloop_lag_seconds', 'gauge'],
       ['process_cpu_user_seconds_total', 'counter'],
       ['process_resident_memory_bytes', 'gauge'],

@@ -8,7 +8,7 @@ import { startRedis, TestRedis } from './support/redis';
 import { startServer, TestServer } from './support/server';
 import { waitFor, within } from './support/wait';
 import { Frame, TestClient } from './support/ws-client';
-import { entryId, entryPayload } from './support/queue-entries';
+import { entryId, entryPayload, leftoverKeys } from './support/queue-entries';
 
 jest.setTimeout(60_000);
 
@@ -48,18 +48,6 @@ async function publishAll(channel: string, payloads: string[]): Promise<void> {
   const p = r.pipeline();
   for (const payload of payloads) p.publish(channel, payload);
   for (const [err] of (await p.exec()) ?? []) if (err) throw err;
-}
-
-/** Keys of the user other than its connections and auth key: all gone once nothing is owed. */
-async function leftoverKeys(id: string): Promise<string[]> {
-  const found: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, keys] = await r.scan(cursor, 'MATCH', `rm:users:${id}:*`, 'COUNT', 1000);
-    cursor = next;
-    found.push(...keys);
-  } while (cursor !== '0');
-  return found.filter((k) => !k.endsWith(':conns') && !k.endsWith(':key')).sort();
 }
 
 /** How many messages the user is owed (rm:users:<id>:owed, whatever its Redis type). */
@@ -124,8 +112,8 @@ describe('SIGTERM', () => {
         const p = entryPayload(e);
         if (idOf.has(p)) expect(entryId(e)).toBe(idOf.get(p));
       }
-      expect(await leftoverKeys(x)).toEqual([queueKey(x)]);
-      expect(await leftoverKeys(y)).toEqual([queueKey(y)]);
+      expect(await leftoverKeys(r, x)).toEqual([queueKey(x)]);
+      expect(await leftoverKeys(r, y)).toEqual([queueKey(y)]);
       expect(await r.exists(`rm:users:${x}:conns`, `rm:users:${y}:conns`)).toBe(0);
 
       // A restarted server delivers them, in order, with the same ids.
@@ -136,7 +124,7 @@ describe('SIGTERM', () => {
         const got = await c.messages(expected.length, 15_000);
         expect(got.map((f) => f.data.payload)).toEqual(expected);
         for (const f of got) if (idOf.has(f.data.payload)) expect(f.data.id).toBe(idOf.get(f.data.payload));
-        await waitFor(async () => (await leftoverKeys(id)).length === 0, 10_000, `${id}'s keys empty after acks`);
+        await waitFor(async () => (await leftoverKeys(r, id)).length === 0, 10_000, `${id}'s keys empty after acks`);
         await c.close();
       }
       expect({ exitAfterSigterm: exit }).toEqual({ exitAfterSigterm: { code: 0, signal: null } });
@@ -181,7 +169,7 @@ describe('SIGTERM', () => {
       const exit = await within(server.exited(), SHUTDOWN_TIMEOUT_MS + 2000, 'the server to exit');
       expect((await r.lrange(queueKey(holder), 0, -1)).map(entryPayload)).toEqual(range('h', 10));
       expect(await r.exists(`rm:users:${late}:conns`)).toBe(0);
-      expect(await leftoverKeys(late)).toEqual([]);
+      expect(await leftoverKeys(r, late)).toEqual([]);
       expect({ exitAfterSigterm: exit }).toEqual({ exitAfterSigterm: { code: 0, signal: null } });
     });
   });

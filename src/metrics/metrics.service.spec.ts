@@ -1,3 +1,4 @@
+import { REDMESSENGER_METRICS } from '../../test/support/metric-names';
 import { register as globalRegistry } from 'prom-client';
 import { BUSIEST_QUEUES, DROP_REASONS, IDENTIFY_OUTCOMES, identifyOutcomeOf, REDIS_COMMANDS } from './metrics.constants';
 import { MetricsService } from './metrics.service';
@@ -54,20 +55,7 @@ describe('MetricsService', () => {
 
     expect(metrics.contentType).toBe('text/plain; version=0.0.4; charset=utf-8');
     for (const [name, type] of [
-      ['redmessenger_connections', 'gauge'],
-      ['redmessenger_identified_connections', 'gauge'],
-      ['redmessenger_identify_total', 'counter'],
-      ['redmessenger_messages_routed_total', 'counter'],
-      ['redmessenger_messages_delivered_total', 'counter'],
-      ['redmessenger_messages_queued_total', 'counter'],
-      ['redmessenger_messages_acked_total', 'counter'],
-      ['redmessenger_messages_requeued_total', 'counter'],
-      ['redmessenger_messages_dropped_total', 'counter'],
-      ['redmessenger_messages_expired_total', 'counter'],
-      ['redmessenger_delivery_latency_seconds', 'histogram'],
-      ['redmessenger_redis_command_duration_seconds', 'histogram'],
-      ['redmessenger_queue_depth', 'gauge'],
-      ['redmessenger_queue_oldest_age_seconds', 'gauge'],
+      ...REDMESSENGER_METRICS,
       ['nodejs_eventloop_lag_seconds', 'gauge'],
       ['process_cpu_seconds_total', 'counter'],
       ['nodejs_heap_size_used_bytes', 'gauge'],

@@ -1,3 +1,5 @@
+import type { Redis } from 'ioredis';
+
 // Reading queue entries back: a RedMessenger envelope {"rm":{...}}, or a raw entry that another program pushed.
 
 /** The payload of a queue entry: the envelope's payload, or the raw entry itself. */
@@ -20,4 +22,16 @@ export function entryId(entry: string): string | undefined {
     // raw
   }
   return undefined;
+}
+
+/** Keys of a user other than its connections and auth key: all gone once nothing is owed or queued. */
+export async function leftoverKeys(r: Redis, id: string): Promise<string[]> {
+  const found: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await r.scan(cursor, 'MATCH', `rm:users:${id}:*`, 'COUNT', 1000);
+    cursor = next;
+    found.push(...keys);
+  } while (cursor !== '0');
+  return found.filter((k) => !k.endsWith(':conns') && !k.endsWith(':key')).sort();
 }
