@@ -1,4 +1,4 @@
-import { envelopeAgeSeconds, envelopeTs } from './envelope-ts';
+import { envelopeTs } from './envelope-ts';
 
 describe('envelopeTs', () => {
   const envelope = (payload: string, ts = 1795986163346) =>
@@ -16,10 +16,5 @@ describe('envelopeTs', () => {
   it('is undefined for a raw entry or a truncated envelope', () => {
     expect(envelopeTs('plain text')).toBeUndefined();
     expect(envelopeTs('{"rm":{"id":"1","ts":12')).toBeUndefined();
-  });
-
-  it('gives the age in seconds from ts to now', () => {
-    expect(envelopeAgeSeconds(envelope('x', 1000), 3500)).toBe(2.5);
-    expect(envelopeAgeSeconds('raw', 3500)).toBeUndefined();
   });
 });

@@ -11,9 +11,3 @@ export function envelopeTs(envelope: string): number | undefined {
   const match = TS_AT_END.exec(envelope);
   return match ? Number(match[1]) : undefined;
 }
-
-/** Seconds from an envelope's `ts` to `now` (for `MetricsService.acked`), or undefined without a `ts`. */
-export function envelopeAgeSeconds(envelope: string, now = Date.now()): number | undefined {
-  const ts = envelopeTs(envelope);
-  return ts === undefined ? undefined : (now - ts) / 1000;
-}

@@ -1,5 +1,5 @@
 export { MetricsModule } from './metrics.module';
 export { MetricsService, type BusyQueue } from './metrics.service';
 export { MetricsController } from './metrics.controller';
-export { envelopeTs, envelopeAgeSeconds } from './envelope-ts';
+export { envelopeTs } from './envelope-ts';
 export * from './metrics.constants';
