@@ -9,23 +9,32 @@
 
   Returns: the number of ids removed
 ]]
-local removed = {}
-for i = 4, #ARGV do
-  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
-    removed[#removed + 1] = ARGV[i]
+-- A few commands per ack frame, not one per id: which ids are owed (ZMSCORE), then remove
+-- those. unpack() has a stack limit of a few thousand values: work in chunks.
+local removed, seen = {}, {}
+for i = 4, #ARGV, 1000 do
+  local last = math.min(i + 999, #ARGV)
+  local scores = redis.call('ZMSCORE', KEYS[1], unpack(ARGV, i, last))
+  for j = 1, #scores do
+    local id = ARGV[i + j - 1]
+    if scores[j] and not seen[id] then
+      seen[id] = true
+      removed[#removed + 1] = id
+    end
   end
 end
 if #removed == 0 then return 0 end
--- unpack() has a stack limit of a few thousand values: delete in chunks.
 for i = 1, #removed, 1000 do
-  redis.call('HDEL', KEYS[2], unpack(removed, i, math.min(i + 999, #removed)))
+  local last = math.min(i + 999, #removed)
+  redis.call('ZREM', KEYS[1], unpack(removed, i, last))
+  redis.call('HDEL', KEYS[2], unpack(removed, i, last))
 end
 
-local seen = { [ARGV[2]] = true }
+local notified = { [ARGV[2]] = true }
 local line
 for _, instance in ipairs(redis.call('HVALS', KEYS[3])) do
-  if not seen[instance] then
-    seen[instance] = true
+  if not notified[instance] then
+    notified[instance] = true
     line = line or ('a|' .. ARGV[3] .. '|' .. table.concat(removed, ','))
     redis.call('PUBLISH', ARGV[1] .. instance, line)
   end
