@@ -12,6 +12,12 @@ import { envelopeTs } from '../metrics/envelope-ts';
 
 /** How long an identify waits for presence to be ready (Redis reachable) before it is refused. */
 const ATTACH_WAIT_MS = 5000;
+/** How often a stalled socket is looked at. */
+const DRAIN_CHECK_MS = 200;
+/** The most owed messages read from Redis in one script call, and in a socket's first one. */
+const FIRST_READ_CHUNK = 100;
+const READ_CHUNK = 1000;
+
 /**
  * Holds a socket's writes until the end of this tick, so a burst of messages
  * (a purge reads up to a thousand at once) leaves in one write, not one each.
@@ -27,19 +33,15 @@ function cork(conn: Connection): void {
   });
 }
 
-/** How often a stalled socket is looked at. */
-const DRAIN_CHECK_MS = 200;
-/** The most owed messages read from Redis in one script call, and in a socket's first one. */
-const FIRST_READ_CHUNK = 100;
-const READ_CHUNK = 1000;
-
 /**
  * Hands owed messages to this instance's identified sockets, in order, with at
- * most MAX_INFLIGHT unacked per socket. New messages arrive as notices on the
- * instance's own channel (`m|user|id|envelope`, `a|user|ids` for acks taken by
- * another instance, `s|user` when a user's owed set grew by a move, `k|user|conn`
- * for a socket replaced past MAX_SOCKETS_PER_USER); whatever a
- * socket has no room for stays in Redis and is read when acks free room.
+ * most MAX_INFLIGHT unacked per socket. New messages come from the router's own
+ * result when this instance routes (`deliver`), or as notices on the instance's
+ * channel from the routing instance (`m|user|id|envelope`); other notices are
+ * `a|user|ids` (acks taken by another instance), `s|user` (messages wait in a
+ * queue the user's sockets must read) and `k|user|conn` (a socket replaced past
+ * MAX_SOCKETS_PER_USER). Whatever a socket has no room for stays in Redis and is
+ * read when acks free room.
  */
 @Injectable()
 export class DeliveryService implements OnModuleInit {
@@ -70,12 +72,6 @@ export class DeliveryService implements OnModuleInit {
       ),
     );
     this.onReconnect(this.redis, () => void this.reattachAll());
-  }
-
-  get connectionCount(): number {
-    let count = 0;
-    for (const conns of this.byUser.values()) count += conns.size;
-    return count;
   }
 
   /**
