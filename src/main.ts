@@ -36,8 +36,9 @@ async function bootstrap(): Promise<void> {
     });
   }
 
-  await app.listen(options.port);
-  logger.log(`RedMessenger listening on port ${options.port} (WebSocket path ${options.wsPath}, instance ${options.instanceId})`);
+  if (options.host) await app.listen(options.port, options.host);
+  else await app.listen(options.port);
+  logger.log(`RedMessenger listening on ${options.host ?? 'all interfaces'}, port ${options.port} (WebSocket path ${options.wsPath}, instance ${options.instanceId})`);
 }
 
 bootstrap().catch((error: Error) => {

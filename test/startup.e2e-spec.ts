@@ -16,6 +16,7 @@ describe('start-up', () => {
     ['AUTH_MODE', 'bogus'],
     ['IDENTIFY_TIMEOUT_MS', '-5'],
     ['LOG_LEVEL', 'chatty'],
+    ['HOST', 'not a host!'],
   ])('refuses %s=%s, naming the variable, and exits non-zero', async (name, value) => {
     const server = await startServer({ [name]: value, REDIS_URL: name === 'REDIS_URL' ? value : 'redis://127.0.0.1:1' }, { waitReady: false });
 
@@ -23,6 +24,18 @@ describe('start-up', () => {
 
     expect(exit.code).not.toBe(0);
     expect(server.logs()).toMatch(new RegExp(`${name}.*must|must.*${name}`));
+  });
+
+  it('listens on HOST when it is set', async () => {
+    const redis = await startRedis();
+    const server = await startServer({ REDIS_URL: redis.url, HOST: '127.0.0.1' });
+    try {
+      expect(await server.waitForLog(/RedMessenger listening/)).toContain('listening on 127.0.0.1, port');
+      expect((await fetch(`${server.url}/health`)).status).toBe(200);
+    } finally {
+      await server.stop();
+      await redis.close();
+    }
   });
 
   it('refuses AUTH_MODE=jwt without a key, naming both settings', async () => {

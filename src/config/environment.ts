@@ -31,6 +31,9 @@ export class Environment {
   @IsInt() @Min(0) @Max(65535)
   PORT = 8080;
 
+  @IsOptional() @Matches(/^[A-Za-z0-9.:\-\[\]]{1,255}$/, { message: 'HOST must be a host name or an IP address' })
+  HOST?: string;
+
   @Matches(/^\/[^\s?#]*$/, { message: 'WS_PATH must be a URL path starting with "/"' })
   WS_PATH = '/';
 
@@ -127,6 +130,7 @@ export class ConfigError extends Error {
 export const ENVIRONMENT_KEYS = [
   ...Object.keys(new Environment()),
   'NODE_ENV',
+  'HOST',
   'AUTH_JWT_SECRET',
   'AUTH_JWT_PUBLIC_KEY',
   'INSTANCE_ID',

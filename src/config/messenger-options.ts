@@ -6,6 +6,8 @@ import { Environment, type AuthMode, type LogFormat, type LogLevelName, type Que
 /** What the modules of RedMessenger are configured with; only the app maps the environment to it. */
 export interface MessengerOptions {
   port: number;
+  /** Interface to listen on; undefined listens on all of them. */
+  host?: string;
   wsPath: string;
   maxFrameBytes: number;
   redisUrl: string;
@@ -56,6 +58,7 @@ export const InjectMessengerOptions = () => Inject(MESSENGER_OPTIONS);
 export function optionsFromEnvironment(env: Environment): MessengerOptions {
   return {
     port: env.PORT,
+    host: env.HOST,
     wsPath: env.WS_PATH,
     maxFrameBytes: env.MAX_FRAME_BYTES,
     redisUrl: env.REDIS_URL,
