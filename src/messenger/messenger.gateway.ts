@@ -106,6 +106,7 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
     if (frame.event === 'identify') {
       if (conn.state !== 'new') throw new FrameError(ErrorCode.AlreadyIdentified, 'This socket has identified already', CloseCode.BadFrame);
       clearTimeout(conn.identifyTimer);
+      conn.identifyTimer = undefined; // an idle identified socket keeps no timer object alive
       if (!this.identifyRate.take(conn.address)) {
         this.logger.warn(`Refusing an identify from ${conn.address}: over IDENTIFY_RATE_PER_MINUTE=${this.options.identifyRatePerMinute}`);
         throw new FrameError(ErrorCode.TooManyAttempts, 'Too many identify attempts from your address; slow down', CloseCode.TooManyAttempts);
