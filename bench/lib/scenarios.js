@@ -9,6 +9,17 @@ const { sleep, cpuMs, cpuSnapshot, cpuDelta, rssKb, startServer } = require('./p
 
 const range = (n, prefix) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
+/** What arrived and what went wrong, the same figures for every scenario. */
+const outcome = (tracker, pool) => ({
+  delivered: tracker.unique,
+  lost: tracker.lost,
+  duplicated: tracker.duplicated,
+  outOfOrder: tracker.outOfOrder,
+  malformed: pool.malformed,
+  errors: pool.errors.slice(0, 5),
+  errorCount: pool.errors.length,
+});
+
 
 /**
  * PUBLISHes perUser messages to each client's channel, round-robin, pipelined
@@ -161,14 +172,8 @@ async function online(ctx, kind, cfg) {
         clients: cfg.clients,
         published,
         complete,
-        delivered,
-        lost: tracker.lost,
-        duplicated: tracker.duplicated,
-        outOfOrder: tracker.outOfOrder,
-        malformed: pool.malformed,
+        ...outcome(tracker, pool),
         publishErrors: pub.errors,
-        errors: pool.errors.slice(0, 5),
-        errorCount: pool.errors.length,
         publishMs: tPublished - t0,
         deliveryMs: activeMs,
         deliveredPerSec: delivered / (activeMs / 1000),
@@ -243,13 +248,7 @@ async function latency(ctx, kind, cfg) {
         lateTicks,
         publishErrors: pub.errors,
         complete,
-        delivered: tracker.unique,
-        lost: tracker.lost,
-        duplicated: tracker.duplicated,
-        outOfOrder: tracker.outOfOrder,
-        malformed: pool.malformed,
-        errors: pool.errors.slice(0, 5),
-        errorCount: pool.errors.length,
+        ...outcome(tracker, pool),
         p50Ms: lat.p50,
         p90Ms: lat.p90,
         p99Ms: lat.p99,
@@ -307,13 +306,7 @@ async function drainCase(ctx, server, pub, users, perUser, cfg, prof) {
       queued: queuedCount,
       readyQueued: readies.reduce((a, r) => a + (r.queued || 0), 0),
       complete,
-      delivered: tracker.unique,
-      lost: tracker.lost,
-      duplicated: tracker.duplicated,
-      outOfOrder: tracker.outOfOrder,
-      malformed: pool.malformed,
-      errors: pool.errors.slice(0, 5),
-      errorCount: pool.errors.length,
+      ...outcome(tracker, pool),
       drainMs: tracker.lastAt - t0,
       msgPerSec: tracker.unique / ((tracker.lastAt - t0) / 1000),
       readyMsP50: mid(ready),
