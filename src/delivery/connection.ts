@@ -32,6 +32,8 @@ export class Connection {
   readonly id = newConnectionId();
   user?: string;
   state: ConnectionState = 'new';
+  /** Reached `ready` once (counted in the identified-connections gauge until it closes). */
+  identified = false;
   position = 0;
   /** Ids sent and not yet acked, with when RedMessenger received each (for the delivery latency). */
   readonly inflight = new Map<string, number | undefined>();

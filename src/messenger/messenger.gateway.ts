@@ -24,6 +24,12 @@ import { MetricsService } from '../metrics/metrics.service';
 import { identifyOutcomeOf } from '../metrics/metrics.constants';
 import { ShutdownState } from '../health/shutdown-state';
 
+/** Counts a refusal of a socket that has not reached `ready` as an identify outcome. */
+function countRefusal(metrics: MetricsService, conn: Connection, code: string): void {
+  const outcome = conn.state !== 'ready' ? identifyOutcomeOf(code) : undefined;
+  if (outcome) metrics.identified(outcome);
+}
+
 /** Turns what a handler or guard throws into the contract's answer on that socket. */
 @Catch()
 export class FrameExceptionFilter implements WsExceptionFilter {
@@ -34,9 +40,7 @@ export class FrameExceptionFilter implements WsExceptionFilter {
   catch(exception: unknown, host: ArgumentsHost): void {
     const conn = Connection.of(host.switchToWs().getClient<WebSocket>());
     if (!conn) return;
-    const code = exception instanceof FrameError ? exception.code : ErrorCode.Unavailable;
-    const outcome = conn.state !== 'ready' ? identifyOutcomeOf(code) : undefined;
-    if (outcome) this.metrics.identified(outcome);
+    countRefusal(this.metrics, conn, exception instanceof FrameError ? exception.code : ErrorCode.Unavailable);
     if (exception instanceof FrameError) return conn.refuse(exception);
     this.logger.warn(`Frame from ${conn.remote} failed: ${(exception as Error)?.message ?? exception}`);
     // Redis is unreachable or failing: the client may retry later; nothing was lost.
@@ -53,7 +57,6 @@ export class FrameExceptionFilter implements WsExceptionFilter {
 export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnect, FrameScreen, BeforeApplicationShutdown {
   private readonly logger = new Logger(MessengerGateway.name);
   private readonly connections = new Set<Connection>();
-  private readonly identified = new Set<Connection>();
   private shuttingDown = false;
   private readonly connectionRate: RateLimiter;
   private readonly identifyRate: RateLimiter;
@@ -92,7 +95,10 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
     const conn = Connection.of(socket);
     if (!conn) return;
     this.metrics.connectionClosed();
-    if (this.identified.delete(conn)) this.metrics.unidentified();
+    if (conn.identified) {
+      conn.identified = false;
+      this.metrics.unidentified();
+    }
     conn.state = 'closed';
     clearTimeout(conn.identifyTimer);
     this.connections.delete(conn);
@@ -126,8 +132,7 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
   }
 
   private refuseConn(conn: Connection, error: FrameError): void {
-    const outcome = conn.state !== 'ready' ? identifyOutcomeOf(error.code) : undefined;
-    if (outcome) this.metrics.identified(outcome);
+    countRefusal(this.metrics, conn, error.code);
     conn.refuse(error);
   }
 
@@ -139,7 +144,7 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
     const attached = await this.delivery.attach(conn, id);
     if (attached === undefined || conn.state !== 'identifying') return;
     conn.state = 'ready';
-    this.identified.add(conn);
+    conn.identified = true;
     this.metrics.identified(attached.replaced > 0 ? 'replaced' : 'ok');
     const channel = queueKeys.userChannel(id);
     const { owed: queued, dropped } = attached;

@@ -24,6 +24,10 @@ export interface Routed {
   payload: string;
 }
 
+/** Route outcomes (see `route`) of a message put in a queue, and of one that dropped older messages or itself. */
+export const QUEUED_OUTCOMES = '0Qws';
+export const DROP_OUTCOMES = 'xDdQ';
+
 /** A routed message for a socket on the routing instance itself. */
 export interface LocalDelivery {
   user: string;
@@ -67,13 +71,14 @@ export class QueueService {
    * the same after dropping older messages, 'x' refused (QUEUE_OVERFLOW=reject),
    * 'w' / 's' queued behind a queue that sockets (one of them on `instance`) still read.
    * Messages for `instance`'s own sockets are not announced: they come back in
-   * `local`, with their ids and envelopes, for the caller to hand out.
+   * `local`, with their ids and envelopes, for the caller to hand out, and `sync`
+   * names the users whose sockets there must read the queue again.
    */
   async route(
     batch: Routed[],
     receivedAt: number,
     instance: string,
-  ): Promise<{ delivered: number; queued: number; dropped: number; outcome: string; local: LocalDelivery[] }> {
+  ): Promise<{ delivered: number; queued: number; dropped: number; outcome: string; local: LocalDelivery[]; sync: string[] }> {
     const keys: string[] = [this.keys.counter, this.keys.queueIndex];
     const args: string[] = [
       this.keys.instanceChannelPrefix, String(receivedAt), String(this.options.maxQueueLength), this.options.queueOverflow,
@@ -88,13 +93,15 @@ export class QueueService {
     }
     const [delivered, queued, dropped, outcome, base] = await this.redis.rmRoute(2 + batch.length * ROUTE_KEYS_PER_MESSAGE, ...keys, ...args);
     const local: LocalDelivery[] = [];
+    const sync: string[] = [];
     for (let i = 0; i < batch.length; i++) {
+      if (outcome[i] === 's') sync.push(batch[i].user);
       if (outcome[i] !== 'l' && outcome[i] !== 'd') continue;
       const id = String(base + i + 1);
       // The same envelope as the script stored, built here rather than sent back.
       local.push({ user: batch[i].user, id, envelope: `{"rm":{"id":"${id}","channel":${encoded[i][0]},"payload":${encoded[i][1]},"ts":${receivedAt}}}` });
     }
-    return { delivered, queued, dropped, outcome, local };
+    return { delivered, queued, dropped, outcome, local, sync };
   }
 
   /**
@@ -122,7 +129,7 @@ export class QueueService {
   /** Drops the expired head of a user's queue (QUEUE_TTL_SECONDS); returns how many went and how many are left. */
   async expire(user: string, now = Date.now()): Promise<{ expired: number; left: number }> {
     const [expired, left] = await this.redis.rmExpire(
-      this.keys.queue(user), this.keys.dropped(user), this.keys.queueIndex, user, now - this.ttlMs, now, this.ttlMs,
+      this.keys.queue(user), this.keys.dropped(user), this.keys.queueIndex, user, this.cutoff(now), now, this.ttlMs,
     );
     return { expired, left };
   }

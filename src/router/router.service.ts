@@ -4,7 +4,7 @@ import { InjectMessengerOptions, type MessengerOptions } from '../config/messeng
 import { DeliveryService } from '../delivery/delivery.service';
 import { PresenceService } from '../presence/presence.service';
 import { GROUP_CHANNEL_PREFIX, USER_CHANNEL_PREFIX, isValidId, queueKeys } from '../queue/queue-keys';
-import { QueueService, ROUTE_BATCH, Routed } from '../queue/queue.service';
+import { DROP_OUTCOMES, QUEUED_OUTCOMES, QueueService, ROUTE_BATCH, Routed } from '../queue/queue.service';
 import { InjectRedisSubscriber } from '../redis/redis.constants';
 import { MetricsService } from '../metrics/metrics.service';
 
@@ -126,18 +126,16 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     }
     for (let i = 0; i < routed.length; i += ROUTE_BATCH) {
       const slice = routed.slice(i, i + ROUTE_BATCH);
-      const { queued, dropped, outcome, local } = await this.metrics.timeRedis('route', this.queue.route(slice, receivedAt, this.presence.instanceId));
+      const { queued, dropped, outcome, local, sync } = await this.metrics.timeRedis('route', this.queue.route(slice, receivedAt, this.presence.instanceId));
       this.delivery.deliver(local);
-      slice.forEach(({ user }, j) => {
-        if (outcome[j] === 's') this.delivery.sync(user);
-      });
+      sync.forEach((user) => this.delivery.sync(user));
       this.metrics.routed(slice.length);
       this.metrics.queued(queued);
       this.metrics.dropped(this.options.queueOverflow === 'reject' ? 'rejected' : 'overflow', dropped);
       if (dropped > 0) this.reportDrops(slice, outcome);
       if (!debug) continue;
       slice.forEach(({ user }, j) => {
-        if ('0Qws'.includes(outcome[j])) this.logger.debug(`Client is not online, queueing message in Redis (${queueKeys.queue(user)})`);
+        if (QUEUED_OUTCOMES.includes(outcome[j])) this.logger.debug(`Client is not online, queueing message in Redis (${queueKeys.queue(user)})`);
       });
     }
   }
@@ -146,7 +144,7 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
   private reportDrops(slice: Routed[], outcome: string): void {
     const byUser = new Map<string, number>();
     slice.forEach(({ user }, j) => {
-      if ('xDdQ'.includes(outcome[j])) byUser.set(user, (byUser.get(user) ?? 0) + 1);
+      if (DROP_OUTCOMES.includes(outcome[j])) byUser.set(user, (byUser.get(user) ?? 0) + 1);
     });
     const what = this.options.queueOverflow === 'reject' ? 'refused new messages' : 'dropped its oldest messages';
     for (const [user, n] of byUser) {
