@@ -158,7 +158,7 @@ export class DeliveryService implements OnModuleInit {
     }
   }
 
-  /** Hands out messages the router made owed to users with sockets here (no notice travels for them). */
+  /** Hands out newly owed messages to the users' sockets here (from this instance's routing, or a notice). */
   deliver(messages: LocalDelivery[]): void {
     for (const { user, id, envelope } of messages) {
       for (const conn of this.byUser.get(user) ?? []) this.offer(conn, Number(id), id, envelope);
@@ -182,9 +182,7 @@ export class DeliveryService implements OnModuleInit {
       if (!conns) continue;
       if (line[0] === 'm') {
         const idEnd = line.indexOf('|', userEnd + 1);
-        const id = line.slice(userEnd + 1, idEnd);
-        const envelope = line.slice(idEnd + 1);
-        for (const conn of conns) this.offer(conn, Number(id), id, envelope);
+        this.deliver([{ user, id: line.slice(userEnd + 1, idEnd), envelope: line.slice(idEnd + 1) }]);
       } else if (line[0] === 'a') {
         this.forget(user, line.slice(userEnd + 1).split(','));
       } else if (line[0] === 'k') {
