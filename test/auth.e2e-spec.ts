@@ -119,6 +119,10 @@ describe('AUTH_MODE=none', () => {
   it('refuses a token that is not a string (4400)', async () => {
     await refused(none, { id: uniqueId('none'), token: 5 }, 4400);
   });
+
+  it('accepts a 900 KiB string token: the frame size (MAX_FRAME_BYTES) is the only limit', async () => {
+    await accepted(none, uniqueId('none'), 't'.repeat(900 * 1024));
+  });
 });
 
 describe('AUTH_MODE=key', () => {
@@ -175,6 +179,14 @@ describe('AUTH_MODE=key', () => {
     await refused(key, { id, token: null }, 4400);
     await refused(key, { id, token: ['12345'] }, 4400);
   });
+
+  it('checks a 900 KiB token like any other: the right one passes, a wrong one gets 4401', async () => {
+    const id = uniqueId('key');
+    const big = 'k'.repeat(900 * 1024);
+    await r.set(`rm:users:${id}:key`, big);
+    await accepted(key, id, big);
+    await unauthorized(key, id, `${big.slice(1)}x`);
+  });
 });
 
 describe('AUTH_MODE=jwt, HS256 (AUTH_JWT_SECRET)', () => {
@@ -201,6 +213,10 @@ describe('AUTH_MODE=jwt, HS256 (AUTH_JWT_SECRET)', () => {
     const [h, , s] = good.split('.');
     const forged = `${h}.${Buffer.from(JSON.stringify({ sub: other, exp: now() + 300 })).toString('base64url')}.${s}`;
     await unauthorized(hs, other, forged);
+  });
+
+  it('refuses a 900 KiB string that is no JWT with 4401, not as a bad frame', async () => {
+    await unauthorized(hs, uniqueId('hs'), 'j'.repeat(900 * 1024));
   });
 
   it('answers a failure identically whether or not the id exists', async () => {

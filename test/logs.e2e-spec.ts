@@ -57,4 +57,33 @@ describe('logs', () => {
     expect(server.logs()).not.toContain(secret);
     expect(server.logs()).not.toContain('a-token-that-must-not-be-logged');
   });
+
+  it("LOG_LEVEL=debug: the seed's session lines, for one identify with two queued messages and a drop mid-purge", async () => {
+    const id = uniqueId();
+    await publisher.publish(`rm.users.${id}`, 'Hello, world!');
+    await publisher.publish(`rm.users.${id}`, 'My life is like a spicy pepper...');
+    await waitFor(async () => (await publisher.llen(`rm:users:${id}:messages`)) === 2, 5000, 'both messages to be queued');
+    const client = await TestClient.connect(server.wsUrl);
+    await client.identify(id);
+    const [first] = await client.messages(1);
+    client.terminate(); // gone before acking: a drop mid-purge
+    await server.waitForLog(new RegExp(`${id}: Client is no longer online, recommitting 2 messages to queue`));
+
+    const messages = server.logs().split('\n').filter((line) => line.trim() !== '').map((line) => JSON.parse(line).msg as string);
+    const remote = messages.find((m) => m.startsWith(`Assigning id ${id} to socket `))!.slice(`Assigning id ${id} to socket `.length);
+    expect(remote).toMatch(/^127\.0\.0\.1:\d+$/);
+    const sequence = [
+      `New connection ${remote} on *:${server.port}! Waiting for ID...`,
+      `Assigning id ${id} to socket ${remote}`,
+      `You're subscribed to rm.users.${id}!`,
+      `rm.users.${id} has 2 messages enqueued, purging!`,
+      `${id}: Purging message ${first.data.id}`,
+      `${id}: Client is no longer online, recommitting 2 messages to queue`,
+    ];
+    // Each line is there, in the seed's order.
+    const at = sequence.map((line) => messages.indexOf(line));
+    expect(sequence.filter((_, i) => at[i] < 0)).toEqual([]);
+    expect([...at].sort((a, b) => a - b)).toEqual(at);
+    expect(server.logs()).not.toContain('spicy pepper');
+  });
 });

@@ -147,6 +147,8 @@ export class DeliveryService implements OnModuleInit {
       }
       let sent = 0;
       while (sent < rows.length && this.send(conn, rows[sent].position, rows[sent].id, rows[sent].envelope)) sent++;
+      // The seed's per-message purge line names the message id, never its payload.
+      if (Logger.isLevelEnabled('debug')) for (let i = 0; i < sent; i++) this.logger.debug(`${conn.user}: Purging message ${rows[i].id}`);
       const pending = conn.pending;
       conn.pending = [];
       if (sent < rows.length) return; // a slow consumer: the rest is read again once it drains

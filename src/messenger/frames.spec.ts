@@ -93,3 +93,44 @@ describe('toAck', () => {
     expect(error.close).toBeUndefined();
   });
 });
+
+describe('refusal messages say what is actually wrong', () => {
+  it.each([
+    ['[1,2]', 'Frame must be a JSON object {"event": string, "data": object}, not an array'],
+    ['"identify"', 'Frame must be a JSON object {"event": string, "data": object}, not a string'],
+    ['{"data":{}}', 'Frame "event" must be a string, not missing'],
+    ['{"event":1,"data":{}}', 'Frame "event" must be a string, not a number'],
+    ['{"event":"identify"}', 'Frame "data" must be an object, not missing'],
+    ['{"event":"identify","data":null}', 'Frame "data" must be an object, not null'],
+    ['{"event":"identify","data":[]}', 'Frame "data" must be an object, not an array'],
+  ])('parseFrame(%s)', (frame, message) => {
+    expect(refusal(() => parseFrame(text(frame), false)).message).toBe(message);
+  });
+
+  it.each([
+    [{}, 'identify "id" must be a string, not missing'],
+    [{ id: 7 }, 'identify "id" must be a string, not a number'],
+    [{ id: 'a:b' }, 'identify "id" must match ^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$'],
+    [{ id: 'user1', token: null }, 'identify "token" must be a string when present, not null'],
+    [{ id: 'user1', token: 5 }, 'identify "token" must be a string when present, not a number'],
+    [{ id: 'user1', token: ['t'] }, 'identify "token" must be a string when present, not an array'],
+  ])('toIdentify(%j)', (data, message) => {
+    expect(refusal(() => toIdentify(data as Record<string, unknown>)).message).toBe(message);
+  });
+
+  it('a string token of any length is valid (the frame size is the only limit)', () => {
+    const token = 'x'.repeat(900 * 1024);
+    expect(toIdentify({ id: 'user1', token }).token).toHaveLength(token.length);
+  });
+
+  it.each([
+    [{}, 'ack "ids" must be an array of strings, not missing'],
+    [{ ids: '1' }, 'ack "ids" must be an array of strings, not a string'],
+    [{ ids: null }, 'ack "ids" must be an array of strings, not null'],
+    [{ ids: ['1', null] }, 'ack "ids"[1] must be a string, not null'],
+    [{ ids: [1] }, 'ack "ids"[0] must be a string, not a number'],
+    [{ ids: Array(10001).fill('x') }, 'ack "ids" holds 10001 ids; at most 10000 per frame'],
+  ])('toAck(%j)', (data, message) => {
+    expect(refusal(() => toAck(data as Record<string, unknown>)).message).toBe(message);
+  });
+});

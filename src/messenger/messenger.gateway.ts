@@ -86,6 +86,8 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
       return conn.refuse(new FrameError(ErrorCode.TooManyAttempts, 'Too many connections from your address; slow down', CloseCode.TooManyAttempts));
     }
     this.connections.add(conn);
+    // The seed's line, at debug: a busy server accepts thousands of sockets a second.
+    if (Logger.isLevelEnabled('debug')) this.logger.debug(`New connection ${conn.remote} on *:${this.options.port}! Waiting for ID...`);
     conn.identifyTimer = setTimeout(() => {
       if (conn.state === 'new') this.refuseConn(conn, new FrameError(ErrorCode.IdentifyTimeout, `No identify within ${this.options.identifyTimeoutMs} ms`, CloseCode.IdentifyTimeout));
     }, this.options.identifyTimeoutMs);
@@ -149,6 +151,7 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
     const channel = queueKeys.userChannel(id);
     const { owed: queued, dropped } = attached;
     conn.send('ready', dropped > 0 ? { id, channel, queued, dropped } : { id, channel, queued });
+    this.logger.debug(`You're subscribed to ${channel}!`);
     if (dropped > 0) this.logger.warn(`${id}: ${dropped} messages were dropped (queue cap) or expired (queue TTL) since the last identify`);
     if (queued > 0) this.logger.log(`${channel} has ${queued} messages enqueued, purging!`);
     await this.delivery.pump(conn);
