@@ -217,12 +217,29 @@ function httpOk(port) {
   });
 }
 
+/** GET http://127.0.0.1:<port><path>: { status, body }, or null on error or after timeoutMs. */
+function httpGet(port, urlPath, timeoutMs = 2000) {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, timeout: timeoutMs, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => {
+        if (body.length < 4e6) body += d; // bounded: /metrics is a few KB
+      });
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+      res.on('error', () => resolve(null));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(null));
+  });
+}
+
 /**
  * Starts a server under test: 'redmessenger' (the dist/ snapshot) or 'baseline'.
  * Resolves once GET /health answers 200 (RedMessenger answers only after it
  * subscribed and took the router lease; the baseline listens only once subscribed).
  */
-async function startServer(kind, redisUrl, { maxInflight = 1000, profileFile } = {}) {
+async function startServer(kind, redisUrl, { maxInflight = 1000, profileFile, instanceId } = {}) {
   const port = await freePort();
   const env = {
     ...process.env,
@@ -232,6 +249,8 @@ async function startServer(kind, redisUrl, { maxInflight = 1000, profileFile } =
     MAX_INFLIGHT: String(maxInflight),
     AUTH_MODE: 'none',
   };
+  // Several servers on one Redis must not share an id (the server's default derives it from PORT).
+  if (instanceId) env.INSTANCE_ID = instanceId;
   let args;
   if (kind === 'redmessenger') {
     const dir = await distSnapshot();
@@ -273,5 +292,5 @@ async function startServer(kind, redisUrl, { maxInflight = 1000, profileFile } =
 
 module.exports = {
   ROOT, CLK_TCK, machineTicks, sleep, killAll, track, freePort, cpuMs, rssKb, cpuSnapshot, cpuDelta,
-  launchRedis, startRedis, startServer, fileStamps, distSnapshot,
+  launchRedis, startRedis, startServer, fileStamps, distSnapshot, httpGet,
 };

@@ -5,20 +5,65 @@
 const fs = require('node:fs');
 const { connectPublisher } = require('./publisher');
 const { Pool, Tracker, payload } = require('./clients');
-const { sleep, cpuMs, cpuSnapshot, cpuDelta, rssKb, startServer } = require('./procs');
+const { sleep, cpuMs, cpuSnapshot, cpuDelta, rssKb, startServer, httpGet } = require('./procs');
 
 const range = (n, prefix) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
-/** What arrived and what went wrong, the same figures for every scenario. */
-const outcome = (tracker, pool) => ({
-  delivered: tracker.unique,
-  lost: tracker.lost,
-  duplicated: tracker.duplicated,
-  outOfOrder: tracker.outOfOrder,
-  malformed: pool.malformed,
-  errors: pool.errors.slice(0, 5),
-  errorCount: pool.errors.length,
-});
+/** What arrived and what went wrong, the same figures for every scenario (one pool or several). */
+const outcome = (tracker, pool) => {
+  const pools = [].concat(pool);
+  const errors = pools.flatMap((p) => p.errors);
+  return {
+    delivered: tracker.unique,
+    lost: tracker.lost,
+    duplicated: tracker.duplicated,
+    outOfOrder: tracker.outOfOrder,
+    malformed: pools.reduce((a, p) => a + p.malformed, 0),
+    errors: errors.slice(0, 5),
+    errorCount: errors.length,
+  };
+};
+
+/** Rejects after ms, so a phase that hangs fails its measurement instead of stalling the bench. */
+function withDeadline(promise, ms, what) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+/** Redis's own CPU time in ms, as it reports it (INFO cpu: used_cpu_sys + used_cpu_user). */
+async function redisInfoCpuMs(admin) {
+  const info = await withDeadline(admin.info('cpu'), 5000, 'INFO cpu');
+  const field = (name) => Number((new RegExp(`^${name}:([0-9.]+)`, 'm').exec(info) || [])[1]);
+  return (field('used_cpu_sys') + field('used_cpu_user')) * 1000;
+}
+
+/** The sum of every series of a Prometheus metric in /metrics text; absent counts as 0. */
+function metricSum(text, name) {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    let rest = line.slice(name.length);
+    if (rest[0] === '{') rest = rest.slice(rest.lastIndexOf('}') + 1);
+    else if (rest[0] !== ' ') continue; // another metric whose name starts the same
+    const v = Number(rest.trim().split(/\s+/)[0]);
+    if (Number.isFinite(v)) sum += v;
+  }
+  return sum;
+}
+
+/** Each server's redmessenger_messages_routed_total, read from its GET /metrics. */
+async function routedCounts(servers) {
+  return Promise.all(
+    servers.map(async (s) => {
+      const res = await httpGet(s.port, '/metrics', 5000);
+      if (!res || res.status !== 200) throw new Error(`${s.instanceId}: GET /metrics answered ${res ? res.status : 'nothing'}`);
+      return metricSum(res.body, 'redmessenger_messages_routed_total');
+    }),
+  );
+}
 
 
 /**
@@ -94,18 +139,27 @@ function profiler(server, file) {
   };
 }
 
-async function withServer(ctx, kind, opts, fn) {
+/** n fresh servers of one kind on an emptied Redis (distinct INSTANCE_IDs when several); the first is profiled. */
+async function withServers(ctx, kind, n, opts, fn) {
   await ctx.redis.admin.flushall();
   await ctx.redis.admin.config('RESETSTAT');
-  const profileFile = kind === 'redmessenger' ? ctx.profileFile : undefined;
-  const server = await startServer(kind, ctx.redis.url, { ...opts, profileFile });
-  server.profiler = profiler(server, profileFile);
+  const servers = [];
   try {
-    return await fn(server);
+    for (let i = 0; i < n; i++) {
+      const profileFile = kind === 'redmessenger' && i === 0 ? ctx.profileFile : undefined;
+      const instanceId = n > 1 ? `bench-${i + 1}` : undefined;
+      const server = await startServer(kind, ctx.redis.url, { ...opts, profileFile, instanceId });
+      server.instanceId = instanceId ?? kind;
+      server.profiler = profiler(server, profileFile);
+      servers.push(server);
+    }
+    return await fn(servers);
   } finally {
-    await server.stop();
+    await Promise.all(servers.map((s) => s.stop()));
   }
 }
+
+const withServer = (ctx, kind, opts, fn) => withServers(ctx, kind, 1, opts, ([server]) => fn(server));
 
 /** Waits (at most maxMs) until the server used under 5% of a core over 100 ms: done with what came before. */
 async function settle(pid, maxMs = 3000) {
@@ -120,85 +174,116 @@ async function settle(pid, maxMs = 3000) {
   return false;
 }
 
+/** A warmup round (not counted) to the pools' open clients; then waits for the servers to go quiet. */
+async function warmUp(pub, pools, channels, servers, cfg) {
+  let warm = 0;
+  for (const pool of pools) pool.onMessage = () => warm++;
+  const warmTotal = await publishRoundRobin(pub, channels, cfg.warmupPerUser, { prefix: 'w', window: cfg.window, progress: () => warm });
+  if (!(await until(() => warm >= warmTotal, 20000))) pools[0].errors.push(`warmup: ${warm}/${warmTotal} arrived`);
+  for (const pool of pools) pool.flushAll();
+  await sleep(100);
+  for (const server of servers) await settle(server.pid);
+  for (const pool of pools) {
+    pool.ackFrames = 0;
+    pool.ackedIds = 0;
+  }
+}
+
 /** Opens the clients, runs a warmup round (not counted), returns the pool. */
 async function warmPool(server, pub, cfg) {
   const pool = new Pool(server.url, cfg.ack);
   await pool.open(range(cfg.clients, 'u'));
-  let warm = 0;
-  pool.onMessage = () => warm++;
   const channels = pool.clients.map((c) => c.channel);
-  const warmTotal = await publishRoundRobin(pub, channels, cfg.warmupPerUser, { prefix: 'w', window: cfg.window, progress: () => warm });
-  if (!(await until(() => warm >= warmTotal, 20000))) pool.errors.push(`warmup: ${warm}/${warmTotal} arrived`);
-  pool.flushAll();
-  await sleep(100);
-  await settle(server.pid);
-  pool.ackFrames = 0;
-  pool.ackedIds = 0;
+  await warmUp(pub, [pool], channels, [server], cfg);
   return { pool, channels };
 }
 
-/** 1,000 identified clients; 100,000 messages round-robin, pipelined; acks in batches. */
-async function online(ctx, kind, cfg) {
+/**
+ * The measured phase of online, burst and instances: perUser messages to each
+ * channel round-robin, at most `window` ahead of receipt (Infinity: unpaced,
+ * no waiting on receipts), then the delivery figures. CPU of all the servers is
+ * summed; Redis CPU both from /proc and from its own INFO cpu.
+ */
+async function measurePush(ctx, servers, pub, pools, channels, { perUser, window, deadlineMs }) {
+  const { admin } = ctx.redis;
+  const tracker = new Tracker(pools.flatMap((p) => p.clients), perUser);
+  for (const pool of pools) pool.onMessage = tracker.handler;
+  await admin.config('RESETSTAT');
+  servers[0].profiler.start();
+  const pids = { redis: ctx.redis.pid };
+  servers.forEach((s, i) => (pids[`server${i}`] = s.pid));
+  const redis0 = await redisInfoCpuMs(admin);
+  const s0 = cpuSnapshot(pids);
+  const t0 = performance.now();
+  const progress = window === Infinity ? undefined : () => tracker.unique;
+  const published = await withDeadline(publishRoundRobin(pub, channels, perUser, { window, progress }), deadlineMs, 'publishing');
+  const tPublished = performance.now();
+  const complete = await tracker.done(deadlineMs);
+  for (const pool of pools) pool.flushAll();
+  await sleep(300); // the last acks reach the server
+  const s1 = cpuSnapshot(pids);
+  const redis1 = await redisInfoCpuMs(admin);
+  const stats = parseCommandstats(await withDeadline(admin.info('commandstats'), 5000, 'INFO commandstats'));
+  await servers[0].profiler.stop();
+  const cpu = cpuDelta(s0, s1);
+  // Not the server's: the bench's own PUBLISHes and its CONFIG RESETSTAT (INFO is not counted in its own answer).
+  let redisCommands = 0;
+  for (const [name, { calls }] of Object.entries(stats)) if (!/^(config|info)/.test(name)) redisCommands += calls;
+  redisCommands -= published;
+  const scripts = (stats.evalsha?.calls ?? 0) + (stats.eval?.calls ?? 0);
+  const delivered = tracker.unique;
+  const activeMs = tracker.lastAt - t0;
+  const serverCpuMs = servers.reduce((sum, _, i) => sum + cpu.cpuMs[`server${i}`], 0);
+  const ackFrames = pools.reduce((a, p) => a + p.ackFrames, 0);
+  return {
+    published,
+    complete,
+    ...outcome(tracker, pools),
+    publishErrors: pub.errors,
+    publishMs: tPublished - t0,
+    publishPerSec: published / ((tPublished - t0) / 1000),
+    deliveryMs: activeMs,
+    deliveredPerSec: delivered / (activeMs / 1000),
+    serverCpuMs,
+    serverCpuUsPerMsg: (serverCpuMs * 1000) / delivered,
+    serverCpuPct: (100 * serverCpuMs) / cpu.wallMs,
+    redisCpuUsPerMsg: (cpu.cpuMs.redis * 1000) / delivered,
+    redisInfoCpuUsPerMsg: ((redis1 - redis0) * 1000) / delivered,
+    benchCpuPct: cpu.benchCpuPct,
+    machineBusyPct: cpu.machineBusyPct,
+    otherCpuPct: cpu.otherCpuPct,
+    ackFrames,
+    ackFramesPerMsg: ackFrames / delivered,
+    redisCommands,
+    redisCommandsPerMsg: redisCommands / delivered,
+    redisScriptCallsPerMsg: scripts / delivered,
+    commandstats: Object.fromEntries(Object.entries(stats).map(([k, v]) => [k, v.calls])),
+    redisUsecPerMsg: Object.values(stats).reduce((a, v) => a + v.usec, 0) / delivered,
+  };
+}
+
+/** 1,000 identified clients, 100,000 messages round-robin, pipelined, `window` ahead of receipt at most; acks in batches. */
+function push(ctx, kind, cfg, window) {
   return withServer(ctx, kind, { maxInflight: cfg.maxInflight }, async (server) => {
     const pub = await connectPublisher(ctx.redis.port);
     let pool;
     try {
       const warmed = await warmPool(server, pub, cfg);
       pool = warmed.pool;
-      const tracker = new Tracker(pool.clients, cfg.perUser);
-      pool.onMessage = tracker.handler;
-      await ctx.redis.admin.config('RESETSTAT');
-      server.profiler.start();
-      const pids = { server: server.pid, redis: ctx.redis.pid };
-      const s0 = cpuSnapshot(pids);
-      const t0 = performance.now();
-      const published = await publishRoundRobin(pub, warmed.channels, cfg.perUser, { window: cfg.window, progress: () => tracker.unique });
-      const tPublished = performance.now();
-      const complete = await tracker.done(cfg.deadlineMs);
-      pool.flushAll();
-      await sleep(300); // the last acks reach the server
-      const s1 = cpuSnapshot(pids);
-      const stats = parseCommandstats(await ctx.redis.admin.info('commandstats'));
-      await server.profiler.stop();
-      const cpu = cpuDelta(s0, s1);
-      // Not the server's: the bench's own PUBLISHes and its CONFIG RESETSTAT (INFO is not counted in its own answer).
-      let redisCommands = 0;
-      for (const [name, { calls }] of Object.entries(stats)) if (!/^(config|info)/.test(name)) redisCommands += calls;
-      redisCommands -= published;
-      const scripts = (stats.evalsha?.calls ?? 0) + (stats.eval?.calls ?? 0);
-      const delivered = tracker.unique;
-      const activeMs = tracker.lastAt - t0;
-      return {
-        clients: cfg.clients,
-        published,
-        complete,
-        ...outcome(tracker, pool),
-        publishErrors: pub.errors,
-        publishMs: tPublished - t0,
-        deliveryMs: activeMs,
-        deliveredPerSec: delivered / (activeMs / 1000),
-        serverCpuMs: cpu.cpuMs.server,
-        serverCpuUsPerMsg: (cpu.cpuMs.server * 1000) / delivered,
-        serverCpuPct: (100 * cpu.cpuMs.server) / cpu.wallMs,
-        redisCpuUsPerMsg: (cpu.cpuMs.redis * 1000) / delivered,
-        benchCpuPct: cpu.benchCpuPct,
-        machineBusyPct: cpu.machineBusyPct,
-        otherCpuPct: cpu.otherCpuPct,
-        ackFrames: pool.ackFrames,
-        ackFramesPerMsg: pool.ackFrames / delivered,
-        redisCommands,
-        redisCommandsPerMsg: redisCommands / delivered,
-        redisScriptCallsPerMsg: scripts / delivered,
-        commandstats: Object.fromEntries(Object.entries(stats).map(([k, v]) => [k, v.calls])),
-        redisUsecPerMsg: Object.values(stats).reduce((a, v) => a + v.usec, 0) / delivered,
-        rssKbAfter: rssKb(server.pid),
-      };
+      const r = await measurePush(ctx, [server], pub, [pool], warmed.channels, { perUser: cfg.perUser, window, deadlineMs: cfg.deadlineMs });
+      return { clients: cfg.clients, window, ...r, rssKbAfter: rssKb(server.pid) };
     } finally {
       if (pool) await pool.close();
       pub.close();
     }
   });
 }
+
+/** Windowed: the publisher stays at most cfg.window messages ahead of receipt. */
+const online = (ctx, kind, cfg) => push(ctx, kind, cfg, cfg.window);
+
+/** Unpaced: published as fast as Redis answers the pipelined chunks, never waiting on receipts. */
+const burst = (ctx, kind, cfg) => push(ctx, kind, cfg, Infinity);
 
 /** The online setup at a paced rate: publish-to-receipt latency. */
 async function latency(ctx, kind, cfg) {
@@ -381,4 +466,56 @@ async function idle(ctx, kind, cfg) {
   });
 }
 
-module.exports = { online, latency, drain, idle, parseCommandstats };
+/**
+ * N servers on one Redis, clientsPerInstance distinct users connected to each;
+ * the online publisher round-robin over all of them. How the routing is shared
+ * comes from each instance's redmessenger_messages_routed_total. The baseline
+ * has no instances.
+ */
+async function instances(ctx, kind, cfg) {
+  if (kind === 'baseline') return { na: true };
+  const n = cfg.instances;
+  return withServers(ctx, kind, n, { maxInflight: cfg.maxInflight }, async (servers) => {
+    // Every instance answers /metrics, then a few seconds so that routing settles (leases, joins).
+    for (const s of servers) {
+      if (!(await until(async () => (await httpGet(s.port, '/metrics', 1000))?.status === 200, 10000, 100))) {
+        throw new Error(`${s.instanceId}: GET /metrics did not answer 200 within 10 s`);
+      }
+    }
+    await sleep(cfg.settleMs);
+    const pub = await connectPublisher(ctx.redis.port);
+    const pools = [];
+    try {
+      for (let k = 0; k < n; k++) {
+        const pool = new Pool(servers[k].url, cfg.ack);
+        pools.push(pool);
+        await pool.open(range(cfg.clientsPerInstance, `i${k}-u`));
+      }
+      // Interleaved, so every chunk of the publisher reaches users of every instance.
+      const channels = [];
+      for (let j = 0; j < cfg.clientsPerInstance; j++) for (const pool of pools) channels.push(pool.clients[j].channel);
+      await warmUp(pub, pools, channels, servers, cfg);
+      const before = await routedCounts(servers);
+      const r = await measurePush(ctx, servers, pub, pools, channels, { perUser: cfg.perUser, window: cfg.window, deadlineMs: cfg.deadlineMs });
+      const after = await routedCounts(servers);
+      const routed = after.map((a, i) => a - before[i]);
+      const sum = routed.reduce((a, b) => a + b, 0);
+      const shares = sum > 0 ? routed.map((x) => x / sum) : undefined;
+      return {
+        instances: n,
+        clientsPerInstance: cfg.clientsPerInstance,
+        ...r,
+        routed,
+        routedShares: shares,
+        // The worst instance's distance from an even share, in % of 1/N.
+        routedShareMaxDevPct: shares ? Math.max(...shares.map((x) => Math.abs(x - 1 / n) * n * 100)) : undefined,
+        rssKbAfter: servers.map((s) => rssKb(s.pid)),
+      };
+    } finally {
+      for (const pool of pools) await pool.close();
+      pub.close();
+    }
+  });
+}
+
+module.exports = { online, burst, latency, drain, idle, instances, parseCommandstats, metricSum };
