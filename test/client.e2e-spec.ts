@@ -24,18 +24,20 @@ const FAST = { initialDelayMs: 50, maxDelayMs: 500, busyDelayMs: 500, shutdownDe
 /** `ws`, recording every socket it opens and every message frame those sockets receive. */
 function recordingWebSocket() {
   const sockets: WebSocket[] = [];
+  const openedAt: number[] = [];
   const messageIds: string[] = [];
   class Recording extends WebSocket {
     constructor(url: string) {
       super(url);
       sockets.push(this);
+      openedAt.push(Date.now());
       this.on('message', (raw) => {
         const frame = JSON.parse(raw.toString());
         if (frame.event === 'message') messageIds.push(frame.data.id);
       });
     }
   }
-  return { WebSocket: Recording, sockets, messageIds };
+  return { WebSocket: Recording, sockets, openedAt, messageIds };
 }
 
 /** A client with everything it reports recorded. */
@@ -224,6 +226,33 @@ describe('client SDK: stops where reconnecting cannot help', () => {
     await publish(id, ['to the newer one']);
     await waitFor(() => newer.handled.length === 1, 10_000, 'the newer client to get the message');
     expect(older.handled).toEqual([]);
+  });
+});
+
+describe('client SDK while Redis is down', () => {
+  it('1013 (identify while Redis is down): backs off at least busyDelayMs per retry, and gets ready once Redis is back', async () => {
+    const own = await startRedis({ restartable: true });
+    try {
+      const server = await startServer({ REDIS_URL: own.url, LOG_LEVEL: 'log' });
+      servers.push(server);
+      await own.stop();
+      const c = newClient({ url: server.wsUrl, id: uniqueId('sdk') });
+      const connected = c.client.connect();
+      await waitFor(() => c.wire.sockets.length >= 3, 20_000, 'three identify attempts');
+      expect(c.errors.slice(0, 2)).toEqual([
+        expect.objectContaining({ code: 'UNAVAILABLE', closeCode: 1013, fatal: false }),
+        expect.objectContaining({ code: 'UNAVAILABLE', closeCode: 1013, fatal: false }),
+      ]);
+      expect(c.client.state).toBe('reconnecting');
+      // setTimeout never fires early: each retry came at least busyDelayMs after the previous socket.
+      for (let i = 1; i < 3; i++) expect(c.wire.openedAt[i] - c.wire.openedAt[i - 1]).toBeGreaterThanOrEqual(FAST.busyDelayMs);
+
+      await own.start();
+      await within(connected, 30_000, 'connect() once Redis is back');
+      expect(c.client.state).toBe('ready');
+    } finally {
+      await own.close();
+    }
   });
 });
 
