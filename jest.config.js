@@ -1,5 +1,6 @@
-// Two projects: unit specs beside the code (src/**/*.spec.ts) and e2e specs that
-// start real redis-server and server processes (test/**/*.e2e-spec.ts).
+// Two projects: unit specs beside the code (src/**/*.spec.ts, and the client SDK's
+// client/src/**/*.spec.ts) and e2e specs that start real redis-server and server
+// processes (test/**/*.e2e-spec.ts).
 // Type-checking is the build's job (`npm run build` runs first); tests only transpile.
 const tsJest = ['ts-jest', { tsconfig: 'tsconfig.json', transpilation: true }];
 
@@ -10,7 +11,7 @@ module.exports = {
       displayName: 'unit',
       testEnvironment: 'node',
       rootDir: '.',
-      testMatch: ['<rootDir>/src/**/*.spec.ts'],
+      testMatch: ['<rootDir>/src/**/*.spec.ts', '<rootDir>/client/src/**/*.spec.ts'],
       transform: { '^.+\\.ts$': tsJest },
     },
     {

@@ -1,8 +1,9 @@
 import { Module } from '@nestjs/common';
-import { ConfigModule, ConfigService } from '@nestjs/config';
+import { ConditionalModule, ConfigModule, ConfigService } from '@nestjs/config';
 import { join } from 'node:path';
 import { ENVIRONMENT_KEYS, validateEnvironment, type Environment } from './config/environment';
 import { optionsFromEnvironment } from './config/messenger-options';
+import { DemoModule } from './demo/demo.module';
 import { RedMessengerModule } from './redmessenger.module';
 
 /** Where environment files are read from: `config/.env.<NODE_ENV>`, then `config/.env`; the process environment wins. */
@@ -22,6 +23,8 @@ const configDir = join(__dirname, '..', 'config');
       useFactory: (config: ConfigService) =>
         optionsFromEnvironment(Object.fromEntries(ENVIRONMENT_KEYS.map((key) => [key, config.get(key)])) as unknown as Environment),
     }),
+    // Evaluated once the env files are loaded; validation has turned DEMO into "true" or "false".
+    ConditionalModule.registerWhen(DemoModule, (env) => env.DEMO === 'true', { debug: false }),
   ],
 })
 export class AppModule {}

@@ -32,12 +32,20 @@ describe('validateEnvironment', () => {
     ['WS_PATH', 'ws'],
     ['LOG_LEVEL', 'loud'],
     ['IDENTIFY_TIMEOUT_MS', '1.5'],
+    ['DEMO', 'yes'],
   ])('refuses %s=%s with a message naming the variable, not its value', (name, value) => {
     const run = () => validateEnvironment({ [name]: value });
 
     expect(run).toThrow(ConfigError);
     expect(run).toThrow(new RegExp(name));
     expect(() => run()).not.toThrow(new RegExp(`\\b${value}\\b.*must`));
+  });
+
+  it('reads DEMO as true or false, off by default, and never in production', () => {
+    expect(validateEnvironment({}).DEMO).toBe(false);
+    expect(validateEnvironment({ DEMO: 'true' }).DEMO).toBe(true);
+    expect(validateEnvironment({ DEMO: 'false' }).DEMO).toBe(false);
+    expect(() => validateEnvironment({ NODE_ENV: 'production', AUTH_MODE: 'none', DEMO: 'true' })).toThrow(/DEMO must not be true when NODE_ENV=production/);
   });
 
   it('requires AUTH_MODE in production, an empty value counting as unset', () => {

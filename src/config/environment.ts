@@ -1,5 +1,6 @@
 import { plainToInstance } from 'class-transformer';
 import {
+  IsBoolean,
   IsIn,
   IsInt,
   IsOptional,
@@ -117,6 +118,10 @@ export class Environment {
 
   @IsInt() @Min(0) @Max(3600)
   AUTH_CLOCK_SKEW_S = 5;
+
+  /** Serves the demo page at /demo and its POST /demo/messages (anyone may publish to anyone: never in production). */
+  @IsBoolean({ message: 'DEMO must be true or false' })
+  DEMO = false;
 }
 
 export class ConfigError extends Error {
@@ -140,9 +145,19 @@ export const ENVIRONMENT_KEYS = [
   'AUTH_JWT_AUDIENCE',
 ] as Array<keyof Environment>;
 
-const INTEGER_SETTINGS = Object.entries(new Environment())
-  .filter(([, value]) => typeof value === 'number')
-  .map(([key]) => key);
+const settingsOfType = (type: string) =>
+  Object.entries(new Environment())
+    .filter(([, value]) => typeof value === type)
+    .map(([key]) => key);
+const INTEGER_SETTINGS = settingsOfType('number');
+const BOOLEAN_SETTINGS = settingsOfType('boolean');
+
+function fromText(key: string, value: unknown): unknown {
+  const text = String(value);
+  if (INTEGER_SETTINGS.includes(key) && /^-?\d+$/.test(text)) return Number(value);
+  if (BOOLEAN_SETTINGS.includes(key) && (text === 'true' || text === 'false')) return text === 'true';
+  return value;
+}
 
 /**
  * Checks the environment at start. An empty value counts as unset; messages name
@@ -153,11 +168,14 @@ export function validateEnvironment(raw: Record<string, unknown>): Environment {
   for (const key of ENVIRONMENT_KEYS) {
     const value = raw[key];
     if (value === undefined || value === '') continue;
-    input[key] = INTEGER_SETTINGS.includes(key) && /^-?\d+$/.test(String(value)) ? Number(value) : value;
+    input[key] = fromText(key, value);
   }
   const problems: string[] = [];
   if (input.NODE_ENV === 'production' && input.AUTH_MODE === undefined) {
     problems.push('AUTH_MODE must be set explicitly when NODE_ENV=production (none, key or jwt)');
+  }
+  if (input.NODE_ENV === 'production' && input.DEMO === true) {
+    problems.push('DEMO must not be true when NODE_ENV=production (its POST /demo/messages lets anyone publish to any user)');
   }
   const env = plainToInstance(Environment, input);
   for (const error of validateSync(env, { skipMissingProperties: false })) {
