@@ -1,5 +1,6 @@
 import { plainToInstance } from 'class-transformer';
 import {
+  IsBoolean,
   IsIn,
   IsInt,
   IsOptional,
@@ -33,6 +34,17 @@ export class Environment {
 
   @IsOptional() @Matches(/^[A-Za-z0-9.:\-\[\]]{1,255}$/, { message: 'HOST must be a host name or an IP address' })
   HOST?: string;
+
+  /** When set, /metrics, /docs and admin routes are served on this port only (see src/http/internal-port.ts). */
+  @IsOptional()
+  @IsInt({ message: 'INTERNAL_PORT must be an integer port (1-65535)' })
+  @Min(1, { message: 'INTERNAL_PORT must be an integer port (1-65535)' })
+  @Max(65535, { message: 'INTERNAL_PORT must be an integer port (1-65535)' })
+  INTERNAL_PORT?: number;
+
+  /** Swagger UI at /docs and the OpenAPI document at /docs-json. */
+  @IsBoolean({ message: 'DOCS must be true or false' })
+  DOCS = true;
 
   @Matches(/^\/[^\s?#]*$/, { message: 'WS_PATH must be a URL path starting with "/"' })
   WS_PATH = '/';
@@ -131,6 +143,7 @@ export const ENVIRONMENT_KEYS = [
   ...Object.keys(new Environment()),
   'NODE_ENV',
   'HOST',
+  'INTERNAL_PORT',
   'AUTH_JWT_SECRET',
   'AUTH_JWT_PUBLIC_KEY',
   'INSTANCE_ID',
@@ -140,9 +153,24 @@ export const ENVIRONMENT_KEYS = [
   'AUTH_JWT_AUDIENCE',
 ] as Array<keyof Environment>;
 
-const INTEGER_SETTINGS = Object.entries(new Environment())
-  .filter(([, value]) => typeof value === 'number')
+const INTEGER_SETTINGS = [
+  ...Object.entries(new Environment())
+    .filter(([, value]) => typeof value === 'number')
+    .map(([key]) => key),
+  'INTERNAL_PORT', // optional, so it has no default to tell its type by
+];
+
+const BOOLEAN_SETTINGS = Object.entries(new Environment())
+  .filter(([, value]) => typeof value === 'boolean')
   .map(([key]) => key);
+
+/** Environment text to the setting's type; anything else is left as given, for the validator to refuse. */
+function parseValue(key: string, value: unknown): unknown {
+  const text = String(value);
+  if (INTEGER_SETTINGS.includes(key) && /^-?\d+$/.test(text)) return Number(value);
+  if (BOOLEAN_SETTINGS.includes(key) && /^(true|false)$/i.test(text)) return text.toLowerCase() === 'true';
+  return value;
+}
 
 /**
  * Checks the environment at start. An empty value counts as unset; messages name
@@ -153,11 +181,15 @@ export function validateEnvironment(raw: Record<string, unknown>): Environment {
   for (const key of ENVIRONMENT_KEYS) {
     const value = raw[key];
     if (value === undefined || value === '') continue;
-    input[key] = INTEGER_SETTINGS.includes(key) && /^-?\d+$/.test(String(value)) ? Number(value) : value;
+    input[key] = parseValue(key, value);
   }
   const problems: string[] = [];
   if (input.NODE_ENV === 'production' && input.AUTH_MODE === undefined) {
     problems.push('AUTH_MODE must be set explicitly when NODE_ENV=production (none, key or jwt)');
+  }
+  // Both on one port would make the internal routes public again.
+  if (input.INTERNAL_PORT !== undefined && input.INTERNAL_PORT === (input.PORT ?? new Environment().PORT)) {
+    problems.push('INTERNAL_PORT must differ from PORT');
   }
   const env = plainToInstance(Environment, input);
   for (const error of validateSync(env, { skipMissingProperties: false })) {
