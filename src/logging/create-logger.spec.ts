@@ -82,7 +82,6 @@ describe('createLogger', () => {
 
     const { stdout } = capture(() => logger.log('hello', 'Ctx'));
 
-    // eslint-disable-next-line no-control-regex
     expect(stdout.replace(/\u001b\[[0-9;]*m/g, '')).toMatch(/LOG \[Ctx\] hello\n$/);
   });
 });
