@@ -7,3 +7,4 @@ export { MESSENGER_OPTIONS, InjectMessengerOptions, type MessengerOptions } from
 export { REDIS_CLIENT, REDIS_SUBSCRIBER, InjectRedis, InjectRedisSubscriber } from './redis/redis.constants';
 export { CloseCode, ErrorCode } from './messenger/frame-error';
 export { isValidId, queueKeys } from './queue/queue-keys';
+export { separateInternalRoutes, listenInternal, isInternalPath, INTERNAL_PATH_PREFIXES } from './http/internal-port';

@@ -4,6 +4,8 @@ import { NestFactory } from '@nestjs/core';
 import { AppModule } from './app.module';
 import { LOG_LEVELS } from './config/environment';
 import { MESSENGER_OPTIONS, type MessengerOptions } from './config/messenger-options';
+import { useDocs } from './docs/openapi';
+import { listenInternal, separateInternalRoutes } from './http/internal-port';
 import { useLogger } from './logging/create-logger';
 import { useRedMessengerAdapter } from './messenger/use-adapter';
 
@@ -15,6 +17,9 @@ async function bootstrap(): Promise<void> {
   const options = app.get<MessengerOptions>(MESSENGER_OPTIONS);
   useLogger(app, options.logFormat, levelsFrom(options.logLevel));
   useRedMessengerAdapter(app);
+  // The split goes first: its middleware must run before every route, the docs' included.
+  if (options.internalPort !== undefined) separateInternalRoutes(app);
+  if (options.docs) useDocs(app);
   const logger = new Logger('RedMessenger');
 
   // SIGTERM / SIGINT: Nest's shutdown hooks return owed messages and close sockets with 1001;
@@ -27,7 +32,7 @@ async function bootstrap(): Promise<void> {
         process.exit(1);
       }, options.shutdownTimeoutMs).unref();
       app.close().then(
-        () => process.exit(0),
+        () => process.exit(0), // the internal port's server (if any) ends with the process
         (error: Error) => {
           logger.error(`Shutdown failed: ${error.message}`);
           process.exit(1);
@@ -39,6 +44,10 @@ async function bootstrap(): Promise<void> {
   if (options.host) await app.listen(options.port, options.host);
   else await app.listen(options.port);
   logger.log(`RedMessenger listening on ${options.host ?? 'all interfaces'}, port ${options.port} (WebSocket path ${options.wsPath}, instance ${options.instanceId})`);
+  if (options.internalPort !== undefined) {
+    await listenInternal(app, options.internalPort, options.host);
+    logger.log(`Internal routes (/metrics, /docs, admin) on port ${options.internalPort} only`);
+  }
 }
 
 bootstrap().catch((error: Error) => {

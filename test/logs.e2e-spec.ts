@@ -26,7 +26,7 @@ describe('logs', () => {
     await redis?.close();
   });
 
-  it('LOG_FORMAT=json: every line is a JSON object with time, level, context and msg; payloads never appear', async () => {
+  it('LOG_FORMAT=json: every line is a JSON object with level, pid, timestamp and message (Nest ConsoleLogger); payloads never appear', async () => {
     const id = uniqueId();
     const secret = `payload-${uniqueId('secret')}`;
     await publisher.publish(`rm.users.${id}`, `${secret}-queued`);
@@ -42,9 +42,13 @@ describe('logs', () => {
     const lines = server.logs().split('\n').filter((line) => line.trim() !== '');
     const entries = lines.map((line) => JSON.parse(line));
     for (const entry of entries) {
-      expect(entry).toEqual(expect.objectContaining({ time: expect.any(String), level: expect.any(String), msg: expect.any(String) }));
+      expect(entry).toEqual(
+        expect.objectContaining({ level: expect.any(String), pid: expect.any(Number), timestamp: expect.any(Number), message: expect.any(String) }),
+      );
     }
-    const messages = entries.map((entry) => entry.msg as string);
+    // Lines of the services name their context.
+    expect(entries.find((entry) => String(entry.message).startsWith('Assigning id'))).toHaveProperty('context', expect.any(String));
+    const messages = entries.map((entry) => entry.message as string);
     expect(messages).toEqual(
       expect.arrayContaining([
         `New message from channel rm.users.${id}`,

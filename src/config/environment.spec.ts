@@ -33,6 +33,10 @@ describe('validateEnvironment', () => {
     ['LOG_LEVEL', 'loud'],
     ['IDENTIFY_TIMEOUT_MS', '1.5'],
     ['DEMO', 'yes'],
+    ['INTERNAL_PORT', 'ninety'],
+    ['INTERNAL_PORT', '0'],
+    ['INTERNAL_PORT', '70000'],
+    ['DOCS', 'maybe'],
   ])('refuses %s=%s with a message naming the variable, not its value', (name, value) => {
     const run = () => validateEnvironment({ [name]: value });
 
@@ -64,5 +68,18 @@ describe('validateEnvironment', () => {
       expect((error as Error).message).not.toContain(short);
     }
     expect(validateEnvironment({ AUTH_MODE: 'jwt', AUTH_JWT_SECRET: 'x'.repeat(32) }).AUTH_MODE).toBe('jwt');
+  });
+
+  it('reads INTERNAL_PORT (unset by default) and DOCS (on by default)', () => {
+    expect(validateEnvironment({})).toMatchObject({ DOCS: true });
+    expect(validateEnvironment({}).INTERNAL_PORT).toBeUndefined();
+    expect(validateEnvironment({ INTERNAL_PORT: '9090', DOCS: 'false' })).toMatchObject({ INTERNAL_PORT: 9090, DOCS: false });
+    expect(validateEnvironment({ DOCS: 'TRUE' }).DOCS).toBe(true);
+  });
+
+  it('refuses an INTERNAL_PORT equal to PORT, the default PORT included', () => {
+    expect(() => validateEnvironment({ PORT: '9000', INTERNAL_PORT: '9000' })).toThrow(/INTERNAL_PORT must differ from PORT/);
+    expect(() => validateEnvironment({ INTERNAL_PORT: '8080' })).toThrow(/INTERNAL_PORT must differ from PORT/);
+    expect(validateEnvironment({ PORT: '9000', INTERNAL_PORT: '8080' }).INTERNAL_PORT).toBe(8080);
   });
 });

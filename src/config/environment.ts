@@ -35,6 +35,17 @@ export class Environment {
   @IsOptional() @Matches(/^[A-Za-z0-9.:\-\[\]]{1,255}$/, { message: 'HOST must be a host name or an IP address' })
   HOST?: string;
 
+  /** When set, /metrics, /docs and admin routes are served on this port only (see src/http/internal-port.ts). */
+  @IsOptional()
+  @IsInt({ message: 'INTERNAL_PORT must be an integer port (1-65535)' })
+  @Min(1, { message: 'INTERNAL_PORT must be an integer port (1-65535)' })
+  @Max(65535, { message: 'INTERNAL_PORT must be an integer port (1-65535)' })
+  INTERNAL_PORT?: number;
+
+  /** Swagger UI at /docs and the OpenAPI document at /docs-json. */
+  @IsBoolean({ message: 'DOCS must be true or false' })
+  DOCS = true;
+
   @Matches(/^\/[^\s?#]*$/, { message: 'WS_PATH must be a URL path starting with "/"' })
   WS_PATH = '/';
 
@@ -136,6 +147,7 @@ export const ENVIRONMENT_KEYS = [
   ...Object.keys(new Environment()),
   'NODE_ENV',
   'HOST',
+  'INTERNAL_PORT',
   'AUTH_JWT_SECRET',
   'AUTH_JWT_PUBLIC_KEY',
   'INSTANCE_ID',
@@ -145,17 +157,22 @@ export const ENVIRONMENT_KEYS = [
   'AUTH_JWT_AUDIENCE',
 ] as Array<keyof Environment>;
 
-const settingsOfType = (type: string) =>
-  Object.entries(new Environment())
-    .filter(([, value]) => typeof value === type)
-    .map(([key]) => key);
-const INTEGER_SETTINGS = settingsOfType('number');
-const BOOLEAN_SETTINGS = settingsOfType('boolean');
+const INTEGER_SETTINGS = [
+  ...Object.entries(new Environment())
+    .filter(([, value]) => typeof value === 'number')
+    .map(([key]) => key),
+  'INTERNAL_PORT', // optional, so it has no default to tell its type by
+];
 
-function fromText(key: string, value: unknown): unknown {
+const BOOLEAN_SETTINGS = Object.entries(new Environment())
+  .filter(([, value]) => typeof value === 'boolean')
+  .map(([key]) => key);
+
+/** Environment text to the setting's type; anything else is left as given, for the validator to refuse. */
+function parseValue(key: string, value: unknown): unknown {
   const text = String(value);
   if (INTEGER_SETTINGS.includes(key) && /^-?\d+$/.test(text)) return Number(value);
-  if (BOOLEAN_SETTINGS.includes(key) && (text === 'true' || text === 'false')) return text === 'true';
+  if (BOOLEAN_SETTINGS.includes(key) && /^(true|false)$/i.test(text)) return text.toLowerCase() === 'true';
   return value;
 }
 
@@ -168,7 +185,7 @@ export function validateEnvironment(raw: Record<string, unknown>): Environment {
   for (const key of ENVIRONMENT_KEYS) {
     const value = raw[key];
     if (value === undefined || value === '') continue;
-    input[key] = fromText(key, value);
+    input[key] = parseValue(key, value);
   }
   const problems: string[] = [];
   if (input.NODE_ENV === 'production' && input.AUTH_MODE === undefined) {
@@ -176,6 +193,10 @@ export function validateEnvironment(raw: Record<string, unknown>): Environment {
   }
   if (input.NODE_ENV === 'production' && input.DEMO === true) {
     problems.push('DEMO must not be true when NODE_ENV=production (its POST /demo/messages lets anyone publish to any user)');
+  }
+  // Both on one port would make the internal routes public again.
+  if (input.INTERNAL_PORT !== undefined && input.INTERNAL_PORT === (input.PORT ?? new Environment().PORT)) {
+    problems.push('INTERNAL_PORT must differ from PORT');
   }
   const env = plainToInstance(Environment, input);
   for (const error of validateSync(env, { skipMissingProperties: false })) {

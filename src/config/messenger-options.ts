@@ -8,6 +8,13 @@ export interface MessengerOptions {
   port: number;
   /** Interface to listen on; undefined listens on all of them. */
   host?: string;
+  /**
+   * The standalone server's second port for /metrics, /docs and admin routes
+   * (undefined: everything on `port`). Host applications call useInternalPort themselves.
+   */
+  internalPort?: number;
+  /** The standalone server serves Swagger UI at /docs and the document at /docs-json. */
+  docs: boolean;
   wsPath: string;
   maxFrameBytes: number;
   redisUrl: string;
@@ -59,6 +66,8 @@ export function optionsFromEnvironment(env: Environment): MessengerOptions {
   return {
     port: env.PORT,
     host: env.HOST,
+    internalPort: env.INTERNAL_PORT,
+    docs: env.DOCS,
     wsPath: env.WS_PATH,
     maxFrameBytes: env.MAX_FRAME_BYTES,
     redisUrl: env.REDIS_URL,

@@ -1,13 +1,17 @@
 import { ConsoleLogger, Logger, type INestApplicationContext, type LoggerService, type LogLevel } from '@nestjs/common';
-import { JsonLogger } from './json-logger';
 
-/** `LOG_FORMAT`: readable lines (Nest's ConsoleLogger) or one JSON object per line. */
+/** `LOG_FORMAT`: readable lines, or one JSON object per line; both are Nest's ConsoleLogger. */
 export const LOG_FORMATS = ['text', 'json'] as const;
 export type LogFormat = (typeof LOG_FORMATS)[number];
 
-/** The logger for a format, printing the given levels. */
+/**
+ * The logger for a format, printing the given levels. `json` is ConsoleLogger's
+ * own JSON mode: `{"level","pid","timestamp","message","context"}` (plus `stack`
+ * for errors), one object per line through JSON.stringify (so a message's newlines
+ * stay escaped), colors off; error lines go to stderr, the rest to stdout.
+ */
 export function createLogger(format: LogFormat, levels: LogLevel[]): LoggerService {
-  if (format === 'json') return new JsonLogger({ logLevels: levels });
+  if (format === 'json') return new ConsoleLogger({ json: true, colors: false, compact: true, logLevels: levels });
   return new ConsoleLogger({ logLevels: levels });
 }
 

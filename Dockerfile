@@ -1,0 +1,34 @@
+# RedMessenger server image. Build: docker build -t redmessenger .
+# Run:   docker run -e REDIS_URL=redis://redis:6379 -e AUTH_MODE=none -p 8080:8080 redmessenger
+# (NODE_ENV=production below makes AUTH_MODE mandatory, on purpose.)
+
+# --- build stage: every dependency, compile src/ to dist/ (Lua scripts copied by nest-cli)
+FROM node:20-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+# --ignore-scripts: no dependency needs an install script to build or run (and it skips telemetry postinstalls).
+RUN npm ci --no-audit --no-fund --ignore-scripts
+COPY tsconfig.json tsconfig.build.json nest-cli.json ./
+COPY src ./src
+RUN npm run build
+
+# --- runtime stage: production dependencies only, as the unprivileged "node" user
+FROM node:20-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY package.json package-lock.json ./
+COPY scripts/runtime-package.js ./scripts/
+# Nest is a peer dependency (pinned as a devDependency here): see scripts/runtime-package.js.
+RUN node scripts/runtime-package.js \
+ && npm ci --omit=dev --no-audit --no-fund --ignore-scripts \
+ && npm cache clean --force
+COPY --from=build /app/dist ./dist
+COPY config/.env.example ./config/
+USER node
+EXPOSE 8080
+# Liveness with node itself (the slim image has no curl). Assumes the server listens on
+# 127.0.0.1 too, which it does unless HOST names another interface.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/health/live', { signal: AbortSignal.timeout(3000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+# Exec form: node is PID 1's only process, so SIGTERM reaches it and the graceful shutdown runs.
+CMD ["node", "dist/main.js"]
