@@ -5,6 +5,6 @@ export { useRedMessengerAdapter } from './messenger/use-adapter';
 export { TokenVerifier } from './auth/token-verifier';
 export { MESSENGER_OPTIONS, InjectMessengerOptions, type MessengerOptions } from './config/messenger-options';
 export { REDIS_CLIENT, REDIS_SUBSCRIBER, InjectRedis, InjectRedisSubscriber } from './redis/redis.constants';
-export { CloseCode, ErrorCode } from './messenger/frame-error';
-export { isValidId, queueKeys } from './queue/queue-keys';
+export { CloseCode, ErrorCode } from './protocol/frame-error';
+export { isValidId, queueKeys, QueueKeys } from './queue/queue-keys';
 export { separateInternalRoutes, listenInternal, isInternalPath, INTERNAL_PATH_PREFIXES } from './http/internal-port';

@@ -1,8 +1,9 @@
 import { ConfigurableModuleBuilder, type Provider, type Type } from '@nestjs/common';
-import type { Redis } from 'ioredis';
 import { TokenVerifier } from './auth/token-verifier';
 import { JwtVerifier, KeyVerifier, OpenVerifier } from './auth/verifiers';
 import { MESSENGER_OPTIONS, type MessengerOptions } from './config/messenger-options';
+import { QueueKeys } from './queue/queue-keys';
+import type { RedisClient } from './redis/lua-scripts';
 import { REDIS_CLIENT } from './redis/redis.constants';
 
 /** What a host application passes to `RedMessengerModule.forRoot(...)`; every field has a default. */
@@ -18,9 +19,9 @@ function tokenVerifierProvider(custom?: Type<TokenVerifier>): Provider {
   if (custom) return { provide: TokenVerifier, useClass: custom };
   return {
     provide: TokenVerifier,
-    inject: [MESSENGER_OPTIONS, REDIS_CLIENT],
-    useFactory: (options: MessengerOptions, redis: Redis): TokenVerifier => {
-      if (options.authMode === 'key') return new KeyVerifier(redis);
+    inject: [MESSENGER_OPTIONS, REDIS_CLIENT, QueueKeys],
+    useFactory: (options: MessengerOptions, redis: RedisClient, keys: QueueKeys): TokenVerifier => {
+      if (options.authMode === 'key') return new KeyVerifier(redis, keys);
       if (options.authMode === 'jwt') return new JwtVerifier(options);
       return new OpenVerifier();
     },

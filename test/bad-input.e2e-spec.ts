@@ -2,6 +2,7 @@
  * Point 6 of the contract: every bad frame gets an `error` frame and, where
  * fatal, its close code; other sockets keep working and nothing queued is lost.
  */
+import { owedCount } from './support/queue-entries';
 import type { Redis } from 'ioredis';
 import { uniqueId } from './support/ids';
 import { startRedis, type TestRedis } from './support/redis';
@@ -87,7 +88,7 @@ describe('bad input', () => {
 
       await expectRefused(client, 'INVALID_ID', 4400);
       // EXISTS, not KEYS: a glob would read '*' and '?' as patterns.
-      expect(await publisher.exists(`rm:users:${id}:messages`, `rm:users:${id}:conns`, `rm:users:${id}:owed`)).toBe(0);
+      expect(await publisher.exists(`rm:users:${id}:messages`, `rm:users:${id}:state`, `rm:users:${id}:owed`)).toBe(0);
     });
 
     it('an id of exactly 128 characters is accepted', async () => {
@@ -154,7 +155,7 @@ describe('bad input', () => {
 
       expect(error.data).toEqual({ code: 'BAD_ACK', message: expect.any(String) });
       expect(client.isOpen).toBe(true);
-      expect(await publisher.zcard(`rm:users:${id}:owed`)).toBe(1);
+      expect(await owedCount(publisher, id)).toBe(1);
     });
   });
 

@@ -10,7 +10,7 @@ import WebSocket from 'ws';
 import { RedMessengerClient, type ClientOptions, type Message, type RedMessengerError, type ReadyInfo, type State } from '../client/src/index';
 import { uniqueId } from './support/ids';
 import { sleep, trackChild } from './support/proc';
-import { leftoverKeys } from './support/queue-entries';
+import { leftoverKeys, owedCount, owedIds } from './support/queue-entries';
 import { startRedis, type TestRedis } from './support/redis';
 import { startServer, type TestServer } from './support/server';
 import { waitFor, within } from './support/wait';
@@ -124,7 +124,7 @@ describe('client SDK on a server', () => {
     for (const m of c.handled) expect(m).toEqual({ id: expect.any(String), channel: `rm.users.${id}`, payload: m.payload, ts: expect.any(Number) });
 
     await waitAllAcked(id);
-    expect(await r.zcard(`rm:users:${id}:owed`)).toBe(0);
+    expect(await owedCount(r, id)).toBe(0);
     c.client.close();
     expect(c.client.state).toBe('closed');
 
@@ -167,7 +167,7 @@ describe('client SDK on a server', () => {
     expect(c.errors[0]).toMatchObject({ code: 'HANDLER', fatal: false, message: expect.stringContaining('not today') });
 
     // a and b acked; bad still owed.
-    await waitFor(async () => (await r.zrange(`rm:users:${id}:owed`, 0, -1)).join() === badId, 10_000, 'only the failed message owed');
+    await waitFor(async () => (await owedIds(r, id)).join() === badId, 10_000, 'only the failed message owed');
 
     await server.restart(); // 1001, then the client comes back on its own
     await waitFor(() => c.handled.length === 3, 20_000, 'the failed message handled after the reconnect');

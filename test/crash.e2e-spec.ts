@@ -9,7 +9,7 @@ import { startRedis, TestRedis } from './support/redis';
 import { startServer, TestServer } from './support/server';
 import { waitFor, within } from './support/wait';
 import { Frame, TestClient } from './support/ws-client';
-import { entryId, entryPayload, leftoverKeys } from './support/queue-entries';
+import { entryId, entryPayload, leftoverKeys, owedCount } from './support/queue-entries';
 
 jest.setTimeout(90_000);
 
@@ -446,7 +446,7 @@ describe('purge interrupted and purge with live traffic', () => {
       await c.messages(100, 10_000); // a full window, unacked: the purge is stalled here
       await publishAll(r, channelOf(user), live);
       // The 200 are stored behind the queue (owed or still queued), not delivered ahead: nothing new arrives yet.
-      const storedCount = async (): Promise<number> => (await r.zcard(`rm:users:${user}:owed`)) + (await r.llen(queueKey(user)));
+      const storedCount = async (): Promise<number> => (await owedCount(r, user)) + (await r.llen(queueKey(user)));
       await waitFor(async () => (await storedCount()) === 2200, 10_000, 'the 200 live messages to be stored');
       expect(messagesOf(c)).toHaveLength(100);
       const got = await receiveAcking(c, 2200, 30_000);

@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { uniqueId } from './support/ids';
-import { leftoverKeys } from './support/queue-entries';
+import { connectionCount, leftoverKeys } from './support/queue-entries';
 import { startRedis, type TestRedis } from './support/redis';
 import { startServer, type TestServer } from './support/server';
 import { waitFor, within } from './support/wait';
@@ -87,7 +87,7 @@ describe('demo page', () => {
 
     // Bob's page closes: his next message waits in Redis.
     await b.close();
-    await waitFor(async () => (await r.hlen(`rm:users:${bob}:conns`)) === 0, 10_000, `${bob} to have no socket`);
+    await waitFor(async () => (await connectionCount(r, bob)) === 0, 10_000, `${bob} to have no socket`);
     await a.fill('#payload', 'while you were away');
     await a.click('#send-button');
     await waitFor(async () => (await r.llen(`rm:users:${bob}:messages`)) === 1, 10_000, `one message queued for ${bob}`);

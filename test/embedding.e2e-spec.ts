@@ -2,6 +2,7 @@
  * RedMessenger as a module inside a host application: the override paths the
  * README promises (a client the host owns, a token check of the host's own).
  */
+import { connectionCount } from './support/queue-entries';
 import { Injectable, type INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import type { Redis } from 'ioredis';
@@ -76,7 +77,7 @@ describe('RedMessengerModule in a host application', () => {
     await own.publish(`rm.users.${id}`, 'through the host');
 
     expect((await client.messages(1))[0].data.payload).toBe('through the host');
-    expect(await own.hlen(`rm:users:${id}:conns`)).toBe(1);
+    expect(await connectionCount(own, id)).toBe(1);
   });
 
   it("leaves the host's client open when the application closes", async () => {

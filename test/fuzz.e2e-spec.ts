@@ -15,6 +15,7 @@
  * expected answers: FUZZ_LOG=/tmp/fuzz.log. Cap the nesting depth (to look past a known
  * nesting bug): FUZZ_MAX_DEPTH=1000.
  */
+import { owedCount } from './support/queue-entries';
 import fc from 'fast-check';
 import type { Redis } from 'ioredis';
 import { isUtf8 } from 'node:buffer';
@@ -38,7 +39,7 @@ const SHRINK_BUDGET_MS = 15_000;
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/;
 const FATAL_CODES = ['BAD_FRAME', 'INVALID_ID', 'NOT_IDENTIFIED', 'ALREADY_IDENTIFIED', 'UNKNOWN_EVENT'];
-const USER_SUFFIXES = ['messages', 'owed', 'owed:data', 'conns', 'dropped', 'key'];
+const USER_SUFFIXES = ['messages', 'owed', 'state', 'dropped', 'inbox', 'key'];
 
 jest.setTimeout(60_000);
 
@@ -575,7 +576,7 @@ describe('fuzz: random and mutated frames against the wire contract', () => {
     await owedClient.identify(owedUser);
     for (const p of ['o1', 'o2', 'o3']) await admin.publish(`rm.users.${owedUser}`, p);
     const owedIds = (await owedClient.messages(3)).map((f) => f.data.id as string);
-    await waitFor(async () => (await admin.zcard(`rm:users:${owedUser}:owed`)) === 3, 5000, 'the 3 delivered messages to be owed');
+    await waitFor(async () => (await owedCount(admin, owedUser)) === 3, 5000, 'the 3 delivered messages to be owed');
     return { bystanderId, bystander, queuedUser, queuedPayloads, queuedIds, owedUser, owedClient, owedIds };
   };
 

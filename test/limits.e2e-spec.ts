@@ -3,6 +3,7 @@
  * TTL, sockets per user, connections per instance, rate limits per address,
  * slow consumers, and the Origin allow-list.
  */
+import { connectionCount } from './support/queue-entries';
 import type { Redis } from 'ioredis';
 import { uniqueId } from './support/ids';
 import { startRedis, type TestRedis } from './support/redis';
@@ -99,7 +100,7 @@ describe('limits', () => {
       await publish(id, 'for the two left');
       expect((await middle.messages(1))[0].data.payload).toBe('for the two left');
       expect((await newest.messages(1))[0].data.payload).toBe('for the two left');
-      expect(await publisher.hlen(`rm:users:${id}:conns`)).toBe(2);
+      expect(await connectionCount(publisher, id)).toBe(2);
     });
   });
 

@@ -73,7 +73,7 @@ describe('logs', () => {
     client.terminate(); // gone before acking: a drop mid-purge
     await server.waitForLog(new RegExp(`${id}: Client is no longer online, recommitting 2 messages to queue`));
 
-    const messages = server.logs().split('\n').filter((line) => line.trim() !== '').map((line) => JSON.parse(line).msg as string);
+    const messages = server.logs().split('\n').filter((line) => line.trim() !== '').map((line) => JSON.parse(line).message as string);
     const remote = messages.find((m) => m.startsWith(`Assigning id ${id} to socket `))!.slice(`Assigning id ${id} to socket `.length);
     expect(remote).toMatch(/^127\.0\.0\.1:\d+$/);
     const sequence = [

@@ -2,6 +2,7 @@
  * The wire contract's numbered guarantees on one instance, through real sockets
  * against a real Redis. Each describe names the point of the contract it holds.
  */
+import { connectionCount, owedCount } from './support/queue-entries';
 import type { Redis } from 'ioredis';
 import { uniqueId } from './support/ids';
 import { startRedis, type TestRedis } from './support/redis';
@@ -105,7 +106,7 @@ describe('RedMessenger wire contract (one instance)', () => {
       const id = uniqueId();
       const client = await online(id, { autoAck: true });
       await client.close();
-      await waitFor(async () => (await publisher.exists(`rm:users:${id}:conns`)) === 0, 5000, 'the connection to be unregistered');
+      await waitFor(async () => (await connectionCount(publisher, id)) === 0, 5000, 'the connection to be unregistered');
 
       await publish(id, 'after');
 
@@ -180,7 +181,7 @@ describe('RedMessenger wire contract (one instance)', () => {
       const client = await online(id);
       const [a] = await client.messages(3);
       client.ack([a.data.id]);
-      await waitFor(async () => (await publisher.zcard(`rm:users:${id}:owed`)) === 2, 5000, 'the ack to land');
+      await waitFor(async () => (await owedCount(publisher, id)) === 2, 5000, 'the ack to land');
 
       client.terminate();
       await waitQueued(id, 2);
@@ -206,7 +207,7 @@ describe('RedMessenger wire contract (one instance)', () => {
 
       await first.close();
       await second.close();
-      await waitFor(async () => (await publisher.exists(`rm:users:${id}:conns`)) === 0, 5000, 'both connections to be gone');
+      await waitFor(async () => (await connectionCount(publisher, id)) === 0, 5000, 'both connections to be gone');
       expect(await queued(id)).toEqual([]);
     });
 
@@ -219,10 +220,10 @@ describe('RedMessenger wire contract (one instance)', () => {
       await stays.messages(1);
 
       leaves.terminate();
-      await waitFor(async () => (await publisher.hlen(`rm:users:${id}:conns`)) === 1, 5000, 'one connection left');
+      await waitFor(async () => (await connectionCount(publisher, id)) === 1, 5000, 'one connection left');
 
       expect(await queued(id)).toEqual([]);
-      expect(await publisher.zcard(`rm:users:${id}:owed`)).toBe(1);
+      expect(await owedCount(publisher, id)).toBe(1);
     });
 
     it('ignores acks of ids that are not owed', async () => {
@@ -235,7 +236,7 @@ describe('RedMessenger wire contract (one instance)', () => {
       client.send('unknown-event-for-sync', {});
       await client.next((f) => f.event === 'error');
 
-      expect(await publisher.zcard(`rm:users:${id}:owed`)).toBe(1);
+      expect(await owedCount(publisher, id)).toBe(1);
     });
   });
 
@@ -250,7 +251,7 @@ describe('RedMessenger wire contract (one instance)', () => {
       await new Promise((resolve) => setTimeout(resolve, 300));
 
       expect(client.frames.filter((f) => f.event === 'message')).toHaveLength(MAX_INFLIGHT);
-      expect(await publisher.zcard(`rm:users:${id}:owed`)).toBe(MAX_INFLIGHT * 3);
+      expect(await owedCount(publisher, id)).toBe(MAX_INFLIGHT * 3);
 
       client.ack(firstWindow.slice(0, 5).map((m) => m.data.id));
       await client.messages(MAX_INFLIGHT + 5);

@@ -8,7 +8,7 @@ import { startRedis, TestRedis } from './support/redis';
 import { startServer, TestServer } from './support/server';
 import { waitFor, within } from './support/wait';
 import { Frame, TestClient } from './support/ws-client';
-import { entryId, entryPayload, leftoverKeys } from './support/queue-entries';
+import { connectionCount, entryId, entryPayload, leftoverKeys, owedCount } from './support/queue-entries';
 
 jest.setTimeout(60_000);
 
@@ -53,7 +53,7 @@ async function publishAll(channel: string, payloads: string[]): Promise<void> {
 /** How many messages the user is owed (rm:users:<id>:owed, whatever its Redis type). */
 /** Messages kept for a user while online: owed (handed out or next to hand out) and still queued behind. */
 async function storedCount(id: string): Promise<number> {
-  return (await r.zcard(`rm:users:${id}:owed`)) + (await r.llen(`rm:users:${id}:messages`));
+  return (await owedCount(r, id)) + (await r.llen(`rm:users:${id}:messages`));
 }
 
 const messagesOf = (c: TestClient): Frame[] => c.frames.filter((f) => f.event === 'message');
@@ -114,7 +114,7 @@ describe('SIGTERM', () => {
       }
       expect(await leftoverKeys(r, x)).toEqual([queueKey(x)]);
       expect(await leftoverKeys(r, y)).toEqual([queueKey(y)]);
-      expect(await r.exists(`rm:users:${x}:conns`, `rm:users:${y}:conns`)).toBe(0);
+      expect((await connectionCount(r, x)) + (await connectionCount(r, y))).toBe(0);
 
       // A restarted server delivers them, in order, with the same ids.
       await server.restart();
@@ -168,7 +168,7 @@ describe('SIGTERM', () => {
       expect((await c.closed(SHUTDOWN_TIMEOUT_MS)).code).toBe(1001);
       const exit = await within(server.exited(), SHUTDOWN_TIMEOUT_MS + 2000, 'the server to exit');
       expect((await r.lrange(queueKey(holder), 0, -1)).map(entryPayload)).toEqual(range('h', 10));
-      expect(await r.exists(`rm:users:${late}:conns`)).toBe(0);
+      expect(await connectionCount(r, late)).toBe(0);
       expect(await leftoverKeys(r, late)).toEqual([]);
       expect({ exitAfterSigterm: exit }).toEqual({ exitAfterSigterm: { code: 0, signal: null } });
     });

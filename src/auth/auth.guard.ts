@@ -1,6 +1,6 @@
 import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
-import { FrameError } from '../messenger/frame-error';
-import type { IdentifyDto } from '../messenger/frames';
+import { FrameError } from '../protocol/frame-error';
+import type { IdentifyDto } from '../protocol/frames';
 import { TokenVerifier } from './token-verifier';
 
 /**

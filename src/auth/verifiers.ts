@@ -1,8 +1,8 @@
-import type { Redis } from 'ioredis';
 import { createHash, createPublicKey, KeyObject, timingSafeEqual } from 'node:crypto';
 import { errors, jwtVerify } from 'jose';
 import { MessengerOptions } from '../config/messenger-options';
-import { queueKeys } from '../queue/queue-keys';
+import type { QueueKeys } from '../queue/queue-keys';
+import type { RedisClient } from '../redis/lua-scripts';
 import { TokenVerifier } from './token-verifier';
 
 /** AUTH_MODE=none: anyone may identify as any id. */
@@ -14,12 +14,15 @@ export class OpenVerifier extends TokenVerifier {
 
 /** AUTH_MODE=key: the token must equal `rm:users:<id>:key`, compared in constant time; no key, no entry. */
 export class KeyVerifier extends TokenVerifier {
-  constructor(private readonly redis: Redis) {
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly keys: QueueKeys,
+  ) {
     super();
   }
 
   async verify(id: string, token: string | undefined): Promise<boolean> {
-    const stored = await this.redis.getBuffer(queueKeys.authKey(id));
+    const stored = await this.redis.getBuffer(this.keys.authKey(id));
     if (stored === null || token === undefined) return false;
     // Equal-length digests, so neither the comparison nor its length check leaks the key.
     const digest = (value: Buffer) => createHash('sha256').update(value).digest();

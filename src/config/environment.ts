@@ -21,6 +21,9 @@ export type LogFormat = (typeof LOG_FORMATS)[number];
 export const QUEUE_OVERFLOWS = ['drop-oldest', 'reject'] as const;
 export type QueueOverflow = (typeof QUEUE_OVERFLOWS)[number];
 
+/** host:port[,host:port...] (a host name, an IPv4 address or a bracketed IPv6 address). */
+const HOST_PORT_LIST = /^(?:(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5})(?:,(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5})*$/;
+
 /**
  * Every setting the server reads, with its default. `config/.env.example` lists
  * the same settings for people; this class is what the start is checked against.
@@ -54,6 +57,20 @@ export class Environment {
 
   @Matches(/^rediss?:\/\/\S+$/, { message: 'REDIS_URL must be a redis:// or rediss:// URL' })
   REDIS_URL = 'redis://127.0.0.1:6379';
+
+  @IsOptional() @Matches(HOST_PORT_LIST, { message: 'REDIS_CLUSTER_NODES must be a comma-separated list of host:port' })
+  REDIS_CLUSTER_NODES?: string;
+
+  @IsOptional() @Matches(HOST_PORT_LIST, { message: 'REDIS_SENTINELS must be a comma-separated list of host:port' })
+  REDIS_SENTINELS?: string;
+
+  @ValidateIf((env: Environment) => env.REDIS_SENTINELS !== undefined)
+  @Matches(/^[A-Za-z0-9._-]{1,128}$/, { message: 'REDIS_SENTINEL_MASTER must be set with REDIS_SENTINELS: the name of the master the Sentinels watch' })
+  REDIS_SENTINEL_MASTER?: string;
+
+  /** Heard messages waiting to be routed, in bytes: the pub/sub connection is read as fast as it arrives, into this. */
+  @IsInt() @Min(1024 * 1024) @Max(16 * 1024 * 1024 * 1024)
+  ROUTE_BUFFER_BYTES = 256 * 1024 * 1024;
 
   @IsInt() @Min(100) @Max(3_600_000)
   IDENTIFY_TIMEOUT_MS = 10000;
@@ -148,6 +165,9 @@ export const ENVIRONMENT_KEYS = [
   'NODE_ENV',
   'HOST',
   'INTERNAL_PORT',
+  'REDIS_CLUSTER_NODES',
+  'REDIS_SENTINELS',
+  'REDIS_SENTINEL_MASTER',
   'AUTH_JWT_SECRET',
   'AUTH_JWT_PUBLIC_KEY',
   'INSTANCE_ID',
@@ -197,6 +217,12 @@ export function validateEnvironment(raw: Record<string, unknown>): Environment {
   // Both on one port would make the internal routes public again.
   if (input.INTERNAL_PORT !== undefined && input.INTERNAL_PORT === (input.PORT ?? new Environment().PORT)) {
     problems.push('INTERNAL_PORT must differ from PORT');
+  }
+  if (input.REDIS_CLUSTER_NODES !== undefined && input.REDIS_SENTINELS !== undefined) {
+    problems.push('REDIS_CLUSTER_NODES and REDIS_SENTINELS cannot both be set: choose a Redis Cluster or Sentinel');
+  }
+  if (input.REDIS_SENTINEL_MASTER !== undefined && input.REDIS_SENTINELS === undefined) {
+    problems.push('REDIS_SENTINEL_MASTER needs REDIS_SENTINELS (the Sentinels to ask for that master)');
   }
   const env = plainToInstance(Environment, input);
   for (const error of validateSync(env, { skipMissingProperties: false })) {

@@ -1,5 +1,5 @@
 import { Inject } from '@nestjs/common';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { hostname } from 'node:os';
 import { Environment, type AuthMode, type LogFormat, type LogLevelName, type QueueOverflow } from './environment';
 
@@ -18,6 +18,13 @@ export interface MessengerOptions {
   wsPath: string;
   maxFrameBytes: number;
   redisUrl: string;
+  /** Seed nodes of a Redis Cluster (host:port); when set, wins over redisUrl and key names carry hash tags. */
+  redisClusterNodes?: string[];
+  /** Sentinels (host:port) and the name of the master they watch; when set, win over redisUrl. */
+  redisSentinels?: string[];
+  redisSentinelMaster?: string;
+  /** Bytes of heard messages that may wait to be routed; past it, new ones are dropped and counted (overload). */
+  routeBufferBytes: number;
   identifyTimeoutMs: number;
   maxInflight: number;
   authMode: AuthMode;
@@ -53,10 +60,10 @@ export interface MessengerOptions {
   heartbeatMs: number;
   presenceTtlMs: number;
   /**
-   * An ioredis client the host application already owns: RedMessenger runs its
-   * commands on it and subscribes on a duplicate of it, and never quits it.
+   * An ioredis client (or Cluster) the host application already owns: RedMessenger
+   * runs its commands on it and subscribes on a duplicate of it, and never quits it.
    */
-  redis?: Redis;
+  redis?: Redis | Cluster;
 }
 
 export const MESSENGER_OPTIONS = 'redmessenger:options';
@@ -71,6 +78,10 @@ export function optionsFromEnvironment(env: Environment): MessengerOptions {
     wsPath: env.WS_PATH,
     maxFrameBytes: env.MAX_FRAME_BYTES,
     redisUrl: env.REDIS_URL,
+    redisClusterNodes: env.REDIS_CLUSTER_NODES ? list(env.REDIS_CLUSTER_NODES) : undefined,
+    redisSentinels: env.REDIS_SENTINELS ? list(env.REDIS_SENTINELS) : undefined,
+    redisSentinelMaster: env.REDIS_SENTINEL_MASTER,
+    routeBufferBytes: env.ROUTE_BUFFER_BYTES,
     identifyTimeoutMs: env.IDENTIFY_TIMEOUT_MS,
     maxInflight: env.MAX_INFLIGHT,
     authMode: env.AUTH_MODE,

@@ -1,24 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
-import { CloseCode, FrameError } from '../messenger/frame-error';
+import { CloseCode, FrameError } from '../protocol/frame-error';
+import type { ServerEventMap } from '../protocol/server-events';
 
 export type ConnectionState = 'new' | 'identifying' | 'ready' | 'closed';
-
-/** What the server sends, by event. */
-export interface ServerEventMap {
-  ready: { id: string; channel: string; queued: number; dropped?: number };
-  error: { code: string; message: string };
-}
 
 const connections = new WeakMap<WebSocket, Connection>();
 const CLOSE_GRACE_MS = 2000;
 
-/**
- * One WebSocket and what it has been sent. `position` is the owed position of
- * the last message sent to it; `inflight` holds the ids sent and not yet acked.
- * In `live` mode the socket has read all that is owed and takes new messages
- * straight from notices; in `backlog` mode it reads from Redis as room allows.
- */
 let created = 0;
 
 /**
@@ -28,21 +17,32 @@ let created = 0;
 const newConnectionId = () =>
   `${Date.now().toString(36).padStart(9, '0')}.${(created++ % 1_679_616).toString(36).padStart(4, '0')}.${randomUUID().slice(0, 8)}`;
 
+/**
+ * One WebSocket and what it has been sent. `next` is the owed position (absolute,
+ * see the state's `b` in queue/lua) of the next message to send it; `inflight`
+ * holds the ids sent and not yet acked, each with its position and when
+ * RedMessenger received it. In `live` mode the socket has read all that is owed
+ * and takes new messages as they are routed; in `backlog` mode it reads from
+ * Redis as room allows.
+ */
 export class Connection {
   readonly id = newConnectionId();
   user?: string;
   state: ConnectionState = 'new';
   /** Reached `ready` once (counted in the identified-connections gauge until it closes). */
   identified = false;
-  position = 0;
-  /** Ids sent and not yet acked, with when RedMessenger received each (for the delivery latency). */
-  readonly inflight = new Map<string, number | undefined>();
+  next = 0;
+  /** Has read from Redis once (a socket's first read is small). */
+  hasRead = false;
+  readonly inflight = new Map<string, Inflight>();
   mode: 'live' | 'backlog' = 'backlog';
   reading = false;
+  /** A read is scheduled for the end of this tick (many notices, one read). */
+  wakeScheduled = false;
   /** Writes are being held until the end of the tick (see `cork` in DeliveryService). */
   corked = false;
-  /** Notices that arrived while a read was under way, replayed once it is done. */
-  pending: Array<{ position: number; id: string; envelope: string }> = [];
+  /** Messages routed while a read was under way, offered once it is done. */
+  pending: Array<{ position: number; envelope: string }> = [];
   /** The attach under way or done (true once registered in Redis), so that a detach never overtakes it. */
   attached?: Promise<boolean>;
   detached?: Promise<void>;
@@ -91,11 +91,17 @@ export class Connection {
     }
   }
 
-  /** Forget what was sent: the next read starts from the oldest owed message again. */
-  rewind(): void {
-    this.position = 0;
+  /** Forget what was sent: the next read starts from `position` (the oldest owed message) again. */
+  rewind(position: number): void {
+    this.next = position;
     this.inflight.clear();
     this.pending = [];
     this.mode = 'backlog';
   }
+}
+
+/** A message sent and not yet acked: its owed position, and when RedMessenger received it (ms). */
+export interface Inflight {
+  position: number;
+  ts?: number;
 }

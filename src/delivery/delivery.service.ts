@@ -1,14 +1,14 @@
 import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
-import type { Redis } from 'ioredis';
 import { InjectMessengerOptions, MessengerOptions } from '../config/messenger-options';
-import { PresenceService } from '../presence/presence.service';
-import { queueKeys } from '../queue/queue-keys';
-import { QueueService, messageFrame, type LocalDelivery } from '../queue/queue.service';
-import { InjectRedis, InjectRedisSubscriber } from '../redis/redis.constants';
-import { CloseCode, ErrorCode, FrameError } from '../messenger/frame-error';
-import { Connection } from './connection';
 import { MetricsService } from '../metrics/metrics.service';
-import { envelopeTs } from '../metrics/envelope-ts';
+import { PresenceService } from '../presence/presence.service';
+import { envelopeId, envelopeTs, messageFrame } from '../protocol/envelope';
+import { CloseCode, ErrorCode, FrameError } from '../protocol/frame-error';
+import { QueueKeys } from '../queue/queue-keys';
+import { QueueService, type ReadResult } from '../queue/queue.service';
+import type { RedisClient } from '../redis/lua-scripts';
+import { InjectRedis, InjectRedisSubscriber } from '../redis/redis.constants';
+import { Connection } from './connection';
 
 /** How long an identify waits for presence to be ready (Redis reachable) before it is refused. */
 const ATTACH_WAIT_MS = 5000;
@@ -33,41 +33,52 @@ function cork(conn: Connection): void {
   });
 }
 
+/** Acks of one user gathered over a tick: one script call for all of its sockets' ack frames here. */
+interface AckBatch {
+  ids: Map<string, number>;
+  conns: Set<Connection>;
+  done: Array<{ resolve(): void; reject(error: Error): void }>;
+}
+
 /**
  * Hands owed messages to this instance's identified sockets, in order, with at
- * most MAX_INFLIGHT unacked per socket. New messages come from the router's own
- * result when this instance routes (`deliver`), or as notices on the instance's
- * channel from the routing instance (`m|user|id|envelope`); other notices are
+ * most MAX_INFLIGHT unacked per socket. New messages come from this instance's own
+ * routing (`deliver`), or as notices on the instance's channel from the instance
+ * that routed them (`m|user|position|envelope`); other notices are
  * `a|user|ids` (acks taken by another instance), `s|user` (messages wait in a
  * queue the user's sockets must read) and `k|user|conn` (a socket replaced past
  * MAX_SOCKETS_PER_USER). Whatever a socket has no room for stays in Redis and is
- * read when acks free room.
+ * read when acks free room: the ack that frees it reads the next messages in the
+ * same script call.
  */
 @Injectable()
 export class DeliveryService implements OnModuleInit {
   private readonly logger = new Logger(DeliveryService.name);
   private readonly byUser = new Map<string, Set<Connection>>();
+  private acks = new Map<string, AckBatch>();
+  private acksScheduled = false;
 
   constructor(
     private readonly queue: QueueService,
     private readonly presence: PresenceService,
-    @InjectRedis() private readonly redis: Redis,
-    @InjectRedisSubscriber() private readonly subscriber: Redis,
+    private readonly keys: QueueKeys,
+    @InjectRedis() private readonly redis: RedisClient,
+    @InjectRedisSubscriber() private readonly subscriber: RedisClient,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
     private readonly metrics: MetricsService,
   ) {}
 
   onModuleInit(): void {
-    const channel = queueKeys.instanceChannel(this.presence.instanceId);
+    const channel = this.keys.instanceChannel(this.presence.instanceId);
     this.subscriber.on('message', (from: string, text: string) => {
       if (from === channel) this.notice(text);
     });
     this.subscriber.subscribe(channel).catch((error: Error) => this.logger.error(`Cannot subscribe to ${channel} yet: ${error.message}`));
-    // Notices sent while a connection was down are gone, and Redis may have lost its data: start over,
-    // reading owed only once the subscription is confirmed live (later messages then come as notices).
+    // Notices sent while a connection was down are gone, and Redis may have lost its data: register
+    // every socket again and start over, reading owed only once the subscription is confirmed live.
     this.onReconnect(this.subscriber, () =>
       this.subscriber.subscribe(channel).then(
-        () => this.rewindAll(),
+        () => this.reattachAll(),
         (error: Error) => this.logger.error(`Cannot subscribe to ${channel} again: ${error.message}`),
       ),
     );
@@ -88,7 +99,10 @@ export class DeliveryService implements OnModuleInit {
       let conns = this.byUser.get(user);
       if (!conns) this.byUser.set(user, (conns = new Set()));
       conns.add(conn);
-      const { owed, dropped, replaced } = await this.metrics.timeRedis('attach', this.queue.attach(user, conn.id, this.presence.instanceId));
+      // Noted before the socket is registered, so a crash after it is always reclaimed.
+      await this.queue.registerUser(this.presence.instanceId, user, true);
+      const { owed, dropped, position, replaced } = await this.queue.attach(user, conn.id, this.presence.instanceId);
+      conn.next = position;
       result = { owed, dropped, replaced: replaced.length };
       return true;
     })();
@@ -106,38 +120,85 @@ export class DeliveryService implements OnModuleInit {
       conns?.delete(conn);
       if (conns?.size === 0) this.byUser.delete(user);
       if (!registered) return;
-      const { requeued, left } = await this.metrics.timeRedis('detach', this.queue.detach(user, conn.id, this.presence.instanceId));
+      const { requeued, left } = await this.queue.detach(user, conn.id, this.presence.instanceId);
+      // Another socket of the user may have attached here meanwhile: then the user stays noted.
+      if (!this.byUser.has(user)) await this.queue.registerUser(this.presence.instanceId, user, false);
       this.metrics.requeued(requeued);
       if (left === 0 && requeued > 0) this.logger.log(`${user}: Client is no longer online, recommitting ${requeued} messages to queue`);
     })();
     return conn.detached;
   }
 
-  /** Acks ids for a socket's user; every socket of the user forgets them and gets room. */
-  async ack(conn: Connection, ids: string[]): Promise<void> {
+  /**
+   * Acks ids for a socket's user; every socket of the user forgets them and gets
+   * room. Ack frames of all the user's sockets here within a tick go in one call.
+   */
+  ack(conn: Connection, ids: string[]): Promise<void> {
     const user = conn.user!;
-    const acked = await this.metrics.timeRedis('ack', this.queue.ack(user, ids, this.presence.instanceId));
+    let batch = this.acks.get(user);
+    if (!batch) this.acks.set(user, (batch = { ids: new Map(), conns: new Set(), done: [] }));
+    for (const id of ids) batch.ids.set(id, -1);
+    batch.conns.add(conn);
+    if (!this.acksScheduled) {
+      this.acksScheduled = true;
+      setImmediate(() => this.flushAcks());
+    }
+    return new Promise((resolve, reject) => batch!.done.push({ resolve, reject }));
+  }
+
+  private flushAcks(): void {
+    const all = this.acks;
+    this.acks = new Map();
+    this.acksScheduled = false;
+    for (const [user, batch] of all) {
+      this.ackUser(user, batch).then(
+        () => batch.done.forEach((d) => d.resolve()),
+        (error: Error) => batch.done.forEach((d) => d.reject(error)),
+      );
+    }
+  }
+
+  private async ackUser(user: string, batch: AckBatch): Promise<void> {
     const now = Date.now();
     const latencies: number[] = [];
-    for (const id of ids) {
-      let ts: number | undefined;
-      for (const other of this.byUser.get(user) ?? []) ts ??= other.inflight.get(id);
-      if (ts !== undefined) latencies.push((now - ts) / 1000);
+    const local = this.byUser.get(user) ?? new Set<Connection>();
+    // Forget the ids on every socket of the user here first: the room they free is read into below.
+    for (const [id] of batch.ids) {
+      let seen = false;
+      for (const conn of local) {
+        const sent = conn.inflight.get(id);
+        if (!sent) continue;
+        conn.inflight.delete(id);
+        batch.ids.set(id, sent.position);
+        if (!seen && sent.ts !== undefined) latencies.push((now - sent.ts) / 1000);
+        seen = true;
+      }
+    }
+    // The acking socket that waits for room reads its next messages in the same call.
+    const reader = [...batch.conns].find((conn) => this.readable(conn) > 0);
+    const room = reader ? this.readable(reader) : 0;
+    if (reader) reader.reading = true;
+    let acked: number;
+    let read: ReadResult | undefined;
+    try {
+      ({ acked, read } = await this.queue.ack(user, [...batch.ids], this.presence.instanceId, reader ? { position: reader.next, limit: room } : undefined));
+    } finally {
+      if (reader) reader.reading = false;
     }
     this.metrics.acked(acked, latencies.slice(0, acked));
-    this.forget(user, ids);
+    if (reader && read) this.took(reader, read, room);
+    for (const conn of local) if (conn !== reader) this.wake(conn);
   }
 
   /** Starts or continues sending what is owed to a socket, as far as its room allows. */
   async pump(conn: Connection): Promise<void> {
     while (conn.state === 'ready' && conn.mode === 'backlog' && !conn.reading) {
-      // A socket's first read is small, so that many users identifying at once all get their first messages soon.
-      const room = Math.min(this.options.maxInflight - conn.inflight.size, conn.position === 0 ? FIRST_READ_CHUNK : READ_CHUNK);
+      const room = this.readable(conn);
       if (room <= 0) return;
       conn.reading = true;
-      let rows;
+      let read: ReadResult;
       try {
-        rows = await this.metrics.timeRedis('read', this.queue.read(conn.user!, conn.position, room));
+        read = await this.queue.read(conn.user!, conn.next, room);
       } catch (error) {
         // Stays in backlog mode: the next ack, notice or reconnect reads again.
         this.logger.warn(`${conn.user}: reading owed messages failed: ${(error as Error).message}`);
@@ -145,33 +206,53 @@ export class DeliveryService implements OnModuleInit {
       } finally {
         conn.reading = false;
       }
-      let sent = 0;
-      while (sent < rows.length && this.send(conn, rows[sent].position, rows[sent].id, rows[sent].envelope)) sent++;
-      // The seed's per-message purge line names the message id, never its payload.
-      if (Logger.isLevelEnabled('debug')) for (let i = 0; i < sent; i++) this.logger.debug(`${conn.user}: Purging message ${rows[i].id}`);
-      const pending = conn.pending;
-      conn.pending = [];
-      if (sent < rows.length) return; // a slow consumer: the rest is read again once it drains
-      if (rows.length < room) {
-        // Everything owed up to the read is sent: newer notices can go straight out.
-        conn.mode = 'live';
-        for (const notice of pending) this.offer(conn, notice.position, notice.id, notice.envelope);
-      }
+      if (!this.took(conn, read, room)) return;
     }
   }
 
-  /** Hands out newly owed messages to the users' sockets here (from this instance's routing, or a notice). */
-  deliver(messages: LocalDelivery[]): void {
-    for (const { user, id, envelope } of messages) {
-      for (const conn of this.byUser.get(user) ?? []) this.offer(conn, Number(id), id, envelope);
+  /** How many messages a backlog socket may read now (0: none, or it is busy or live). */
+  private readable(conn: Connection): number {
+    if (conn.state !== 'ready' || conn.mode !== 'backlog' || conn.reading || conn.drainTimer) return 0;
+    // A socket's first read is small, so that many users identifying at once all get their first messages soon.
+    const chunk = conn.hasRead ? READ_CHUNK : FIRST_READ_CHUNK;
+    return Math.min(this.options.maxInflight - conn.inflight.size, chunk);
+  }
+
+  /**
+   * Sends what a read returned; true when the socket may read again at once. A read
+   * that came back short with nothing more owed puts the socket in live mode, and
+   * what was routed meanwhile is offered.
+   */
+  private took(conn: Connection, read: ReadResult, room: number): boolean {
+    conn.hasRead = true;
+    const debug = Logger.isLevelEnabled('debug');
+    for (const { position, envelope } of read.rows) {
+      if (!this.send(conn, position, envelope)) return false; // a slow consumer: the rest is read again once it drains
+      // The seed's per-message purge line names the message id, never its payload.
+      if (debug) this.logger.debug(`${conn.user}: Purging message ${envelopeId(envelope)}`);
     }
+    conn.next = Math.max(conn.next, read.next);
+    const pending = conn.pending;
+    conn.pending = [];
+    if (read.more || read.rows.length >= room) return true;
+    // Everything owed up to the read is sent: newer messages can go straight out.
+    conn.mode = 'live';
+    for (const { position, envelope } of pending) this.offer(conn, position, envelope);
+    return false;
+  }
+
+  /** Hands out newly owed messages of a user (from position on) to its sockets here. */
+  deliver(user: string, position: number, envelopes: string[]): void {
+    const conns = this.byUser.get(user);
+    if (!conns) return;
+    for (const conn of conns) envelopes.forEach((envelope, i) => this.offer(conn, position + i, envelope));
   }
 
   /** The user's messages wait in Redis past what its sockets have read: they read again. */
   sync(user: string): void {
     for (const conn of this.byUser.get(user) ?? []) {
       conn.mode = 'backlog';
-      void this.pump(conn);
+      this.wake(conn);
     }
   }
 
@@ -183,10 +264,14 @@ export class DeliveryService implements OnModuleInit {
       const conns = this.byUser.get(user);
       if (!conns) continue;
       if (line[0] === 'm') {
-        const idEnd = line.indexOf('|', userEnd + 1);
-        this.deliver([{ user, id: line.slice(userEnd + 1, idEnd), envelope: line.slice(idEnd + 1) }]);
+        const positionEnd = line.indexOf('|', userEnd + 1);
+        this.deliver(user, Number(line.slice(userEnd + 1, positionEnd)), [line.slice(positionEnd + 1)]);
       } else if (line[0] === 'a') {
-        this.forget(user, line.slice(userEnd + 1).split(','));
+        const ids = line.slice(userEnd + 1).split(',');
+        for (const conn of conns) {
+          for (const id of ids) conn.inflight.delete(id);
+          this.wake(conn);
+        }
       } else if (line[0] === 'k') {
         // Past MAX_SOCKETS_PER_USER: the attach script already unregistered this one.
         const id = line.slice(userEnd + 1);
@@ -199,27 +284,40 @@ export class DeliveryService implements OnModuleInit {
     }
   }
 
-  private offer(conn: Connection, position: number, id: string, envelope: string): void {
-    if (conn.state !== 'ready' || position <= conn.position) return;
+  /** One newly owed message for a socket: sent now if it is next and there is room, else read later from Redis. */
+  private offer(conn: Connection, position: number, envelope: string): void {
+    if (conn.state !== 'ready' || position < conn.next) return;
     if (conn.reading) {
-      conn.pending.push({ position, id, envelope });
-    } else if (conn.mode === 'live' && conn.inflight.size < this.options.maxInflight && this.send(conn, position, id, envelope)) {
+      conn.pending.push({ position, envelope });
+    } else if (conn.mode === 'live' && position === conn.next && conn.inflight.size < this.options.maxInflight && this.send(conn, position, envelope)) {
       // sent
     } else {
-      // No room: it waits in Redis and is read when acks free room.
+      // No room, or a gap before it: it waits in Redis and is read in order.
       conn.mode = 'backlog';
+      this.wake(conn);
     }
   }
 
+  /** Reads for a backlog socket at the end of this tick: many notices or acks, one read. */
+  private wake(conn: Connection): void {
+    if (conn.wakeScheduled || conn.state !== 'ready') return;
+    conn.wakeScheduled = true;
+    setImmediate(() => {
+      conn.wakeScheduled = false;
+      void this.pump(conn);
+    });
+  }
+
   /** Sends one owed message; false (and nothing sent) while the socket has too much unsent. */
-  private send(conn: Connection, position: number, id: string, envelope: string): boolean {
-    if (position <= conn.position || !conn.open) return true;
+  private send(conn: Connection, position: number, envelope: string): boolean {
+    if (position < conn.next || !conn.open) return true;
     if (conn.socket.bufferedAmount > this.options.slowConsumerBytes) {
       this.stall(conn);
       return false;
     }
-    conn.position = position;
-    conn.inflight.set(id, envelopeTs(envelope));
+    conn.next = position + 1;
+    const id = envelopeId(envelope);
+    if (id !== undefined) conn.inflight.set(id, { position, ts: envelopeTs(envelope) });
     cork(conn);
     conn.socket.send(messageFrame(envelope));
     this.metrics.delivered(1);
@@ -250,38 +348,25 @@ export class DeliveryService implements OnModuleInit {
     }, DRAIN_CHECK_MS);
   }
 
-  private forget(user: string, ids: string[]): void {
-    for (const conn of this.byUser.get(user) ?? []) {
-      for (const id of ids) conn.inflight.delete(id);
-      void this.pump(conn);
-    }
-  }
-
-  private rewindAll(): void {
-    for (const conns of this.byUser.values()) {
-      for (const conn of conns) {
-        conn.rewind();
-        void this.pump(conn);
-      }
-    }
-  }
-
   /** After Redis came back: register every socket again (Redis may have restarted empty), then resend from the start. */
   private async reattachAll(): Promise<void> {
     for (const [user, conns] of this.byUser) {
       for (const conn of conns) {
         if (conn.state !== 'ready') continue;
         try {
-          await this.queue.attach(user, conn.id, this.presence.instanceId);
+          await this.queue.registerUser(this.presence.instanceId, user, true);
+          const { position } = await this.queue.attach(user, conn.id, this.presence.instanceId);
+          conn.rewind(position);
         } catch (error) {
           this.logger.warn(`${user}: registering again after a Redis reconnect failed: ${(error as Error).message}`);
+          conn.rewind(conn.next);
         }
+        this.wake(conn);
       }
     }
-    this.rewindAll();
   }
 
-  private onReconnect(redis: Redis, then: () => void): void {
+  private onReconnect(redis: RedisClient, then: () => void): void {
     let lost = false;
     redis.on('close', () => (lost = true));
     redis.on('ready', () => {

@@ -3,8 +3,8 @@ import { WsAdapter } from '@nestjs/platform-ws';
 import type { MessageMappingProperties } from '@nestjs/websockets';
 import { lastValueFrom, Observable } from 'rxjs';
 import type { RawData, WebSocket } from 'ws';
-import { FrameError } from './frame-error';
-import { Frame, parseFrame } from './frames';
+import { FrameError } from '../protocol/frame-error';
+import { Frame, parseFrame } from '../protocol/frames';
 
 /** Each socket's frames, handled one after the other; a close waits for them (an ack just before it still counts). */
 const frameQueues = new WeakMap<WebSocket, Promise<void>>();

@@ -1,5 +1,4 @@
 export { MetricsModule } from './metrics.module';
 export { MetricsService, type BusyQueue } from './metrics.service';
 export { MetricsController } from './metrics.controller';
-export { envelopeTs } from './envelope-ts';
 export * from './metrics.constants';

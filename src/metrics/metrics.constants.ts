@@ -37,12 +37,16 @@ export function identifyOutcomeOf(code: string): IdentifyOutcome | undefined {
   return Object.prototype.hasOwnProperty.call(OUTCOME_OF_ERROR_CODE, code) ? OUTCOME_OF_ERROR_CODE[code] : undefined;
 }
 
-/** Why a message was not routed: queue overflow, refused, PUBLISH to an invalid channel, invalid group member. */
-export const DROP_REASONS = ['overflow', 'rejected', 'invalid_channel', 'invalid_member'] as const;
+/**
+ * Why a message was not routed: queue overflow, refused, PUBLISH to an invalid channel, invalid
+ * group member, the route buffer full (ROUTE_BUFFER_BYTES), or heard by an instance whose shard
+ * lease had moved on to another that routed the user since (a take-over window).
+ */
+export const DROP_REASONS = ['overflow', 'rejected', 'invalid_channel', 'invalid_member', 'overload', 'fenced'] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
 /** What a timed Redis call ran: one of the Lua scripts, the router lease, or anything else. */
-export const REDIS_COMMANDS = ['route', 'attach', 'detach', 'ack', 'read', 'lease', 'other'] as const;
+export const REDIS_COMMANDS = ['route', 'attach', 'detach', 'ack', 'read', 'expire', 'shards', 'other'] as const;
 export type RedisCommand = (typeof REDIS_COMMANDS)[number];
 
 /** The label value recorded for anything outside a bounded set. */

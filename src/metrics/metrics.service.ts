@@ -54,6 +54,12 @@ export class MetricsService {
   private readonly requeuedTotal = this.counter('messages_requeued_total', 'Owed messages put back at the head of a queue.');
   private readonly droppedTotal = this.counter('messages_dropped_total', 'Messages dropped, by reason.', ['reason']);
   private readonly expiredTotal = this.counter('messages_expired_total', 'Messages removed because they expired.');
+  private readonly subscriberLostTotal = this.counter(
+    'subscriber_disconnects_total',
+    'Times the pub/sub connection dropped: PUBLISHes sent while it was down were not heard.',
+  );
+  private readonly routeBuffer = this.gauge('route_buffer_bytes', 'Bytes of heard messages waiting to be routed.');
+  private readonly shardsHeld = this.gauge('route_shards', 'Route shards this instance holds.');
   private readonly deliveryLatency = new Histogram({
     name: `${METRIC_PREFIX}delivery_latency_seconds`,
     help: 'Time from receiving a published message to its ack.',
@@ -155,6 +161,18 @@ export class MetricsService {
   /** n messages dropped for `reason` (anything outside the known reasons is recorded as 'other'). */
   dropped(reason: DropReason, n = 1): void {
     if (isCount(n)) this.droppedTotal.inc({ reason: bounded(reason, DROP_REASONS) }, n);
+  }
+
+  subscriberLost(): void {
+    this.subscriberLostTotal.inc();
+  }
+
+  setRouteBuffer(bytes: number): void {
+    this.routeBuffer.set(nonNegative(bytes));
+  }
+
+  setShards(n: number): void {
+    this.shardsHeld.set(nonNegative(n));
   }
 
   /** n messages removed because they expired. */

@@ -1,54 +1,35 @@
 import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
-import type { Redis, Result } from 'ioredis';
-import { join } from 'node:path';
 import { InjectMessengerOptions, MessengerOptions } from '../config/messenger-options';
+import { QueueKeys } from '../queue/queue-keys';
 import { QueueService } from '../queue/queue.service';
-import { queueKeys } from '../queue/queue-keys';
-import { defineScripts } from '../redis/lua-scripts';
+import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
 
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    rmLease(...args: (string | number)[]): Result<number, Context>;
-  }
-}
-
 /**
- * Which instances are alive, which of them routes, and the return of a dead
- * instance's messages. Every instance refreshes `rm:node:<instance>` (a key with
- * a TTL); an instance whose key expired is dead, and any living instance gives
- * its sockets' owed messages back to their queues. At start an instance first
- * reclaims what its own previous life (same instance id) left behind.
+ * Which instances are alive, and the return of a dead instance's messages.
+ * Every instance refreshes `rm:node:<instance>` (a key with a TTL); an instance
+ * whose key expired is dead, and any living instance gives its sockets' owed
+ * messages back to their queues. At start an instance first reclaims what its own
+ * previous life (same instance id) left behind. (Who routes what is ShardsService's.)
  */
 @Injectable()
 export class PresenceService implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger(PresenceService.name);
-  private readonly keys = queueKeys;
   private timer?: NodeJS.Timeout;
-  /** Until when this instance holds the router lease (ms since the epoch), as of its last extension. */
-  private leaseUntil = 0;
   private ready = false;
   private readonly readyWaiters: Array<() => void> = [];
   private ticking?: Promise<boolean>;
-  private refreshedAt = 0;
   private failing = false;
 
   constructor(
-    @InjectRedis() private readonly redis: Redis,
+    @InjectRedis() private readonly redis: RedisClient,
     private readonly queue: QueueService,
+    private readonly keys: QueueKeys,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
-  ) {
-    defineScripts(redis, join(__dirname, 'lua'), ['lease-1.lua']);
-  }
+  ) {}
 
   get instanceId(): string {
     return this.options.instanceId;
-  }
-
-  /** True while this instance holds the router lease. */
-  get isRouter(): boolean {
-    // A failed refresh does not end the lease: it lasts its time, so routing survives a Redis blip.
-    return Date.now() < this.leaseUntil;
   }
 
   /** Resolves once this instance reclaimed its previous life's connections (it must not attach before). */
@@ -63,25 +44,13 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
     });
   }
 
-  /** The first refresh, under way from module init: routing may start once it is done. */
-  firstRefresh: Promise<boolean> = Promise.resolve(false);
-
   onModuleInit(): void {
     // Not awaited here: a server without Redis still starts, answers /health with 503, and retries.
-    this.firstRefresh = this.refresh();
+    void this.refresh();
     this.timer = setInterval(() => void this.refresh(), this.options.heartbeatMs);
   }
 
-  /** True when a refresh within the last heartbeat found another instance routing. */
-  get followsRouter(): boolean {
-    return !this.isRouter && Date.now() - this.refreshedAt < this.options.heartbeatMs;
-  }
-
-  /**
-   * Refreshes presence and the router lease now (or joins the refresh under way).
-   * Resolves true when it worked, false when Redis could not be reached; `isRouter`
-   * then says whether this instance routes.
-   */
+  /** Refreshes presence now (or joins the refresh under way); false when Redis could not be reached. */
   refresh(): Promise<boolean> {
     this.ticking ??= this.tick().finally(() => (this.ticking = undefined));
     return this.ticking;
@@ -90,13 +59,7 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
   async onApplicationShutdown(): Promise<void> {
     clearInterval(this.timer);
     if (this.redis.status !== 'ready') return;
-    await this.redis
-      .multi()
-      .del(this.keys.instanceAlive(this.instanceId))
-      .srem(this.keys.instances, this.instanceId)
-      .eval("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end", 1, this.keys.routerLease, this.instanceId)
-      .exec()
-      .catch(() => undefined);
+    await Promise.all([this.redis.del(this.keys.instanceAlive(this.instanceId)), this.redis.srem(this.keys.instances, this.instanceId)]).catch(() => undefined);
   }
 
   private async tick(): Promise<boolean> {
@@ -106,20 +69,13 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
         this.ready = true;
         this.readyWaiters.splice(0).forEach((resolve) => resolve());
       }
-      await this.redis
-        .multi()
-        .set(this.keys.instanceAlive(this.instanceId), '1', 'PX', this.options.presenceTtlMs)
-        .sadd(this.keys.instances, this.instanceId)
-        .exec();
-      const askedAt = Date.now();
-      const leader = (await this.redis.rmLease(this.keys.routerLease, this.instanceId, this.options.presenceTtlMs)) === 1;
-      if (leader !== this.isRouter) this.logger.log(leader ? 'This instance now routes published messages' : 'Another instance routes published messages');
-      // Counted from before the request: the lease in Redis cannot outlive this.
-      this.leaseUntil = leader ? askedAt + this.options.presenceTtlMs : 0;
+      await Promise.all([
+        this.redis.set(this.keys.instanceAlive(this.instanceId), '1', 'PX', this.options.presenceTtlMs),
+        this.redis.sadd(this.keys.instances, this.instanceId),
+      ]);
       await this.reapDeadInstances();
       if (this.failing) this.logger.log('Presence refresh works again');
       this.failing = false;
-      this.refreshedAt = Date.now();
       return true;
     } catch (error) {
       // Once per outage, not once a second.
@@ -145,6 +101,7 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
     for (const user of await this.queue.usersOf(instance)) {
       const { requeued } = await this.queue.detach(user, '*', instance);
       if (requeued > 0) this.logger.log(`${user}: Client is no longer online, recommitting ${requeued} messages to queue`);
+      await this.queue.registerUser(instance, user, false);
     }
   }
 }

@@ -1,35 +1,49 @@
+import { userChannel } from '../protocol/ids';
+
+export { ID_PATTERN, isValidId, USER_CHANNEL_PREFIX, GROUP_CHANNEL_PREFIX } from '../protocol/ids';
+
 /**
  * Builds every Redis key and channel name RedMessenger uses; nothing else
  * concatenates them, and Lua scripts receive keys through KEYS only.
  * Ids must have passed `isValidId` first: a key is never built from raw input.
+ *
+ * On a Redis Cluster (`tagged`) the id goes in a hash tag, `rm:users:{user1}:messages`,
+ * so that all of a user's keys share a slot and one script can touch them;
+ * with one Redis (or Sentinel) the v1 names hold.
  */
-export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/;
-export const isValidId = (id: unknown): boolean => typeof id === 'string' && ID_PATTERN.test(id);
-
-export const USER_CHANNEL_PREFIX = 'rm.users.';
-export const GROUP_CHANNEL_PREFIX = 'rm.channels.';
-
 export class QueueKeys {
-  readonly counter = 'rm:seq';
-  readonly routerLease = 'rm:router';
+  /** Shard leases and the heartbeats of the instances that route (one hash: one slot). */
+  readonly shards = 'rm:shards';
   readonly instances = 'rm:nodes';
-  /** Users with a non-empty queue, scored by the time of their oldest entry (for expiry and metrics). */
+  /** Users with a non-empty queue, scored by the time of their oldest entry (a hint for expiry and metrics). */
   readonly queueIndex = 'rm:queues';
   /** Pub/sub channel prefix on which an instance hears about its own sockets' users. */
   readonly instanceChannelPrefix = 'rm:instance:';
+  /** Pub/sub channel on which shard hand-overs are announced, in order with the published messages. */
+  readonly controlChannel = 'rm:control';
 
-  queue = (id: string) => `rm:users:${id}:messages`;
-  owed = (id: string) => `rm:users:${id}:owed`;
-  owedData = (id: string) => `rm:users:${id}:owed:data`;
-  conns = (id: string) => `rm:users:${id}:conns`;
+  constructor(readonly tagged = false) {}
+
+  private user = (id: string) => (this.tagged ? `rm:users:{${id}}` : `rm:users:${id}`);
+  queue = (id: string) => `${this.user(id)}:messages`;
+  /** Messages handed (or about to be handed) to the user's sockets and not acked, oldest first. */
+  owed = (id: string) => `${this.user(id)}:owed`;
+  /** The user's connections (`c:<conn>` -> instance), owed head position `b`, route epoch `e`, out-of-order acks `x`. */
+  state = (id: string) => `${this.user(id)}:state`;
   /** Messages dropped (queue cap) or expired (queue TTL) since the user's last identify. */
-  dropped = (id: string) => `rm:users:${id}:dropped`;
-  authKey = (id: string) => `rm:users:${id}:key`;
-  members = (cid: string) => `rm:channels:${cid}:subscribers`;
+  dropped = (id: string) => `${this.user(id)}:dropped`;
+  /** The last inbox entry stored for the user, so a reclaimed entry is recognised. */
+  inboxMark = (id: string) => `${this.user(id)}:inbox`;
+  authKey = (id: string) => `${this.user(id)}:key`;
+  members = (cid: string) => (this.tagged ? `rm:channels:{${cid}}:subscribers` : `rm:channels:${cid}:subscribers`);
   instanceAlive = (instance: string) => `rm:node:${instance}`;
   instanceUsers = (instance: string) => `rm:node:${instance}:users`;
   instanceChannel = (instance: string) => `${this.instanceChannelPrefix}${instance}`;
-  userChannel = (id: string) => `${USER_CHANNEL_PREFIX}${id}`;
+  userChannel = userChannel;
+
+  /** A user's keys in the order the scripts take them (queue, owed, state, dropped, inbox mark). */
+  userKeys = (id: string): string[] => [this.queue(id), this.owed(id), this.state(id), this.dropped(id), this.inboxMark(id)];
 }
 
-export const queueKeys = new QueueKeys();
+/** The v1 key names (one Redis). */
+export const queueKeys = new QueueKeys(false);

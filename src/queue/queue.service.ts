@@ -1,155 +1,196 @@
 import { Injectable } from '@nestjs/common';
-import type { Redis, Result } from 'ioredis';
+import type { Result } from 'ioredis';
+import calculateSlot from 'cluster-key-slot';
 import { join } from 'node:path';
-import { defineScripts } from '../redis/lua-scripts';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
+import { MetricsService } from '../metrics/metrics.service';
+import type { RedisCommand } from '../metrics/metrics.constants';
 import { InjectRedis } from '../redis/redis.constants';
-import { queueKeys } from './queue-keys';
+import { defineScripts, type RedisClient } from '../redis/lua-scripts';
+import { QueueKeys } from './queue-keys';
+import { MessageIds } from './message-ids';
 
+type Args = (string | number)[];
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    rmRoute(numKeys: number, ...args: (string | number)[]): Result<[number, number, number, string, number], Context>;
-    rmAttach(...args: (string | number)[]): Result<[number, number, string[]], Context>;
-    rmDetach(...args: (string | number)[]): Result<[number, number], Context>;
-    rmExpire(...args: (string | number)[]): Result<[number, number], Context>;
-    rmAck(...args: string[]): Result<number, Context>;
-    rmRead(...args: (string | number)[]): Result<Array<string | number>, Context>;
+    rmRoute(numKeys: number, ...args: Args): Result<[string, ...number[]], Context>;
+    rmAttach(...args: Args): Result<[number, number, number, string[]], Context>;
+    rmDetach(...args: Args): Result<[number, number, number], Context>;
+    rmExpire(...args: Args): Result<[number, number, number], Context>;
+    rmAck(...args: Args): Result<Array<number | string>, Context>;
+    rmRead(...args: Args): Result<Array<number | string>, Context>;
   }
 }
 
-/** One message for one user, as the router hands it over. */
-export interface Routed {
-  user: string;
-  channel: string;
-  payload: string;
-}
-
-/** Route outcomes (see `route`) of a message put in a queue, and of one that dropped older messages or itself. */
-export const QUEUED_OUTCOMES = '0Qws';
-export const DROP_OUTCOMES = 'xDdQ';
-
-/** A routed message for a socket on the routing instance itself. */
-export interface LocalDelivery {
-  user: string;
-  id: string;
+/** One message to store for one user, as route.lua takes it. */
+export interface StoredMessage {
   envelope: string;
+  /** JSON of the collapse key, when the message has one. */
+  collapseKey?: string;
+  /** When a message with a ttl expires (ms since the epoch). */
+  expiresAt?: number;
 }
 
-/** An owed message as read back: its position in the user's owed order, its id and its envelope. */
-export interface OwedMessage {
+/**
+ * A user's messages of one batch, in order. `epoch` fences them with the caller's
+ * shard lease (0: not fenced, for the HTTP and inbox paths); `inboxEntry` is the
+ * stream entry id of an inbox message, recognised if it comes again.
+ */
+export interface RouteGroup {
+  user: string;
+  messages: StoredMessage[];
+  epoch: number;
+  inboxEntry?: string;
+}
+
+/** What route.lua did with a group (see its header). */
+export enum RouteOutcome {
+  Owed = 'o',
+  Queued = 'q',
+  QueuedNew = 'n',
+  QueuedBehind = 'w',
+  Fenced = 'f',
+  Duplicate = 'd',
+}
+
+export interface RouteResult {
+  outcome: RouteOutcome;
+  /** Owed position of the group's first message (Owed only). */
   position: number;
-  id: string;
-  envelope: string;
+  dropped: number;
+  refused: number;
+  replaced: number;
+  /** The calling instance holds a socket of the user: it hands the messages out itself. */
+  mine: boolean;
 }
 
-/** Keys per message in route.lua, and the batch bound that keeps one script call short. */
-const ROUTE_KEYS_PER_MESSAGE = 5;
-export const ROUTE_BATCH = 500;
+/** Owed messages as read back, with where to read next. */
+export interface ReadResult {
+  rows: Array<{ position: number; envelope: string }>;
+  next: number;
+  /** More may be owed than was read: read again. */
+  more: boolean;
+}
+
+/** The most messages, and bytes, of one route script call: keeps each call short for Redis. */
+const CALL_MESSAGES = 1000;
+const CALL_BYTES = 4 * 1024 * 1024;
 
 /**
  * The repository of a user's Redis keys. Each method is one atomic Lua script
- * (see `lua/`), so no step of delivery can be seen half done.
+ * (see `lua/`) touching one user's keys (route: the users of one slot), so no step
+ * of delivery can be seen half done and every script runs on a Redis Cluster.
+ * Every script call is timed here, in the one place that runs them.
  */
 @Injectable()
 export class QueueService {
-  private readonly keys = queueKeys;
-
   private readonly ttlMs: number;
+  readonly ids = new MessageIds();
 
   constructor(
-    @InjectRedis() private readonly redis: Redis,
+    @InjectRedis() private readonly redis: RedisClient,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
+    readonly keys: QueueKeys,
+    private readonly metrics: MetricsService,
   ) {
-    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-6.lua', 'detach-6.lua', 'ack-3.lua', 'read-6.lua', 'expire-3.lua']);
+    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-5.lua', 'detach-5.lua', 'ack-5.lua', 'read-5.lua', 'expire-5.lua']);
     this.ttlMs = options.queueTtlSeconds * 1000;
   }
 
   /**
-   * Routes up to ROUTE_BATCH messages in order: owed and announced if the user is
-   * connected, queued if not. `outcome` has one letter per message (see route.lua):
-   * '1' delivered, 'l' delivered with a socket on `instance`, '0' queued, 'D' 'd' 'Q'
-   * the same after dropping older messages, 'x' refused (QUEUE_OVERFLOW=reject),
-   * 'w' / 's' queued behind a queue that sockets (one of them on `instance`) still read.
-   * Messages for `instance`'s own sockets are not announced: they come back in
-   * `local`, with their ids and envelopes, for the caller to hand out, and `sync`
-   * names the users whose sockets there must read the queue again.
+   * Stores groups of messages (each group one user's, in order), in as few script
+   * calls as the deployment allows: all users together on one Redis (split only to
+   * keep calls short), one call per slot on a Cluster. The calls are pipelined;
+   * each group's result is its own, so a caller retries only what failed (a Cluster
+   * reshard, say), and a user's messages of one batch are always in one call.
    */
-  async route(
-    batch: Routed[],
-    receivedAt: number,
-    instance: string,
-  ): Promise<{ delivered: number; queued: number; dropped: number; outcome: string; local: LocalDelivery[]; sync: string[] }> {
-    const keys: string[] = [this.keys.counter, this.keys.queueIndex];
-    const args: string[] = [
-      this.keys.instanceChannelPrefix, String(receivedAt), String(this.options.maxQueueLength), this.options.queueOverflow,
-      String(this.ttlMs), instance,
+  async route(groups: RouteGroup[], instance: string): Promise<Array<RouteResult | Error>> {
+    const calls = this.partition(groups);
+    const results: Array<RouteResult | Error> = new Array(groups.length);
+    await Promise.all(
+      calls.map(async (indexes) => {
+        try {
+          const answer = await this.time('route', this.routeCall(indexes.map((i) => groups[i]), instance));
+          indexes.forEach((groupIndex, j) => (results[groupIndex] = answer[j]));
+        } catch (error) {
+          for (const groupIndex of indexes) results[groupIndex] = error as Error;
+        }
+      }),
+    );
+    return results;
+  }
+
+  private partition(groups: RouteGroup[]): number[][] {
+    const calls: number[][] = [];
+    if (this.keys.tagged) {
+      const bySlot = new Map<number, number[]>();
+      groups.forEach((group, i) => {
+        const slot = calculateSlot(this.keys.queue(group.user));
+        let call = bySlot.get(slot);
+        if (!call) bySlot.set(slot, (call = []));
+        call.push(i);
+      });
+      return [...bySlot.values()];
+    }
+    let call: number[] = [];
+    let messages = 0;
+    let bytes = 0;
+    groups.forEach((group, i) => {
+      const size = group.messages.reduce((sum, m) => sum + m.envelope.length, 0);
+      if (call.length > 0 && (messages + group.messages.length > CALL_MESSAGES || bytes + size > CALL_BYTES)) {
+        calls.push(call);
+        call = [];
+        messages = bytes = 0;
+      }
+      call.push(i);
+      messages += group.messages.length;
+      bytes += size;
+    });
+    if (call.length > 0) calls.push(call);
+    return calls;
+  }
+
+  private async routeCall(groups: RouteGroup[], instance: string): Promise<RouteResult[]> {
+    const keys: string[] = [];
+    const args: Args = [
+      this.keys.instanceChannelPrefix, instance, this.options.maxQueueLength,
+      this.options.queueOverflow === 'reject' ? '1' : '0', this.ttlMs,
     ];
-    const encoded: Array<[string, string]> = [];
-    for (const { user, channel, payload } of batch) {
-      const pair: [string, string] = [JSON.stringify(channel), JSON.stringify(payload)];
-      encoded.push(pair);
-      keys.push(this.keys.queue(user), this.keys.owed(user), this.keys.owedData(user), this.keys.conns(user), this.keys.dropped(user));
-      args.push(user, pair[0], pair[1]);
+    for (const { user, messages, epoch, inboxEntry } of groups) {
+      keys.push(...this.keys.userKeys(user));
+      args.push(user, messages.length, epoch, inboxEntry ?? '');
+      for (const m of messages) args.push(m.collapseKey ?? '', m.expiresAt ?? '', m.envelope);
     }
-    const [delivered, queued, dropped, outcome, base] = await this.redis.rmRoute(2 + batch.length * ROUTE_KEYS_PER_MESSAGE, ...keys, ...args);
-    const local: LocalDelivery[] = [];
-    const sync: string[] = [];
-    for (let i = 0; i < batch.length; i++) {
-      if (outcome[i] === 's') sync.push(batch[i].user);
-      if (outcome[i] !== 'l' && outcome[i] !== 'd') continue;
-      const id = String(base + i + 1);
-      // The same envelope as the script stored, built here rather than sent back.
-      local.push({ user: batch[i].user, id, envelope: `{"rm":{"id":"${id}","channel":${encoded[i][0]},"payload":${encoded[i][1]},"ts":${receivedAt}}}` });
-    }
-    return { delivered, queued, dropped, outcome, local, sync };
+    const [outcomes, ...numbers] = await this.redis.rmRoute(keys.length, ...keys, ...args);
+    return groups.map((_, g) => ({
+      outcome: outcomes[g] as RouteOutcome,
+      position: numbers[5 * g],
+      dropped: numbers[5 * g + 1],
+      refused: numbers[5 * g + 2],
+      replaced: numbers[5 * g + 3],
+      mine: numbers[5 * g + 4] === 1,
+    }));
   }
 
   /**
    * Registers a connection. Returns how many messages the user is owed (owed and
    * still queued: sockets take the queue over as they read), how many were
-   * dropped or expired since the last identify, and the connections this one
-   * replaced past MAX_SOCKETS_PER_USER.
+   * dropped or expired since the last identify, the position from which this
+   * socket reads, and the connections this one replaced past MAX_SOCKETS_PER_USER.
    */
   async attach(
     user: string,
     conn: string,
     instance: string,
     now = Date.now(),
-  ): Promise<{ owed: number; dropped: number; replaced: Array<{ conn: string; instance: string }> }> {
-    const [owed, dropped, flat] = await this.redis.rmAttach(
-      this.keys.queue(user), this.keys.owed(user), this.keys.conns(user),
-      this.keys.instanceUsers(instance), this.keys.dropped(user), this.keys.queueIndex,
-      conn, instance, user, this.keys.instanceChannelPrefix, this.cutoff(now), this.options.maxSocketsPerUser,
+  ): Promise<{ owed: number; dropped: number; position: number; replaced: Array<{ conn: string; instance: string }> }> {
+    const [owed, dropped, position, flat] = await this.time(
+      'attach',
+      this.redis.rmAttach(...this.keys.userKeys(user), conn, instance, user, this.keys.instanceChannelPrefix, this.cutoff(now), this.options.maxSocketsPerUser, now),
     );
     const replaced = [];
     for (let i = 0; i < flat.length; i += 2) replaced.push({ conn: flat[i], instance: flat[i + 1] });
-    return { owed, dropped, replaced };
-  }
-
-  /** Drops the expired head of a user's queue (QUEUE_TTL_SECONDS); returns how many went and how many are left. */
-  async expire(user: string, now = Date.now()): Promise<{ expired: number; left: number }> {
-    const [expired, left] = await this.redis.rmExpire(
-      this.keys.queue(user), this.keys.dropped(user), this.keys.queueIndex, user, this.cutoff(now), now, this.ttlMs,
-    );
-    return { expired, left };
-  }
-
-  /** Users whose oldest queued message is older than `before` (ms), oldest first. */
-  async queuedBefore(before: number, limit: number): Promise<string[]> {
-    return this.redis.zrangebyscore(this.keys.queueIndex, '-inf', `(${before}`, 'LIMIT', 0, limit);
-  }
-
-  /** The users with the oldest queued messages: depth and age of the oldest, for metrics. */
-  async oldestQueues(limit: number, now = Date.now()): Promise<Array<{ user: string; depth: number; oldestAgeSeconds: number }>> {
-    const flat = await this.redis.zrange(this.keys.queueIndex, 0, limit - 1, 'WITHSCORES');
-    const pipeline = this.redis.pipeline();
-    for (let i = 0; i < flat.length; i += 2) pipeline.llen(this.keys.queue(flat[i]));
-    const depths = (await pipeline.exec()) ?? [];
-    const out = [];
-    for (let i = 0; i < flat.length; i += 2) {
-      out.push({ user: flat[i], depth: Number(depths[i / 2]?.[1] ?? 0), oldestAgeSeconds: Math.max(0, (now - Number(flat[i + 1])) / 1000) });
-    }
-    return out;
+    return { owed, dropped, position, replaced };
   }
 
   /**
@@ -157,39 +198,77 @@ export class QueueService {
    * when none is left, what is owed goes back to the head of the queue.
    */
   async detach(user: string, conn: string, instance: string): Promise<{ requeued: number; left: number }> {
-    const [requeued, left] = await this.redis.rmDetach(
-      this.keys.conns(user), this.keys.owed(user), this.keys.owedData(user), this.keys.queue(user),
-      this.keys.instanceUsers(instance), this.keys.queueIndex, conn, instance, user, Date.now(),
-    );
+    const [requeued, left, headTs] = await this.time('detach', this.redis.rmDetach(...this.keys.userKeys(user), conn, instance));
+    if (requeued > 0) await this.index(user, headTs);
     return { requeued, left };
   }
 
-  /** Removes acked ids from what the user is owed; unknown ids are ignored. Returns how many were owed. */
-  async ack(user: string, ids: string[], instance: string): Promise<number> {
-    if (ids.length === 0) return 0;
-    return this.redis.rmAck(
-      this.keys.owed(user), this.keys.owedData(user), this.keys.conns(user),
-      this.keys.instanceChannelPrefix, instance, user, ...ids,
-    );
+  /**
+   * Acks ids (each with its owed position as this instance knows it, -1 if not) and,
+   * when `read` is given, reads the next owed messages for that socket in the same call.
+   */
+  async ack(
+    user: string,
+    acks: Array<[string, number]>,
+    instance: string,
+    read?: { position: number; limit: number },
+    now = Date.now(),
+  ): Promise<{ acked: number; read?: ReadResult }> {
+    const args: Args = [
+      this.keys.instanceChannelPrefix, instance, user, read ? read.position : -1, read ? read.limit : 0,
+      JSON.stringify(this.keys.userChannel(user)), now, this.cutoff(now), this.ttlMs, this.ids.rawPrefix(),
+    ];
+    for (const [id, position] of acks) args.push(id, position);
+    const [acked, ...rest] = await this.time('ack', this.redis.rmAck(...this.keys.userKeys(user), ...args));
+    return { acked: Number(acked), read: read ? readResult(rest) : undefined };
   }
 
   /**
-   * Reads up to `limit` owed messages after `position`, oldest first; past the
+   * Reads up to `limit` owed messages from `position` on, oldest first; past the
    * end of what is owed, the next queued entries become owed and come too.
    */
-  async read(user: string, position: number, limit: number, now = Date.now()): Promise<OwedMessage[]> {
-    const flat = await this.redis.rmRead(
-      this.keys.owed(user), this.keys.owedData(user), this.keys.queue(user), this.keys.counter, this.keys.dropped(user), this.keys.queueIndex,
-      position, limit, user, JSON.stringify(this.keys.userChannel(user)), now, this.cutoff(now), this.ttlMs,
+  async read(user: string, position: number, limit: number, now = Date.now()): Promise<ReadResult> {
+    const flat = await this.time(
+      'read',
+      this.redis.rmRead(...this.keys.userKeys(user), position, limit, JSON.stringify(this.keys.userChannel(user)), now, this.cutoff(now), this.ttlMs, this.ids.rawPrefix()),
     );
-    const out: OwedMessage[] = [];
-    for (let i = 0; i < flat.length; i += 3) out.push({ position: Number(flat[i]), id: String(flat[i + 1]), envelope: String(flat[i + 2]) });
-    return out;
+    return readResult(flat);
   }
 
-  /** Queued messages received before this time have expired (0: no expiry). */
-  private cutoff(now: number): number {
-    return this.ttlMs > 0 ? now - this.ttlMs : 0;
+  /** Drops the expired head of a user's queue (QUEUE_TTL_SECONDS); returns how many went and how many are left. */
+  async expire(user: string, now = Date.now()): Promise<{ expired: number; left: number }> {
+    const [expired, left, headTs] = await this.time('expire', this.redis.rmExpire(...this.keys.userKeys(user), this.cutoff(now), now, this.ttlMs));
+    if (left === 0) await this.redis.zrem(this.keys.queueIndex, user);
+    else await this.index(user, headTs || now, false);
+    return { expired, left };
+  }
+
+  /**
+   * Files a queue in the index of non-empty queues under the time of its oldest
+   * entry. The index is global (one key), so it is written beside the user's
+   * scripts, not in them: it is a hint for the expiry sweep and the metrics, never
+   * what decides delivery.
+   */
+  async index(user: string, oldestTs: number, onlyNew = true): Promise<void> {
+    if (onlyNew) await this.redis.zadd(this.keys.queueIndex, 'NX', oldestTs || Date.now(), user);
+    else await this.redis.zadd(this.keys.queueIndex, oldestTs, user);
+  }
+
+  /** Users whose oldest queued message is older than `before` (ms), oldest first. */
+  queuedBefore(before: number, limit: number): Promise<string[]> {
+    return this.redis.zrangebyscore(this.keys.queueIndex, '-inf', `(${before}`, 'LIMIT', 0, limit);
+  }
+
+  /** The users with the oldest queued messages: depth and age of the oldest, for metrics. */
+  async oldestQueues(limit: number, now = Date.now()): Promise<Array<{ user: string; depth: number; oldestAgeSeconds: number }>> {
+    const flat = await this.redis.zrange(this.keys.queueIndex, 0, limit - 1, 'WITHSCORES');
+    const depths = await Promise.all(flat.filter((_, i) => i % 2 === 0).map((user) => this.redis.llen(this.keys.queue(user))));
+    const out = [];
+    for (let i = 0; i < flat.length; i += 2) {
+      if (depths[i / 2] === 0) continue; // an index entry the sweep has not removed yet
+      out.push({ user: flat[i], depth: depths[i / 2], oldestAgeSeconds: Math.max(0, (now - Number(flat[i + 1])) / 1000) });
+    }
+    return out;
   }
 
   /** Users with a connection registered by an instance (to reclaim after it died). */
@@ -197,16 +276,29 @@ export class QueueService {
     return this.redis.smembers(this.keys.instanceUsers(instance));
   }
 
-  async members(cids: string[]): Promise<string[][]> {
-    const pipeline = this.redis.pipeline();
-    for (const cid of cids) pipeline.smembers(this.keys.members(cid));
-    const results = (await pipeline.exec()) ?? [];
-    return results.map(([error, members]) => {
-      if (error) throw error;
-      return members as string[];
-    });
+  /** Notes that `instance` holds (or no longer holds) sockets of `user`, for the reclaim after a crash. */
+  async registerUser(instance: string, user: string, present: boolean): Promise<void> {
+    if (present) await this.redis.sadd(this.keys.instanceUsers(instance), user);
+    else await this.redis.srem(this.keys.instanceUsers(instance), user);
+  }
+
+  /** The members of groups, one SMEMBERS each (pipelined; on a Cluster each set lives in its own slot). */
+  members(cids: string[]): Promise<string[][]> {
+    return Promise.all(cids.map((cid) => this.redis.smembers(this.keys.members(cid))));
+  }
+
+  /** Queued messages received before this time have expired (0: no expiry). */
+  private cutoff(now: number): number {
+    return this.ttlMs > 0 ? now - this.ttlMs : 0;
+  }
+
+  private time<T>(command: RedisCommand, call: Promise<T>): Promise<T> {
+    return this.metrics.timeRedis(command, call);
   }
 }
 
-/** The wire frame of a message, built from its stored envelope `{"rm":{...}}` without parsing it. */
-export const messageFrame = (envelope: string): string => `{"event":"message","data":${envelope.slice(6, -1)}}`;
+function readResult(flat: Array<number | string>): ReadResult {
+  const rows = [];
+  for (let i = 2; i < flat.length; i += 2) rows.push({ position: Number(flat[i]), envelope: String(flat[i + 1]) });
+  return { more: Number(flat[0]) === 1, next: Number(flat[1]), rows };
+}

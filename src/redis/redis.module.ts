@@ -1,21 +1,55 @@
 import { Global, Inject, Logger, Module, OnApplicationShutdown } from '@nestjs/common';
-import { Redis } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { MESSENGER_OPTIONS, MessengerOptions } from '../config/messenger-options';
+import { QueueKeys } from '../queue/queue-keys';
+import type { RedisClient } from './lua-scripts';
 import { REDIS_CLIENT, REDIS_SUBSCRIBER } from './redis.constants';
 
 const logger = new Logger('Redis');
 
+type Role = 'command' | 'subscriber';
+
+const hostPort = (item: string) => {
+  const at = item.lastIndexOf(':');
+  return { host: item.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(item.slice(at + 1)) };
+};
+
 /** Reconnects with backoff up to 2 s, forever: a server without Redis waits and says so, it does not crash. */
-export function createRedis(url: string, role: 'command' | 'subscriber'): Redis {
-  const redis = new Redis(url, {
+const retryStrategy = (attempt: number) => Math.min(100 * 2 ** Math.min(attempt, 5), 2000);
+
+/**
+ * The client for one role, on one Redis (REDIS_URL), a Redis Cluster
+ * (REDIS_CLUSTER_NODES: hash-tagged keys, ioredis follows MOVED/ASK itself) or a
+ * master found through Sentinels (REDIS_SENTINELS + REDIS_SENTINEL_MASTER: ioredis
+ * asks them again after a failover).
+ */
+export function createRedis(options: Pick<MessengerOptions, 'redisUrl' | 'redisClusterNodes' | 'redisSentinels' | 'redisSentinelMaster'>, role: Role): RedisClient {
+  const common: RedisOptions = {
     connectionName: `redmessenger-${role}`,
     // Commands fail fast while Redis is away (the client gets an error frame, nothing is lost);
     // subscriptions wait for it, and ioredis renews them after every reconnect.
     maxRetriesPerRequest: role === 'subscriber' ? null : 2,
-    // Commands issued in the same tick (acks of many sockets, reads) leave in one write.
-    enableAutoPipelining: role === 'command',
-    retryStrategy: (attempt) => Math.min(100 * 2 ** Math.min(attempt, 5), 2000),
-  });
+    retryStrategy,
+  };
+  // Commands issued in the same tick (acks of many sockets, reads) leave in one write.
+  const enableAutoPipelining = role === 'command';
+  let redis: RedisClient;
+  if (options.redisClusterNodes?.length) {
+    redis = new Cluster(options.redisClusterNodes.map(hostPort), {
+      redisOptions: common,
+      enableAutoPipelining,
+      clusterRetryStrategy: retryStrategy,
+      // A reshard or failover answers MOVED / TRYAGAIN / CLUSTERDOWN for a while: ioredis retries those.
+      retryDelayOnFailover: 200,
+      retryDelayOnClusterDown: 300,
+      retryDelayOnTryAgain: 200,
+      maxRedirections: 32,
+    });
+  } else if (options.redisSentinels?.length) {
+    redis = new Redis({ ...common, sentinels: options.redisSentinels.map(hostPort), name: options.redisSentinelMaster, enableAutoPipelining, sentinelRetryStrategy: retryStrategy });
+  } else {
+    redis = new Redis(options.redisUrl, { ...common, enableAutoPipelining });
+  }
   let down = false;
   redis.on('error', (error: Error) => {
     if (!down) logger.error(`${role} connection to Redis failed: ${error.message}; retrying`);
@@ -34,21 +68,30 @@ export function createRedis(url: string, role: 'command' | 'subscriber'): Redis 
     {
       provide: REDIS_CLIENT,
       inject: [MESSENGER_OPTIONS],
-      useFactory: (options: MessengerOptions) => options.redis ?? createRedis(options.redisUrl, 'command'),
+      useFactory: (options: MessengerOptions) => options.redis ?? createRedis(options, 'command'),
     },
     {
       provide: REDIS_SUBSCRIBER,
       inject: [MESSENGER_OPTIONS],
-      useFactory: (options: MessengerOptions) =>
-        options.redis ? options.redis.duplicate({ maxRetriesPerRequest: null }) : createRedis(options.redisUrl, 'subscriber'),
+      useFactory: (options: MessengerOptions): RedisClient => {
+        const own = options.redis;
+        if (!own) return createRedis(options, 'subscriber');
+        return own instanceof Cluster ? own.duplicate(undefined, { redisOptions: { ...own.options.redisOptions, maxRetriesPerRequest: null } }) : own.duplicate({ maxRetriesPerRequest: null });
+      },
+    },
+    {
+      // Hash-tagged key names on a Redis Cluster, the v1 names otherwise.
+      provide: QueueKeys,
+      inject: [REDIS_CLIENT],
+      useFactory: (redis: RedisClient) => new QueueKeys(redis instanceof Cluster),
     },
   ],
-  exports: [REDIS_CLIENT, REDIS_SUBSCRIBER],
+  exports: [REDIS_CLIENT, REDIS_SUBSCRIBER, QueueKeys],
 })
 export class RedisModule implements OnApplicationShutdown {
   constructor(
-    @Inject(REDIS_CLIENT) private readonly client: Redis,
-    @Inject(REDIS_SUBSCRIBER) private readonly subscriber: Redis,
+    @Inject(REDIS_CLIENT) private readonly client: RedisClient,
+    @Inject(REDIS_SUBSCRIBER) private readonly subscriber: RedisClient,
     @Inject(MESSENGER_OPTIONS) private readonly options: MessengerOptions,
   ) {}
 

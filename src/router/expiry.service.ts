@@ -1,7 +1,7 @@
 import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { MetricsService } from '../metrics/metrics.service';
-import { PresenceService } from '../presence/presence.service';
+import { ShardsService } from '../presence/shards.service';
 import { QueueService } from '../queue/queue.service';
 
 const SWEEP_EVERY_MS = 5000;
@@ -9,8 +9,8 @@ const SWEEP_BATCH = 100;
 const BUSIEST_REPORTED = 10;
 
 /**
- * QUEUE_TTL_SECONDS: each queued message expires on its own age. The router
- * (lease holder) looks every few seconds at the queues whose oldest entry is past
+ * QUEUE_TTL_SECONDS: each queued message expires on its own age. The holder of
+ * route shard 0 (one instance at a time) looks every few seconds at the queues whose oldest entry is past
  * the TTL, drops only the expired entries and counts them for the user's next
  * `ready`; a busy queue keeps no stale messages and an idle one loses no fresh ones.
  * The same pass reports the depth and age of the oldest queues as metrics.
@@ -23,7 +23,7 @@ export class ExpiryService implements OnModuleInit, OnApplicationShutdown {
 
   constructor(
     private readonly queue: QueueService,
-    private readonly presence: PresenceService,
+    private readonly shards: ShardsService,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
     private readonly metrics: MetricsService,
   ) {}
@@ -38,7 +38,7 @@ export class ExpiryService implements OnModuleInit, OnApplicationShutdown {
 
   /** Expires what is due, then reports the oldest queues (the same index serves both); returns how many expired. */
   async sweep(now = Date.now()): Promise<number> {
-    if (this.sweeping || !this.presence.isRouter) return 0;
+    if (this.sweeping || !this.shards.holds(0)) return 0;
     this.sweeping = true;
     let total = 0;
     try {

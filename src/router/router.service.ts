@@ -1,63 +1,104 @@
 import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import type { Redis } from 'ioredis';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { DeliveryService } from '../delivery/delivery.service';
-import { PresenceService } from '../presence/presence.service';
-import { GROUP_CHANNEL_PREFIX, USER_CHANNEL_PREFIX, isValidId, queueKeys } from '../queue/queue-keys';
-import { DROP_OUTCOMES, QUEUED_OUTCOMES, QueueService, ROUTE_BATCH, Routed } from '../queue/queue.service';
-import { InjectRedisSubscriber } from '../redis/redis.constants';
 import { MetricsService } from '../metrics/metrics.service';
+import { ShardsService, NOT_MINE, PENDING } from '../presence/shards.service';
+import { SHARD_COUNT, shardOf } from '../presence/shards';
+import { buildEnvelope } from '../protocol/envelope';
+import { GROUP_CHANNEL_PREFIX, USER_CHANNEL_PREFIX, isValidId } from '../protocol/ids';
+import { QueueKeys } from '../queue/queue-keys';
+import { QueueService, RouteOutcome, type RouteGroup, type RouteResult } from '../queue/queue.service';
+import type { RedisClient } from '../redis/lua-scripts';
+import { InjectRedisSubscriber } from '../redis/redis.constants';
 
-interface Published {
+/** A message as heard, with the epoch of the shard lease it was heard under (user messages). */
+interface Heard {
   channel: string;
   payload: string;
+  receivedAt: number;
+  /** User messages: the recipient's shard epoch (PENDING while a hand-over to this instance completes). */
+  epoch?: number;
+  /** Group messages: which shards were this instance's when it was heard (members are known only later). */
+  owned?: ReadonlyMap<number, number>;
 }
 
-/** Tries of one batch before it is given up (the last waits 100 * 2^8 ms): about a minute in all. */
+/** A completion marker: everything heard before a hand-over announcement of this shard has been queued before it. */
+interface HandOver {
+  complete: number;
+}
+
+type Item = Heard | HandOver;
+const isHandOver = (item: Item): item is HandOver => (item as HandOver).complete !== undefined;
+
+/** The most messages, and bytes, routed in one batch (one round of pipelined script calls). */
+const BATCH_MESSAGES = 5000;
+const BATCH_BYTES = 16 * 1024 * 1024;
+/** Tries of one batch's failed groups before they are given up (the last waits 100 * 2^8 ms): about a minute in all. */
 const ROUTE_ATTEMPTS = 9;
+/** How long a shutting-down instance waits for Redis to take its leave, and for its shards' hand-overs to complete. */
+const LEAVE_ASK_MS = 1000;
+const LEAVE_WAIT_MS = 3000;
 
 const PATTERNS = [`${USER_CHANNEL_PREFIX}*`, `${GROUP_CHANNEL_PREFIX}*`];
 
 /**
- * Hears every PUBLISH on `rm.users.*` and `rm.channels.*` and, on the one
- * instance that holds the router lease, routes it: deliver or queue, decided in
- * Redis by one script. Messages are handled in arrival order, in batches (one
- * script call per batch), and one batch at a time, so a group message is never
- * overtaken by a later message to one of its members.
+ * Hears every PUBLISH on `rm.users.*` and `rm.channels.*` and routes the ones of
+ * this instance's route shards (ShardsService): each user's messages go to one
+ * instance at a time, which decides deliver-or-queue in Redis. The subscription is
+ * read as fast as it arrives: what is heard waits in memory (bounded by
+ * ROUTE_BUFFER_BYTES) and is routed in arrival order, in batches that grow with the
+ * load (one round of pipelined script calls each), one batch at a time, so a group
+ * message is never overtaken by a later message to one of its members.
  */
 @Injectable()
 export class RouterService implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(RouterService.name);
-  private pending: Published[] = [];
+  private pending: Item[] = [];
+  private pendingBytes = 0;
   private draining: Promise<void> | null = null;
   private stopped = false;
-  /** Per-message lines are built only when someone reads them. */
-  private get debug(): boolean {
-    return Logger.isLevelEnabled('debug');
-  }
+  private overloadLoggedAt = 0;
+  private overloadDropped = 0;
+  /** Group messages are heard with the ownership they were heard under; one snapshot serves until it changes. */
+  private snapshot?: ReadonlyMap<number, number>;
+  private snapshotKey = '';
 
   constructor(
-    @InjectRedisSubscriber() private readonly subscriber: Redis,
+    @InjectRedisSubscriber() private readonly subscriber: RedisClient,
     private readonly queue: QueueService,
-    private readonly presence: PresenceService,
+    private readonly shards: ShardsService,
     private readonly delivery: DeliveryService,
+    private readonly keys: QueueKeys,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
     private readonly metrics: MetricsService,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
     this.subscriber.on('pmessage', (_pattern: string, channel: string, payload: string) => this.receive(channel, payload));
+    this.subscriber.on('message', (channel: string, line: string) => {
+      if (channel === this.keys.controlChannel) this.control(line);
+    });
+    this.watchSubscriber();
     // ioredis resubscribes by itself after a reconnect.
-    const subscribed = this.subscriber.psubscribe(...PATTERNS).catch((error: Error) => {
+    const subscribed = Promise.all([this.subscriber.psubscribe(...PATTERNS), this.subscriber.subscribe(this.keys.controlChannel)]).catch((error: Error) => {
       this.logger.error(`Cannot subscribe to ${PATTERNS.join(', ')} yet: ${error.message}`);
     });
-    await Promise.race([Promise.all([subscribed, this.presence.firstRefresh]), new Promise((r) => setTimeout(r, 3000))]);
+    await Promise.race([subscribed, new Promise((r) => setTimeout(r, 3000))]);
   }
 
-  /** Stops routing; messages already received are routed before this resolves. */
+  /**
+   * Stops routing: hands this instance's shards to the others (each routes from the
+   * hand-over on, so nothing heard is routed twice or lost), and resolves once
+   * everything heard before the hand-overs is routed.
+   */
   async stop(): Promise<void> {
+    if (this.stopped) return;
+    // Redis may not answer (paused, away): then the others take the shards once the leases lapse.
+    const left = await Promise.race([this.shards.leave().then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), LEAVE_ASK_MS))]);
+    const deadline = Date.now() + LEAVE_WAIT_MS;
+    while (left && this.shards.handingOver && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     this.stopped = true;
-    await this.subscriber.punsubscribe(...PATTERNS).catch(() => undefined);
+    await Promise.all([this.subscriber.punsubscribe(...PATTERNS), this.subscriber.unsubscribe(this.keys.controlChannel)]).catch(() => undefined);
     await this.draining;
   }
 
@@ -65,90 +106,211 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     await this.stop();
   }
 
+  /** A subscriber that drops was not there to hear what was published meanwhile: say so, once per outage. */
+  private watchSubscriber(): void {
+    let up = false;
+    this.subscriber.on('ready', () => (up = true));
+    this.subscriber.on('close', () => {
+      if (!up || this.stopped) return;
+      up = false;
+      this.metrics.subscriberLost();
+      this.logger.warn('The pub/sub connection to Redis dropped: PUBLISHes sent until it is back are not heard and may be lost (the HTTP and inbox paths lose nothing)');
+    });
+  }
+
   private receive(channel: string, payload: string): void {
     if (this.stopped) return;
-    this.pending.push({ channel, payload });
+    const receivedAt = Date.now();
+    let item: Heard;
+    if (channel.startsWith(USER_CHANNEL_PREFIX)) {
+      const epoch = this.shards.epochFor(shardOf(channel.slice(USER_CHANNEL_PREFIX.length)));
+      if (epoch === NOT_MINE) return; // another instance routes this user
+      item = { channel, payload, receivedAt, epoch };
+    } else {
+      item = { channel, payload, receivedAt, owned: this.ownedNow() };
+    }
+    const bytes = channel.length + payload.length;
+    if (this.pendingBytes + bytes > this.options.routeBufferBytes) return this.overload();
+    this.pendingBytes += bytes;
+    this.pending.push(item);
     this.draining ??= this.drain();
+  }
+
+  /** Hand-over lines take effect where they fall among the heard messages. */
+  private control(line: string): void {
+    const complete = this.shards.control(line);
+    if (complete === undefined) return;
+    this.pending.push({ complete });
+    this.draining ??= this.drain();
+  }
+
+  private ownedNow(): ReadonlyMap<number, number> {
+    const owned = new Map<number, number>();
+    for (let shard = 0; shard < SHARD_COUNT; shard++) {
+      const epoch = this.shards.epochFor(shard);
+      if (epoch !== NOT_MINE) owned.set(shard, epoch);
+    }
+    const key = [...owned].join(';');
+    if (key !== this.snapshotKey || !this.snapshot) {
+      this.snapshot = owned;
+      this.snapshotKey = key;
+    }
+    return this.snapshot;
+  }
+
+  /** Past ROUTE_BUFFER_BYTES, new messages are dropped, counted and logged (at most one line a second). */
+  private overload(): void {
+    this.overloadDropped++;
+    this.metrics.dropped('overload');
+    const now = Date.now();
+    if (now - this.overloadLoggedAt < 1000) return;
+    this.logger.warn(`Route buffer full (ROUTE_BUFFER_BYTES=${this.options.routeBufferBytes}): dropped ${this.overloadDropped} published messages`);
+    this.overloadLoggedAt = now;
+    this.overloadDropped = 0;
   }
 
   private async drain(): Promise<void> {
     // Let the messages that arrived in the same read from the socket join the batch.
     await new Promise((resolve) => setImmediate(resolve));
-    let failures = 0;
     while (this.pending.length > 0) {
-      const batch = this.pending;
-      this.pending = [];
-      try {
-        // Whether this instance routes is asked of Redis whenever the lease may have lapsed (after
-        // an outage, say), never assumed: a message is routed by the lease holder, and only by it.
-        if (this.presence.followsRouter) continue; // another instance routes these
-        if (!this.presence.isRouter && !(await this.presence.refresh())) throw new Error('cannot reach Redis to renew the router lease');
-        if (!this.presence.isRouter) continue;
-        await this.routeAll(batch);
-        failures = 0;
-      } catch (error) {
-        // Redis is back for the subscriber but not yet for commands, say: retry in order, with backoff.
-        failures++;
-        if (failures > ROUTE_ATTEMPTS) {
-          this.logger.error(`Routing ${batch.length} messages failed ${ROUTE_ATTEMPTS} times, dropping them: ${(error as Error).message}`);
-          failures = 0;
-          continue;
-        }
-        this.logger.warn(`Routing ${batch.length} messages failed (attempt ${failures}), retrying: ${(error as Error).message}`);
-        this.pending = batch.concat(this.pending);
-        await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** failures));
+      const first = this.pending[0];
+      if (isHandOver(first)) {
+        this.pending.shift();
+        await this.shards.complete(first.complete);
+        continue;
       }
+      const batch = this.takeBatch();
+      this.metrics.setRouteBuffer(this.pendingBytes);
+      await this.routeBatch(batch).catch((error: Error) => this.logger.error(`Routing ${batch.length} messages failed, dropping them: ${error.message}`));
     }
+    this.metrics.setRouteBuffer(0);
     this.draining = null;
   }
 
-  private async routeAll(batch: Published[]): Promise<void> {
-    const receivedAt = Date.now();
-    const debug = this.debug;
-    if (debug) for (const { channel } of batch) this.logger.debug(`New message from channel ${channel}`);
-    const groups = [...new Set(batch.filter((m) => m.channel.startsWith(GROUP_CHANNEL_PREFIX)).map((m) => m.channel))]
-      .filter((channel) => this.validTarget(channel, GROUP_CHANNEL_PREFIX));
-    const members = new Map<string, string[]>();
-    if (groups.length > 0) {
-      const sets = await this.queue.members(groups.map((channel) => channel.slice(GROUP_CHANNEL_PREFIX.length)));
-      groups.forEach((channel, i) => members.set(channel, sets[i].filter((member) => this.validMember(channel, member)).sort()));
+  /** The next messages in arrival order, up to a hand-over marker or the batch bounds. */
+  private takeBatch(): Heard[] {
+    let n = 0;
+    let bytes = 0;
+    while (n < this.pending.length && n < BATCH_MESSAGES && bytes < BATCH_BYTES) {
+      const item = this.pending[n];
+      if (isHandOver(item)) break;
+      bytes += item.channel.length + item.payload.length;
+      n++;
     }
+    this.pendingBytes -= bytes;
+    return this.pending.splice(0, n) as Heard[];
+  }
 
-    const routed: Routed[] = [];
-    for (const { channel, payload } of batch) {
-      if (channel.startsWith(USER_CHANNEL_PREFIX)) {
-        if (this.validTarget(channel, USER_CHANNEL_PREFIX)) {
-          routed.push({ user: channel.slice(USER_CHANNEL_PREFIX.length), channel, payload });
+  private async routeBatch(batch: Heard[]): Promise<void> {
+    const debug = Logger.isLevelEnabled('debug');
+    if (debug) for (const { channel } of batch) this.logger.debug(`New message from channel ${channel}`);
+    const groups = await this.group(batch);
+    let todo = groups.map((_, i) => i);
+    for (let attempt = 1; todo.length > 0; attempt++) {
+      const results = await this.queue.route(todo.map((i) => groups[i]), this.shards.instanceId);
+      const failed: number[] = [];
+      let error: Error | undefined;
+      results.forEach((result, j) => {
+        if (result instanceof Error) {
+          failed.push(todo[j]);
+          error = result;
+        } else {
+          this.apply(groups[todo[j]], result, debug);
         }
-      } else {
-        for (const user of members.get(channel) ?? []) routed.push({ user, channel, payload });
-      }
-    }
-    for (let i = 0; i < routed.length; i += ROUTE_BATCH) {
-      const slice = routed.slice(i, i + ROUTE_BATCH);
-      const { queued, dropped, outcome, local, sync } = await this.metrics.timeRedis('route', this.queue.route(slice, receivedAt, this.presence.instanceId));
-      this.delivery.deliver(local);
-      sync.forEach((user) => this.delivery.sync(user));
-      this.metrics.routed(slice.length);
-      this.metrics.queued(queued);
-      this.metrics.dropped(this.options.queueOverflow === 'reject' ? 'rejected' : 'overflow', dropped);
-      if (dropped > 0) this.reportDrops(slice, outcome);
-      if (!debug) continue;
-      slice.forEach(({ user }, j) => {
-        if (QUEUED_OUTCOMES.includes(outcome[j])) this.logger.debug(`Client is not online, queueing message in Redis (${queueKeys.queue(user)})`);
       });
+      todo = failed;
+      if (todo.length === 0) break;
+      // Redis is back for the subscriber but not yet for commands, a Cluster reshards, say: retry in order.
+      if (attempt >= ROUTE_ATTEMPTS) {
+        const lost = todo.reduce((sum, i) => sum + groups[i].messages.length, 0);
+        this.logger.error(`Routing ${lost} messages failed ${ROUTE_ATTEMPTS} times, dropping them: ${error?.message}`);
+        return;
+      }
+      this.logger.warn(`Routing ${todo.length} users' messages failed (attempt ${attempt}), retrying: ${error?.message}`);
+      await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
     }
   }
 
-  /** Queue caps are never silent: a line per user, and the count waits for the user's next `ready`. */
-  private reportDrops(slice: Routed[], outcome: string): void {
-    const byUser = new Map<string, number>();
-    slice.forEach(({ user }, j) => {
-      if (DROP_OUTCOMES.includes(outcome[j])) byUser.set(user, (byUser.get(user) ?? 0) + 1);
-    });
-    const what = this.options.queueOverflow === 'reject' ? 'refused new messages' : 'dropped its oldest messages';
-    for (const [user, n] of byUser) {
-      this.logger.warn(`${user}: queue full (MAX_QUEUE_LENGTH=${this.options.maxQueueLength}), ${what} (${n})`);
+  /** A batch as one group per recipient and epoch, in arrival order; group messages expanded to this instance's members. */
+  private async group(batch: Heard[]): Promise<RouteGroup[]> {
+    const cids = [...new Set(batch.filter((m) => m.owned).map((m) => m.channel))].filter((channel) => this.validTarget(channel, GROUP_CHANNEL_PREFIX));
+    const members = new Map<string, string[]>();
+    if (cids.length > 0) {
+      const sets = await this.withRetry(() => this.queue.members(cids.map((channel) => channel.slice(GROUP_CHANNEL_PREFIX.length))));
+      cids.forEach((channel, i) => members.set(channel, sets[i].filter((member) => this.validMember(channel, member)).sort()));
+    }
+    // Shards being handed to this instance: wait once per shard for the hand-over to complete.
+    const resolved = new Map<number, number>();
+    const held = async (shard: number) => {
+      if (!resolved.has(shard)) resolved.set(shard, await this.shards.whenHeld(shard));
+      return resolved.get(shard)!;
+    };
+    const byUser = new Map<string, RouteGroup>();
+    const add = (user: string, epoch: number, envelope: string) => {
+      if (epoch === NOT_MINE) return this.logger.warn(`${user}: a hand-over of its route shard did not complete; a message heard meanwhile is dropped`);
+      let group = byUser.get(user);
+      if (!group) byUser.set(user, (group = { user, epoch, messages: [] }));
+      group.epoch = Math.max(group.epoch, epoch);
+      group.messages.push({ envelope });
+    };
+    for (const { channel, payload, receivedAt, epoch, owned } of batch) {
+      if (!owned) {
+        if (!this.validTarget(channel, USER_CHANNEL_PREFIX)) continue;
+        const user = channel.slice(USER_CHANNEL_PREFIX.length);
+        add(user, epoch === PENDING ? await held(shardOf(user)) : epoch!, buildEnvelope({ id: this.queue.ids.next(), channel, payload, ts: receivedAt }));
+        continue;
+      }
+      let envelope: string | undefined;
+      for (const user of members.get(channel) ?? []) {
+        const shard = shardOf(user);
+        const memberEpoch = owned.get(shard);
+        if (memberEpoch === undefined) continue; // another instance routes this member
+        // One envelope for every member: the same id, the same bytes.
+        envelope ??= buildEnvelope({ id: this.queue.ids.next(), channel, payload, ts: receivedAt });
+        add(user, memberEpoch === PENDING ? await held(shard) : memberEpoch, envelope);
+      }
+    }
+    return [...byUser.values()];
+  }
+
+  private apply(group: RouteGroup, result: RouteResult, debug: boolean): void {
+    const { user, messages } = group;
+    const n = messages.length;
+    this.metrics.routed(n);
+    this.metrics.dropped(this.options.queueOverflow === 'reject' ? 'rejected' : 'overflow', result.dropped + result.refused);
+    if (result.dropped + result.refused > 0) {
+      const what = this.options.queueOverflow === 'reject' ? 'refused new messages' : 'dropped its oldest messages';
+      this.logger.warn(`${user}: queue full (MAX_QUEUE_LENGTH=${this.options.maxQueueLength}), ${what} (${result.dropped + result.refused})`);
+    }
+    switch (result.outcome) {
+      case RouteOutcome.Owed:
+        if (result.mine) this.delivery.deliver(user, result.position, messages.slice(0, n - result.refused).map((m) => m.envelope));
+        return;
+      case RouteOutcome.QueuedBehind:
+        if (result.mine) this.delivery.sync(user);
+        break;
+      case RouteOutcome.QueuedNew:
+        void this.queue.index(user, Date.now()).catch(() => undefined);
+        break;
+      case RouteOutcome.Fenced:
+        this.metrics.dropped('fenced', n);
+        this.logger.warn(`${user}: ${n} messages heard while this instance's route shard lease lapsed were routed by another instance meanwhile; dropped`);
+        return;
+      case RouteOutcome.Duplicate:
+        return;
+    }
+    this.metrics.queued(n - result.refused - result.replaced);
+    if (debug) for (let i = 0; i < n; i++) this.logger.debug(`Client is not online, queueing message in Redis (${this.keys.queue(user)})`);
+  }
+
+  private async withRetry<T>(call: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await call();
+      } catch (error) {
+        if (attempt >= ROUTE_ATTEMPTS) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
+      }
     }
   }
 

@@ -1,110 +1,163 @@
 --[[
-  Routes a batch of published messages, each to one user: made owed (and
-  announced to every instance holding a socket of the user) when the user has a
-  connection and an empty queue, appended to the user's queue otherwise. One script per batch, so
-  "deliver or queue" is decided atomically against presence.
-  Past the cap (ARGV[3] messages, 0 = none) the oldest message is dropped, or the
-  new one refused; either way the user's dropped counter says so at next identify.
+  Stores published messages, each group of them for one user, deciding "deliver or queue"
+  atomically against the user's presence: owed (and announced to every instance holding a
+  socket of the user) when the user has a connection and an empty queue, appended to the
+  queue otherwise (behind what its sockets still take over). One user's keys per group, so
+  on a Redis Cluster a call holds the users of one slot; with one Redis, many users.
+  Past the cap the oldest messages are dropped, or the new ones refused; either way the
+  user's dropped counter says so at the next identify. A newer message with a collapse key
+  replaces a queued one with the same key that was never sent.
 
-  KEYS[1]            message id counter
-  KEYS[2]            index of non-empty queues (zset user -> ts of the oldest entry)
-  KEYS[3 + 5(i-1)..] per message i: queue, owed, owed data, conns, dropped counter
-  ARGV[1]            instance channel prefix
-  ARGV[2]            receive time (ms since the epoch)
-  ARGV[3]            cap on a user's queue (and on what a user is owed), 0 for none
-  ARGV[4]            'drop-oldest' or 'reject'
-  ARGV[5]            time to live of a dropped counter (ms), 0 for none
-  ARGV[6]            the calling instance: it delivers its own sockets' messages from this
-                     script's answer, so no notice is published to it
-  ARGV[7 + 3(i-1)..] per message i: user id, channel (JSON string), payload (JSON string)
+  KEYS[5(g-1)+1..5g]  group g: queue, owed, state, dropped counter, inbox mark
+  ARGV[1] instance channel prefix   ARGV[2] the calling instance (its sockets' messages come
+          back in the answer instead of a notice)   ARGV[3] cap (0 for none)
+  ARGV[4] '1' to refuse past the cap, '0' to drop the oldest   ARGV[5] dropped counter ttl (ms)
+  then per group: user id, message count n, the route epoch of the caller's shard lease
+          (0: not fenced, for the HTTP and inbox paths), inbox entry id ('' for none), and per message:
+          collapse key as JSON ('' for none), expiry time for a ttl (ms, '' for none), envelope
 
-  Returns: {delivered, queued, dropped, outcome, first id - 1}; outcome has one character per
-  message: '1' delivered, 'l' delivered and the caller holds a socket of the user, '0' queued,
-  'D' / 'd' / 'Q' the same as '1' / 'l' / '0' after dropping older ones, 'x' refused,
-  'w' queued behind a queue that connected sockets are still reading ('s': the caller holds one).
-  Message i's id is (first id - 1) + i.
+  Returns: {outcomes, then per group: first position, dropped, refused, replaced, mine (0/1)}
+  outcomes has one letter per group: 'o' owed, 'q' queued, 'n' queued into an empty queue
+  (to be indexed), 'w' queued behind a queue that connected sockets still read, 'f' refused
+  because a newer epoch routed the user (the lease moved on), 'd' an inbox entry already stored.
 ]]
-local prefix, ts, cap, reject, counterTtl, caller = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == 'reject', tonumber(ARGV[5]), ARGV[6]
-local count = (#KEYS - 2) / 5
-local first = redis.call('INCRBY', KEYS[1], count) - count
-local notices = {}
-local synced = {}
-local delivered, queued, dropped = 0, 0, 0
-local flags = {}
+--- @include "envelope"
+--- @include "state"
 
-local function drop(counter, n)
-  redis.call('INCRBY', counter, n)
-  if counterTtl > 0 then redis.call('PEXPIRE', counter, counterTtl) end
-  dropped = dropped + n
+local prefix, caller, cap, reject = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+local counterTtl = tonumber(ARGV[5])
+local outcomes, results, notices = {}, {}, {}
+
+-- Stream ids 'ms-seq' in order: is a at or before b?
+local function notAfter(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if not am or not bm then return false end
+  am, bm = tonumber(am), tonumber(bm)
+  return am < bm or (am == bm and tonumber(as) <= tonumber(bs))
 end
 
-for i = 1, count do
-  local k, a = 3 + (i - 1) * 5, 7 + (i - 1) * 3
-  local queue, owed, data, conns, counter = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  local id = tostring(first + i)
-  local user = ARGV[a]
-  local envelope = '{"rm":{"id":"' .. id .. '","channel":' .. ARGV[a + 1] ..
-    ',"payload":' .. ARGV[a + 2] .. ',"ts":' .. ts .. '}}'
-  local instances = redis.call('HVALS', conns)
-  local qlen = redis.call('LLEN', queue)
-  -- Owed while a socket is connected and the queue is drained; queued otherwise, behind what
-  -- waits (sockets take the queue over as they read, so order holds).
-  local owe = #instances > 0 and qlen == 0
-  local size = cap > 0 and (owe and redis.call('ZCARD', owed) or qlen) or 0
+local function notify(instance, line)
+  local list = notices[instance]
+  if not list then list = {}; notices[instance] = list end
+  list[#list + 1] = line
+end
 
-  if cap > 0 and size >= cap and reject then
-    drop(counter, 1)
-    flags[i] = 'x'
+local a = 6
+for g = 1, #KEYS / 5 do
+  local queue, owed, state, counter, mark = KEYS[5 * g - 4], KEYS[5 * g - 3], KEYS[5 * g - 2], KEYS[5 * g - 1], KEYS[5 * g]
+  local user, n, epoch, entry = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local first = a + 4
+  a = first + 3 * n
+  local st = readState(state)
+  local outcome, position, dropped, refused, replaced, mine = 'q', 0, 0, 0, 0, 0
+
+  if epoch > 0 and st.e and st.e > epoch then
+    outcome = 'f'
+  elseif entry ~= '' and notAfter(entry, redis.call('GET', mark) or '') then
+    outcome = 'd'
   else
-    local trimmed = cap > 0 and size >= cap
-    if trimmed then
-      local excess = size - cap + 1
-      if owe then
-        local oldest = redis.call('ZPOPMIN', owed, excess)
-        for j = 1, #oldest, 2 do redis.call('HDEL', data, oldest[j]) end
+    if epoch > 0 and st.e ~= epoch then redis.call('HSET', state, 'e', epoch) end
+    local online = #st.instances > 0
+    local owe = online and redis.call('LLEN', queue) == 0
+    -- A later message of this call with the same collapse key replaces an earlier one.
+    local envelopes, keys, latest, earliest = {}, {}, {}, nil
+    if not owe then
+      for i = 0, n - 1 do
+        local key = ARGV[first + 3 * i]
+        if key ~= '' then latest[key] = i end
+      end
+    end
+    for i = 0, n - 1 do
+      local key, expiry, envelope = ARGV[first + 3 * i], ARGV[first + 3 * i + 1], ARGV[first + 3 * i + 2]
+      if owe or key == '' or latest[key] == i then
+        envelopes[#envelopes + 1] = envelope
+        if key ~= '' and not owe then keys[#keys + 1] = key end
+        if expiry ~= '' and not owe then
+          local at = tonumber(expiry)
+          if not earliest or at < earliest then earliest = at end
+        end
       else
+        replaced = replaced + 1
+      end
+    end
+
+    if owe then
+      local len = pushChunked(owed, envelopes)
+      local excess = cap > 0 and (len - st.nacked - cap) or 0
+      if excess > 0 and reject then
+        refused = math.min(excess, #envelopes)
+        redis.call('RPOP', owed, refused)
+      elseif excess > 0 then
+        redis.call('LTRIM', owed, excess, -1)
+        redis.call('HINCRBY', state, 'b', excess)
+        if st.nacked > 0 then redis.call('HDEL', state, 'x') end -- those ids come again: at least once
+        dropped = excess
+      end
+      position = st.b + len - #envelopes
+      outcome = 'o'
+      local lines
+      for _, instance in ipairs(st.instances) do
+        if instance == caller then
+          mine = 1
+        else
+          if not lines then
+            lines = {}
+            for i = 1, #envelopes - refused do lines[i] = 'm|' .. user .. '|' .. (position + i - 1) .. '|' .. envelopes[i] end
+          end
+          for i = 1, #lines do notify(instance, lines[i]) end
+        end
+      end
+    else
+      -- Collapse: a queued message with the same key that was never sent goes; its successor goes to the tail.
+      if #keys > 0 then
+        local wanted = {}
+        for _, key in ipairs(keys) do wanted[',"collapseKey":' .. key .. ',"ts":'] = true end
+        for _, queued in ipairs(redis.call('LRANGE', queue, 0, -1)) do
+          if neverSent(queued) then
+            local at = string.find(queued, ',"collapseKey":', 1, true)
+            if at then
+              local tail = string.match(string.sub(queued, at), '^(,"collapseKey":.-,"ts":)%d+}}$')
+              if tail and wanted[tail] then
+                replaced = replaced + redis.call('LREM', queue, 1, queued)
+              end
+            end
+          end
+        end
+      end
+      local len = pushChunked(queue, envelopes)
+      local excess = cap > 0 and (len - cap) or 0
+      if excess > 0 and reject then
+        refused = math.min(excess, #envelopes)
+        redis.call('RPOP', queue, refused)
+      elseif excess > 0 then
         redis.call('LTRIM', queue, excess, -1)
+        dropped = excess
       end
-      drop(counter, excess)
-    end
-    local mine = false
-    if owe then
-      redis.call('ZADD', owed, first + i, id)
-      redis.call('HSET', data, id, envelope)
-      delivered = delivered + 1
-    else
-      redis.call('RPUSH', queue, envelope)
-      redis.call('ZADD', KEYS[2], 'NX', ts, user)
-      queued = queued + 1
-    end
-    -- Tell the instances holding sockets of the user: the message itself when it is owed,
-    -- 's' (read again) when it waits in a queue they are still taking over.
-    local line = owe and ('m|' .. user .. '|' .. id .. '|' .. envelope) or ('s|' .. user)
-    local seen = {}
-    for _, instance in ipairs(instances) do
-      local key = owe and instance or (instance .. '|' .. user)
-      if instance == caller then
-        mine = true
-      elseif not seen[instance] and not synced[key] then
-        seen[instance] = true
-        if not owe then synced[key] = true end
-        local list = notices[instance]
-        if not list then list = {}; notices[instance] = list end
-        list[#list + 1] = line
+      if earliest and (not st.t or earliest < st.t) then redis.call('HSET', state, 't', earliest) end
+      if online then
+        outcome = 'w'
+        for _, instance in ipairs(st.instances) do
+          if instance == caller then mine = 1 else notify(instance, 's|' .. user) end
+        end
+      elseif len == #envelopes then
+        outcome = 'n'
       end
     end
-    if owe then
-      if mine then flags[i] = trimmed and 'd' or 'l' else flags[i] = trimmed and 'D' or '1' end
-    elseif #instances > 0 then
-      flags[i] = mine and 's' or 'w'
-    else
-      flags[i] = trimmed and 'Q' or '0'
-    end
+    countDropped(counter, dropped + refused, counterTtl)
+    if entry ~= '' then redis.call('SET', mark, entry, 'PX', 86400000) end
   end
+  outcomes[g] = outcome
+  results[#results + 1] = position
+  results[#results + 1] = dropped
+  results[#results + 1] = refused
+  results[#results + 1] = replaced
+  results[#results + 1] = mine
 end
 
--- One notice per instance per batch; lines never contain a raw newline (JSON escapes it).
+-- One notice per instance per call; lines never contain a raw newline (JSON escapes it).
 for instance, lines in pairs(notices) do
   redis.call('PUBLISH', prefix .. instance, table.concat(lines, '\n'))
 end
-return {delivered, queued, dropped, table.concat(flags), first}
+table.insert(results, 1, table.concat(outcomes))
+return results

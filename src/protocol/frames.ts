@@ -1,7 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { plainToInstance } from 'class-transformer';
 import { ArrayMaxSize, IsArray, IsString, Matches, ValidateIf, validateSync } from 'class-validator';
-import { ID_PATTERN } from '../queue/queue-keys';
+import { ID_PATTERN } from './ids';
 import { CloseCode, ErrorCode, FrameError } from './frame-error';
 
 export class IdentifyDto {

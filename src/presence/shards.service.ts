@@ -1,0 +1,214 @@
+import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import type { Result } from 'ioredis';
+import { join } from 'node:path';
+import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
+import { MetricsService } from '../metrics/metrics.service';
+import { QueueKeys } from '../queue/queue-keys';
+import { defineScripts, type RedisClient } from '../redis/lua-scripts';
+import { InjectRedis } from '../redis/redis.constants';
+import { SHARD_COUNT } from './shards';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    rmShards(...args: (string | number)[]): Result<number[], Context>;
+  }
+}
+
+/** A shard lease lasts this long unless renewed; renewals come every tick. A dead instance's shards move within about TTL + TICK. */
+export const SHARD_TTL_MS = 1500;
+const SHARD_TICK_MS = 300;
+/** A message of a shard being handed to this instance waits at most this long for the hand-over to complete. */
+const HANDOVER_WAIT_MS = 2 * SHARD_TTL_MS;
+/** A message of a shard whose lease this instance could not renew (Redis away) waits this long for Redis to answer. */
+const LAPSED_WAIT_MS = 30_000;
+
+/** The answer to "whose is this message", asked as it is heard: an epoch to route it with, not ours, or wait for a hand-over. */
+export const NOT_MINE = 0;
+export const PENDING = -1;
+
+/**
+ * This instance's share of routing: the route shards it holds, under leases kept
+ * in one Redis hash by shards-1.lua (rendezvous hashing over the live instances,
+ * a new epoch per new holder, hand-overs announced in order with the published
+ * messages on the control channel). `epochFor` is asked as each message is heard,
+ * so ownership follows the stream: a holder handing a shard over routes what it
+ * heard before the announcement, the new holder what it heard after.
+ */
+@Injectable()
+export class ShardsService implements OnModuleInit, OnApplicationShutdown {
+  private readonly logger = new Logger(ShardsService.name);
+  /** Shards routed here, with the epoch of their lease. */
+  private readonly owned = new Map<number, number>();
+  /** Shards being handed to this instance: their messages wait (PENDING) until the hand-over completes. */
+  private readonly incoming = new Map<number, number>();
+  /** Shards this instance announced handing over, until it has routed what it heard before the announcement. */
+  private readonly handing = new Set<number>();
+  private readonly waiters = new Set<() => void>();
+  private leaseUntil = 0;
+  private timer?: NodeJS.Timeout;
+  private ticking?: Promise<void>;
+  private leaving = false;
+  private failing = false;
+
+  constructor(
+    @InjectRedis() private readonly redis: RedisClient,
+    @InjectMessengerOptions() private readonly options: MessengerOptions,
+    private readonly keys: QueueKeys,
+    private readonly metrics: MetricsService,
+  ) {
+    defineScripts(redis, join(__dirname, 'lua'), ['shards-1.lua']);
+  }
+
+  get instanceId(): string {
+    return this.options.instanceId;
+  }
+
+  onModuleInit(): void {
+    void this.tick();
+    this.timer = setInterval(() => void this.tick(), SHARD_TICK_MS);
+  }
+
+  onApplicationShutdown(): void {
+    clearInterval(this.timer);
+  }
+
+  /** How many shards this instance routes now. */
+  get held(): number {
+    return this.owned.size;
+  }
+
+  /** True while this instance holds `shard` (shard 0's holder also runs the deployment-wide sweeps). */
+  holds(shard: number): boolean {
+    return this.owned.has(shard) && Date.now() < this.leaseUntil;
+  }
+
+  /**
+   * The epoch to route a message of `shard` with, as it is heard now: the lease's
+   * epoch, NOT_MINE, or PENDING: a hand-over to this instance is under way, or this
+   * instance held the shard but could not renew the lease in time (Redis away). A
+   * lapsed lease is not assumed (another instance may hold it by now) but asked of
+   * Redis again before the message is routed or dropped (`whenHeld`).
+   */
+  epochFor(shard: number): number {
+    const epoch = this.owned.get(shard);
+    if (epoch !== undefined) return Date.now() < this.leaseUntil ? epoch : PENDING;
+    return this.incoming.has(shard) ? PENDING : NOT_MINE;
+  }
+
+  /** Resolves with the shard's epoch once this instance holds it, or NOT_MINE when it turns out not to. */
+  async whenHeld(shard: number): Promise<number> {
+    const started = Date.now();
+    for (;;) {
+      const epoch = this.owned.get(shard);
+      const fresh = Date.now() < this.leaseUntil;
+      if (epoch !== undefined && fresh && !this.incoming.has(shard)) return epoch;
+      if (epoch === undefined && !this.incoming.has(shard)) return NOT_MINE;
+      const waited = Date.now() - started;
+      if (waited > (this.incoming.has(shard) ? HANDOVER_WAIT_MS : LAPSED_WAIT_MS)) break;
+      if (!fresh) await this.tick();
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          this.waiters.delete(wake);
+          clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeout(wake, 50);
+        this.waiters.add(wake);
+      });
+    }
+    this.incoming.delete(shard);
+    return NOT_MINE;
+  }
+
+  /**
+   * A line of the control channel, handled where it falls among the heard messages.
+   * Returns the shard this instance must complete handing over once it has routed
+   * everything heard before the line, or undefined.
+   */
+  control(line: string): number | undefined {
+    const [kind, shardText, to, epochText] = line.split('|');
+    const shard = Number(shardText);
+    const epoch = Number(epochText);
+    if (!Number.isInteger(shard) || shard < 0 || shard >= SHARD_COUNT) return undefined;
+    const toMe = to === this.instanceId;
+    if (kind === 'h') {
+      if (toMe) {
+        this.incoming.set(shard, epoch + 1);
+      } else if (this.owned.has(shard)) {
+        this.owned.delete(shard);
+        this.handing.add(shard);
+        return shard;
+      }
+    } else if (kind === 't' && toMe) {
+      this.owned.set(shard, epoch);
+      this.incoming.delete(shard);
+      this.wake();
+      // The lease is fresh as of the hand-over; the next tick renews it.
+      this.leaseUntil = Math.max(this.leaseUntil, Date.now() + SHARD_TTL_MS / 2);
+    }
+    return undefined;
+  }
+
+  /** This instance has routed everything it heard before handing `shard` over: the new holder takes it now. */
+  async complete(shard: number): Promise<void> {
+    this.handing.delete(shard);
+    await this.tick([shard]);
+  }
+
+  /** Shutting down: hand every shard over now (the router then routes up to each announcement and completes). */
+  async leave(): Promise<void> {
+    this.leaving = true;
+    clearInterval(this.timer);
+    await this.tick();
+  }
+
+  /** True while a hand-over this instance announced is not complete yet. */
+  get handingOver(): boolean {
+    return this.handing.size > 0;
+  }
+
+  private tick(completes: number[] = []): Promise<void> {
+    const run = async () => {
+      await this.ticking;
+      const askedAt = Date.now();
+      try {
+        const [, ...flat] = await this.metrics.timeRedis(
+          'shards',
+          this.redis.rmShards(this.keys.shards, this.instanceId, SHARD_TTL_MS, SHARD_COUNT, this.keys.controlChannel, this.leaving ? 'leave' : 'tick', ...completes),
+        );
+        this.apply(flat, askedAt);
+        if (this.failing) this.logger.log('Route shard leases are renewed again');
+        this.failing = false;
+      } catch (error) {
+        if (!this.failing) this.logger.warn(`Renewing route shard leases failed: ${(error as Error).message}`);
+        this.failing = true;
+      }
+    };
+    const current = run();
+    this.ticking = current;
+    return current;
+  }
+
+  private apply(flat: number[], askedAt: number): void {
+    const held = new Map<number, { epoch: number; handing: boolean }>();
+    for (let i = 0; i < flat.length; i += 3) held.set(flat[i], { epoch: flat[i + 1], handing: flat[i + 2] === 1 });
+    const before = this.owned.size;
+    for (const [shard, { epoch, handing }] of held) {
+      // A shard being handed over stays as it is until its announcement is heard in order.
+      if (handing || this.handing.has(shard)) continue;
+      this.owned.set(shard, epoch);
+      this.incoming.delete(shard);
+    }
+    for (const shard of [...this.owned.keys()]) if (!held.has(shard)) this.owned.delete(shard);
+    for (const shard of [...this.handing]) if (!held.has(shard)) this.handing.delete(shard);
+    // Counted from before the request: no lease in Redis outlives this.
+    this.leaseUntil = askedAt + SHARD_TTL_MS;
+    if (this.owned.size !== before) this.logger.log(`This instance now routes ${this.owned.size} of ${SHARD_COUNT} route shards`);
+    this.metrics.setShards(this.owned.size);
+    this.wake();
+  }
+
+  private wake(): void {
+    for (const wake of [...this.waiters]) wake();
+  }
+}

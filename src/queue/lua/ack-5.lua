@@ -1,0 +1,100 @@
+--[[
+  Acknowledges messages of a user, whichever socket acked them, and reads the next ones for
+  the acking socket in the same call. Acks come mostly in order: the acked head of owed is
+  trimmed in one step (its position base moves on); an id acked out of order is checked to be
+  owed and remembered in the state's 'x' until the head reaches it. Ids that are not owed are
+  ignored. The other instances holding sockets of the user are told, so they free room.
+
+  KEYS[1] queue   KEYS[2] owed   KEYS[3] state   KEYS[4] dropped counter   KEYS[5] inbox mark (unused)
+  ARGV[1] instance channel prefix   ARGV[2] this instance   ARGV[3] user id
+  ARGV[4] read position for the acking socket, -1 for no read   ARGV[5] how many to read at most
+  ARGV[6] the user's channel (JSON string)   ARGV[7] now (ms)   ARGV[8] queue expiry cutoff (0 for none)
+  ARGV[9] time to live of the dropped counter (ms)   ARGV[10] id prefix for raw entries
+  ARGV[11..] pairs: message id, its position as the acking instance knows it (-1 if unknown)
+
+  Returns: {acked count, more (0/1), next position, position1, envelope1, ...}
+]]
+--- @include "envelope"
+--- @include "state"
+--- @include "take"
+
+local owed, state = KEYS[2], KEYS[3]
+local st = readState(state)
+local want, nwant = {}, 0
+for i = 11, #ARGV, 2 do
+  if not want[ARGV[i]] then
+    want[ARGV[i]] = tonumber(ARGV[i + 1])
+    nwant = nwant + 1
+  end
+end
+
+-- The head: trimmed while each entry is acked now or was acked out of order before.
+local acked = {}
+local head = redis.call('LRANGE', owed, 0, nwant + st.nacked - 1)
+local trimmed, xChanged = 0, false
+for i = 1, #head do
+  local id = envelopeId(head[i])
+  if not id or not (want[id] or st.acked[id]) then break end
+  trimmed = trimmed + 1
+  if want[id] then acked[#acked + 1] = id end
+  want[id] = nil
+  if st.acked[id] then
+    st.acked[id] = nil
+    st.nacked = st.nacked - 1
+    xChanged = true
+  end
+end
+if trimmed > 0 then
+  redis.call('LTRIM', owed, trimmed, -1)
+  st.b = st.b + trimmed
+  redis.call('HSET', state, 'b', st.b)
+end
+
+-- The rest are acked out of order: each must be owed (at its position, or found by a bounded scan).
+local scanned
+for id, pos in pairs(want) do
+  local found = false
+  if pos >= st.b then found = envelopeId(redis.call('LINDEX', owed, pos - st.b) or '') == id end
+  if not found then
+    if not scanned then
+      scanned = {}
+      for _, e in ipairs(redis.call('LRANGE', owed, 0, 9999)) do
+        local eid = envelopeId(e)
+        if eid then scanned[eid] = true end
+      end
+    end
+    found = scanned[id] == true
+  end
+  if found and not st.acked[id] then
+    st.acked[id] = true
+    st.nacked = st.nacked + 1
+    xChanged = true
+    acked[#acked + 1] = id
+  end
+end
+if xChanged then
+  if st.nacked > 0 then redis.call('HSET', state, 'x', joinKeys(st.acked)) else redis.call('HDEL', state, 'x') end
+end
+
+if #acked > 0 then
+  local line
+  for _, instance in ipairs(st.instances) do
+    if instance ~= ARGV[2] then
+      line = line or ('a|' .. ARGV[3] .. '|' .. table.concat(acked, ','))
+      redis.call('PUBLISH', ARGV[1] .. instance, line)
+    end
+  end
+end
+
+local out, nextPos, more = {}, -1, false
+local readPos = tonumber(ARGV[4])
+if readPos >= 0 then
+  local ctx = { channel = ARGV[6], now = tonumber(ARGV[7]), cutoff = tonumber(ARGV[8]), idPrefix = ARGV[10] }
+  local expired
+  out, nextPos, expired, more = take(KEYS[1], owed, st, readPos, tonumber(ARGV[5]), ctx)
+  countDropped(KEYS[4], expired, tonumber(ARGV[9]))
+end
+table.insert(out, 1, nextPos)
+table.insert(out, 1, more and 1 or 0)
+table.insert(out, 1, #acked)
+return out

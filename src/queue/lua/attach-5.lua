@@ -1,0 +1,73 @@
+--[[
+  Registers a connection of a user. The queue is not moved here: sockets take it over in
+  chunks as they read (read-5.lua), so an identify costs the same with ten queued messages
+  or a million. Expired entries at the head of the queue are dropped and counted first, and
+  when a queued message with its own ttl may have expired (the state's 't'), the queue is
+  swept of those, so `ready` counts only what will be delivered.
+
+  KEYS[1] queue   KEYS[2] owed   KEYS[3] state   KEYS[4] dropped counter   KEYS[5] inbox mark (unused)
+  ARGV[1] connection id   ARGV[2] instance id   ARGV[3] user id   ARGV[4] instance channel prefix
+  ARGV[5] queue expiry cutoff (ms; 0 for none)   ARGV[6] most connections per user (0: no limit)
+  ARGV[7] now (ms)
+
+  Returns: {messages owed (owed + queued), dropped since the last identify, first owed position,
+            connections replaced (flat: conn, instance, ...)}
+]]
+--- @include "envelope"
+--- @include "state"
+
+local queue, owed, state = KEYS[1], KEYS[2], KEYS[3]
+local conn, instance, user, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local cutoff, maxConns, now = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local st = readState(state)
+redis.call('HSET', state, 'c:' .. conn, instance)
+
+-- Past the per-user limit the oldest connections go (connection ids sort by creation time).
+local replaced = {}
+local excess = st.nconns + 1 - maxConns
+if maxConns > 0 and excess > 0 then
+  local ids = {}
+  for c in pairs(st.conns) do ids[#ids + 1] = c end
+  table.sort(ids)
+  for i = 1, excess do
+    local owner = st.conns[ids[i]]
+    redis.call('HDEL', state, 'c:' .. ids[i])
+    replaced[#replaced + 1] = ids[i]
+    replaced[#replaced + 1] = owner
+    redis.call('PUBLISH', prefix .. owner, 'k|' .. user .. '|' .. ids[i])
+  end
+end
+
+local expired = 0
+if st.t and st.t <= now then
+  -- A message with its own ttl may have expired anywhere in the queue: keep the rest, in order.
+  local kept = {}
+  for _, entry in ipairs(redis.call('LRANGE', queue, 0, -1)) do
+    if isExpired(entry, cutoff, now) then expired = expired + 1 else kept[#kept + 1] = entry end
+  end
+  if expired > 0 then
+    redis.call('DEL', queue)
+    if #kept > 0 then pushChunked(queue, kept) end
+  end
+  local earliest
+  for _, entry in ipairs(kept) do
+    local ttl = neverSent(entry) and string.match(entry, ',"ttl":(%d+)[,}]')
+    if ttl then
+      local at = envelopeTs(entry) + tonumber(ttl) * 1000
+      if not earliest or at < earliest then earliest = at end
+    end
+  end
+  if earliest then redis.call('HSET', state, 't', earliest) else redis.call('HDEL', state, 't') end
+else
+  -- The queue is in age order: what is past the queue's time to live sits at its head.
+  local head = cutoff > 0 and redis.call('LINDEX', queue, 0)
+  while head and expired < 10000 and isExpired(head, cutoff, now) do
+    redis.call('LPOP', queue)
+    expired = expired + 1
+    head = redis.call('LINDEX', queue, 0)
+  end
+end
+
+local dropped = tonumber(redis.call('GETDEL', KEYS[4]) or '0') + expired
+local owedCount = redis.call('LLEN', owed) - st.nacked
+return {owedCount + redis.call('LLEN', queue), dropped, st.b, replaced}
