@@ -1,0 +1,174 @@
+// Plumbing shared by cluster.ts and sentinel.ts: one redis-server child process
+// (cluster node, replica or sentinel) in its own temp dir that tests can SIGKILL and
+// start again on the same port; one-shot commands; deadline polls that show the logs.
+import { ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import Redis from 'ioredis';
+import { freePort, isRunning, sleep, stopChild, tail, trackChild, trackDir, untrackDir, waitExit } from './proc';
+import { within } from './wait';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface RedisNode {
+  readonly label: string;
+  readonly port: number;
+  readonly dir: string;
+  /** Everything it wrote, across restarts. */
+  output(): string;
+  running(): boolean;
+  /** Start again with the same arguments (plus extraArgs); resolves once PING answers. */
+  start(extraArgs?: string[]): Promise<void>;
+  /** SIGKILL, as a crash would. */
+  kill(): Promise<void>;
+  /** SIGTERM (Redis's graceful shutdown), SIGKILL after 5 s. */
+  stop(): Promise<void>;
+  /** stop + remove the dir. */
+  remove(): Promise<void>;
+}
+
+export interface NodeSpec {
+  /** Names the node in errors, e.g. 'cluster node'. */
+  label: string;
+  /** redis-server arguments for this port and dir (may write files into dir). */
+  args(port: number, dir: string): string[] | Promise<string[]>;
+  /** Defaults to freePort(). */
+  pickPort?: () => Promise<number>;
+}
+
+const READY_TIMEOUT_MS = 10_000;
+export const BIN = (): string => process.env.REDIS_SERVER_BIN || 'redis-server';
+export const CLI_BIN = (): string => process.env.REDIS_CLI_BIN || 'redis-cli';
+
+export async function spawnNode(spec: NodeSpec): Promise<RedisNode> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'rm-redis-'));
+  trackDir(dir);
+  let child: ChildProcess | undefined;
+  let output = '';
+  let port = 0;
+  let args: string[] = [];
+  const name = (): string => `${spec.label} ${port}`;
+
+  const launch = async (extra: string[]): Promise<void> => {
+    const runStart = output.length;
+    const c = spawn(BIN(), [...args, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child = c;
+    trackChild(c);
+    let spawnError: Error | undefined;
+    c.once('error', (err) => (spawnError = err));
+    c.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+    c.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    for (;;) {
+      if (spawnError) throw new Error(`Could not run ${BIN()} (set REDIS_SERVER_BIN?): ${spawnError.message}`);
+      if (!isRunning(c)) {
+        await waitExit(c, 100); // let the last output arrive
+        throw new Error(`${name()} exited (code ${c.exitCode}):\n${tail(output.slice(runStart))}`);
+      }
+      if ((await ask(port, 'PING').catch(() => '')) === 'PONG') return;
+      if (Date.now() > deadline) {
+        await stopChild(c, 'SIGKILL', 1000);
+        throw new Error(`${name()} did not answer PING within ${READY_TIMEOUT_MS} ms:\n${tail(output.slice(runStart))}`);
+      }
+      await sleep(50);
+    }
+  };
+
+  const remove = async (): Promise<void> => {
+    if (child) await stopChild(child, 'SIGTERM', 5000);
+    await rm(dir, { recursive: true, force: true });
+    untrackDir(dir);
+  };
+
+  // The free port may be taken between picking it and redis binding it: retry.
+  for (let attempt = 1; ; attempt++) {
+    port = await (spec.pickPort ?? freePort)();
+    args = await spec.args(port, dir);
+    try {
+      await launch([]);
+      break;
+    } catch (err) {
+      if (attempt >= 3 || !/already in use/i.test(output)) {
+        await remove();
+        throw err;
+      }
+    }
+  }
+
+  return {
+    label: spec.label,
+    port,
+    dir,
+    output: () => output,
+    running: () => isRunning(child),
+    async start(extraArgs = []) {
+      if (isRunning(child)) throw new Error(`${name()} is already running`);
+      await launch(extraArgs);
+    },
+    async kill() {
+      if (child) await stopChild(child, 'SIGKILL', 5000);
+    },
+    async stop() {
+      if (child) await stopChild(child, 'SIGTERM', 5000);
+    },
+    remove,
+  };
+}
+
+/** One command on a fresh connection that fails fast instead of retrying. */
+export async function ask(port: number, command: string, ...args: (string | number)[]): Promise<unknown> {
+  const c = new Redis({
+    host: '127.0.0.1',
+    port,
+    lazyConnect: true,
+    retryStrategy: () => null,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    enableReadyCheck: false,
+    connectTimeout: 1000,
+  });
+  c.on('error', () => undefined);
+  try {
+    await c.connect();
+    // Not ioredis's commandTimeout: its timer outlives a rejected command and keeps jest up.
+    return await within(c.call(command, ...args), 2000, `${command} on port ${port}`);
+  } finally {
+    // disconnect() on an ended client (connect refused) would leave a 2 s timer behind.
+    if (c.status !== 'end') c.disconnect();
+  }
+}
+
+/**
+ * Polls cond every 100 ms until it is true; past the deadline, throws naming what was
+ * awaited, the last error a check threw, and the tail of each node's output.
+ */
+export async function until(
+  what: string,
+  timeoutMs: number,
+  cond: () => Promise<boolean>,
+  nodes: RedisNode[],
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      if (await cond()) return;
+      lastError = undefined;
+    } catch (err) {
+      lastError = err; // e.g. a node still down: "not yet"
+    }
+    if (Date.now() > deadline) {
+      const cause = lastError === undefined ? '' : ` (last check threw: ${String(lastError)})`;
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${cause}\n${logsOf(nodes)}`);
+    }
+    await sleep(100);
+  }
+}
+
+export function logsOf(nodes: RedisNode[]): string {
+  return nodes.map((n) => `--- ${n.label} ${n.port}${n.running() ? '' : ' (down)'} ---\n${tail(n.output(), 1500)}`).join('\n');
+}
