@@ -10,6 +10,7 @@ import { startServer, TestServer } from './support/server';
 import { waitFor, within } from './support/wait';
 import { Frame, TestClient } from './support/ws-client';
 import { entryId, entryPayload, leftoverKeys, owedCount } from './support/queue-entries';
+import { shardOf } from '../src/presence/shards';
 
 jest.setTimeout(90_000);
 
@@ -38,6 +39,21 @@ afterAll(async () => {
   await Promise.all(servers.map((s) => s.stop().catch(() => undefined)));
   await Promise.all(redises.map((r) => r.close().catch(() => undefined)));
 });
+
+/** A new user id whose route shard `instance` holds (once the shards have settled between the instances). */
+async function userRoutedBy(r: Redis, instance: string): Promise<string> {
+  let user = '';
+  await waitFor(
+    async () => {
+      user = uniqueId('ghost');
+      const lease = await r.hget('rm:shards', String(shardOf(user)));
+      return lease !== null && lease.startsWith(`${instance}|`) && lease.split('|')[3] === '';
+    },
+    10_000,
+    `a user routed by ${instance}`,
+  );
+  return user;
+}
 
 /** Runs fn; on failure, the servers' log tails are appended to the error. */
 async function withLogs<T>(list: TestServer[], fn: () => Promise<T>): Promise<T> {
@@ -215,11 +231,13 @@ describe('server SIGKILLed and not restarted, another instance alive', () => {
   it("the surviving instance returns the dead one's owed messages to the queue in order; nothing published meanwhile is lost", async () => {
     const redis = await newRedis();
     const r = redis.client();
-    // b starts first so that it holds the router lease: PUBLISHes keep being routed after a dies.
-    const b = await newServer({ REDIS_URL: redis.url, MAX_INFLIGHT: '50' });
-    const a = await newServer({ REDIS_URL: redis.url, MAX_INFLIGHT: '50' });
+    const bId = uniqueId('b');
+    const b = await newServer({ REDIS_URL: redis.url, MAX_INFLIGHT: '50', INSTANCE_ID: bId });
+    const a = await newServer({ REDIS_URL: redis.url, MAX_INFLIGHT: '50', INSTANCE_ID: uniqueId('a') });
     await withLogs([a, b], async () => {
-      const user = uniqueId('ghost');
+      // A user whose route shard b holds: PUBLISHes to it keep being routed at once after a dies
+      // (a's own shards are taken over within the contract's 2 s window, in which one may be lost).
+      const user = await userRoutedBy(r, bId);
       const queued = Array.from({ length: 300 }, (_, i) => payloadFor(i < 150 ? 'pub' : 'raw', i));
       await publishAll(r, channelOf(user), queued.slice(0, 150));
       await waitFor(async () => (await r.llen(queueKey(user))) === 150, 10_000, '150 queued');
