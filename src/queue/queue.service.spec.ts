@@ -96,6 +96,15 @@ describe('queue scripts', () => {
   const state = (user: string, k = keys) => client.hgetall(k.state(user));
   const droppedCounter = async (user: string) => Number((await client.get(keys.dropped(user))) ?? '0');
   const envelopes = (stored: StoredMessage[]) => stored.map((m) => m.envelope);
+  /** Everything stored for a user, to show that a refused call wrote nothing. */
+  const snapshot = async (user: string) => ({
+    queue: await queued(user),
+    owed: await owed(user),
+    state: await state(user),
+    dropped: await client.get(keys.dropped(user)),
+    mark: await client.get(keys.inboxMark(user)),
+  });
+  const channelOf = (user: string) => JSON.stringify(keys.userChannel(user));
   const ids = (entries: string[]) => entries.map((e) => envelopeId(e));
 
   /** A user with `n` owed messages (an online user's routes), read back with their positions. */
@@ -193,6 +202,26 @@ describe('queue scripts', () => {
       expect((await owed(online)).map(entryPayload)).toEqual(['y1']);
       expect((await queued(waiting)).map(entryPayload)).toEqual(['old', 'z1']);
       expect(await notices()).toEqual([[OTHER, `m|${online}|0|${groups[1].messages[0].envelope}`]]);
+    });
+
+    it('checks every group before its first write: a malformed later group fails the call and nothing is stored', async () => {
+      const a = uniqueId();
+      const b = uniqueId();
+      const m = message(a, 'a');
+      const route = (...groupArgs: Array<string | number>) =>
+        client.rmRoute(10, ...keys.userKeys(a), ...keys.userKeys(b), keys.instanceChannelPrefix, ME, 0, '0', 0, a, 1, 3, '', '', '', m.envelope, ...groupArgs);
+
+      const badCount = route(b, 'one', 0, '', '', '', m.envelope);
+      const badEpoch = route(b, 1, 'new', '', '', '', m.envelope);
+      const missingMessage = route(b, 2, 0, '', '', '', m.envelope);
+      const extraArgs = route(b, 1, 0, '', '', '', m.envelope, 'extra');
+
+      const settled = await Promise.allSettled([badCount, badEpoch, missingMessage, extraArgs]);
+
+      expect(settled.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected']);
+      expect(String((settled[0] as PromiseRejectedResult).reason)).toMatch(/bad argument 14: a number expected/);
+      expect(await snapshot(a)).toEqual({ queue: [], owed: [], state: {}, dropped: null, mark: null });
+      expect(await snapshot(b)).toEqual({ queue: [], owed: [], state: {}, dropped: null, mark: null });
     });
 
     describe('the cap', () => {
@@ -416,6 +445,17 @@ describe('queue scripts', () => {
   });
 
   describe('attach-5.lua', () => {
+    it('checks its arguments before its first write: a bad number is refused and nothing is registered', async () => {
+      const user = uniqueId();
+      await routeOne(user, messages(user, '1'));
+      const before = await snapshot(user);
+
+      const call = client.rmAttach(...keys.userKeys(user), 'c1', ME, user, keys.instanceChannelPrefix, 0, 'many', NOW);
+
+      await expect(call).rejects.toThrow();
+      expect(await snapshot(user)).toEqual(before);
+    });
+
     it('registers the connection and answers what is owed and queued, the dropped count (once) and the head position', async () => {
       const capped = service({ maxQueueLength: 2 });
       const user = uniqueId();
@@ -498,6 +538,21 @@ describe('queue scripts', () => {
   });
 
   describe('read-5.lua', () => {
+    it('checks its arguments before its first write: nothing leaves the queue on a bad now or cutoff', async () => {
+      const user = uniqueId();
+      await routeOne(user, messages(user, '1'));
+      await client.rpush(keys.queue(user), 'raw');
+      await queue.attach(user, 'c1', ME);
+      const before = await snapshot(user);
+
+      const badNow = client.rmRead(...keys.userKeys(user), 0, 10, channelOf(user), 'now', 0, 0, 'p.');
+      const badCutoff = client.rmRead(...keys.userKeys(user), 0, 10, channelOf(user), NOW, 'cutoff', 0, 'p.');
+      const noPrefix = client.rmRead(...keys.userKeys(user), 0, 10, channelOf(user), NOW, 0, 0);
+
+      expect((await Promise.allSettled([badNow, badCutoff, noPrefix])).map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected']);
+      expect(await snapshot(user)).toEqual(before);
+    });
+
     it('reads owed messages from a position, with more and next', async () => {
       const { user, stored } = await owedUser(3);
 
@@ -625,6 +680,22 @@ describe('queue scripts', () => {
   });
 
   describe('ack-5.lua', () => {
+    it('checks its arguments before its first write: a bad position or read argument acks nothing', async () => {
+      const { user, ids: owedIdList } = await owedUser(3);
+      await drain();
+      const before = await snapshot(user);
+      const args = (readPos: string | number, ...pairs: Array<string | number>) =>
+        [keys.instanceChannelPrefix, ME, user, readPos, 10, channelOf(user), NOW, 0, 0, 'p.', ...pairs];
+
+      const badPosition = client.rmAck(...keys.userKeys(user), ...args(-1, owedIdList[0], 0, owedIdList[2], 'two'));
+      const badRead = client.rmAck(...keys.userKeys(user), ...args('next', owedIdList[0], 0));
+      const oddPairs = client.rmAck(...keys.userKeys(user), ...args(-1, owedIdList[0], 0, owedIdList[1]));
+
+      expect((await Promise.allSettled([badPosition, badRead, oddPairs])).map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected']);
+      expect(await snapshot(user)).toEqual(before);
+      expect(await notices()).toEqual([]);
+    });
+
     it('trims the acked head: b moves on, owed shrinks', async () => {
       const { user, ids: owedIdList } = await owedUser(3);
 
@@ -789,6 +860,17 @@ describe('queue scripts', () => {
   });
 
   describe('expire-5.lua', () => {
+    it('checks its arguments before its first write: a bad counter ttl drops nothing', async () => {
+      const user = uniqueId();
+      await routeOne(user, [message(user, 'old', { ts: NOW - 120_000 })]);
+      const before = await snapshot(user);
+
+      const call = client.rmExpire(...keys.userKeys(user), NOW - 60_000, NOW, 'ttl');
+
+      await expect(call).rejects.toThrow();
+      expect(await snapshot(user)).toEqual(before);
+    });
+
     const TTL_MS = 60_000;
     const expire = (user: string, now = NOW) =>
       client.rmExpire(...keys.userKeys(user), now - TTL_MS, now, TTL_MS);

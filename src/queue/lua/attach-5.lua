@@ -13,12 +13,13 @@
   Returns: {messages owed (owed + queued), dropped since the last identify, first owed position,
             connections replaced (flat: conn, instance, ...)}
 ]]
+--- @include "args"
 --- @include "envelope"
 --- @include "state"
 
 local queue, owed, state = KEYS[1], KEYS[2], KEYS[3]
-local conn, instance, user, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local cutoff, maxConns, now = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local conn, instance, user, prefix = argString(1), argString(2), argString(3), argString(4)
+local cutoff, maxConns, now = argNumber(5), argNumber(6), argNumber(7)
 local st = readState(state)
 redis.call('HSET', state, 'c:' .. conn, instance)
 
