@@ -502,6 +502,19 @@ describe('queue scripts', () => {
       expect(await notices()).toEqual([[OTHER, `k|${user}|conn-1`]]);
     });
 
+    it('replaces no connection when a registered one attaches again (a reattach after a Redis reconnect)', async () => {
+      const limited = service({ maxSocketsPerUser: 2 });
+      const user = uniqueId();
+      await limited.attach(user, 'conn-1', ME);
+      await limited.attach(user, 'conn-2', OTHER);
+
+      const again = await limited.attach(user, 'conn-1', ME);
+
+      expect(again.replaced).toEqual([]);
+      expect(await state(user)).toEqual({ 'c:conn-1': ME, 'c:conn-2': OTHER });
+      expect(await notices()).toEqual([]);
+    });
+
     it('drops the head of the queue past the queue time to live and counts it', async () => {
       const ttl = service({ queueTtlSeconds: 60 });
       const user = uniqueId();

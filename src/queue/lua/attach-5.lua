@@ -25,10 +25,11 @@ redis.call('HSET', state, 'c:' .. conn, instance)
 
 -- Past the per-user limit the oldest connections go (connection ids sort by creation time).
 local replaced = {}
-local excess = st.nconns + 1 - maxConns
+-- A connection registered already (attaching again after a Redis reconnect) is not one more.
+local excess = st.nconns + (st.conns[conn] and 0 or 1) - maxConns
 if maxConns > 0 and excess > 0 then
   local ids = {}
-  for c in pairs(st.conns) do ids[#ids + 1] = c end
+  for c in pairs(st.conns) do if c ~= conn then ids[#ids + 1] = c end end
   table.sort(ids)
   for i = 1, excess do
     local owner = st.conns[ids[i]]
