@@ -66,7 +66,8 @@ end
 local function complete(shard, lease)
   put(shard, lease.to, lease.epoch + 1, '', now)
   redis.call('PUBLISH', control, 't|' .. shard .. '|' .. lease.to .. '|' .. (lease.epoch + 1))
-  leases[shard] = nil
+  -- The new holder's lease, so the loop below does not take the shard back as if it had none.
+  leases[shard] = { holder = lease.to, epoch = lease.epoch + 1, untl = now + ttl, to = '', since = now }
 end
 
 for i = 6, #ARGV do
@@ -92,7 +93,7 @@ for shard = 0, count - 1 do
     else
       put(shard, me, lease.epoch, '', lease.since)
     end
-    if leases[shard] then
+    if leases[shard] and leases[shard].holder == me then
       mine[#mine + 1] = shard
       mine[#mine + 1] = lease.epoch
       mine[#mine + 1] = lease.to ~= '' and 1 or 0

@@ -14,16 +14,21 @@
 
   Returns: {acked count, more (0/1), next position, position1, envelope1, ...}
 ]]
+--- @include "args"
 --- @include "envelope"
 --- @include "state"
 --- @include "take"
 
 local owed, state = KEYS[2], KEYS[3]
+local prefix, me, user = argString(1), argString(2), argString(3)
+local readPos, limit, counterTtl = argNumber(4), argNumber(5), argNumber(9)
+local ctx = { channel = argString(6), now = argNumber(7), cutoff = argNumber(8), idPrefix = argString(10) }
 local st = readState(state)
 local want, nwant = {}, 0
 for i = 11, #ARGV, 2 do
+  local pos = argNumber(i + 1)
   if not want[ARGV[i]] then
-    want[ARGV[i]] = tonumber(ARGV[i + 1])
+    want[ARGV[i]] = pos
     nwant = nwant + 1
   end
 end
@@ -79,20 +84,18 @@ end
 if #acked > 0 then
   local line
   for _, instance in ipairs(st.instances) do
-    if instance ~= ARGV[2] then
-      line = line or ('a|' .. ARGV[3] .. '|' .. table.concat(acked, ','))
-      redis.call('PUBLISH', ARGV[1] .. instance, line)
+    if instance ~= me then
+      line = line or ('a|' .. user .. '|' .. table.concat(acked, ','))
+      redis.call('PUBLISH', prefix .. instance, line)
     end
   end
 end
 
 local out, nextPos, more = {}, -1, false
-local readPos = tonumber(ARGV[4])
 if readPos >= 0 then
-  local ctx = { channel = ARGV[6], now = tonumber(ARGV[7]), cutoff = tonumber(ARGV[8]), idPrefix = ARGV[10] }
   local expired
-  out, nextPos, expired, more = take(KEYS[1], owed, st, readPos, tonumber(ARGV[5]), ctx)
-  countDropped(KEYS[4], expired, tonumber(ARGV[9]))
+  out, nextPos, expired, more = take(KEYS[1], owed, st, readPos, limit, ctx)
+  countDropped(KEYS[4], expired, counterTtl)
 end
 table.insert(out, 1, nextPos)
 table.insert(out, 1, more and 1 or 0)

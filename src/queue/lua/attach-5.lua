@@ -13,21 +13,23 @@
   Returns: {messages owed (owed + queued), dropped since the last identify, first owed position,
             connections replaced (flat: conn, instance, ...)}
 ]]
+--- @include "args"
 --- @include "envelope"
 --- @include "state"
 
 local queue, owed, state = KEYS[1], KEYS[2], KEYS[3]
-local conn, instance, user, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local cutoff, maxConns, now = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local conn, instance, user, prefix = argString(1), argString(2), argString(3), argString(4)
+local cutoff, maxConns, now = argNumber(5), argNumber(6), argNumber(7)
 local st = readState(state)
 redis.call('HSET', state, 'c:' .. conn, instance)
 
 -- Past the per-user limit the oldest connections go (connection ids sort by creation time).
 local replaced = {}
-local excess = st.nconns + 1 - maxConns
+-- A connection registered already (attaching again after a Redis reconnect) is not one more.
+local excess = st.nconns + (st.conns[conn] and 0 or 1) - maxConns
 if maxConns > 0 and excess > 0 then
   local ids = {}
-  for c in pairs(st.conns) do ids[#ids + 1] = c end
+  for c in pairs(st.conns) do if c ~= conn then ids[#ids + 1] = c end end
   table.sort(ids)
   for i = 1, excess do
     local owner = st.conns[ids[i]]

@@ -8,10 +8,11 @@
 
   Returns: {expired count, entries left, ts of the new head (0 if none, or raw)}
 ]]
+--- @include "args"
 --- @include "envelope"
 --- @include "state"
 
-local cutoff, now = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cutoff, now, counterTtl = argNumber(1), argNumber(2), argNumber(3)
 local expired = 0
 local head = redis.call('LINDEX', KEYS[1], 0)
 while head and expired < 10000 and isExpired(head, cutoff, now) do
@@ -19,7 +20,7 @@ while head and expired < 10000 and isExpired(head, cutoff, now) do
   expired = expired + 1
   head = redis.call('LINDEX', KEYS[1], 0)
 end
-countDropped(KEYS[4], expired, tonumber(ARGV[3]))
+countDropped(KEYS[4], expired, counterTtl)
 -- No queue and no connection: only the route epoch and the ttl hint would be left.
 if not head and readState(KEYS[3]).nconns == 0 then redis.call('DEL', KEYS[3]) end
 return {expired, redis.call('LLEN', KEYS[1]), head and (envelopeTs(head) or 0) or 0}

@@ -9,14 +9,16 @@
 
   Returns: {more (0/1), next position, position1, envelope1, position2, envelope2, ...}
 ]]
+--- @include "args"
 --- @include "envelope"
 --- @include "state"
 --- @include "take"
 
+local pos, limit, counterTtl = argNumber(1), argNumber(2), argNumber(6)
+local ctx = { channel = argString(3), now = argNumber(4), cutoff = argNumber(5), idPrefix = argString(7) }
 local st = readState(KEYS[3])
-local ctx = { channel = ARGV[3], now = tonumber(ARGV[4]), cutoff = tonumber(ARGV[5]), idPrefix = ARGV[7] }
-local out, nextPos, expired, more = take(KEYS[1], KEYS[2], st, tonumber(ARGV[1]), tonumber(ARGV[2]), ctx)
-countDropped(KEYS[4], expired, tonumber(ARGV[6]))
+local out, nextPos, expired, more = take(KEYS[1], KEYS[2], st, pos, limit, ctx)
+countDropped(KEYS[4], expired, counterTtl)
 table.insert(out, 1, nextPos)
 table.insert(out, 1, more and 1 or 0)
 return out

@@ -21,11 +21,24 @@
   (to be indexed), 'w' queued behind a queue that connected sockets still read, 'f' refused
   because a newer epoch routed the user (the lease moved on), 'd' an inbox entry already stored.
 ]]
+--- @include "args"
 --- @include "envelope"
 --- @include "state"
 
-local prefix, caller, cap, reject = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
-local counterTtl = tonumber(ARGV[5])
+local prefix, caller, cap, reject = argString(1), argString(2), argNumber(3), argString(4) == '1'
+local counterTtl = argNumber(5)
+-- Every group is checked before the first write, so a malformed one cannot leave the groups before it stored.
+local at = 6
+for _ = 1, #KEYS / 5 do
+  argString(at)
+  local n = argNumber(at + 1)
+  argNumber(at + 2)
+  for i = at + 3, at + 3 + 3 * n do argString(i) end
+  at = at + 4 + 3 * n
+end
+if #KEYS % 5 ~= 0 or at ~= #ARGV + 1 then
+  error(redis.error_reply('ERR ' .. #KEYS .. ' keys and ' .. #ARGV .. ' arguments do not make whole groups'))
+end
 local outcomes, results, notices = {}, {}, {}
 
 -- Stream ids 'ms-seq' in order: is a at or before b?

@@ -51,5 +51,6 @@ local function take(queue, owed, st, pos, limit, ctx)
     owedLen = owedLen + #push
     got = got + #push
   end
-  return out, b + owedLen, expired, false
+  -- A full page may have left more in the queue (acked ids skipped above make the page look short).
+  return out, b + owedLen, expired, got >= limit and redis.call('LLEN', queue) > 0
 end

@@ -1,0 +1,378 @@
+import type { Redis } from 'ioredis';
+import { createHash } from 'node:crypto';
+import { startRedis, type TestRedis } from '../../test/support/redis';
+import { uniqueId } from '../../test/support/ids';
+import { within } from '../../test/support/wait';
+import { withDefaults } from '../config/messenger-options';
+import { MetricsService } from '../metrics/metrics.service';
+import { QueueKeys } from '../queue/queue-keys';
+import { NOT_MINE, PENDING, ShardsService } from './shards.service';
+import { SHARD_COUNT } from './shards';
+
+/**
+ * shards-1.lua against a real Redis, called directly (each call one tick of one
+ * instance, with a long lease so nothing lapses unless a test says so), then the
+ * ShardsService that runs it. Each test has its own shards hash and control channel.
+ */
+describe('route shards (shards-1.lua)', () => {
+  let redis: TestRedis;
+  let client: Redis;
+  let listener: Redis;
+  const metrics = new MetricsService();
+  const LEASE_MS = 60_000;
+  /** Lines heard on the control channels, per channel. */
+  const heard = new Map<string, string[]>();
+  let key: string;
+  let control: string;
+  let markers = 0;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    client = redis.client();
+    listener = redis.client();
+    listener.on('message', (channel: string, text: string) => heard.get(channel)?.push(text));
+    // Registers rmShards on the client.
+    new ShardsService(client, withDefaults({ instanceId: 'registrar' }), new QueueKeys(false), metrics);
+  });
+
+  afterAll(async () => {
+    await redis?.close();
+  });
+
+  beforeEach(async () => {
+    key = `rm:shards:${uniqueId('test')}`;
+    control = `rm:control:${uniqueId('test')}`;
+    heard.set(control, []);
+    await listener.subscribe(control);
+  });
+
+  afterEach(async () => {
+    await listener.unsubscribe(control);
+    heard.delete(control);
+  });
+
+  /** The control lines published so far, in order (a marker published after them is heard after them). */
+  async function lines(): Promise<string[]> {
+    const marker = `sync|${++markers}`;
+    await client.publish(control, marker);
+    const got = heard.get(control)!;
+    await within(
+      (async () => {
+        while (!got.includes(marker)) await new Promise((r) => setTimeout(r, 5));
+      })(),
+      5000,
+      'the control marker',
+    );
+    const out = got.filter((line) => !line.startsWith('sync|'));
+    got.length = 0;
+    return out;
+  }
+
+  /** One call of the script for `me`: the live count and the shards it holds. */
+  async function tick(me: string, mode: 'tick' | 'leave' = 'tick', completes: number[] = []) {
+    const [live, ...flat] = await client.rmShards(key, me, LEASE_MS, SHARD_COUNT, control, mode, ...completes);
+    const held = new Map<number, { epoch: number; handing: boolean }>();
+    for (let i = 0; i < flat.length; i += 3) held.set(flat[i], { epoch: flat[i + 1], handing: flat[i + 2] === 1 });
+    return { live, held };
+  }
+
+  /** The stored leases: shard -> holder, epoch, hand-over target. */
+  async function leases(): Promise<Map<number, { holder: string; epoch: number; to: string }>> {
+    const all = await client.hgetall(key);
+    const out = new Map<number, { holder: string; epoch: number; to: string }>();
+    for (const [field, value] of Object.entries(all)) {
+      if (field.startsWith('i:')) continue;
+      const [holder, epoch, , to] = value.split('|');
+      out.set(Number(field), { holder, epoch: Number(epoch), to });
+    }
+    return out;
+  }
+
+  /** Every lease's `until` in the past, as if its holder had stopped renewing it. */
+  async function lapseLeases(): Promise<void> {
+    for (const [field, value] of Object.entries(await client.hgetall(key))) {
+      if (field.startsWith('i:')) continue;
+      const [holder, epoch, , to, since] = value.split('|');
+      await client.hset(key, field, `${holder}|${epoch}|1|${to}|${since}`);
+    }
+  }
+
+  /** The instance's heartbeat in the past (but not so old that the script forgets it): it is dead. */
+  const kill = (instance: string) => client.hset(key, `i:${instance}`, Date.now() - 1000);
+
+  /** Rendezvous hashing as the script does it: the instance with the highest sha1(shard|instance). */
+  function firstRanked(shard: number, live: string[]): string {
+    let best = '';
+    let bestScore = '';
+    for (const inst of live) {
+      const score = createHash('sha1').update(`${shard}|${inst}`).digest('hex');
+      if (!best || score > bestScore) [best, bestScore] = [inst, score];
+    }
+    return best;
+  }
+  const shardsOf = (instance: string, live: string[]) =>
+    Array.from({ length: SHARD_COUNT }, (_, s) => s).filter((s) => firstRanked(s, live) === instance);
+  const all = Array.from({ length: SHARD_COUNT }, (_, s) => s);
+
+  it('gives one instance all 64 shards with epoch 1, and renews them with the same epoch', async () => {
+    const a = uniqueId('a');
+
+    const first = await tick(a);
+    const second = await tick(a);
+
+    for (const result of [first, second]) {
+      expect(result.live).toBe(1);
+      expect([...result.held.keys()].sort((x, y) => x - y)).toEqual(all);
+      expect([...result.held.values()].every((h) => h.epoch === 1 && !h.handing)).toBe(true);
+    }
+    expect([...(await leases()).values()].every((l) => l.holder === a && l.epoch === 1 && l.to === '')).toBe(true);
+    expect(await lines()).toEqual([]);
+  });
+
+  it('moves the shards a second instance ranks first for by a hand-over: announced, completed, epoch + 1', async () => {
+    const a = uniqueId('a');
+    const b = uniqueId('b');
+    await tick(a);
+    const moving = shardsOf(b, [a, b]);
+    expect(moving.length).toBeGreaterThan(0);
+
+    const joined = await tick(b);
+    const announcing = await tick(a);
+    const announced = await lines();
+    const waiting = await tick(b);
+    const completing = await tick(a, 'tick', moving);
+    const completed = await lines();
+    const taken = await tick(b);
+    const kept = await tick(a);
+
+    expect(joined).toEqual({ live: 2, held: new Map() });
+    expect(announcing.live).toBe(2);
+    expect(announcing.held.size).toBe(SHARD_COUNT);
+    expect([...announcing.held].filter(([, h]) => h.handing).map(([s]) => s)).toEqual(moving);
+    expect(announced).toEqual(moving.map((s) => `h|${s}|${b}|1`));
+    expect(waiting.held.size).toBe(0);
+    expect([...completing.held.keys()]).toEqual(all.filter((s) => !moving.includes(s)));
+    expect(completed).toEqual(moving.map((s) => `t|${s}|${b}|2`));
+    expect([...taken.held]).toEqual(moving.map((s) => [s, { epoch: 2, handing: false }]));
+    expect([...kept.held.values()].every((h) => h.epoch === 1 && !h.handing)).toBe(true);
+    expect(kept.held.size + taken.held.size).toBe(SHARD_COUNT);
+  });
+
+  it('raises the epoch on each new holder: a shard handed over and back has epoch 3', async () => {
+    const a = uniqueId('a');
+    const b = uniqueId('b');
+    await tick(a);
+    await tick(b);
+    await tick(a);
+    const moving = shardsOf(b, [a, b]);
+    await tick(a, 'tick', moving);
+    await tick(b);
+    await lines();
+
+    const leaving = await tick(b, 'leave');
+    const announced = await lines();
+    await tick(b, 'leave', moving);
+    const completed = await lines();
+    const back = await tick(a);
+
+    expect([...leaving.held]).toEqual(moving.map((s) => [s, { epoch: 2, handing: true }]));
+    expect(announced).toEqual(moving.map((s) => `h|${s}|${a}|2`));
+    expect(completed).toEqual(moving.map((s) => `t|${s}|${a}|3`));
+    expect(back.held.size).toBe(SHARD_COUNT);
+    for (const s of all) expect(back.held.get(s)).toEqual({ epoch: moving.includes(s) ? 3 : 1, handing: false });
+  });
+
+  it('gives a lapsed lease to the first-ranked live instance with a new epoch, without a hand-over', async () => {
+    const a = uniqueId('a');
+    const b = uniqueId('b');
+    await tick(a);
+    await tick(b);
+    await lapseLeases();
+
+    const byB = await tick(b);
+    const byA = await tick(a);
+
+    expect([...byB.held]).toEqual(shardsOf(b, [a, b]).map((s) => [s, { epoch: 2, handing: false }]));
+    expect([...byA.held]).toEqual(shardsOf(a, [a, b]).map((s) => [s, { epoch: 2, handing: false }]));
+    expect(await lines()).toEqual([]);
+  });
+
+  it('gives the lapsed leases of a dead instance to the live one', async () => {
+    const a = uniqueId('a');
+    const b = uniqueId('b');
+    await tick(a);
+    await tick(b);
+    await kill(a);
+    await lapseLeases();
+
+    const result = await tick(b);
+
+    expect(result.live).toBe(1);
+    expect(result.held.size).toBe(SHARD_COUNT);
+    expect([...result.held.values()].every((h) => h.epoch === 2 && !h.handing)).toBe(true);
+  });
+
+  it('hands every shard over on leave; the last instance to leave removes the leases', async () => {
+    const a = uniqueId('a');
+    const b = uniqueId('b');
+    await tick(a);
+    await tick(b);
+    await tick(a);
+    await tick(a, 'tick', shardsOf(b, [a, b]));
+    await tick(b);
+    const mine = shardsOf(a, [a, b]);
+    await lines();
+
+    const leaving = await tick(a, 'leave');
+    const announced = await lines();
+    const done = await tick(a, 'leave', mine);
+    const rest = await tick(b);
+    const last = await tick(b, 'leave');
+
+    expect(leaving.live).toBe(1);
+    expect([...leaving.held]).toEqual(mine.map((s) => [s, { epoch: 1, handing: true }]));
+    expect(announced).toEqual(mine.map((s) => `h|${s}|${b}|1`));
+    expect(done.held.size).toBe(0);
+    expect(await client.hexists(key, `i:${a}`)).toBe(0);
+    expect(rest.held.size).toBe(SHARD_COUNT);
+    expect(last).toEqual({ live: 0, held: new Map() });
+    expect(await client.hlen(key)).toBe(0);
+  });
+
+  it('splits 64 shards over 3 instances roughly evenly, as rendezvous hashing ranks them', async () => {
+    const names = [uniqueId('a'), uniqueId('b'), uniqueId('c')];
+    const [a, b, c] = names;
+    await tick(a);
+    await tick(b);
+    await tick(c);
+    await tick(a);
+    await tick(a, 'tick', all.filter((s) => firstRanked(s, names) !== a));
+    await tick(b);
+    await tick(c);
+
+    const stored = await leases();
+
+    for (const name of names) {
+      const held = [...stored].filter(([, l]) => l.holder === name).map(([s]) => s).sort((x, y) => x - y);
+      expect(held).toEqual(shardsOf(name, names));
+      expect(held.length).toBeGreaterThanOrEqual(10);
+      expect(held.length).toBeLessThanOrEqual(35);
+    }
+    expect(stored.size).toBe(SHARD_COUNT);
+  });
+
+  it('does not take back, with an older epoch, a shard whose hand-over it completed after the target left', async () => {
+    const a = uniqueId('a');
+    const b = uniqueId('b');
+    await tick(a);
+    await tick(b);
+    await tick(a);
+    const moving = shardsOf(b, [a, b]);
+    await tick(b, 'leave'); // b goes before the hand-over completes
+
+    const completing = await tick(a, 'tick', moving);
+    const afterComplete = await leases();
+    await lapseLeases();
+    const retaken = await tick(a);
+
+    for (const s of moving) {
+      expect(completing.held.has(s)).toBe(false);
+      expect(afterComplete.get(s)).toEqual({ holder: b, epoch: 2, to: '' });
+      expect(retaken.held.get(s)).toEqual({ epoch: 3, handing: false });
+    }
+  });
+
+  it('completes a hand-over by itself when its announcement was never completed (3 lease times)', async () => {
+    const a = uniqueId('a');
+    const b = uniqueId('b');
+    await tick(a);
+    await tick(b);
+    await tick(a);
+    const moving = shardsOf(b, [a, b]);
+    await lines();
+    for (const s of moving) {
+      const [holder, epoch, until, to] = (await client.hget(key, String(s)))!.split('|');
+      await client.hset(key, String(s), `${holder}|${epoch}|${until}|${to}|${Date.now() - 4 * LEASE_MS}`);
+    }
+
+    const result = await tick(a);
+    const taken = await tick(b);
+
+    expect(await lines()).toEqual(moving.map((s) => `t|${s}|${b}|2`));
+    expect(moving.some((s) => result.held.has(s))).toBe(false);
+    expect(result.held.size).toBe(SHARD_COUNT - moving.length);
+    expect([...taken.held]).toEqual(moving.map((s) => [s, { epoch: 2, handing: false }]));
+  });
+
+  describe('ShardsService', () => {
+    const services: ShardsService[] = [];
+    const make = (instanceId: string) => {
+      const keys = Object.assign(new QueueKeys(false), { shards: key, controlChannel: control });
+      const service = new ShardsService(client, withDefaults({ instanceId }), keys, metrics);
+      services.push(service);
+      return service;
+    };
+    /** One tick now (the service's timer is not started in these tests). */
+    const tickOf = (service: ShardsService) => (service as unknown as { tick(completes?: number[]): Promise<void> }).tick();
+
+    afterEach(() => {
+      for (const service of services.splice(0)) service.onApplicationShutdown();
+    });
+
+    it('routes every shard with epoch 1 when it is alone', async () => {
+      const a = make(uniqueId('a'));
+
+      await tickOf(a);
+
+      expect(a.held).toBe(SHARD_COUNT);
+      expect(all.every((s) => a.epochFor(s) === 1 && a.holds(s))).toBe(true);
+      expect(a.handingOver).toBe(false);
+    });
+
+    it('hands shards over as the control lines come: the new holder waits for the completion, then routes with epoch 2', async () => {
+      const idA = uniqueId('a');
+      const idB = uniqueId('b');
+      const a = make(idA);
+      const b = make(idB);
+      await tickOf(a);
+      await tickOf(b);
+      const moving = shardsOf(idB, [idA, idB]);
+
+      await tickOf(a);
+      const handed: number[] = [];
+      for (const line of await lines()) {
+        const shard = a.control(line);
+        b.control(line);
+        if (shard !== undefined) handed.push(shard);
+      }
+      const during = { a: moving.map((s) => a.epochFor(s)), b: moving.map((s) => b.epochFor(s)), handing: a.handingOver };
+      for (const shard of handed) await a.complete(shard);
+      for (const line of await lines()) {
+        a.control(line);
+        b.control(line);
+      }
+
+      expect(handed).toEqual(moving);
+      expect(during).toEqual({ a: moving.map(() => NOT_MINE), b: moving.map(() => PENDING), handing: true });
+      expect(a.handingOver).toBe(false);
+      expect(moving.map((s) => b.epochFor(s))).toEqual(moving.map(() => 2));
+      expect(b.held).toBe(moving.length);
+      expect(a.held).toBe(SHARD_COUNT - moving.length);
+      await expect(b.whenHeld(moving[0])).resolves.toBe(2);
+      await expect(a.whenHeld(moving[0])).resolves.toBe(NOT_MINE);
+    });
+
+    it('announces every shard it holds on leave', async () => {
+      const idA = uniqueId('a');
+      const idB = uniqueId('b');
+      const a = make(idA);
+      const b = make(idB);
+      await tickOf(a);
+      await tickOf(b);
+
+      await a.leave();
+
+      expect(await lines()).toEqual(all.map((s) => `h|${s}|${idB}|1`));
+    });
+  });
+});
