@@ -224,13 +224,13 @@ describe('MetricsService', () => {
     it('takes a function that starts the call, even one that throws at once', async () => {
       expect(await metrics.timeRedis('read', async () => [1, 2])).toEqual([1, 2]);
       await expect(
-        metrics.timeRedis('lease', () => {
+        metrics.timeRedis('shards', () => {
           throw new Error('sync');
         }),
       ).rejects.toThrow('sync');
 
       expect((await histogram(metrics, 'redmessenger_redis_command_duration_seconds', { command: 'read' })).count).toBe(1);
-      expect((await histogram(metrics, 'redmessenger_redis_command_duration_seconds', { command: 'lease' })).count).toBe(1);
+      expect((await histogram(metrics, 'redmessenger_redis_command_duration_seconds', { command: 'shards' })).count).toBe(1);
     });
 
     it("records an unknown command as 'other'", async () => {
