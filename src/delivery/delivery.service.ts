@@ -186,7 +186,8 @@ export class DeliveryService implements OnModuleInit {
       if (reader) reader.reading = false;
     }
     this.metrics.acked(acked, latencies.slice(0, acked));
-    if (reader && read) this.took(reader, read, room);
+    // The reader too: acks that arrived while its read was under way freed more room, read it in one go.
+    if (reader && read && this.took(reader, read, room)) this.wake(reader);
     for (const conn of local) if (conn !== reader) this.wake(conn);
   }
 
@@ -226,11 +227,15 @@ export class DeliveryService implements OnModuleInit {
   private took(conn: Connection, read: ReadResult, room: number): boolean {
     conn.hasRead = true;
     const debug = Logger.isLevelEnabled('debug');
+    let sent = 0;
     for (const { position, envelope } of read.rows) {
-      if (!this.send(conn, position, envelope)) return false; // a slow consumer: the rest is read again once it drains
+      if (!this.send(conn, position, envelope)) break; // a slow consumer: the rest is read again once it drains
+      sent++;
       // The seed's per-message purge line names the message id, never its payload.
       if (debug) this.logger.debug(`${conn.user}: Purging message ${envelopeId(envelope)}`);
     }
+    this.metrics.delivered(sent);
+    if (sent < read.rows.length) return false;
     conn.next = Math.max(conn.next, read.next);
     const pending = conn.pending;
     conn.pending = [];
@@ -290,7 +295,7 @@ export class DeliveryService implements OnModuleInit {
     if (conn.reading) {
       conn.pending.push({ position, envelope });
     } else if (conn.mode === 'live' && position === conn.next && conn.inflight.size < this.options.maxInflight && this.send(conn, position, envelope)) {
-      // sent
+      this.metrics.delivered(1);
     } else {
       // No room, or a gap before it: it waits in Redis and is read in order.
       conn.mode = 'backlog';
@@ -320,7 +325,6 @@ export class DeliveryService implements OnModuleInit {
     if (id !== undefined) conn.inflight.set(id, { position, ts: envelopeTs(envelope) });
     cork(conn);
     conn.socket.send(messageFrame(envelope));
-    this.metrics.delivered(1);
     return true;
   }
 

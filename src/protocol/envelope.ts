@@ -28,22 +28,39 @@ export function buildEnvelope({ id, channel, payload, ts, ttl, collapseKey }: En
 }
 
 const SENT = ',"sent":true}';
-const HEAD = /^\{"rm":\{"id":"([^"\\]+)"/;
-/** `ts` is the last field; a payload containing `"ts":` is JSON-escaped, so it cannot end the envelope this way. */
-const TS_AT_END = /[{,]"ts":(\d{1,16})}(?:}|,"sent":true})$/;
+const HEAD = '{"rm":{"id":"';
+const TS = ',"ts":';
 
 /** The same envelope, marked as sent once (it goes back to a queue). */
 export const markSent = (envelope: string): string => (envelope.endsWith(SENT) ? envelope : `${envelope.slice(0, -1)}${SENT}`);
 
 /** The message id of an envelope, or undefined for a raw entry. */
+// Read with indexOf and slices, not regular expressions: these run for every message sent.
 export function envelopeId(envelope: string): string | undefined {
-  return envelope.endsWith('}}') || envelope.endsWith(SENT) ? HEAD.exec(envelope)?.[1] : undefined;
+  if (!envelope.startsWith(HEAD) || !innerEnd(envelope)) return undefined;
+  const end = envelope.indexOf('"', HEAD.length);
+  const id = end > HEAD.length ? envelope.slice(HEAD.length, end) : '';
+  return id && !id.includes('\\') ? id : undefined;
 }
 
-/** When RedMessenger received the message (ms since the epoch), or undefined for anything but an envelope. */
+/**
+ * When RedMessenger received the message (ms since the epoch), or undefined for anything but
+ * an envelope. `ts` is the inner object's last field; a payload containing `"ts":` is
+ * JSON-escaped, so the last `,"ts":` of the envelope is always its own.
+ */
 export function envelopeTs(envelope: string): number | undefined {
-  const match = TS_AT_END.exec(envelope);
-  return match ? Number(match[1]) : undefined;
+  const end = innerEnd(envelope);
+  if (!end) return undefined;
+  const at = envelope.lastIndexOf(TS, end);
+  const digits = at < 0 ? '' : envelope.slice(at + TS.length, end);
+  return digits.length > 0 && digits.length <= 16 && /^\d+$/.test(digits) ? Number(digits) : undefined;
+}
+
+/** Where the inner object's closing brace is, or 0 for anything but an envelope's ending. */
+function innerEnd(envelope: string): number {
+  if (envelope.endsWith('}}')) return envelope.length - 2;
+  if (envelope.endsWith(SENT) && envelope[envelope.length - SENT.length - 1] === '}') return envelope.length - SENT.length - 1;
+  return 0;
 }
 
 /** The wire frame of a message, built from its stored envelope without parsing it. */
