@@ -89,10 +89,11 @@ class Instance {
   }
 
   async start() {
-    const env = { ...process.env, PORT: String(this.port), INSTANCE_ID: `chaos-${this.n}`, REDIS_URL: this.redisUrl, PUBLISH_API_KEYS: KEY, LOG_LEVEL: 'warn' };
+    const env = { ...process.env, PORT: String(this.port), INSTANCE_ID: `chaos-${this.n}`, REDIS_URL: this.redisUrl, PUBLISH_API_KEYS: KEY, LOG_LEVEL: process.env.CHAOS_LOG_LEVEL ?? 'warn' };
     this.child = spawn(process.execPath, [MAIN], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     children.add(this.child);
-    const keep = (d) => (this.logs = (this.logs + d).slice(-20000));
+    const keep = (d) => (this.logs = (this.logs + d).slice(-400000));
+    this.logs += `--- start at ${((Date.now() - started) / 1000).toFixed(2)} s\n`;
     this.child.stdout.on('data', keep);
     this.child.stderr.on('data', keep);
     this.exited = new Promise((resolve) => this.child.once('exit', resolve));
@@ -128,6 +129,7 @@ const unanswered = new Set();
 const handled = new Map();
 const counts = { httpRetries: 0, http503: 0, httpErrors: 0, received: 0, acked: 0, dropped: 0, connects: 0, identifyFailed: 0 };
 const kills = [];
+const restarts = [];
 let running = true;
 
 function post(port, body, idempotencyKey) {
@@ -273,6 +275,7 @@ async function killer(instances) {
     log(`SIGKILL instance ${victim.n}`);
     await sleep(1000);
     await victim.start().catch((error) => log(`restart of ${victim.n} failed: ${error.message}`));
+    restarts.push({ instance: victim.n, at: Date.now() });
     log(`instance ${victim.n} restarted`);
   }
 }
@@ -375,6 +378,17 @@ async function main() {
   console.log(JSON.stringify({ seconds, instances: INSTANCES, users: USERS.length, kills: kills.length, ...report, httpUnanswered: unanswered.size, httpUnansweredStoredTwice: unansweredTwice, ...counts }, null, 2));
   console.log(`take-over windows (${-WINDOW_BEFORE_MS} ms .. +${WINDOW_AFTER_MS} ms around each SIGKILL):\n  ${windows.join('\n  ') || '(none)'}`);
   console.log(`raw PUBLISH lost outside the windows: ${rawOutside}`);
+  const nearest = (list, at) => list.reduce((best, e) => (Math.abs(at - e.at) < Math.abs(at - (best?.at ?? Infinity)) ? e : best), undefined);
+  for (const at of lostRaw.filter((t) => !inWindow(t)).slice(0, 20)) {
+    const k = nearest(kills, at);
+    const r = nearest(restarts, at);
+    console.log(`  lost at ${((at - started) / 1000).toFixed(2)} s: ${k ? `${at - k.at} ms from the SIGKILL of ${k.instance}` : 'no kill'}, ${r ? `${at - r.at} ms from the restart of ${r.instance}` : 'no restart'}`);
+  }
+  if (failed) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-chaos-logs-'));
+    for (const instance of instances) fs.writeFileSync(path.join(dir, `instance-${instance.n}.log`), instance.logs);
+    console.log(`instance logs (warnings and errors): ${dir}`);
+  }
   console.log(failed ? 'CHAOS: FAIL' : 'CHAOS: PASS (nothing lost or stored twice on the HTTP and inbox paths; raw losses only inside take-over windows)');
   pub.disconnect();
   producer.disconnect();
