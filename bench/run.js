@@ -11,9 +11,9 @@ const path = require('node:path');
 const { ROOT, sleep, machineTicks, startRedis, distSnapshot } = require('./lib/procs');
 const scenarios = require('./lib/scenarios');
 
-const SCENARIOS = ['online', 'burst', 'latency', 'drain', 'idle', 'instances'];
+const SCENARIOS = ['online', 'burst', 'latency', 'drain', 'idle', 'instances', 'publish'];
 const SERVERS = ['redmessenger', 'baseline'];
-const NO_BASELINE = ['drain', 'instances']; // n/a for the baseline: no quiet machine to wait for
+const NO_BASELINE = ['drain', 'instances', 'publish']; // n/a for the baseline: no quiet machine to wait for
 
 function parseArgs(argv) {
   const args = { repeat: 1, only: SCENARIOS, quick: false, profile: false, deadlineS: 600, maxNoisePct: 20, ackBatch: 50, ackDelayMs: 500 };
@@ -31,7 +31,7 @@ function parseArgs(argv) {
       args.only = [...new Set(String(argv[++i]).split(',').map((s) => (s === 'redis' ? 'online' : s)))];
       for (const s of args.only) if (!SCENARIOS.includes(s)) throw new Error(`--only: unknown scenario ${s} (${SCENARIOS.join(', ')}, redis)`);
     } else if (a === '--help' || a === '-h') {
-      console.log('node bench/run.js [--quick] [--repeat N] [--only online,burst,latency,drain,idle,instances,redis] [--profile] [--deadline S] [--ack-batch N] [--ack-delay MS] [--max-noise PCT]');
+      console.log('node bench/run.js [--quick] [--repeat N] [--only online,burst,latency,drain,idle,instances,publish,redis] [--profile] [--deadline S] [--ack-batch N] [--ack-delay MS] [--max-noise PCT]');
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -50,6 +50,7 @@ function config({ quick, ackBatch, ackDelayMs }) {
         drain: { oneBacklog: 10000, manyUsers: 20, manyBacklog: 500, queueDeadlineMs: 20000, deadlineMs: 20000, ack, maxInflight },
         idle: { sockets: 1000, concurrency: 100, settleMs: 1000, localAddresses: addrs(2), ack, maxInflight },
         instances: { instances: 3, clientsPerInstance: 100, perUser: 50, warmupPerUser: 5, window: 20000, settleMs: 3000, deadlineMs: 20000, ack, maxInflight },
+        publish: { messages: 20000, users: 1000, concurrency: 64, deadlineMs: 120000 },
       }
     : {
         online: { clients: 1000, perUser: 100, warmupPerUser: 5, window: 20000, deadlineMs: 60000, ack, maxInflight },
@@ -59,6 +60,7 @@ function config({ quick, ackBatch, ackDelayMs }) {
         idle: { sockets: 10000, concurrency: 200, settleMs: 3000, localAddresses: addrs(4), ack, maxInflight },
         // 3 × 1,000 users, 34 messages each: 102,000 (the round-robin gives every user the same count).
         instances: { instances: 3, clientsPerInstance: 1000, perUser: 34, warmupPerUser: 5, window: 20000, settleMs: 3000, deadlineMs: 60000, ack, maxInflight },
+        publish: { messages: 20000, users: 1000, concurrency: 64, deadlineMs: 120000 },
       };
 }
 const addrs = (n) => Array.from({ length: n }, (_, i) => `127.0.0.${i + 1}`);
@@ -174,6 +176,10 @@ const FIGURES = [
   { s: 'instances', name: 'lost / dup / ooo', key: 'lost', agg: worst, f: fmt.int, target: { zero: true }, combo: ['lost', 'duplicated', 'outOfOrder'] },
   { s: 'instances', name: 'bench process CPU', key: 'benchCpuPct', f: fmt.pct },
   { s: 'instances', name: 'other processes CPU (noise)', key: 'otherCpuPct', f: fmt.pct },
+  { s: 'publish', name: 'raw PUBLISH msgs/s (until queued)', key: 'rawMsgPerSec', f: fmt.int },
+  { s: 'publish', name: 'HTTP POST /v1/messages req/s (64 in flight)', key: 'httpReqPerSec', f: fmt.int },
+  { s: 'publish', name: 'inbox entries/s (until acked)', key: 'inboxEntriesPerSec', f: fmt.int },
+  { s: 'publish', name: 'HTTP + inbox messages not stored', key: 'lost', agg: worst, f: fmt.int, target: { zero: true } },
   { s: 'redis', from: 'online', name: 'Redis commands / delivered msg', key: 'redisCommandsPerMsg', f: fmt.f2, target: { max: 1 } },
   { s: 'redis', from: 'online', name: 'of which EVALSHA (round trips)', key: 'redisScriptCallsPerMsg', f: fmt.f3 },
 ];
@@ -365,6 +371,8 @@ function brief(r) {
       return `${fmt.int(r.deliveredPerSec)} msg/s delivered (published at ${fmt.int(r.publishPerSec)} msg/s), ${fmt.f1(r.serverCpuUsPerMsg)} µs/msg, Redis ${fmt.f1(r.redisInfoCpuUsPerMsg)} µs/msg, lost ${r.lost} dup ${r.duplicated} ooo ${r.outOfOrder}, bench CPU ${fmt.pct(r.benchCpuPct)}, other ${fmt.pct(r.otherCpuPct)}${extra}`;
     case 'instances':
       return `${fmt.int(r.deliveredPerSec)} msg/s, routed ${r.routed.join(' / ')} (shares ${r.routedShares ? r.routedShares.map((x) => x.toFixed(2)).join(' / ') : 'n/a'}), ${fmt.f1(r.serverCpuUsPerMsg)} µs/msg (sum), lost ${r.lost} dup ${r.duplicated} ooo ${r.outOfOrder}, bench CPU ${fmt.pct(r.benchCpuPct)}${extra}`;
+    case 'publish':
+      return `${r.messages} messages to ${r.users} offline users: raw PUBLISH ${fmt.int(r.rawMsgPerSec)} msg/s, HTTP ${fmt.int(r.httpReqPerSec)} req/s (${r.concurrency} in flight), inbox ${fmt.int(r.inboxEntriesPerSec)} entries/s, not stored ${r.lost}${r.errorCount ? `, errors: ${r.errors[0]}` : ''}`;
     case 'latency':
       return `p50 ${fmt.f2(r.p50Ms)} p99 ${fmt.f2(r.p99Ms)} max ${fmt.f2(r.maxMs)} ms at ${fmt.int(r.achievedRate)} msg/s, lost ${r.lost} dup ${r.duplicated} ooo ${r.outOfOrder}${extra}`;
     case 'drain':

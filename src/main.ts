@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { Logger, type LogLevel } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import type { NestExpressApplication } from '@nestjs/platform-express';
 import { AppModule } from './app.module';
 import { LOG_LEVELS } from './config/environment';
 import { MESSENGER_OPTIONS, type MessengerOptions } from './config/messenger-options';
@@ -8,13 +9,18 @@ import { useDocs } from './docs/openapi';
 import { listenInternal, separateInternalRoutes } from './http/internal-port';
 import { useLogger } from './logging/create-logger';
 import { useRedMessengerAdapter } from './messenger/use-adapter';
+import { isPublishRequest } from './publish/publish-body.middleware';
+import type { IncomingMessage } from 'node:http';
 
 /** LOG_LEVEL names the least severe level that is printed. */
 const levelsFrom = (level: LogLevel): LogLevel[] => LOG_LEVELS.slice(0, LOG_LEVELS.indexOf(level as never) + 1) as LogLevel[];
 
 async function bootstrap(): Promise<void> {
-  const app = await NestFactory.create(AppModule, { bufferLogs: true, abortOnError: false });
+  const app = await NestFactory.create<NestExpressApplication>(AppModule, { bufferLogs: true, abortOnError: false });
   const options = app.get<MessengerOptions>(MESSENGER_OPTIONS);
+  // POST /v1/messages reads its own body (up to MAX_PUBLISH_BYTES, errors in its own format).
+  app.useBodyParser('json', { type: (req: IncomingMessage) => !isPublishRequest(req) && /json/i.test(req.headers['content-type'] ?? '') });
+  app.useBodyParser('urlencoded', { extended: true, type: (req: IncomingMessage) => !isPublishRequest(req) && /urlencoded/i.test(req.headers['content-type'] ?? '') });
   useLogger(app, options.logFormat, levelsFrom(options.logLevel));
   useRedMessengerAdapter(app);
   // The split goes first: its middleware must run before every route, the docs' included.

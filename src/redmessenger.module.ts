@@ -3,6 +3,7 @@ import { MESSENGER_OPTIONS, withDefaults } from './config/messenger-options';
 import { HealthModule } from './health/health.module';
 import { MessengerModule } from './messenger/messenger.module';
 import { MetricsModule } from './metrics/metrics.module';
+import { PublishModule } from './publish/publish.module';
 import { RedisModule } from './redis/redis.module';
 import { ConfigurableRedMessengerModule, REDMESSENGER_MODULE_OPTIONS, type RedMessengerModuleOptions } from './redmessenger.module-definition';
 
@@ -17,7 +18,7 @@ import { ConfigurableRedMessengerModule, REDMESSENGER_MODULE_OPTIONS, type RedMe
  * adapter with `useRedMessengerAdapter(app)`.
  */
 @Module({
-  imports: [RedisModule, MessengerModule, HealthModule, MetricsModule],
+  imports: [RedisModule, MessengerModule, HealthModule, MetricsModule, PublishModule],
   providers: [
     {
       provide: MESSENGER_OPTIONS,

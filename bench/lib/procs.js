@@ -239,7 +239,7 @@ function httpGet(port, urlPath, timeoutMs = 2000) {
  * Resolves once GET /health answers 200 (RedMessenger answers only after it
  * subscribed and took the router lease; the baseline listens only once subscribed).
  */
-async function startServer(kind, redisUrl, { maxInflight = 1000, profileFile, instanceId } = {}) {
+async function startServer(kind, redisUrl, { maxInflight = 1000, profileFile, instanceId, env: extraEnv } = {}) {
   const port = await freePort();
   const env = {
     ...process.env,
@@ -248,6 +248,7 @@ async function startServer(kind, redisUrl, { maxInflight = 1000, profileFile, in
     LOG_LEVEL: 'warn',
     MAX_INFLIGHT: String(maxInflight),
     AUTH_MODE: 'none',
+    ...extraEnv,
   };
   // Several servers on one Redis must not share an id (the server's default derives it from PORT).
   if (instanceId) env.INSTANCE_ID = instanceId;

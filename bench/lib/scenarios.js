@@ -3,6 +3,7 @@
 // kind and the scenario's counts; starts a fresh server on an emptied Redis,
 // measures, stops it, and returns one flat result object.
 const fs = require('node:fs');
+const http = require('node:http');
 const { connectPublisher } = require('./publisher');
 const { Pool, Tracker, payload } = require('./clients');
 const { sleep, cpuMs, cpuSnapshot, cpuDelta, rssKb, startServer, httpGet } = require('./procs');
@@ -518,4 +519,118 @@ async function instances(ctx, kind, cfg) {
   });
 }
 
-module.exports = { online, burst, latency, drain, idle, instances, parseCommandstats, metricSum };
+const PUBLISH_KEY = 'bench-publish-key-0123456789';
+
+/** POSTs every body to /v1/messages, `concurrency` in flight on keep-alive connections; resolves with the statuses seen. */
+function postAll(port, bodies, concurrency) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const statuses = {};
+  let next = 0;
+  const one = () =>
+    new Promise((resolve) => {
+      const body = bodies[next++];
+      const req = http.request(
+        { host: '127.0.0.1', port, path: '/v1/messages', method: 'POST', agent, headers: { 'content-type': 'application/json', authorization: `Bearer ${PUBLISH_KEY}`, 'content-length': Buffer.byteLength(body) } },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode));
+        },
+      );
+      req.on('error', () => resolve('error'));
+      req.end(body);
+    });
+  const worker = async () => {
+    while (next < bodies.length) {
+      const status = await one();
+      statuses[status] = (statuses[status] ?? 0) + 1;
+    }
+  };
+  return Promise.all(Array.from({ length: concurrency }, worker)).then(() => {
+    agent.destroy();
+    return statuses;
+  });
+}
+
+/** XINFO GROUPS of rm:inbox: pending + lag of the redmessenger group (undefined before it exists). */
+async function inboxLeft(admin) {
+  const groups = await admin.xinfo('GROUPS', 'rm:inbox').catch(() => []);
+  for (const flat of groups) {
+    const info = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) info[flat[i]] = flat[i + 1];
+    if (info.name === 'redmessenger') return Number(info.pending) + Number(info.lag ?? 0);
+  }
+  return undefined;
+}
+
+/**
+ * The publish paths, one after the other against one server, each `messages` to
+ * `users` offline users (so each message is queued): raw PUBLISH (time until all are
+ * queued, from messages_queued_total), POST /v1/messages with `concurrency` requests in
+ * flight (time until the last 202), and XADD to rm:inbox pipelined (time until the
+ * group has acknowledged every entry).
+ */
+async function publish(ctx, kind, cfg) {
+  if (kind === 'baseline') return { na: true };
+  return withServer(ctx, kind, { env: { PUBLISH_API_KEYS: PUBLISH_KEY } }, async (server) => {
+    const { admin } = ctx.redis;
+    const queuedTotal = async () => metricSum((await httpGet(server.port, '/metrics', 5000))?.body ?? '', 'redmessenger_messages_queued_total');
+    const users = (prefix) => range(cfg.users, prefix);
+    const errors = [];
+
+    // Raw PUBLISH: pipelined in chunks, timed until the server has queued every one.
+    const pub = await connectPublisher(ctx.redis.port);
+    const rawUsers = users('raw-u');
+    const channels = [];
+    const payloads = [];
+    for (let i = 0; i < cfg.messages; i++) {
+      channels.push(`rm.users.${rawUsers[i % cfg.users]}`);
+      payloads.push(payload(i));
+    }
+    const base = await queuedTotal();
+    let t0 = performance.now();
+    for (let i = 0; i < cfg.messages; i += 1000) await pub.publish(channels.slice(i, i + 1000), payloads.slice(i, i + 1000));
+    const rawDone = await until(async () => (await queuedTotal()) - base >= cfg.messages, cfg.deadlineMs, 20);
+    const rawMs = performance.now() - t0;
+    pub.close();
+    if (!rawDone) errors.push(`raw: ${(await queuedTotal()) - base}/${cfg.messages} queued`);
+
+    // HTTP: concurrent keep-alive requests, each answered once stored.
+    const httpUsers = users('http-u');
+    const bodies = Array.from({ length: cfg.messages }, (_, i) => JSON.stringify({ to: httpUsers[i % cfg.users], payload: payload(i) }));
+    t0 = performance.now();
+    const statuses = await withDeadline(postAll(server.port, bodies, cfg.concurrency), cfg.deadlineMs, 'HTTP publish');
+    const httpMs = performance.now() - t0;
+    if (statuses[202] !== cfg.messages) errors.push(`http: statuses ${JSON.stringify(statuses)}`);
+
+    // Inbox: XADD pipelined, timed until the group has stored and acknowledged all.
+    const inboxUsers = users('inbox-u');
+    t0 = performance.now();
+    for (let i = 0; i < cfg.messages; i += 1000) {
+      const pipeline = admin.pipeline();
+      for (let j = i; j < Math.min(i + 1000, cfg.messages); j++) pipeline.xadd('rm:inbox', '*', 'to', inboxUsers[j % cfg.users], 'payload', payload(j));
+      await pipeline.exec();
+    }
+    const inboxDone = await until(async () => (await admin.xlen('rm:inbox')) >= cfg.messages && (await inboxLeft(admin)) === 0, cfg.deadlineMs, 20);
+    const inboxMs = performance.now() - t0;
+    if (!inboxDone) errors.push(`inbox: ${await inboxLeft(admin)} entries left`);
+
+    const queuedLens = await Promise.all(
+      [...users('http-u'), ...users('inbox-u')].map((u) => admin.llen(`rm:users:${u}:messages`)),
+    );
+    const stored = queuedLens.reduce((a, b) => a + b, 0);
+    if (stored !== 2 * cfg.messages) errors.push(`stored ${stored} of ${2 * cfg.messages} HTTP + inbox messages`);
+    return {
+      messages: cfg.messages,
+      users: cfg.users,
+      concurrency: cfg.concurrency,
+      rawMsgPerSec: rawDone ? (cfg.messages / rawMs) * 1000 : undefined,
+      httpReqPerSec: (cfg.messages / httpMs) * 1000,
+      inboxEntriesPerSec: inboxDone ? (cfg.messages / inboxMs) * 1000 : undefined,
+      lost: 2 * cfg.messages - stored,
+      errors,
+      errorCount: errors.length,
+    };
+  });
+}
+
+module.exports = { online, burst, latency, drain, idle, instances, publish, parseCommandstats, metricSum };

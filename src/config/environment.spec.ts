@@ -37,6 +37,9 @@ describe('validateEnvironment', () => {
     ['INTERNAL_PORT', '0'],
     ['INTERNAL_PORT', '70000'],
     ['DOCS', 'maybe'],
+    ['PUBLISH_API_KEYS', 'tooshortkey'],
+    ['PUBLISH_API_KEYS', 'a-long-enough-key-1,short'],
+    ['MAX_PUBLISH_BYTES', '12'],
   ])('refuses %s=%s with a message naming the variable, not its value', (name, value) => {
     const run = () => validateEnvironment({ [name]: value });
 
@@ -50,6 +53,12 @@ describe('validateEnvironment', () => {
     expect(validateEnvironment({ DEMO: 'true' }).DEMO).toBe(true);
     expect(validateEnvironment({ DEMO: 'false' }).DEMO).toBe(false);
     expect(() => validateEnvironment({ NODE_ENV: 'production', AUTH_MODE: 'none', DEMO: 'true' })).toThrow(/DEMO must not be true when NODE_ENV=production/);
+  });
+
+  it('reads PUBLISH_API_KEYS as a list (off when unset) and MAX_PUBLISH_BYTES with its default', () => {
+    expect(validateEnvironment({}).PUBLISH_API_KEYS).toBeUndefined();
+    expect(validateEnvironment({}).MAX_PUBLISH_BYTES).toBe(1048576);
+    expect(validateEnvironment({ PUBLISH_API_KEYS: 'aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbbbb' }).PUBLISH_API_KEYS).toBe('aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbbbb');
   });
 
   it('requires AUTH_MODE in production, an empty value counting as unset', () => {

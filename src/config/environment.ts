@@ -150,6 +150,17 @@ export class Environment {
   /** Serves the demo page at /demo and its POST /demo/messages (anyone may publish to anyone: never in production). */
   @IsBoolean({ message: 'DEMO must be true or false' })
   DEMO = false;
+
+  /** Turns POST /v1/messages on: the Bearer keys producers send (comma-separated). */
+  @IsOptional()
+  @Matches(/^\s*[^,\s]{16,}\s*(?:,\s*[^,\s]{16,}\s*)*$/, { message: 'PUBLISH_API_KEYS must be a comma-separated list of keys, each at least 16 characters (no spaces)' })
+  PUBLISH_API_KEYS?: string;
+
+  /** The largest POST /v1/messages body, in bytes. */
+  @IsInt({ message: 'MAX_PUBLISH_BYTES must be an integer from 1024 to 268435456' })
+  @Min(1024, { message: 'MAX_PUBLISH_BYTES must be an integer from 1024 to 268435456' })
+  @Max(256 * 1024 * 1024, { message: 'MAX_PUBLISH_BYTES must be an integer from 1024 to 268435456' })
+  MAX_PUBLISH_BYTES = 1048576;
 }
 
 export class ConfigError extends Error {
@@ -175,6 +186,7 @@ export const ENVIRONMENT_KEYS = [
   'TRUSTED_PROXIES',
   'AUTH_JWT_ISSUER',
   'AUTH_JWT_AUDIENCE',
+  'PUBLISH_API_KEYS',
 ] as Array<keyof Environment>;
 
 const INTEGER_SETTINGS = [

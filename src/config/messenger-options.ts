@@ -56,6 +56,9 @@ export interface MessengerOptions {
   jwtIssuer?: string;
   jwtAudience?: string;
   clockSkewSeconds: number;
+  /** Bearer keys of POST /v1/messages (empty: the route answers 404), and its largest body in bytes. */
+  publishApiKeys: string[];
+  maxPublishBytes: number;
   /** How often presence is refreshed, and how long it lives without refresh. */
   heartbeatMs: number;
   presenceTtlMs: number;
@@ -105,6 +108,8 @@ export function optionsFromEnvironment(env: Environment): MessengerOptions {
     jwtIssuer: env.AUTH_JWT_ISSUER,
     jwtAudience: env.AUTH_JWT_AUDIENCE,
     clockSkewSeconds: env.AUTH_CLOCK_SKEW_S,
+    publishApiKeys: list(env.PUBLISH_API_KEYS),
+    maxPublishBytes: env.MAX_PUBLISH_BYTES,
     heartbeatMs: 1000,
     presenceTtlMs: 5000,
   };

@@ -45,6 +45,14 @@ export function identifyOutcomeOf(code: string): IdentifyOutcome | undefined {
 export const DROP_REASONS = ['overflow', 'rejected', 'invalid_channel', 'invalid_member', 'overload', 'fenced'] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
+/** How a POST /v1/messages ended. */
+export const HTTP_PUBLISH_OUTCOMES = ['accepted', 'duplicate', 'bad_request', 'unauthorized', 'too_large', 'conflict', 'unavailable'] as const;
+export type HttpPublishOutcome = (typeof HTTP_PUBLISH_OUTCOMES)[number];
+
+/** What became of an inbox stream entry: stored, already stored (a re-claimed entry), dead-lettered, or failed (retried). */
+export const INBOX_OUTCOMES = ['stored', 'duplicate', 'dead', 'failed'] as const;
+export type InboxOutcome = (typeof INBOX_OUTCOMES)[number];
+
 /** What a timed Redis call ran: one of the Lua scripts, the router lease, or anything else. */
 export const REDIS_COMMANDS = ['route', 'attach', 'detach', 'ack', 'read', 'expire', 'shards', 'other'] as const;
 export type RedisCommand = (typeof REDIS_COMMANDS)[number];

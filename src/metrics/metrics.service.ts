@@ -4,6 +4,8 @@ import {
   BUSIEST_QUEUES,
   DELIVERY_LATENCY_BUCKETS,
   DROP_REASONS,
+  HTTP_PUBLISH_OUTCOMES,
+  INBOX_OUTCOMES,
   IDENTIFIED_OUTCOMES,
   IDENTIFY_OUTCOMES,
   METRIC_PREFIX,
@@ -11,6 +13,8 @@ import {
   REDIS_COMMANDS,
   REDIS_DURATION_BUCKETS,
   type DropReason,
+  type HttpPublishOutcome,
+  type InboxOutcome,
   type IdentifyOutcome,
   type RedisCommand,
 } from './metrics.constants';
@@ -73,6 +77,9 @@ export class MetricsService {
     buckets: REDIS_DURATION_BUCKETS,
     registers: [this.registry],
   });
+  private readonly httpPublishTotal = this.counter('http_publish_total', 'POST /v1/messages requests, by outcome.', ['outcome']);
+  private readonly inboxEntriesTotal = this.counter('inbox_entries_total', 'Inbox stream entries handled, by outcome.', ['outcome']);
+  private readonly inboxLag = this.gauge('inbox_lag', 'Inbox entries not yet stored: pending in the consumer group plus not yet read.');
   private readonly queueDepth = this.gauge('queue_depth', 'Messages waiting for the busiest users, by rank (1 = busiest).', ['rank']);
   private readonly queueOldestAge = this.gauge('queue_oldest_age_seconds', 'Age of the oldest message of the busiest users, by rank.', ['rank']);
 
@@ -87,6 +94,8 @@ export class MetricsService {
     for (const outcome of IDENTIFY_OUTCOMES) this.identifyTotal.inc({ outcome }, 0);
     for (const reason of DROP_REASONS) this.droppedTotal.inc({ reason }, 0);
     for (const command of REDIS_COMMANDS) this.redisDuration.zero({ command });
+    for (const outcome of HTTP_PUBLISH_OUTCOMES) this.httpPublishTotal.inc({ outcome }, 0);
+    for (const outcome of INBOX_OUTCOMES) this.inboxEntriesTotal.inc({ outcome }, 0);
   }
 
   /** The Content-Type of `render()`'s text (Prometheus text exposition format 0.0.4). */
@@ -173,6 +182,20 @@ export class MetricsService {
 
   setShards(n: number): void {
     this.shardsHeld.set(nonNegative(n));
+  }
+
+  /** A POST /v1/messages ended with `outcome`. */
+  httpPublished(outcome: HttpPublishOutcome): void {
+    this.httpPublishTotal.inc({ outcome: bounded(outcome, HTTP_PUBLISH_OUTCOMES) });
+  }
+
+  /** n inbox entries ended with `outcome`. */
+  inboxEntries(outcome: InboxOutcome, n = 1): void {
+    if (isCount(n)) this.inboxEntriesTotal.inc({ outcome: bounded(outcome, INBOX_OUTCOMES) }, n);
+  }
+
+  setInboxLag(entries: number): void {
+    this.inboxLag.set(nonNegative(entries));
   }
 
   /** n messages removed because they expired. */

@@ -21,6 +21,11 @@ export class QueueKeys {
   readonly instanceChannelPrefix = 'rm:instance:';
   /** Pub/sub channel on which shard hand-overs are announced, in order with the published messages. */
   readonly controlChannel = 'rm:control';
+  /** The inbox stream producers XADD to, its consumer group, dead letters, and the lease of the one instance reading it. */
+  readonly inbox = 'rm:inbox';
+  readonly inboxGroup = 'redmessenger';
+  readonly inboxDead = 'rm:inbox:dead';
+  readonly inboxLease = 'rm:inbox:lease';
 
   constructor(readonly tagged = false) {}
 
@@ -35,7 +40,11 @@ export class QueueKeys {
   /** The last inbox entry stored for the user, so a reclaimed entry is recognised. */
   inboxMark = (id: string) => `${this.user(id)}:inbox`;
   authKey = (id: string) => `${this.user(id)}:key`;
+  /** An HTTP publish's idempotency record for the user (scope: hex digest of API key and Idempotency-Key), 24 h. */
+  idempotency = (id: string, scope: string) => `${this.user(id)}:idem:${scope}`;
   members = (cid: string) => (this.tagged ? `rm:channels:{${cid}}:subscribers` : `rm:channels:${cid}:subscribers`);
+  /** An HTTP publish's first answer, whatever its target (so a key reused for another body is a 409), written once stored. */
+  publishRecord = (scope: string) => `rm:idem:${scope}`;
   instanceAlive = (instance: string) => `rm:node:${instance}`;
   instanceUsers = (instance: string) => `rm:node:${instance}:users`;
   instanceChannel = (instance: string) => `${this.instanceChannelPrefix}${instance}`;

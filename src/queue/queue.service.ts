@@ -13,7 +13,7 @@ import { MessageIds } from './message-ids';
 type Args = (string | number)[];
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    rmRoute(numKeys: number, ...args: Args): Result<[string, ...number[]], Context>;
+    rmRoute(numKeys: number, ...args: Args): Result<[string, ...Array<number | string>], Context>;
     rmAttach(...args: Args): Result<[number, number, number, string[]], Context>;
     rmDetach(...args: Args): Result<[number, number, number], Context>;
     rmExpire(...args: Args): Result<[number, number, number], Context>;
@@ -41,6 +41,17 @@ export interface RouteGroup {
   messages: StoredMessage[];
   epoch: number;
   inboxEntry?: string;
+  /** An HTTP request's idempotency record, kept with the user's keys: a repeat stores nothing (Repeated, Conflict). */
+  idempotency?: Idempotency;
+}
+
+export interface Idempotency {
+  /** Names the record (a digest of the API key and the Idempotency-Key): one of the user's keys. */
+  scope: string;
+  /** Digest of the request body (hex). */
+  hash: string;
+  /** What a repeat answers (the message id). */
+  answer: string;
 }
 
 /** What route.lua did with a group (see its header). */
@@ -51,6 +62,10 @@ export enum RouteOutcome {
   QueuedBehind = 'w',
   Fenced = 'f',
   Duplicate = 'd',
+  /** The group's idempotency record says this request was stored before: nothing stored, `answer` is the first answer. */
+  Repeated = 'r',
+  /** The group's idempotency record holds another body: nothing stored. */
+  Conflict = 'c',
 }
 
 export interface RouteResult {
@@ -62,6 +77,8 @@ export interface RouteResult {
   replaced: number;
   /** The calling instance holds a socket of the user: it hands the messages out itself. */
   mine: boolean;
+  /** Repeated: the recorded answer. */
+  answer?: string;
 }
 
 /** Owed messages as read back, with where to read next. */
@@ -156,19 +173,26 @@ export class QueueService {
       this.keys.instanceChannelPrefix, instance, this.options.maxQueueLength,
       this.options.queueOverflow === 'reject' ? '1' : '0', this.ttlMs,
     ];
-    for (const { user, messages, epoch, inboxEntry } of groups) {
+    // Idempotency records go after every group's five keys; a group names its record by index.
+    const records: string[] = [];
+    for (const { user, messages, epoch, inboxEntry, idempotency: idem } of groups) {
       keys.push(...this.keys.userKeys(user));
-      args.push(user, messages.length, epoch, inboxEntry ?? '');
+      if (idem) records.push(this.keys.idempotency(user, idem.scope));
+      const record = idem ? 5 * groups.length + records.length : 0;
+      args.push(user, messages.length, epoch, inboxEntry ?? '', record, idem ? `${idem.hash}|${idem.answer}` : '');
       for (const m of messages) args.push(m.collapseKey ?? '', m.expiresAt ?? '', m.envelope);
     }
-    const [outcomes, ...numbers] = await this.redis.rmRoute(keys.length, ...keys, ...args);
+    keys.push(...records);
+    const [outcomes, ...values] = await this.redis.rmRoute(keys.length, ...keys, ...args);
+    const numbers = values as number[];
     return groups.map((_, g) => ({
       outcome: outcomes[g] as RouteOutcome,
-      position: numbers[5 * g],
-      dropped: numbers[5 * g + 1],
-      refused: numbers[5 * g + 2],
-      replaced: numbers[5 * g + 3],
-      mine: numbers[5 * g + 4] === 1,
+      position: numbers[6 * g],
+      dropped: numbers[6 * g + 1],
+      refused: numbers[6 * g + 2],
+      replaced: numbers[6 * g + 3],
+      mine: numbers[6 * g + 4] === 1,
+      answer: outcomes[g] === RouteOutcome.Repeated ? String(values[6 * g + 5]) : undefined,
     }));
   }
 

@@ -1,15 +1,15 @@
 import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
-import { DeliveryService } from '../delivery/delivery.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { ShardsService, NOT_MINE, PENDING } from '../presence/shards.service';
 import { SHARD_COUNT, shardOf } from '../presence/shards';
 import { buildEnvelope } from '../protocol/envelope';
 import { GROUP_CHANNEL_PREFIX, USER_CHANNEL_PREFIX, isValidId } from '../protocol/ids';
 import { QueueKeys } from '../queue/queue-keys';
-import { QueueService, RouteOutcome, type RouteGroup, type RouteResult } from '../queue/queue.service';
+import { QueueService, type RouteGroup } from '../queue/queue.service';
 import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedisSubscriber } from '../redis/redis.constants';
+import { StoreService } from './store.service';
 
 /** A message as heard, with the epoch of the shard lease it was heard under (user messages). */
 interface Heard {
@@ -67,7 +67,7 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     @InjectRedisSubscriber() private readonly subscriber: RedisClient,
     private readonly queue: QueueService,
     private readonly shards: ShardsService,
-    private readonly delivery: DeliveryService,
+    private readonly store: StoreService,
     private readonly keys: QueueKeys,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
     private readonly metrics: MetricsService,
@@ -207,15 +207,13 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     const groups = await this.group(batch);
     let todo = groups.map((_, i) => i);
     for (let attempt = 1; todo.length > 0; attempt++) {
-      const results = await this.queue.route(todo.map((i) => groups[i]), this.shards.instanceId);
+      const results = await this.store.store(todo.map((i) => groups[i]));
       const failed: number[] = [];
       let error: Error | undefined;
       results.forEach((result, j) => {
         if (result instanceof Error) {
           failed.push(todo[j]);
           error = result;
-        } else {
-          this.apply(groups[todo[j]], result, debug);
         }
       });
       todo = failed;
@@ -271,36 +269,6 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
       }
     }
     return [...byUser.values()];
-  }
-
-  private apply(group: RouteGroup, result: RouteResult, debug: boolean): void {
-    const { user, messages } = group;
-    const n = messages.length;
-    this.metrics.routed(n);
-    this.metrics.dropped(this.options.queueOverflow === 'reject' ? 'rejected' : 'overflow', result.dropped + result.refused);
-    if (result.dropped + result.refused > 0) {
-      const what = this.options.queueOverflow === 'reject' ? 'refused new messages' : 'dropped its oldest messages';
-      this.logger.warn(`${user}: queue full (MAX_QUEUE_LENGTH=${this.options.maxQueueLength}), ${what} (${result.dropped + result.refused})`);
-    }
-    switch (result.outcome) {
-      case RouteOutcome.Owed:
-        if (result.mine) this.delivery.deliver(user, result.position, messages.slice(0, n - result.refused).map((m) => m.envelope));
-        return;
-      case RouteOutcome.QueuedBehind:
-        if (result.mine) this.delivery.sync(user);
-        break;
-      case RouteOutcome.QueuedNew:
-        void this.queue.index(user, Date.now()).catch(() => undefined);
-        break;
-      case RouteOutcome.Fenced:
-        this.metrics.dropped('fenced', n);
-        this.logger.warn(`${user}: ${n} messages heard while this instance's route shard lease lapsed were routed by another instance meanwhile; dropped`);
-        return;
-      case RouteOutcome.Duplicate:
-        return;
-    }
-    this.metrics.queued(n - result.refused - result.replaced);
-    if (debug) for (let i = 0; i < n; i++) this.logger.debug(`Client is not online, queueing message in Redis (${this.keys.queue(user)})`);
   }
 
   private async withRetry<T>(call: () => Promise<T>): Promise<T> {

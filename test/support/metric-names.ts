@@ -15,6 +15,9 @@ export const REDMESSENGER_METRICS: Array<[string, string]> = [
   ['redmessenger_route_shards', 'gauge'],
   ['redmessenger_delivery_latency_seconds', 'histogram'],
   ['redmessenger_redis_command_duration_seconds', 'histogram'],
+  ['redmessenger_http_publish_total', 'counter'],
+  ['redmessenger_inbox_entries_total', 'counter'],
+  ['redmessenger_inbox_lag', 'gauge'],
   ['redmessenger_queue_depth', 'gauge'],
   ['redmessenger_queue_oldest_age_seconds', 'gauge'],
 ];

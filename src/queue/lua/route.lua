@@ -6,20 +6,26 @@
   on a Redis Cluster a call holds the users of one slot; with one Redis, many users.
   Past the cap the oldest messages are dropped, or the new ones refused; either way the
   user's dropped counter says so at the next identify. A newer message with a collapse key
-  replaces a queued one with the same key that was never sent.
+  replaces a queued one with the same key that was never sent. A group may carry an
+  idempotency record (HTTP path): a repeat with the same body hash stores nothing and answers
+  the recorded id; with another hash it stores nothing either.
 
-  KEYS[5(g-1)+1..5g]  group g: queue, owed, state, dropped counter, inbox mark
+  KEYS[5(g-1)+1..5g]  group g: queue, owed, state, dropped counter, inbox mark; after every
+          group's five, the idempotency records the groups name (each one of its user's keys)
   ARGV[1] instance channel prefix   ARGV[2] the calling instance (its sockets' messages come
           back in the answer instead of a notice)   ARGV[3] cap (0 for none)
   ARGV[4] '1' to refuse past the cap, '0' to drop the oldest   ARGV[5] dropped counter ttl (ms)
   then per group: user id, message count n, the route epoch of the caller's shard lease
-          (0: not fenced, for the HTTP and inbox paths), inbox entry id ('' for none), and per message:
+          (0: not fenced, for the HTTP and inbox paths), inbox entry id ('' for none), the index in
+          KEYS of its idempotency record (0 for none), the record's value 'hash|answer', and per message:
           collapse key as JSON ('' for none), expiry time for a ttl (ms, '' for none), envelope
 
-  Returns: {outcomes, then per group: first position, dropped, refused, replaced, mine (0/1)}
+  Returns: {outcomes, then per group: first position, dropped, refused, replaced, mine (0/1), answer}
   outcomes has one letter per group: 'o' owed, 'q' queued, 'n' queued into an empty queue
   (to be indexed), 'w' queued behind a queue that connected sockets still read, 'f' refused
-  because a newer epoch routed the user (the lease moved on), 'd' an inbox entry already stored.
+  because a newer epoch routed the user (the lease moved on), 'd' an inbox entry already stored,
+  'r' a repeat of a recorded request (answer: the recorded answer), 'c' a recorded request with
+  another body hash (nothing stored).
 ]]
 --- @include "args"
 --- @include "envelope"
@@ -56,19 +62,30 @@ local function notify(instance, line)
   list[#list + 1] = line
 end
 
-local a = 6
-for g = 1, #KEYS / 5 do
+local a, g = 6, 0
+while a <= #ARGV do
+  g = g + 1
   local queue, owed, state, counter, mark = KEYS[5 * g - 4], KEYS[5 * g - 3], KEYS[5 * g - 2], KEYS[5 * g - 1], KEYS[5 * g]
   local user, n, epoch, entry = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
-  local first = a + 4
+  local idemKey, idemValue = KEYS[tonumber(ARGV[a + 4])], ARGV[a + 5]
+  local first = a + 6
   a = first + 3 * n
   local st = readState(state)
-  local outcome, position, dropped, refused, replaced, mine = 'q', 0, 0, 0, 0, 0
+  local outcome, position, dropped, refused, replaced, mine, answer = 'q', 0, 0, 0, 0, 0, ''
+  local recorded = idemKey and redis.call('GET', idemKey)
 
   if epoch > 0 and st.e and st.e > epoch then
     outcome = 'f'
   elseif entry ~= '' and notAfter(entry, redis.call('GET', mark) or '') then
     outcome = 'd'
+  elseif recorded then
+    -- 'hash|answer': the hash is hex, so the first '|' ends it.
+    local hash = string.match(recorded, '^([^|]*)|')
+    if hash == string.match(idemValue, '^([^|]*)|') then
+      outcome, answer = 'r', string.sub(recorded, #hash + 2)
+    else
+      outcome = 'c'
+    end
   else
     if epoch > 0 and st.e ~= epoch then redis.call('HSET', state, 'e', epoch) end
     local online = #st.instances > 0
@@ -159,6 +176,8 @@ for g = 1, #KEYS / 5 do
     end
     countDropped(counter, dropped + refused, counterTtl)
     if entry ~= '' then redis.call('SET', mark, entry, 'PX', 86400000) end
+    -- Remembered 24 h, unless nothing was stored (refused past the cap): a retry may store it then.
+    if idemKey and refused < n then redis.call('SET', idemKey, idemValue, 'PX', 86400000) end
   end
   outcomes[g] = outcome
   results[#results + 1] = position
@@ -166,6 +185,7 @@ for g = 1, #KEYS / 5 do
   results[#results + 1] = refused
   results[#results + 1] = replaced
   results[#results + 1] = mine
+  results[#results + 1] = answer
 end
 
 -- One notice per instance per call; lines never contain a raw newline (JSON escapes it).

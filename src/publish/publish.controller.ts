@@ -1,0 +1,200 @@
+import {
+  ArgumentsHost, BadRequestException, CanActivate, ExecutionContext, Injectable, UseGuards, Body, Catch, ConflictException, Controller, ExceptionFilter, Headers, HttpCode, HttpException,
+  Logger, NotFoundException, Post, Req, ServiceUnavailableException, UnauthorizedException, UseFilters,
+  ValidationPipe, type PipeTransform, type ValidationError,
+} from '@nestjs/common';
+import { ApiBearerAuth, ApiExtraModels, ApiHeader, ApiOperation, ApiResponse, ApiTags, getSchemaPath } from '@nestjs/swagger';
+
+/** The part of Express's response used here. */
+interface Response {
+  status(code: number): { json(body: unknown): void };
+}
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
+import { MetricsService } from '../metrics/metrics.service';
+import type { HttpPublishOutcome } from '../metrics/metrics.constants';
+import { PublishErrorDto, PublishMessageDto, PublishedToGroupDto, PublishedToUserDto } from './publish.dto';
+import { type PublishRequest } from './publish-body.middleware';
+import { PublishService } from './publish.service';
+import { charCount, type Publication } from './publication';
+
+/** A request waits at most this long for Redis; then 503, never a hang. */
+const DEADLINE_MS = 5000;
+
+const CODES: Record<number, string> = { 400: 'BAD_REQUEST', 401: 'UNAUTHORIZED', 409: 'CONFLICT', 413: 'PAYLOAD_TOO_LARGE', 503: 'UNAVAILABLE' };
+const OUTCOMES: Record<number, HttpPublishOutcome> = { 400: 'bad_request', 401: 'unauthorized', 409: 'conflict', 413: 'too_large', 503: 'unavailable' };
+
+/** Errors of this route as `{"error": {"code", "message"}}`; a 404 (the route is off) looks like any unknown route's. */
+@Catch(HttpException)
+class PublishErrorFilter implements ExceptionFilter {
+  constructor(private readonly metrics: MetricsService) {}
+
+  catch(exception: HttpException, host: ArgumentsHost): void {
+    const response = host.switchToHttp().getResponse<Response>();
+    const status = exception.getStatus();
+    if (status === 404) {
+      response.status(404).json(exception.getResponse());
+      return;
+    }
+    const body = exception.getResponse();
+    const message = typeof body === 'string' ? body : String((body as { message?: unknown }).message ?? exception.message);
+    this.metrics.httpPublished(OUTCOMES[status] ?? 'bad_request');
+    response.status(status).json({ error: { code: CODES[status] ?? 'BAD_REQUEST', message } });
+  }
+}
+
+/** Off (404) while PUBLISH_API_KEYS is empty, else a Bearer key of it (401); keys compared in constant time. */
+@Injectable()
+class ApiKeyGuard implements CanActivate {
+  private readonly keyDigests: Buffer[];
+
+  constructor(@InjectMessengerOptions() options: MessengerOptions) {
+    this.keyDigests = options.publishApiKeys.map(digest);
+  }
+
+  canActivate(context: ExecutionContext): boolean {
+    if (this.keyDigests.length === 0) throw new NotFoundException('Cannot POST /v1/messages');
+    const request = context.switchToHttp().getRequest<PublishRequest>();
+    const match = /^Bearer (\S+)$/.exec(request.headers.authorization ?? '');
+    if (match) {
+      const given = digest(match[1]);
+      // Every key is compared, so the time does not tell which one (or whether any) matched.
+      let ok = false;
+      for (const key of this.keyDigests) ok = timingSafeEqual(key, given) || ok;
+      if (ok) {
+        request.publishApiKey = match[1];
+        // A body too large or not JSON is answered now: after the key check, in this route's format.
+        if (request.publishBodyError) throw request.publishBodyError;
+        return true;
+      }
+    }
+    throw new UnauthorizedException('send Authorization: Bearer <one of PUBLISH_API_KEYS>');
+  }
+}
+
+/** Validates the body with class-validator; the first problem found is the message. */
+class BodyPipe implements PipeTransform {
+  private readonly validation = new ValidationPipe({
+    whitelist: true,
+    forbidNonWhitelisted: true,
+    stopAtFirstError: true,
+    exceptionFactory: (errors: ValidationError[]) => new BadRequestException(firstProblem(errors)),
+  });
+
+  transform(value: unknown) {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      throw new BadRequestException('the body must be a JSON object (Content-Type: application/json)');
+    }
+    return this.validation.transform(value, { type: 'body', metatype: PublishMessageDto });
+  }
+}
+
+const firstProblem = (errors: ValidationError[]): string => {
+  const error = errors[0];
+  // whitelist: "property foo should not exist", named as the field it is.
+  if (error.constraints?.whitelistValidation) return `unknown field ${JSON.stringify(error.property)} (fields: to, group, payload, ttl, collapseKey)`;
+  return Object.values(error.constraints ?? {})[0] ?? `${error.property} is not valid`;
+};
+
+/**
+ * POST /v1/messages: a message stored (owed or queued) before it is answered 202,
+ * for producers that need to know. Off (404) until PUBLISH_API_KEYS is set.
+ */
+@ApiTags('publish')
+@ApiBearerAuth()
+@ApiExtraModels(PublishedToUserDto, PublishedToGroupDto)
+@Controller('v1/messages')
+@UseFilters(PublishErrorFilter)
+@UseGuards(ApiKeyGuard)
+export class PublishController {
+  private readonly logger = new Logger('PublishController');
+
+  constructor(
+    private readonly publish: PublishService,
+    private readonly metrics: MetricsService,
+  ) {}
+
+  @Post()
+  @HttpCode(202)
+  @ApiOperation({ summary: 'Store a message for a user or a group; answered once it is stored in Redis (owed or queued)' })
+  @ApiHeader({ name: 'Idempotency-Key', required: false, description: '1 to 128 characters: a repeat within 24 h with the same body stores nothing new and gets the first answer; with another body, 409.' })
+  @ApiResponse({ status: 202, description: 'Stored: `{"id"}` for `to`, `{"recipients"}` for `group`.', schema: { oneOf: [{ $ref: getSchemaPath(PublishedToUserDto) }, { $ref: getSchemaPath(PublishedToGroupDto) }] } })
+  @ApiResponse({ status: 400, description: 'The body (or the Idempotency-Key) is not valid; the message names the field.', type: PublishErrorDto })
+  @ApiResponse({ status: 401, description: 'No or wrong `Authorization: Bearer <key>`.', type: PublishErrorDto })
+  @ApiResponse({ status: 404, description: 'PUBLISH_API_KEYS is not set: the route is off.' })
+  @ApiResponse({ status: 409, description: 'The Idempotency-Key was used in the last 24 h with another body; nothing stored.', type: PublishErrorDto })
+  @ApiResponse({ status: 413, description: 'The body is larger than MAX_PUBLISH_BYTES.', type: PublishErrorDto })
+  @ApiResponse({ status: 503, description: 'Redis could not store it in time; retry (with an Idempotency-Key, a retry never stores it twice).', type: PublishErrorDto })
+  async send(
+    @Req() request: PublishRequest,
+    @Body(new BodyPipe()) body: PublishMessageDto,
+    @Headers('idempotency-key') idempotencyKey?: string,
+  ): Promise<PublishedToUserDto | PublishedToGroupDto> {
+    const apiKey = request.publishApiKey!;
+    if (body.to !== undefined && body.group !== undefined) throw new BadRequestException('give exactly one of to and group, not both');
+    if (idempotencyKey !== undefined && (idempotencyKey.length === 0 || charCount(idempotencyKey) > 128)) {
+      throw new BadRequestException('the Idempotency-Key header must be 1 to 128 characters');
+    }
+    const publication: Publication = { to: body.to, group: body.group, payload: body.payload, ttl: body.ttl, collapseKey: body.collapseKey };
+    const { answer, outcome } = await this.withDeadline(this.accept(publication, apiKey, idempotencyKey));
+    this.metrics.httpPublished(outcome);
+    return answer;
+  }
+
+  private async accept(publication: Publication, apiKey: string, idempotencyKey?: string): Promise<{ answer: PublishedToUserDto | PublishedToGroupDto; outcome: HttpPublishOutcome }> {
+    const id = this.publish.newId();
+    const idempotency = idempotencyKey === undefined ? undefined : PublishService.idempotency(apiKey, idempotencyKey, publication, id);
+    const target = publication.to !== undefined ? `user ${publication.to}` : `group ${publication.group}`;
+    if (idempotency) {
+      const seen = await this.unavailableOnError(this.publish.recorded(idempotency));
+      if (seen && !seen.same) throw this.conflict(target);
+      if (seen) return { answer: seen.answer as unknown as PublishedToUserDto, outcome: 'duplicate' };
+    }
+    const [result] = await this.unavailableOnError(this.publish.storeAll([{ publication, id, ts: Date.now(), idempotency }]));
+    if (result.failed) {
+      this.logger.warn(`POST /v1/messages for ${target}: Redis did not store it (${result.failed.message}); answered 503`);
+      throw new ServiceUnavailableException(
+        publication.group !== undefined && result.recipients > 0
+          ? `Redis could not store the message for every member (${result.recipients} have it); retry with the same Idempotency-Key to store it for the rest only`
+          : 'Redis could not store the message; nothing was stored, retry',
+      );
+    }
+    if (result.conflicts > 0) throw this.conflict(target);
+    if (publication.to !== undefined && result.refused > 0) {
+      throw new ServiceUnavailableException(`the queue of ${publication.to} is full (MAX_QUEUE_LENGTH, QUEUE_OVERFLOW=reject): not stored`);
+    }
+    const answer = publication.to !== undefined ? { id: result.answer ?? id } : { recipients: result.recipients };
+    if (idempotency) await this.publish.record(idempotency, answer).catch(() => undefined); // the per-user records still hold
+    const repeated = publication.to !== undefined ? result.repeated > 0 : result.recipients > 0 && result.stored === 0;
+    this.logger.debug(`POST /v1/messages: stored for ${target}${publication.group !== undefined ? ` (${result.recipients} members)` : ''}`);
+    return { answer, outcome: repeated ? 'duplicate' : 'accepted' };
+  }
+
+  private conflict(target: string): ConflictException {
+    this.logger.warn(`POST /v1/messages for ${target}: Idempotency-Key reused with another body; answered 409`);
+    return new ConflictException('this Idempotency-Key was used in the last 24 hours with another body; nothing stored');
+  }
+
+  private async unavailableOnError<T>(call: Promise<T>): Promise<T> {
+    try {
+      return await call;
+    } catch (error) {
+      this.logger.warn(`POST /v1/messages: Redis failed (${(error as Error).message}); answered 503`);
+      throw new ServiceUnavailableException('Redis could not store the message; nothing was stored, retry');
+    }
+  }
+
+  private withDeadline<T>(call: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.logger.warn(`POST /v1/messages: Redis did not answer within ${DEADLINE_MS} ms; answered 503`);
+        reject(new ServiceUnavailableException(`Redis did not answer within ${DEADLINE_MS} ms; the message may or may not be stored: retry with an Idempotency-Key`));
+      }, DEADLINE_MS);
+    });
+    call.catch(() => undefined); // answered by the deadline: a late failure has no one to tell
+    return Promise.race([call, deadline]).finally(() => clearTimeout(timer));
+  }
+}
+
+const digest = (key: string): Buffer => createHash('sha256').update(key, 'utf8').digest();

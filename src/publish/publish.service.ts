@@ -1,0 +1,116 @@
+import { Injectable } from '@nestjs/common';
+import { createHash } from 'node:crypto';
+import { QueueKeys } from '../queue/queue-keys';
+import { QueueService, RouteOutcome, type Idempotency, type RouteGroup, type RouteResult } from '../queue/queue.service';
+import type { RedisClient } from '../redis/lua-scripts';
+import { InjectRedis } from '../redis/redis.constants';
+import { StoreService } from '../router/store.service';
+import { isValidId, storedMessage, type Publication } from './publication';
+
+/** One publication to store, with what makes its storing recognisable when it comes again. */
+export interface Item {
+  publication: Publication;
+  id: string;
+  ts: number;
+  inboxEntry?: string;
+  idempotency?: Idempotency;
+}
+
+/** How one item's recipients came out. */
+export interface ItemResult {
+  /** Recipients that have the message now (stored by this call or, for a repeat, before). */
+  recipients: number;
+  stored: number;
+  /** Recipients whose inbox mark or idempotency record says it was stored before. */
+  repeated: number;
+  conflicts: number;
+  /** Recipients whose queue was full (QUEUE_OVERFLOW=reject). */
+  refused: number;
+  failed?: Error;
+  /** `to` repeat: the first answer's id. */
+  answer?: string;
+}
+
+/** The first answer of an HTTP publish with an Idempotency-Key, remembered 24 h. */
+const RECORD_TTL_MS = 86_400_000;
+
+export class Unavailable extends Error {}
+
+/**
+ * Stores the HTTP and inbox paths' messages: each publication becomes one route group
+ * per recipient (the group's members as they are now), stored through StoreService,
+ * so route.lua decides deliver-or-queue in the step that stores.
+ */
+@Injectable()
+export class PublishService {
+  constructor(
+    private readonly store: StoreService,
+    private readonly queue: QueueService,
+    private readonly keys: QueueKeys,
+    @InjectRedis() private readonly redis: RedisClient,
+  ) {}
+
+  newId(): string {
+    return this.queue.ids.next();
+  }
+
+  /** Stores items in order; a user's messages of one call are stored in item order. */
+  async storeAll(items: Item[]): Promise<ItemResult[]> {
+    const cids = [...new Set(items.map((item) => item.publication.group).filter((cid): cid is string => cid !== undefined))];
+    const sets = cids.length > 0 ? await this.queue.members(cids) : [];
+    const members = new Map(cids.map((cid, i) => [cid, sets[i].filter(isValidId).sort()]));
+    const groups: RouteGroup[] = [];
+    const owner: number[] = [];
+    items.forEach(({ publication, id, ts, inboxEntry, idempotency }, i) => {
+      const message = storedMessage(publication, id, ts);
+      const users = publication.to !== undefined ? [publication.to] : (members.get(publication.group!) ?? []);
+      for (const user of users) {
+        groups.push({ user, messages: [message], epoch: 0, inboxEntry, idempotency });
+        owner.push(i);
+      }
+    });
+    const results: ItemResult[] = items.map(() => ({ recipients: 0, stored: 0, repeated: 0, conflicts: 0, refused: 0 }));
+    if (groups.length === 0) return results;
+    (await this.store.store(groups)).forEach((result: RouteResult | Error, g) => {
+      const item = results[owner[g]];
+      if (result instanceof Error) item.failed = result;
+      else if (result.outcome === RouteOutcome.Conflict) item.conflicts++;
+      else if (result.outcome === RouteOutcome.Repeated || result.outcome === RouteOutcome.Duplicate) {
+        item.repeated++;
+        item.recipients++;
+        item.answer ??= result.answer;
+      } else if (result.outcome === RouteOutcome.Fenced) item.failed = new Error('fenced'); // epoch 0 is never fenced
+      else if (result.refused > 0) item.refused++;
+      else {
+        item.stored++;
+        item.recipients++;
+      }
+    });
+    return results;
+  }
+
+  /** Digests naming an idempotency record: the API key and Idempotency-Key (scope), and the body (hash). */
+  static idempotency(apiKey: string, key: string, publication: Publication, answer: string): Idempotency {
+    const { to, group, payload, ttl, collapseKey } = publication;
+    return {
+      scope: sha256(`${apiKey}\n${key}`),
+      hash: sha256(JSON.stringify([to ?? null, group ?? null, payload, ttl ?? null, collapseKey ?? null])),
+      answer,
+    };
+  }
+
+  /** The first answer recorded for this scope, if any: 'same' body or 'other'. */
+  async recorded(idem: Idempotency): Promise<{ same: boolean; answer: Record<string, unknown> } | undefined> {
+    const value = await this.redis.get(this.keys.publishRecord(idem.scope));
+    if (value === null) return undefined;
+    const bar = value.indexOf('|');
+    return { same: value.slice(0, bar) === idem.hash, answer: JSON.parse(value.slice(bar + 1)) };
+  }
+
+  /** Remembers the first answer (the first request to record wins). */
+  async record(idem: Idempotency, answer: Record<string, unknown>): Promise<void> {
+    await this.redis.set(this.keys.publishRecord(idem.scope), `${idem.hash}|${JSON.stringify(answer)}`, 'PX', RECORD_TTL_MS, 'NX');
+  }
+}
+
+const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');

@@ -1,0 +1,65 @@
+import { Injectable, Logger } from '@nestjs/common';
+import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
+import { DeliveryService } from '../delivery/delivery.service';
+import { MetricsService } from '../metrics/metrics.service';
+import { QueueKeys } from '../queue/queue-keys';
+import { QueueService, RouteOutcome, type RouteGroup, type RouteResult } from '../queue/queue.service';
+
+/**
+ * Stores groups of messages (route.lua decides deliver-or-queue) and does what the
+ * outcome asks of this instance: hand owed messages to its own sockets, wake them up
+ * for a queue they read, index a new queue. Every publish path stores through here.
+ */
+@Injectable()
+export class StoreService {
+  private readonly logger = new Logger('RouterService');
+
+  constructor(
+    private readonly queue: QueueService,
+    private readonly delivery: DeliveryService,
+    private readonly keys: QueueKeys,
+    @InjectMessengerOptions() private readonly options: MessengerOptions,
+    private readonly metrics: MetricsService,
+  ) {}
+
+  /** One result (or Error: nothing of that group stored) per group, in order. */
+  async store(groups: RouteGroup[]): Promise<Array<RouteResult | Error>> {
+    const results = await this.queue.route(groups, this.options.instanceId);
+    const debug = Logger.isLevelEnabled('debug');
+    results.forEach((result, i) => {
+      if (!(result instanceof Error)) this.apply(groups[i], result, debug);
+    });
+    return results;
+  }
+
+  private apply(group: RouteGroup, result: RouteResult, debug: boolean): void {
+    const { user, messages } = group;
+    const n = messages.length;
+    if (result.outcome === RouteOutcome.Repeated || result.outcome === RouteOutcome.Conflict) return; // nothing stored
+    this.metrics.routed(n);
+    this.metrics.dropped(this.options.queueOverflow === 'reject' ? 'rejected' : 'overflow', result.dropped + result.refused);
+    if (result.dropped + result.refused > 0) {
+      const what = this.options.queueOverflow === 'reject' ? 'refused new messages' : 'dropped its oldest messages';
+      this.logger.warn(`${user}: queue full (MAX_QUEUE_LENGTH=${this.options.maxQueueLength}), ${what} (${result.dropped + result.refused})`);
+    }
+    switch (result.outcome) {
+      case RouteOutcome.Owed:
+        if (result.mine) this.delivery.deliver(user, result.position, messages.slice(0, n - result.refused).map((m) => m.envelope));
+        return;
+      case RouteOutcome.QueuedBehind:
+        if (result.mine) this.delivery.sync(user);
+        break;
+      case RouteOutcome.QueuedNew:
+        void this.queue.index(user, Date.now()).catch(() => undefined);
+        break;
+      case RouteOutcome.Fenced:
+        this.metrics.dropped('fenced', n);
+        this.logger.warn(`${user}: ${n} messages heard while this instance's route shard lease lapsed were routed by another instance meanwhile; dropped`);
+        return;
+      case RouteOutcome.Duplicate:
+        return;
+    }
+    this.metrics.queued(n - result.refused - result.replaced);
+    if (debug) for (let i = 0; i < n; i++) this.logger.debug(`Client is not online, queueing message in Redis (${this.keys.queue(user)})`);
+  }
+}
