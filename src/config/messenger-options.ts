@@ -56,6 +56,12 @@ export interface MessengerOptions {
   jwtIssuer?: string;
   jwtAudience?: string;
   clockSkewSeconds: number;
+  /** The Redis stream of events (undefined: no events), its approximate cap, and after how long an unacked message is `unread` (0: never). */
+  eventsStream?: string;
+  eventsMaxLen: number;
+  unreadAfterSeconds: number;
+  /** Bearer keys of GET /v1/users/<id>, 16+ characters each (empty: the route answers 404). */
+  adminApiKeys: string[];
   /** How often presence is refreshed, and how long it lives without refresh. */
   heartbeatMs: number;
   presenceTtlMs: number;
@@ -105,6 +111,10 @@ export function optionsFromEnvironment(env: Environment): MessengerOptions {
     jwtIssuer: env.AUTH_JWT_ISSUER,
     jwtAudience: env.AUTH_JWT_AUDIENCE,
     clockSkewSeconds: env.AUTH_CLOCK_SKEW_S,
+    eventsStream: env.EVENTS_STREAM,
+    eventsMaxLen: env.EVENTS_MAXLEN,
+    unreadAfterSeconds: env.UNREAD_AFTER_SECONDS,
+    adminApiKeys: list(env.ADMIN_API_KEYS),
     heartbeatMs: 1000,
     presenceTtlMs: 5000,
   };

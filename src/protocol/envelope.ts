@@ -30,6 +30,7 @@ export function buildEnvelope({ id, channel, payload, ts, ttl, collapseKey }: En
 const SENT = ',"sent":true}';
 const HEAD = /^\{"rm":\{"id":"([^"\\]+)"/;
 /** `ts` is the last field; a payload containing `"ts":` is JSON-escaped, so it cannot end the envelope this way. */
+const CHANNEL = /^\{"rm":\{"id":"[^"\\]+","channel":"([^"\\]*)"/;
 const TS_AT_END = /[{,]"ts":(\d{1,16})}(?:}|,"sent":true})$/;
 
 /** The same envelope, marked as sent once (it goes back to a queue). */
@@ -38,6 +39,11 @@ export const markSent = (envelope: string): string => (envelope.endsWith(SENT) ?
 /** The message id of an envelope, or undefined for a raw entry. */
 export function envelopeId(envelope: string): string | undefined {
   return envelope.endsWith('}}') || envelope.endsWith(SENT) ? HEAD.exec(envelope)?.[1] : undefined;
+}
+
+/** The channel of an envelope (a channel needs no JSON escapes), or undefined for anything but an envelope. */
+export function envelopeChannel(envelope: string): string | undefined {
+  return envelopeId(envelope) === undefined ? undefined : CHANNEL.exec(envelope)?.[1];
 }
 
 /** When RedMessenger received the message (ms since the epoch), or undefined for anything but an envelope. */

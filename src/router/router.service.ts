@@ -1,6 +1,7 @@
 import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { DeliveryService } from '../delivery/delivery.service';
+import { EventsService } from '../events/events.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { ShardsService, NOT_MINE, PENDING } from '../presence/shards.service';
 import { SHARD_COUNT, shardOf } from '../presence/shards';
@@ -71,6 +72,7 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     private readonly keys: QueueKeys,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
     private readonly metrics: MetricsService,
+    private readonly events: EventsService,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -276,6 +278,7 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
   private apply(group: RouteGroup, result: RouteResult, debug: boolean): void {
     const { user, messages } = group;
     const n = messages.length;
+    this.events.routed(group, result);
     this.metrics.routed(n);
     this.metrics.dropped(this.options.queueOverflow === 'reject' ? 'rejected' : 'overflow', result.dropped + result.refused);
     if (result.dropped + result.refused > 0) {
