@@ -17,6 +17,8 @@ export function buildOpenApiDocument(app: INestApplication): OpenAPIObject {
       'The HTTP routes of RedMessenger. Messages themselves travel as Redis PUBLISH and WebSocket frames (see the README, Protocol).',
     )
     .setVersion(version())
+    // The admin routes take `Authorization: Bearer <one of ADMIN_API_KEYS>`.
+    .addBearerAuth({ type: 'http', scheme: 'bearer', bearerFormat: 'ADMIN_API_KEYS', description: 'One of ADMIN_API_KEYS (16+ characters)' })
     .build();
   return SwaggerModule.createDocument(app, config);
 }
