@@ -58,9 +58,14 @@ it('writes online, acked and offline for a user who reads, and unread for one wh
   await client.identify(reader);
   await c.publish(`rm.users.${reader}`, 'read me');
   await c.publish(`rm.users.${away}`, 'nobody reads this');
-  const [message] = await client.messages(1);
+  const [message] = await client.messages(1).catch(async (e: Error) => {
+    const base = `rm:users:{${reader}}`;
+    const state = JSON.stringify({ owed: await c.lrange(`${base}:owed`, 0, -1), queue: await c.lrange(`${base}:messages`, 0, -1), st: await c.hgetall(`${base}:state`) });
+    throw new Error(`${e.message}\n${state}\n${server.logs().slice(-3000)}`);
+  });
   expect(await view(reader)).toEqual({ id: reader, online: true, connections: 1, queued: 0, owed: 1, oldestQueuedAgeSeconds: null, dropped: 0 });
   client.ack([message.data.id]);
+  await waitFor(async () => (await eventsOf(reader)).some((e) => e.type === 'acked'), 10_000, "the reader's acked event");
   await client.close();
 
   await waitFor(async () => (await eventsOf(reader)).some((e) => e.type === 'offline'), 10_000, "the reader's offline event");
