@@ -1,6 +1,7 @@
 import { ConfigurableModuleBuilder, type Provider, type Type } from '@nestjs/common';
 import { TokenVerifier } from './auth/token-verifier';
 import { JwtVerifier, KeyVerifier, OpenVerifier } from './auth/verifiers';
+import { DeliveryListener } from './events/delivery-listener';
 import { MESSENGER_OPTIONS, type MessengerOptions } from './config/messenger-options';
 import { QueueKeys } from './queue/queue-keys';
 import type { RedisClient } from './redis/lua-scripts';
@@ -12,6 +13,8 @@ export type RedMessengerModuleOptions = Partial<MessengerOptions>;
 export interface RedMessengerExtras {
   /** Replaces the token check of AUTH_MODE with the host application's own. */
   tokenVerifier?: Type<TokenVerifier>;
+  /** The host application's delivery hooks (delivered, queued, acked, dropped). */
+  listener?: Type<DeliveryListener>;
 }
 
 /** The TokenVerifier: the host's class when given, else the one AUTH_MODE names. */
@@ -38,7 +41,12 @@ export const {
   .setExtras<RedMessengerExtras>({}, (definition, extras) => ({
     ...definition,
     global: true,
-    providers: [...(definition.providers ?? []), tokenVerifierProvider(extras.tokenVerifier)],
-    exports: [...(definition.exports ?? []), TokenVerifier],
+    providers: [
+      ...(definition.providers ?? []),
+      tokenVerifierProvider(extras.tokenVerifier),
+      // No listener, no provider: EventsService then makes no hook call at all.
+      ...(extras.listener ? [{ provide: DeliveryListener, useClass: extras.listener }] : []),
+    ],
+    exports: [...(definition.exports ?? []), TokenVerifier, ...(extras.listener ? [DeliveryListener] : [])],
   }))
   .build();

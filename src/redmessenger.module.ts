@@ -1,5 +1,8 @@
 import { Module } from '@nestjs/common';
 import { MESSENGER_OPTIONS, withDefaults } from './config/messenger-options';
+import { AdminModule } from './admin/admin.module';
+import { EventsModule } from './events/events.module';
+import { UnreadModule } from './events/unread.module';
 import { HealthModule } from './health/health.module';
 import { MessengerModule } from './messenger/messenger.module';
 import { MetricsModule } from './metrics/metrics.module';
@@ -13,12 +16,13 @@ import { ConfigurableRedMessengerModule, REDMESSENGER_MODULE_OPTIONS, type RedMe
  *     RedMessengerModule.forRoot({ redisUrl: 'redis://…', maxInflight: 500 })
  *     RedMessengerModule.forRootAsync({ inject: [ConfigService], useFactory: (c) => ({ … }) })
  *
- * with `tokenVerifier: MyVerifier` to check tokens your own way and `redis: client`
+ * with `tokenVerifier: MyVerifier` to check tokens your own way, `listener: MyListener`
+ * for delivery hooks (DeliveryListener), and `redis: client`
  * to run on a client you already own. The host application installs the WebSocket
  * adapter with `useRedMessengerAdapter(app)`.
  */
 @Module({
-  imports: [RedisModule, MessengerModule, HealthModule, MetricsModule, PublishModule],
+  imports: [RedisModule, EventsModule, MessengerModule, HealthModule, MetricsModule, PublishModule, UnreadModule, AdminModule],
   providers: [
     {
       provide: MESSENGER_OPTIONS,

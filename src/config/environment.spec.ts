@@ -40,6 +40,10 @@ describe('validateEnvironment', () => {
     ['PUBLISH_API_KEYS', 'tooshortkey'],
     ['PUBLISH_API_KEYS', 'a-long-enough-key-1,short'],
     ['MAX_PUBLISH_BYTES', '12'],
+    ['EVENTS_STREAM', 'has space'],
+    ['EVENTS_MAXLEN', '0'],
+    ['UNREAD_AFTER_SECONDS', '-1'],
+    ['ADMIN_API_KEYS', 'short-key'],
   ])('refuses %s=%s with a message naming the variable, not its value', (name, value) => {
     const run = () => validateEnvironment({ [name]: value });
 
@@ -90,5 +94,26 @@ describe('validateEnvironment', () => {
     expect(() => validateEnvironment({ PORT: '9000', INTERNAL_PORT: '9000' })).toThrow(/INTERNAL_PORT must differ from PORT/);
     expect(() => validateEnvironment({ INTERNAL_PORT: '8080' })).toThrow(/INTERNAL_PORT must differ from PORT/);
     expect(validateEnvironment({ PORT: '9000', INTERNAL_PORT: '8080' }).INTERNAL_PORT).toBe(8080);
+  });
+
+  it('reads the events and admin settings: off by default, UNREAD_AFTER_SECONDS only with EVENTS_STREAM', () => {
+    expect(validateEnvironment({})).toMatchObject({ EVENTS_MAXLEN: 100000, UNREAD_AFTER_SECONDS: 0 });
+    expect(validateEnvironment({}).EVENTS_STREAM).toBeUndefined();
+    expect(validateEnvironment({}).ADMIN_API_KEYS).toBeUndefined();
+    expect(validateEnvironment({ EVENTS_STREAM: 'rm:events', EVENTS_MAXLEN: '50', UNREAD_AFTER_SECONDS: '30' })).toMatchObject({
+      EVENTS_STREAM: 'rm:events',
+      EVENTS_MAXLEN: 50,
+      UNREAD_AFTER_SECONDS: 30,
+    });
+    expect(() => validateEnvironment({ UNREAD_AFTER_SECONDS: '30' })).toThrow(/UNREAD_AFTER_SECONDS needs EVENTS_STREAM/);
+  });
+
+  it('takes ADMIN_API_KEYS of 16+ characters each, and never prints one', () => {
+    const keys = 'a'.repeat(16) + ', ' + 'b'.repeat(40);
+    expect(validateEnvironment({ ADMIN_API_KEYS: keys }).ADMIN_API_KEYS).toBe(keys);
+    const short = 'c'.repeat(15);
+    const run = () => validateEnvironment({ ADMIN_API_KEYS: `${'a'.repeat(16)},${short}` });
+    expect(run).toThrow(/ADMIN_API_KEYS must be a comma-separated list of keys of at least 16 characters/);
+    expect(run).not.toThrow(new RegExp(short));
   });
 });

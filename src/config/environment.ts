@@ -147,6 +147,24 @@ export class Environment {
   @IsInt() @Min(0) @Max(3600)
   AUTH_CLOCK_SKEW_S = 5;
 
+  // Events and the per-user view.
+  /** The Redis stream events are appended to (unset: no events, and not one Redis command for them). */
+  @IsOptional()
+  @Matches(/^[A-Za-z0-9:._{}-]{1,200}$/, { message: 'EVENTS_STREAM must be a Redis key name of 1-200 characters of A-Z a-z 0-9 : . _ - { }' })
+  EVENTS_STREAM?: string;
+
+  @IsInt() @Min(1) @Max(1_000_000_000)
+  EVENTS_MAXLEN = 100000;
+
+  /** A message unacked this long gets one `unread` event (0: off). */
+  @IsInt() @Min(0) @Max(30 * 86400)
+  UNREAD_AFTER_SECONDS = 0;
+
+  /** Bearer keys for GET /v1/users/<id> (unset: the route answers 404). */
+  @IsOptional()
+  @Matches(/^\s*[^\s,]{16,}\s*(?:,\s*[^\s,]{16,}\s*)*$/, { message: 'ADMIN_API_KEYS must be a comma-separated list of keys of at least 16 characters each (no spaces)' })
+  ADMIN_API_KEYS?: string;
+
   /** Serves the demo page at /demo and its POST /demo/messages (anyone may publish to anyone: never in production). */
   @IsBoolean({ message: 'DEMO must be true or false' })
   DEMO = false;
@@ -187,6 +205,8 @@ export const ENVIRONMENT_KEYS = [
   'AUTH_JWT_ISSUER',
   'AUTH_JWT_AUDIENCE',
   'PUBLISH_API_KEYS',
+  'EVENTS_STREAM',
+  'ADMIN_API_KEYS',
 ] as Array<keyof Environment>;
 
 const INTEGER_SETTINGS = [
@@ -235,6 +255,9 @@ export function validateEnvironment(raw: Record<string, unknown>): Environment {
   }
   if (input.REDIS_SENTINEL_MASTER !== undefined && input.REDIS_SENTINELS === undefined) {
     problems.push('REDIS_SENTINEL_MASTER needs REDIS_SENTINELS (the Sentinels to ask for that master)');
+  }
+  if (typeof input.UNREAD_AFTER_SECONDS === 'number' && input.UNREAD_AFTER_SECONDS > 0 && input.EVENTS_STREAM === undefined) {
+    problems.push('UNREAD_AFTER_SECONDS needs EVENTS_STREAM (unread events are written to that stream)');
   }
   const env = plainToInstance(Environment, input);
   for (const error of validateSync(env, { skipMissingProperties: false })) {

@@ -59,6 +59,12 @@ export interface MessengerOptions {
   /** Bearer keys of POST /v1/messages (empty: the route answers 404), and its largest body in bytes. */
   publishApiKeys: string[];
   maxPublishBytes: number;
+  /** The Redis stream of events (undefined: no events), its approximate cap, and after how long an unacked message is `unread` (0: never). */
+  eventsStream?: string;
+  eventsMaxLen: number;
+  unreadAfterSeconds: number;
+  /** Bearer keys of GET /v1/users/<id>, 16+ characters each (empty: the route answers 404). */
+  adminApiKeys: string[];
   /** How often presence is refreshed, and how long it lives without refresh. */
   heartbeatMs: number;
   presenceTtlMs: number;
@@ -110,6 +116,10 @@ export function optionsFromEnvironment(env: Environment): MessengerOptions {
     clockSkewSeconds: env.AUTH_CLOCK_SKEW_S,
     publishApiKeys: list(env.PUBLISH_API_KEYS),
     maxPublishBytes: env.MAX_PUBLISH_BYTES,
+    eventsStream: env.EVENTS_STREAM,
+    eventsMaxLen: env.EVENTS_MAXLEN,
+    unreadAfterSeconds: env.UNREAD_AFTER_SECONDS,
+    adminApiKeys: list(env.ADMIN_API_KEYS),
     heartbeatMs: 1000,
     presenceTtlMs: 5000,
   };

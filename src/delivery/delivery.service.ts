@@ -2,6 +2,7 @@ import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
 import { InjectMessengerOptions, MessengerOptions } from '../config/messenger-options';
 import { MetricsService } from '../metrics/metrics.service';
 import { PresenceService } from '../presence/presence.service';
+import { EventsService } from '../events/events.service';
 import { envelopeId, envelopeTs, messageFrame } from '../protocol/envelope';
 import { CloseCode, ErrorCode, FrameError } from '../protocol/frame-error';
 import { QueueKeys } from '../queue/queue-keys';
@@ -66,6 +67,7 @@ export class DeliveryService implements OnModuleInit {
     @InjectRedisSubscriber() private readonly subscriber: RedisClient,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
     private readonly metrics: MetricsService,
+    private readonly events: EventsService,
   ) {}
 
   onModuleInit(): void {
@@ -101,7 +103,9 @@ export class DeliveryService implements OnModuleInit {
       conns.add(conn);
       // Noted before the socket is registered, so a crash after it is always reclaimed.
       await this.queue.registerUser(this.presence.instanceId, user, true);
-      const { owed, dropped, position, replaced } = await this.queue.attach(user, conn.id, this.presence.instanceId);
+      const { owed, dropped, position, replaced, first, expired } = await this.queue.attach(user, conn.id, this.presence.instanceId);
+      if (first) this.events.online(user);
+      this.events.dropped(user, expired, 'expired');
       conn.next = position;
       result = { owed, dropped, replaced: replaced.length };
       return true;
@@ -120,7 +124,8 @@ export class DeliveryService implements OnModuleInit {
       conns?.delete(conn);
       if (conns?.size === 0) this.byUser.delete(user);
       if (!registered) return;
-      const { requeued, left } = await this.queue.detach(user, conn.id, this.presence.instanceId);
+      const { requeued, left, removed } = await this.queue.detach(user, conn.id, this.presence.instanceId);
+      if (left === 0 && removed > 0) this.events.offline(user);
       // Another socket of the user may have attached here meanwhile: then the user stays noted.
       if (!this.byUser.has(user)) await this.queue.registerUser(this.presence.instanceId, user, false);
       this.metrics.requeued(requeued);
@@ -181,7 +186,10 @@ export class DeliveryService implements OnModuleInit {
     let acked: number;
     let read: ReadResult | undefined;
     try {
-      ({ acked, read } = await this.queue.ack(user, [...batch.ids], this.presence.instanceId, reader ? { position: reader.next, limit: room } : undefined));
+      const details = this.events.wantsAcks;
+      const answer = await this.queue.ack(user, [...batch.ids], this.presence.instanceId, reader ? { position: reader.next, limit: room } : undefined, now, details);
+      ({ acked, read } = answer);
+      if (answer.details) this.events.acked(user, answer.details);
     } finally {
       if (reader) reader.reading = false;
     }
@@ -325,6 +333,7 @@ export class DeliveryService implements OnModuleInit {
     if (id !== undefined) conn.inflight.set(id, { position, ts: envelopeTs(envelope) });
     cork(conn);
     conn.socket.send(messageFrame(envelope));
+    if (id !== undefined) this.events.delivered(conn.user!, id, envelope);
     return true;
   }
 

@@ -6,6 +6,7 @@ import {
   DROP_REASONS,
   HTTP_PUBLISH_OUTCOMES,
   INBOX_OUTCOMES,
+  EVENT_TYPES,
   IDENTIFIED_OUTCOMES,
   IDENTIFY_OUTCOMES,
   METRIC_PREFIX,
@@ -15,6 +16,7 @@ import {
   type DropReason,
   type HttpPublishOutcome,
   type InboxOutcome,
+  type EventType,
   type IdentifyOutcome,
   type RedisCommand,
 } from './metrics.constants';
@@ -58,6 +60,7 @@ export class MetricsService {
   private readonly requeuedTotal = this.counter('messages_requeued_total', 'Owed messages put back at the head of a queue.');
   private readonly droppedTotal = this.counter('messages_dropped_total', 'Messages dropped, by reason.', ['reason']);
   private readonly expiredTotal = this.counter('messages_expired_total', 'Messages removed because they expired.');
+  private readonly eventsTotal = this.counter('events_total', 'Entries written to EVENTS_STREAM, by type.', ['type']);
   private readonly subscriberLostTotal = this.counter(
     'subscriber_disconnects_total',
     'Times the pub/sub connection dropped: PUBLISHes sent while it was down were not heard.',
@@ -93,6 +96,7 @@ export class MetricsService {
     // Every bounded series exists from the start (at 0), so rate() and alerts see it before its first event.
     for (const outcome of IDENTIFY_OUTCOMES) this.identifyTotal.inc({ outcome }, 0);
     for (const reason of DROP_REASONS) this.droppedTotal.inc({ reason }, 0);
+    for (const type of EVENT_TYPES) this.eventsTotal.inc({ type }, 0);
     for (const command of REDIS_COMMANDS) this.redisDuration.zero({ command });
     for (const outcome of HTTP_PUBLISH_OUTCOMES) this.httpPublishTotal.inc({ outcome }, 0);
     for (const outcome of INBOX_OUTCOMES) this.inboxEntriesTotal.inc({ outcome }, 0);
@@ -170,6 +174,11 @@ export class MetricsService {
   /** n messages dropped for `reason` (anything outside the known reasons is recorded as 'other'). */
   dropped(reason: DropReason, n = 1): void {
     if (isCount(n)) this.droppedTotal.inc({ reason: bounded(reason, DROP_REASONS) }, n);
+  }
+
+  /** An entry of `type` was written to EVENTS_STREAM. */
+  event(type: EventType): void {
+    this.eventsTotal.inc({ type: bounded(type, EVENT_TYPES) });
   }
 
   subscriberLost(): void {

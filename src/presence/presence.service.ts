@@ -1,5 +1,6 @@
 import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import { InjectMessengerOptions, MessengerOptions } from '../config/messenger-options';
+import { EventsService } from '../events/events.service';
 import { QueueKeys } from '../queue/queue-keys';
 import { QueueService } from '../queue/queue.service';
 import type { RedisClient } from '../redis/lua-scripts';
@@ -26,6 +27,7 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
     private readonly queue: QueueService,
     private readonly keys: QueueKeys,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
+    private readonly events: EventsService,
   ) {}
 
   get instanceId(): string {
@@ -99,7 +101,8 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
   /** Unregisters every connection of `instance`; users left with none get their owed messages back in their queue. */
   private async reclaim(instance: string): Promise<void> {
     for (const user of await this.queue.usersOf(instance)) {
-      const { requeued } = await this.queue.detach(user, '*', instance);
+      const { requeued, left, removed } = await this.queue.detach(user, '*', instance);
+      if (left === 0 && removed > 0) this.events.offline(user);
       if (requeued > 0) this.logger.log(`${user}: Client is no longer online, recommitting ${requeued} messages to queue`);
       await this.queue.registerUser(instance, user, false);
     }

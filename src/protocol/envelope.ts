@@ -30,6 +30,7 @@ export function buildEnvelope({ id, channel, payload, ts, ttl, collapseKey }: En
 const SENT = ',"sent":true}';
 const HEAD = '{"rm":{"id":"';
 const TS = ',"ts":';
+const CHANNEL_AT = '","channel":"';
 
 /** The same envelope, marked as sent once (it goes back to a queue). */
 export const markSent = (envelope: string): string => (envelope.endsWith(SENT) ? envelope : `${envelope.slice(0, -1)}${SENT}`);
@@ -41,6 +42,16 @@ export function envelopeId(envelope: string): string | undefined {
   const end = envelope.indexOf('"', HEAD.length);
   const id = end > HEAD.length ? envelope.slice(HEAD.length, end) : '';
   return id && !id.includes('\\') ? id : undefined;
+}
+
+/** The channel of an envelope (a channel needs no JSON escapes), or undefined for anything but an envelope. */
+export function envelopeChannel(envelope: string): string | undefined {
+  const id = envelopeId(envelope);
+  if (id === undefined) return undefined;
+  const start = HEAD.length + id.length;
+  if (!envelope.startsWith(CHANNEL_AT, start)) return undefined;
+  const end = envelope.indexOf('"', start + CHANNEL_AT.length);
+  return end < 0 ? undefined : envelope.slice(start + CHANNEL_AT.length, end);
 }
 
 /**

@@ -17,6 +17,8 @@ export class QueueKeys {
   readonly instances = 'rm:nodes';
   /** Users with a non-empty queue, scored by the time of their oldest entry (a hint for expiry and metrics). */
   readonly queueIndex = 'rm:queues';
+  /** Messages that become `unread` events unless acked first: `<user>|<id>` scored by when they are due (UNREAD_AFTER_SECONDS). */
+  readonly unreadIndex = 'rm:unread';
   /** Pub/sub channel prefix on which an instance hears about its own sockets' users. */
   readonly instanceChannelPrefix = 'rm:instance:';
   /** Pub/sub channel on which shard hand-overs are announced, in order with the published messages. */

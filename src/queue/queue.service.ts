@@ -14,11 +14,12 @@ type Args = (string | number)[];
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     rmRoute(numKeys: number, ...args: Args): Result<[string, ...Array<number | string>], Context>;
-    rmAttach(...args: Args): Result<[number, number, number, string[]], Context>;
-    rmDetach(...args: Args): Result<[number, number, number], Context>;
+    rmAttach(...args: Args): Result<[number, number, number, string[], number, number], Context>;
+    rmDetach(...args: Args): Result<[number, number, number, number], Context>;
     rmExpire(...args: Args): Result<[number, number, number], Context>;
     rmAck(...args: Args): Result<Array<number | string>, Context>;
     rmRead(...args: Args): Result<Array<number | string>, Context>;
+    rmUnread(...args: Args): Result<Array<number | string>, Context>;
   }
 }
 
@@ -89,6 +90,13 @@ export interface ReadResult {
   more: boolean;
 }
 
+/** A message as an ack or unread check found it (for events): its id, when it was stored (ms), its channel. */
+export interface MessageFact {
+  id: string;
+  ts: number;
+  channel: string;
+}
+
 /** The most messages, and bytes, of one route script call: keeps each call short for Redis. */
 const CALL_MESSAGES = 1000;
 const CALL_BYTES = 4 * 1024 * 1024;
@@ -110,7 +118,7 @@ export class QueueService {
     readonly keys: QueueKeys,
     private readonly metrics: MetricsService,
   ) {
-    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-5.lua', 'detach-5.lua', 'ack-5.lua', 'read-5.lua', 'expire-5.lua']);
+    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-5.lua', 'detach-5.lua', 'ack-5.lua', 'read-5.lua', 'expire-5.lua', 'unread-5.lua']);
     this.ttlMs = options.queueTtlSeconds * 1000;
   }
 
@@ -200,36 +208,40 @@ export class QueueService {
    * Registers a connection. Returns how many messages the user is owed (owed and
    * still queued: sockets take the queue over as they read), how many were
    * dropped or expired since the last identify, the position from which this
-   * socket reads, and the connections this one replaced past MAX_SOCKETS_PER_USER.
+   * socket reads, the connections this one replaced past MAX_SOCKETS_PER_USER,
+   * whether it is the user's first connection (on any instance), and how many
+   * queued messages expired in this call.
    */
   async attach(
     user: string,
     conn: string,
     instance: string,
     now = Date.now(),
-  ): Promise<{ owed: number; dropped: number; position: number; replaced: Array<{ conn: string; instance: string }> }> {
-    const [owed, dropped, position, flat] = await this.time(
+  ): Promise<{ owed: number; dropped: number; position: number; replaced: Array<{ conn: string; instance: string }>; first: boolean; expired: number }> {
+    const [owed, dropped, position, flat, before, expired] = await this.time(
       'attach',
       this.redis.rmAttach(...this.keys.userKeys(user), conn, instance, user, this.keys.instanceChannelPrefix, this.cutoff(now), this.options.maxSocketsPerUser, now),
     );
     const replaced = [];
     for (let i = 0; i < flat.length; i += 2) replaced.push({ conn: flat[i], instance: flat[i + 1] });
-    return { owed, dropped, position, replaced };
+    return { owed, dropped, position, replaced, first: before === 0, expired };
   }
 
   /**
    * Unregisters one connection (or, with conn '*', every connection of an instance);
-   * when none is left, what is owed goes back to the head of the queue.
+   * when none is left, what is owed goes back to the head of the queue. `removed`
+   * counts the connections unregistered (with none left: the user went offline).
    */
-  async detach(user: string, conn: string, instance: string): Promise<{ requeued: number; left: number }> {
-    const [requeued, left, headTs] = await this.time('detach', this.redis.rmDetach(...this.keys.userKeys(user), conn, instance));
+  async detach(user: string, conn: string, instance: string): Promise<{ requeued: number; left: number; removed: number }> {
+    const [requeued, left, headTs, removed] = await this.time('detach', this.redis.rmDetach(...this.keys.userKeys(user), conn, instance));
     if (requeued > 0) await this.index(user, headTs);
-    return { requeued, left };
+    return { requeued, left, removed };
   }
 
   /**
    * Acks ids (each with its owed position as this instance knows it, -1 if not) and,
    * when `read` is given, reads the next owed messages for that socket in the same call.
+   * With `details` (events on), also answers which messages this call acked.
    */
   async ack(
     user: string,
@@ -237,14 +249,16 @@ export class QueueService {
     instance: string,
     read?: { position: number; limit: number },
     now = Date.now(),
-  ): Promise<{ acked: number; read?: ReadResult }> {
+    details = false,
+  ): Promise<{ acked: number; read?: ReadResult; details?: MessageFact[] }> {
     const args: Args = [
       this.keys.instanceChannelPrefix, instance, user, read ? read.position : -1, read ? read.limit : 0,
-      JSON.stringify(this.keys.userChannel(user)), now, this.cutoff(now), this.ttlMs, this.ids.rawPrefix(),
+      JSON.stringify(this.keys.userChannel(user)), now, this.cutoff(now), this.ttlMs, this.ids.rawPrefix(), details ? '1' : '0',
     ];
     for (const [id, position] of acks) args.push(id, position);
     const [acked, ...rest] = await this.time('ack', this.redis.rmAck(...this.keys.userKeys(user), ...args));
-    return { acked: Number(acked), read: read ? readResult(rest) : undefined };
+    const facts = details ? messageFacts(rest.pop() as unknown as Array<number | string>) : undefined;
+    return { acked: Number(acked), read: read ? readResult(rest) : undefined, details: facts };
   }
 
   /**
@@ -295,6 +309,14 @@ export class QueueService {
     return out;
   }
 
+  /**
+   * Which of `ids` the user still has unacked (owed, or queued), with their ts and
+   * channel, looking at most `scan` entries deep into owed and into the queue.
+   */
+  async unacked(user: string, ids: string[], scan: number): Promise<MessageFact[]> {
+    return messageFacts(await this.time('unread', this.redis.rmUnread(...this.keys.userKeys(user), scan, ...ids)));
+  }
+
   /** Users with a connection registered by an instance (to reclaim after it died). */
   usersOf(instance: string): Promise<string[]> {
     return this.redis.smembers(this.keys.instanceUsers(instance));
@@ -325,4 +347,10 @@ function readResult(flat: Array<number | string>): ReadResult {
   const rows = [];
   for (let i = 2; i < flat.length; i += 2) rows.push({ position: Number(flat[i]), envelope: String(flat[i + 1]) });
   return { more: Number(flat[0]) === 1, next: Number(flat[1]), rows };
+}
+
+function messageFacts(flat: Array<number | string>): MessageFact[] {
+  const facts = [];
+  for (let i = 0; i + 2 < flat.length; i += 3) facts.push({ id: String(flat[i]), ts: Number(flat[i + 1]), channel: String(flat[i + 2]) });
+  return facts;
 }

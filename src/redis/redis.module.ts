@@ -38,6 +38,9 @@ export function createRedis(options: Pick<MessengerOptions, 'redisUrl' | 'redisC
     redis = new Cluster(options.redisClusterNodes.map(hostPort), {
       redisOptions: common,
       enableAutoPipelining,
+      // Auto-pipelining groups a command by the slot of its first argument: route.lua's is its key count,
+      // so route calls would share pipelines with keys of other nodes, and fail them ("same slots allocation group").
+      autoPipeliningIgnoredCommands: ['rmRoute'],
       clusterRetryStrategy: retryStrategy,
       // A reshard or failover answers MOVED / TRYAGAIN / CLUSTERDOWN for a while: ioredis retries those.
       retryDelayOnFailover: 200,

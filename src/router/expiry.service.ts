@@ -1,5 +1,6 @@
 import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
+import { EventsService } from '../events/events.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { ShardsService } from '../presence/shards.service';
 import { QueueService } from '../queue/queue.service';
@@ -26,6 +27,7 @@ export class ExpiryService implements OnModuleInit, OnApplicationShutdown {
     private readonly shards: ShardsService,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
     private readonly metrics: MetricsService,
+    private readonly events: EventsService,
   ) {}
 
   onModuleInit(): void {
@@ -46,6 +48,7 @@ export class ExpiryService implements OnModuleInit, OnApplicationShutdown {
         const due = await this.queue.queuedBefore(now - this.options.queueTtlSeconds * 1000, SWEEP_BATCH);
         for (const user of due) {
           const { expired } = await this.queue.expire(user, now);
+          this.events.dropped(user, expired, 'expired');
           if (expired > 0) this.logger.log(`${user}: ${expired} queued messages expired (older than QUEUE_TTL_SECONDS=${this.options.queueTtlSeconds})`);
           total += expired;
         }

@@ -1,6 +1,7 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { DeliveryService } from '../delivery/delivery.service';
+import { EventsService } from '../events/events.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { QueueKeys } from '../queue/queue-keys';
 import { QueueService, RouteOutcome, type RouteGroup, type RouteResult } from '../queue/queue.service';
@@ -20,6 +21,7 @@ export class StoreService {
     private readonly keys: QueueKeys,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
     private readonly metrics: MetricsService,
+    private readonly events: EventsService,
   ) {}
 
   /** One result (or Error: nothing of that group stored) per group, in order. */
@@ -36,6 +38,7 @@ export class StoreService {
     const { user, messages } = group;
     const n = messages.length;
     if (result.outcome === RouteOutcome.Repeated || result.outcome === RouteOutcome.Conflict) return; // nothing stored
+    this.events.routed(group, result);
     this.metrics.routed(n);
     this.metrics.dropped(this.options.queueOverflow === 'reject' ? 'rejected' : 'overflow', result.dropped + result.refused);
     if (result.dropped + result.refused > 0) {

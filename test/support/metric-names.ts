@@ -10,6 +10,7 @@ export const REDMESSENGER_METRICS: Array<[string, string]> = [
   ['redmessenger_messages_requeued_total', 'counter'],
   ['redmessenger_messages_dropped_total', 'counter'],
   ['redmessenger_messages_expired_total', 'counter'],
+  ['redmessenger_events_total', 'counter'],
   ['redmessenger_subscriber_disconnects_total', 'counter'],
   ['redmessenger_route_buffer_bytes', 'gauge'],
   ['redmessenger_route_shards', 'gauge'],

@@ -10,9 +10,11 @@
   ARGV[4] read position for the acking socket, -1 for no read   ARGV[5] how many to read at most
   ARGV[6] the user's channel (JSON string)   ARGV[7] now (ms)   ARGV[8] queue expiry cutoff (0 for none)
   ARGV[9] time to live of the dropped counter (ms)   ARGV[10] id prefix for raw entries
-  ARGV[11..] pairs: message id, its position as the acking instance knows it (-1 if unknown)
+  ARGV[11] '1' to also return what was acked (for events), else '0'
+  ARGV[12..] pairs: message id, its position as the acking instance knows it (-1 if unknown)
 
-  Returns: {acked count, more (0/1), next position, position1, envelope1, ...}
+  Returns: {acked count, more (0/1), next position, position1, envelope1, ...}, and with
+  ARGV[11] = '1' one last element: {id1, ts1, channel1, ...} of the messages acked by this call
 ]]
 --- @include "args"
 --- @include "envelope"
@@ -25,7 +27,7 @@ local readPos, limit, counterTtl = argNumber(4), argNumber(5), argNumber(9)
 local ctx = { channel = argString(6), now = argNumber(7), cutoff = argNumber(8), idPrefix = argString(10) }
 local st = readState(state)
 local want, nwant = {}, 0
-for i = 11, #ARGV, 2 do
+for i = 12, #ARGV, 2 do
   local pos = argNumber(i + 1)
   if not want[ARGV[i]] then
     want[ARGV[i]] = pos
@@ -35,13 +37,22 @@ end
 
 -- The head: trimmed while each entry is acked now or was acked out of order before.
 local acked = {}
+local details = ARGV[11] == '1' and {} or nil
+local function note(id, entry)
+  acked[#acked + 1] = id
+  if details then
+    details[#details + 1] = id
+    details[#details + 1] = envelopeTs(entry) or 0
+    details[#details + 1] = envelopeChannel(entry) or ''
+  end
+end
 local head = redis.call('LRANGE', owed, 0, nwant + st.nacked - 1)
 local trimmed, xChanged = 0, false
 for i = 1, #head do
   local id = envelopeId(head[i])
   if not id or not (want[id] or st.acked[id]) then break end
   trimmed = trimmed + 1
-  if want[id] then acked[#acked + 1] = id end
+  if want[id] and not st.acked[id] then note(id, head[i]) end -- acked out of order before: counted then
   want[id] = nil
   if st.acked[id] then
     st.acked[id] = nil
@@ -59,22 +70,25 @@ end
 local scanned
 for id, pos in pairs(want) do
   local found = false
-  if pos >= st.b then found = envelopeId(redis.call('LINDEX', owed, pos - st.b) or '') == id end
+  if pos >= st.b then
+    local entry = redis.call('LINDEX', owed, pos - st.b)
+    if entry and envelopeId(entry) == id then found = entry end
+  end
   if not found then
     if not scanned then
       scanned = {}
       for _, e in ipairs(redis.call('LRANGE', owed, 0, 9999)) do
         local eid = envelopeId(e)
-        if eid then scanned[eid] = true end
+        if eid then scanned[eid] = e end
       end
     end
-    found = scanned[id] == true
+    found = scanned[id] or false
   end
   if found and not st.acked[id] then
     st.acked[id] = true
     st.nacked = st.nacked + 1
     xChanged = true
-    acked[#acked + 1] = id
+    note(id, found)
   end
 end
 if xChanged then
@@ -100,4 +114,5 @@ end
 table.insert(out, 1, nextPos)
 table.insert(out, 1, more and 1 or 0)
 table.insert(out, 1, #acked)
+if details then out[#out + 1] = details end
 return out

@@ -11,7 +11,8 @@
   ARGV[7] now (ms)
 
   Returns: {messages owed (owed + queued), dropped since the last identify, first owed position,
-            connections replaced (flat: conn, instance, ...)}
+            connections replaced (flat: conn, instance, ...), connections the user had before
+            this one (0: it is the user's first), entries that expired here}
 ]]
 --- @include "args"
 --- @include "envelope"
@@ -72,4 +73,4 @@ end
 
 local dropped = tonumber(redis.call('GETDEL', KEYS[4]) or '0') + expired
 local owedCount = redis.call('LLEN', owed) - st.nacked
-return {owedCount + redis.call('LLEN', queue), dropped, st.b, replaced}
+return {owedCount + redis.call('LLEN', queue), dropped, st.b, replaced, st.nconns, expired}

@@ -7,7 +7,8 @@
   KEYS[1] queue   KEYS[2] owed   KEYS[3] state   KEYS[4] dropped counter   KEYS[5] inbox mark (unused)
   ARGV[1] connection id, or '*'   ARGV[2] instance id
 
-  Returns: {requeued count, connections left, ts of the queue's head (0 if none)}
+  Returns: {requeued count, connections left, ts of the queue's head (0 if none), connections
+            removed (0 left and 1+ removed: the user went offline)}
 ]]
 --- @include "envelope"
 --- @include "state"
@@ -23,7 +24,7 @@ for c, inst in pairs(st.conns) do
     left = left + 1
   end
 end
-if left > 0 or st.nconns == 0 then return {0, left, 0} end
+if left > 0 or st.nconns == 0 then return {0, left, 0, st.nconns - left} end
 
 -- LPUSH puts its last argument first: push from the newest back to the oldest, in chunks.
 local entries = redis.call('LRANGE', owed, 0, -1)
@@ -40,4 +41,4 @@ if head then
   if st.e then redis.call('HSET', state, 'e', st.e) end
   if st.t then redis.call('HSET', state, 't', st.t) end
 end
-return {#back, 0, head and (envelopeTs(head) or 0) or 0}
+return {#back, 0, head and (envelopeTs(head) or 0) or 0, st.nconns}

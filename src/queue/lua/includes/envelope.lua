@@ -20,6 +20,12 @@ local function envelopeId(entry)
   return inner and string.match(inner, '^{"id":"([^"\\]+)"')
 end
 
+-- The channel of an envelope (ids and channels never need JSON escapes), or nil.
+local function envelopeChannel(entry)
+  local inner = innerOf(entry)
+  return inner and string.match(inner, '^{"id":"[^"\\]+","channel":"([^"\\]*)"')
+end
+
 local function envelopeTs(entry)
   local inner = innerOf(entry)
   return inner and tonumber(string.match(inner, '[{,]"ts":(%d+)}$'))

@@ -1,0 +1,86 @@
+import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import { ShardsService } from '../presence/shards.service';
+import { QueueKeys } from '../queue/queue-keys';
+import { QueueService } from '../queue/queue.service';
+import type { RedisClient } from '../redis/lua-scripts';
+import { InjectRedis } from '../redis/redis.constants';
+import { EventsService } from './events.service';
+
+const SWEEP_EVERY_MS = 1000;
+/** Due messages taken per round, and the most looked at per sweep: bounded work, oldest first. */
+const ROUND = 250;
+const SWEEP_MOST = 1000;
+/** How deep into a user's owed messages, and into its queue, a due message is looked for. */
+export const UNREAD_SCAN = 1000;
+
+/**
+ * UNREAD_AFTER_SECONDS: a stored message is filed in `rm:unread` under the time it
+ * becomes due (EventsService.routed) and leaves it when acked. Every second the
+ * holder of route shard 0 (one instance at a time) takes the due ones, asks each
+ * user's keys which are still unacked (unread-5.lua: owed and not acked, or queued),
+ * and writes one `unread` event for each of those. A message dropped, expired or
+ * replaced before then is simply not found. Each member is removed before its
+ * event is written, and only by the instance whose ZREM removed it: at most once.
+ */
+@Injectable()
+export class UnreadService implements OnModuleInit, OnApplicationShutdown {
+  private readonly logger = new Logger('Unread');
+  private timer?: NodeJS.Timeout;
+  private sweeping = false;
+
+  constructor(
+    @InjectRedis() private readonly redis: RedisClient,
+    private readonly queue: QueueService,
+    private readonly shards: ShardsService,
+    private readonly keys: QueueKeys,
+    private readonly events: EventsService,
+  ) {}
+
+  onModuleInit(): void {
+    if (this.events.tracksUnread) this.timer = setInterval(() => void this.sweep(), SWEEP_EVERY_MS);
+  }
+
+  onApplicationShutdown(): void {
+    clearInterval(this.timer);
+  }
+
+  /** Writes the `unread` events that are due; returns how many. */
+  async sweep(now = Date.now()): Promise<number> {
+    if (this.sweeping || !this.shards.holds(0)) return 0;
+    this.sweeping = true;
+    let written = 0;
+    try {
+      for (let seen = 0; seen < SWEEP_MOST; seen += ROUND) {
+        const due = await this.redis.zrangebyscore(this.keys.unreadIndex, '-inf', now, 'LIMIT', 0, ROUND);
+        const byUser = new Map<string, string[]>();
+        for (const member of due) {
+          const bar = member.indexOf('|');
+          const user = member.slice(0, bar);
+          byUser.set(user, [...(byUser.get(user) ?? []), member.slice(bar + 1)]);
+        }
+        const counts = await Promise.all([...byUser].map(([user, ids]) => this.check(user, ids, now)));
+        written += counts.reduce((a, b) => a + b, 0);
+        if (due.length < ROUND) break;
+      }
+    } catch (error) {
+      this.logger.warn(`Looking for unread messages failed: ${(error as Error).message}`);
+    } finally {
+      this.sweeping = false;
+    }
+    return written;
+  }
+
+  private async check(user: string, ids: string[], now: number): Promise<number> {
+    const found = new Map((await this.queue.unacked(user, ids, UNREAD_SCAN)).map((fact) => [fact.id, fact]));
+    // Removed one by one: only the instance whose ZREM took a member writes its event.
+    const removed = await Promise.all(ids.map((id) => this.redis.zrem(this.keys.unreadIndex, `${user}|${id}`)));
+    let written = 0;
+    ids.forEach((id, i) => {
+      const fact = found.get(id);
+      if (!fact || removed[i] !== 1) return;
+      this.events.unread(user, id, fact.channel, Math.max(0, Math.floor((now - fact.ts) / 1000)));
+      written++;
+    });
+    return written;
+  }
+}
