@@ -209,17 +209,19 @@ describe('queue scripts', () => {
       const b = uniqueId();
       const m = message(a, 'a');
       const route = (...groupArgs: Array<string | number>) =>
-        client.rmRoute(10, ...keys.userKeys(a), ...keys.userKeys(b), keys.instanceChannelPrefix, ME, 0, '0', 0, a, 1, 3, '', '', '', m.envelope, ...groupArgs);
+        client.rmRoute(10, ...keys.userKeys(a), ...keys.userKeys(b), keys.instanceChannelPrefix, ME, 0, '0', 0, a, 1, 3, '', 0, '', '', '', m.envelope, ...groupArgs);
 
-      const badCount = route(b, 'one', 0, '', '', '', m.envelope);
-      const badEpoch = route(b, 1, 'new', '', '', '', m.envelope);
-      const missingMessage = route(b, 2, 0, '', '', '', m.envelope);
-      const extraArgs = route(b, 1, 0, '', '', '', m.envelope, 'extra');
+      const badCount = route(b, 'one', 0, '', 0, '', '', '', m.envelope);
+      const badEpoch = route(b, 1, 'new', '', 0, '', '', '', m.envelope);
+      const missingMessage = route(b, 2, 0, '', 0, '', '', '', m.envelope);
+      const extraArgs = route(b, 1, 0, '', 0, '', '', '', m.envelope, 'extra');
+      const badRecord = route(b, 1, 0, '', 99, '', '', '', m.envelope);
 
-      const settled = await Promise.allSettled([badCount, badEpoch, missingMessage, extraArgs]);
+      const settled = await Promise.allSettled([badCount, badEpoch, missingMessage, extraArgs, badRecord]);
 
-      expect(settled.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected']);
-      expect(String((settled[0] as PromiseRejectedResult).reason)).toMatch(/bad argument 14: a number expected/);
+      expect(settled.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected', 'rejected']);
+      expect(String((settled[0] as PromiseRejectedResult).reason)).toMatch(/bad argument 16: a number expected/);
+      expect(String((settled[4] as PromiseRejectedResult).reason)).toMatch(/bad argument 19: the KEYS index of an idempotency record expected/);
       expect(await snapshot(a)).toEqual({ queue: [], owed: [], state: {}, dropped: null, mark: null });
       expect(await snapshot(b)).toEqual({ queue: [], owed: [], state: {}, dropped: null, mark: null });
     });
@@ -465,8 +467,8 @@ describe('queue scripts', () => {
       await capped.read(user, 0, 1);
       const second = await capped.attach(user, 'c2', OTHER);
 
-      expect(first).toEqual({ owed: 2, dropped: 1, position: 0, replaced: [] });
-      expect(second).toEqual({ owed: 2, dropped: 0, position: 0, replaced: [] });
+      expect(first).toEqual({ owed: 2, dropped: 1, position: 0, replaced: [], first: true, expired: 0 });
+      expect(second).toEqual({ owed: 2, dropped: 0, position: 0, replaced: [], first: false, expired: 0 });
       expect(await client.exists(keys.dropped(user))).toBe(0);
       expect(await state(user)).toEqual({ [`c:c1`]: ME, [`c:c2`]: OTHER });
     });
@@ -816,7 +818,7 @@ describe('queue scripts', () => {
 
       const result = await queue.detach(user, 'c1', OTHER);
 
-      expect(result).toEqual({ requeued: 0, left: 1 });
+      expect(result).toEqual({ requeued: 0, left: 1, removed: 1 });
       expect(await owed(user)).toEqual(envelopes(stored));
       expect(await queued(user)).toEqual([]);
       expect(await state(user)).toEqual({ 'c:c2': ME });
@@ -833,7 +835,7 @@ describe('queue scripts', () => {
 
       const result = await queue.detach(user, 'c1', ME);
 
-      expect(result).toEqual({ requeued: 2, left: 0 });
+      expect(result).toEqual({ requeued: 2, left: 0, removed: 1 });
       const back = await queued(user);
       expect(back).toEqual([markSent(stored[1].envelope), markSent(stored[3].envelope), stored[4].envelope, stored[5].envelope]);
       expect(JSON.parse(back[0])).toEqual({ rm: JSON.parse(stored[1].envelope).rm, sent: true });
@@ -865,9 +867,9 @@ describe('queue scripts', () => {
       const afterOther = await state(user);
       const mine = await queue.detach(user, '*', ME);
 
-      expect(other).toEqual({ requeued: 0, left: 1 });
+      expect(other).toEqual({ requeued: 0, left: 1, removed: 2 });
       expect(afterOther).toEqual({ 'c:c3': ME });
-      expect(mine).toEqual({ requeued: 2, left: 0 });
+      expect(mine).toEqual({ requeued: 2, left: 0, removed: 1 });
       expect(await queued(user)).toEqual(envelopes(stored).map(markSent));
     });
   });
@@ -1022,7 +1024,7 @@ describe('queue scripts', () => {
       expect(read.rows.map((r) => r.position)).toEqual([0, 1]);
       expect(acked.acked).toBe(1);
       expect(acked.read!.rows).toEqual([{ position: 2, envelope: stored[2].envelope }]);
-      expect(detached).toEqual({ requeued: 2, left: 0 });
+      expect(detached).toEqual({ requeued: 2, left: 0, removed: 1 });
       expect(await queued(user, tk)).toEqual([markSent(stored[1].envelope), markSent(stored[2].envelope)]);
       expect(await state(user, tk)).toEqual({ e: '2' });
       expect(await client.exists(keys.queue(user), keys.state(user), keys.owed(user))).toBe(0);

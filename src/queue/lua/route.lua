@@ -34,15 +34,20 @@
 local prefix, caller, cap, reject = argString(1), argString(2), argNumber(3), argString(4) == '1'
 local counterTtl = argNumber(5)
 -- Every group is checked before the first write, so a malformed one cannot leave the groups before it stored.
-local at = 6
-for _ = 1, #KEYS / 5 do
+local at, groups = 6, 0
+while at <= #ARGV do
+  groups = groups + 1
   argString(at)
   local n = argNumber(at + 1)
   argNumber(at + 2)
-  for i = at + 3, at + 3 + 3 * n do argString(i) end
-  at = at + 4 + 3 * n
+  argString(at + 3)
+  local record = argNumber(at + 4)
+  argString(at + 5)
+  if record ~= 0 and (record <= 0 or not KEYS[record]) then argError(at + 4, 'the KEYS index of an idempotency record') end
+  for i = at + 6, at + 5 + 3 * n do argString(i) end
+  at = at + 6 + 3 * n
 end
-if #KEYS % 5 ~= 0 or at ~= #ARGV + 1 then
+if #KEYS < 5 * groups or at ~= #ARGV + 1 then
   error(redis.error_reply('ERR ' .. #KEYS .. ' keys and ' .. #ARGV .. ' arguments do not make whole groups'))
 end
 local outcomes, results, notices = {}, {}, {}
