@@ -224,6 +224,15 @@ export function validateEnvironment(raw: Record<string, unknown>): Environment {
   if (input.REDIS_SENTINEL_MASTER !== undefined && input.REDIS_SENTINELS === undefined) {
     problems.push('REDIS_SENTINEL_MASTER needs REDIS_SENTINELS (the Sentinels to ask for that master)');
   }
+  // The pattern allows five digits: a port must also be 1-65535.
+  for (const key of ['REDIS_CLUSTER_NODES', 'REDIS_SENTINELS'] as const) {
+    const list = input[key];
+    if (typeof list !== 'string' || !HOST_PORT_LIST.test(list)) continue;
+    const ports = list.split(',').map((item) => Number(item.slice(item.lastIndexOf(':') + 1)));
+    if (ports.some((port) => port < 1 || port > 65535)) {
+      problems.push(`${key} must be a comma-separated list of host:port with ports 1-65535`);
+    }
+  }
   const env = plainToInstance(Environment, input);
   for (const error of validateSync(env, { skipMissingProperties: false })) {
     problems.push(...Object.values(error.constraints ?? {}));

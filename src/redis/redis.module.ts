@@ -38,6 +38,10 @@ export function createRedis(options: Pick<MessengerOptions, 'redisUrl' | 'redisC
     redis = new Cluster(options.redisClusterNodes.map(hostPort), {
       redisOptions: common,
       enableAutoPipelining,
+      // Auto-pipelining groups a command by the slot of its first argument, which for route.lua
+      // (a variable number of keys) is the key count: its calls would join pipelines of other
+      // nodes' slots, and ioredis rejects those whole. QueueService pipelines them by slot itself.
+      autoPipeliningIgnoredCommands: ['rmRoute'],
       clusterRetryStrategy: retryStrategy,
       // A reshard or failover answers MOVED / TRYAGAIN / CLUSTERDOWN for a while: ioredis retries those.
       retryDelayOnFailover: 200,
