@@ -16,6 +16,11 @@ const hostPort = (item: string) => {
 
 /** Reconnects with backoff up to 2 s, forever: a server without Redis waits and says so, it does not crash. */
 const retryStrategy = (attempt: number) => Math.min(100 * 2 ** Math.min(attempt, 5), 2000);
+/**
+ * The subscriber's backoff stops at 500 ms: every PUBLISH sent while it is away is lost, so
+ * after a failover (Sentinel promotes within seconds) it must not sleep up to 2 s more.
+ */
+const subscriberRetryStrategy = (attempt: number) => Math.min(100 * 2 ** Math.min(attempt, 5), 500);
 
 /**
  * The client for one role, on one Redis (REDIS_URL), a Redis Cluster
@@ -29,7 +34,7 @@ export function createRedis(options: Pick<MessengerOptions, 'redisUrl' | 'redisC
     // Commands fail fast while Redis is away (the client gets an error frame, nothing is lost);
     // subscriptions wait for it, and ioredis renews them after every reconnect.
     maxRetriesPerRequest: role === 'subscriber' ? null : 2,
-    retryStrategy,
+    retryStrategy: role === 'subscriber' ? subscriberRetryStrategy : retryStrategy,
   };
   // Commands issued in the same tick (acks of many sockets, reads) leave in one write.
   const enableAutoPipelining = role === 'command';
@@ -42,7 +47,7 @@ export function createRedis(options: Pick<MessengerOptions, 'redisUrl' | 'redisC
       // (a variable number of keys) is the key count: its calls would join pipelines of other
       // nodes' slots, and ioredis rejects those whole. QueueService pipelines them by slot itself.
       autoPipeliningIgnoredCommands: ['rmRoute'],
-      clusterRetryStrategy: retryStrategy,
+      clusterRetryStrategy: role === 'subscriber' ? subscriberRetryStrategy : retryStrategy,
       // A reshard or failover answers MOVED / TRYAGAIN / CLUSTERDOWN for a while: ioredis retries those.
       retryDelayOnFailover: 200,
       retryDelayOnClusterDown: 300,
