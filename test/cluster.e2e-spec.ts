@@ -15,6 +15,7 @@
 import calculateSlot from 'cluster-key-slot';
 import Redis, { type Cluster } from 'ioredis';
 import { startCluster, type TestCluster } from './support/cluster';
+import { ask } from './support/redis-node';
 import { uniqueId } from './support/ids';
 import { connectionCount, entryId, entryPayload, owedCount } from './support/queue-entries';
 import { startServer, type TestServer } from './support/server';
@@ -278,8 +279,13 @@ describe('on a Redis Cluster of three masters', () => {
     const shardsOf = (s: TestServer) => metric(s, 'redmessenger_route_shards');
 
     it('a second instance joins while messages are published: shards move by hand-over, nothing is lost or duplicated, order holds', async () => {
+      // Published as fast as one client can, on a node other than the one where the hand-overs are
+      // announced (the master of rm:shards): the two reach other nodes over different bus links.
+      const home = slotOwner('rm:shards');
+      const away = cluster.nodes.find((n) => n.port !== home)!;
+      const fast = new Redis({ host: away.host, port: away.port });
       const users = Array.from({ length: 200 }, () => uniqueId('join'));
-      const publisher = new Publisher(pub, users, 1);
+      const publisher = new Publisher(fast, users, 0);
       await sleep(500);
       second = await startServer({ REDIS_CLUSTER_NODES: cluster.seeds, MAX_INFLIGHT: '100', LOG_LEVEL: 'log', INSTANCE_ID: 'cluster-b' });
       servers.push(second);
@@ -287,7 +293,11 @@ describe('on a Redis Cluster of three masters', () => {
         await waitFor(async () => (await shardsOf(second)) > 0 && (await shardsOf(server)) + (await shardsOf(second)) === 64, 10_000, 'the shards to be split between the two');
         await sleep(1000);
         await publisher.stop();
+        fast.disconnect();
         expect(publisher.failed).toEqual([]);
+        // Every instance hears the Cluster's messages in one order: all subscribe on the same node, the home one.
+        const subscribers = await Promise.all(cluster.nodes.map(async (n) => [n.port, (String(await ask(n.port, 'CLIENT', 'LIST')).match(/name=redmessenger-subscriber/g) ?? []).length]));
+        expect(subscribers.filter(([, k]) => k > 0)).toEqual([[home, 2]]);
         const sentBy = new Map<string, typeof publisher.sent>();
         for (const s of publisher.sent) sentBy.set(s.user, [...(sentBy.get(s.user) ?? []), s]);
         await waitFor(async () => {

@@ -48,6 +48,7 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
   private timer?: NodeJS.Timeout;
   private ticking?: Promise<void>;
   private leaving = false;
+  private listening = false;
   private failing = false;
 
   constructor(
@@ -63,9 +64,20 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
     return this.options.instanceId;
   }
 
+  /**
+   * Takes part in the leases only once the router hears the published messages and the control
+   * channel (`listen`): a hand-over to this instance announced before it listens would be missed,
+   * and what is published between that announcement and the next tick routed by nobody.
+   */
   onModuleInit(): void {
+    this.timer = setInterval(() => void (this.listening && this.tick()), SHARD_TICK_MS);
+  }
+
+  /** The router's subscriptions are confirmed: join the routing instances now. */
+  listen(): void {
+    if (this.listening || this.leaving) return;
+    this.listening = true;
     void this.tick();
-    this.timer = setInterval(() => void this.tick(), SHARD_TICK_MS);
   }
 
   onApplicationShutdown(): void {
@@ -168,6 +180,7 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
   }
 
   private tick(completes: number[] = []): Promise<void> {
+    if (!this.listening) return Promise.resolve(); // never joined: nothing held, nothing to leave
     const run = async () => {
       await this.ticking;
       const askedAt = Date.now();
