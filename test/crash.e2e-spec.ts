@@ -10,6 +10,7 @@ import { startServer, TestServer } from './support/server';
 import { waitFor, within } from './support/wait';
 import { Frame, TestClient } from './support/ws-client';
 import { entryId, entryPayload, leftoverKeys, owedCount } from './support/queue-entries';
+import { shardOf } from '../src/presence/shards';
 
 jest.setTimeout(90_000);
 
@@ -215,11 +216,18 @@ describe('server SIGKILLed and not restarted, another instance alive', () => {
   it("the surviving instance returns the dead one's owed messages to the queue in order; nothing published meanwhile is lost", async () => {
     const redis = await newRedis();
     const r = redis.client();
-    // b starts first so that it holds the router lease: PUBLISHes keep being routed after a dies.
-    const b = await newServer({ REDIS_URL: redis.url, MAX_INFLIGHT: '50' });
-    const a = await newServer({ REDIS_URL: redis.url, MAX_INFLIGHT: '50' });
+    const b = await newServer({ REDIS_URL: redis.url, MAX_INFLIGHT: '50', INSTANCE_ID: `ghost-b-${process.pid}` });
+    const a = await newServer({ REDIS_URL: redis.url, MAX_INFLIGHT: '50', INSTANCE_ID: `ghost-a-${process.pid}` });
     await withLogs([a, b], async () => {
-      const user = uniqueId('ghost');
+      // A user whose route shard b holds, so that PUBLISHes keep being routed after a dies (the
+      // shards a held are routed again only after the take-over window, test/instances.e2e-spec.ts).
+      // Lease values are 'holder|epoch|until|to|since': settled once a holds some and none is being handed over.
+      const settled = (leases: Record<string, string>) =>
+        Object.values(leases).some((v) => v.startsWith(`ghost-a-${process.pid}|`)) && Object.entries(leases).every(([f, v]) => !/^\d+$/.test(f) || v.split('|')[3] === '');
+      await waitFor(async () => settled(await r.hgetall('rm:shards')), 10_000, 'the route shards split between a and b');
+      const leases = await r.hgetall('rm:shards');
+      let user = uniqueId('ghost');
+      while (!leases[String(shardOf(user))]?.startsWith(`ghost-b-${process.pid}|`)) user = uniqueId('ghost');
       const queued = Array.from({ length: 300 }, (_, i) => payloadFor(i < 150 ? 'pub' : 'raw', i));
       await publishAll(r, channelOf(user), queued.slice(0, 150));
       await waitFor(async () => (await r.llen(queueKey(user))) === 150, 10_000, '150 queued');

@@ -46,11 +46,14 @@ describe('three instances on one Redis', () => {
     const held = await Promise.all(live.map(shards));
     return held.every((n) => n > 0) && held.reduce((a, b) => a + b, 0) === 64;
   };
-  /** shard -> holder instance id, from the leases in Redis. */
+  /** shard -> holder instance id, from the leases in Redis ('holder|epoch|until|to|since'): the one it is being handed to, if any. */
   const holders = async (): Promise<Map<number, string>> => {
     const all = await r.hgetall('rm:shards');
     const out = new Map<number, string>();
-    for (const [field, value] of Object.entries(all)) if (/^\d+$/.test(field)) out.set(Number(field), value.split('|')[0]);
+    for (const [field, value] of Object.entries(all)) {
+      const [holder, , , to] = value.split('|');
+      if (/^\d+$/.test(field)) out.set(Number(field), to || holder);
+    }
     return out;
   };
   const connect = async (s: TestServer, autoAck = false) => {
