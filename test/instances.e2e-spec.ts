@@ -209,11 +209,15 @@ describe('three instances on one Redis', () => {
     await withLogs(servers, async () => {
       const publisher = new Publisher(r, users, 1);
       await sleep(800);
+      const stopAt = Date.now();
       await within(leaving.stop(), 15_000, 'the SIGTERMed instance to exit');
+      const stoppedAt = Date.now();
       expect(await leaving.exited()).toEqual({ code: 0, signal: null });
       dead(leaving);
       await sleep(800);
+      const joinAt = Date.now();
       const joined = await start('d');
+      const upAt = Date.now();
       await waitFor(balanced, 15_000, 'the shards split over the three live instances');
       await sleep(800);
       await publisher.stop();
@@ -228,7 +232,11 @@ describe('three instances on one Redis', () => {
         expect({ user: u, duplicates: res.duplicates, outOfOrder: res.outOfOrder }).toEqual({ user: u, duplicates: 0, outOfOrder: undefined });
         lost = lost.concat(res.lost);
       }
-      console.log(`SIGTERM + join: ${publisher.sent.length} published, ${lost.length} lost`);
+      const t = (ms: number) => ms - stopAt;
+      console.log(
+        `SIGTERM + join: ${publisher.sent.length} published, ${lost.length} lost; SIGTERM at 0, exited ${t(stoppedAt)}, ` +
+          `new instance started ${t(joinAt)}, up ${t(upAt)} ms; lost at ${lost.map((l) => `${t(l.sentAt)} (shard ${shardOf(l.user)})`).join(', ')}`,
+      );
       expect(lost.slice(0, 5)).toEqual([]);
     });
   });
