@@ -259,6 +259,15 @@ export function validateEnvironment(raw: Record<string, unknown>): Environment {
   if (typeof input.UNREAD_AFTER_SECONDS === 'number' && input.UNREAD_AFTER_SECONDS > 0 && input.EVENTS_STREAM === undefined) {
     problems.push('UNREAD_AFTER_SECONDS needs EVENTS_STREAM (unread events are written to that stream)');
   }
+  // The pattern allows five digits: a port must also be 1-65535.
+  for (const key of ['REDIS_CLUSTER_NODES', 'REDIS_SENTINELS'] as const) {
+    const list = input[key];
+    if (typeof list !== 'string' || !HOST_PORT_LIST.test(list)) continue;
+    const ports = list.split(',').map((item) => Number(item.slice(item.lastIndexOf(':') + 1)));
+    if (ports.some((port) => port < 1 || port > 65535)) {
+      problems.push(`${key} must be a comma-separated list of host:port with ports 1-65535`);
+    }
+  }
   const env = plainToInstance(Environment, input);
   for (const error of validateSync(env, { skipMissingProperties: false })) {
     problems.push(...Object.values(error.constraints ?? {}));

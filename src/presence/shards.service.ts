@@ -43,11 +43,14 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
   private readonly incoming = new Map<number, number>();
   /** Shards this instance announced handing over, until it has routed what it heard before the announcement. */
   private readonly handing = new Set<number>();
+  /** Shards whose hand-over Redis announced for this instance, until the announcement is heard (then `handing`). */
+  private readonly announced = new Set<number>();
   private readonly waiters = new Set<() => void>();
   private leaseUntil = 0;
   private timer?: NodeJS.Timeout;
   private ticking?: Promise<void>;
   private leaving = false;
+  private listening = false;
   private failing = false;
 
   constructor(
@@ -63,9 +66,20 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
     return this.options.instanceId;
   }
 
+  /**
+   * Takes part in the leases only once the router hears the published messages and the control
+   * channel (`listen`): a hand-over to this instance announced before it listens would be missed,
+   * and what is published between that announcement and the next tick routed by nobody.
+   */
   onModuleInit(): void {
+    this.timer = setInterval(() => void (this.listening && this.tick()), SHARD_TICK_MS);
+  }
+
+  /** The router's subscriptions are confirmed: join the routing instances now. */
+  listen(): void {
+    if (this.listening || this.leaving) return;
+    this.listening = true;
     void this.tick();
-    this.timer = setInterval(() => void this.tick(), SHARD_TICK_MS);
   }
 
   onApplicationShutdown(): void {
@@ -136,6 +150,7 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
         this.incoming.set(shard, epoch + 1);
       } else if (this.owned.has(shard)) {
         this.owned.delete(shard);
+        this.announced.delete(shard);
         this.handing.add(shard);
         return shard;
       }
@@ -162,12 +177,17 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
     await this.tick();
   }
 
-  /** True while a hand-over this instance announced is not complete yet. */
+  /**
+   * True while a hand-over this instance announced is not complete yet, its announcement not
+   * yet heard included: a router that stopped listening before it would drop what was
+   * published between its leave and the announcement, which no one else routes.
+   */
   get handingOver(): boolean {
-    return this.handing.size > 0;
+    return this.handing.size > 0 || this.announced.size > 0;
   }
 
   private tick(completes: number[] = []): Promise<void> {
+    if (!this.listening) return Promise.resolve(); // never joined: nothing held, nothing to leave
     const run = async () => {
       await this.ticking;
       const askedAt = Date.now();
@@ -195,12 +215,14 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
     const before = this.owned.size;
     for (const [shard, { epoch, handing }] of held) {
       // A shard being handed over stays as it is until its announcement is heard in order.
+      if (handing && this.owned.has(shard) && !this.handing.has(shard)) this.announced.add(shard);
       if (handing || this.handing.has(shard)) continue;
       this.owned.set(shard, epoch);
       this.incoming.delete(shard);
     }
     for (const shard of [...this.owned.keys()]) if (!held.has(shard)) this.owned.delete(shard);
     for (const shard of [...this.handing]) if (!held.has(shard)) this.handing.delete(shard);
+    for (const shard of [...this.announced]) if (!held.has(shard) || !this.owned.has(shard)) this.announced.delete(shard);
     // Counted from before the request: no lease in Redis outlives this.
     this.leaseUntil = askedAt + SHARD_TTL_MS;
     if (this.owned.size !== before) this.logger.log(`This instance now routes ${this.owned.size} of ${SHARD_COUNT} route shards`);

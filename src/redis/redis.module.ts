@@ -1,4 +1,5 @@
 import { Global, Inject, Logger, Module, OnApplicationShutdown } from '@nestjs/common';
+import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { MESSENGER_OPTIONS, MessengerOptions } from '../config/messenger-options';
 import { QueueKeys } from '../queue/queue-keys';
@@ -16,6 +17,11 @@ const hostPort = (item: string) => {
 
 /** Reconnects with backoff up to 2 s, forever: a server without Redis waits and says so, it does not crash. */
 const retryStrategy = (attempt: number) => Math.min(100 * 2 ** Math.min(attempt, 5), 2000);
+/**
+ * The subscriber's backoff stops at 500 ms: every PUBLISH sent while it is away is lost, so
+ * after a failover (Sentinel promotes within seconds) it must not sleep up to 2 s more.
+ */
+const subscriberRetryStrategy = (attempt: number) => Math.min(100 * 2 ** Math.min(attempt, 5), 500);
 
 /**
  * The client for one role, on one Redis (REDIS_URL), a Redis Cluster
@@ -29,7 +35,7 @@ export function createRedis(options: Pick<MessengerOptions, 'redisUrl' | 'redisC
     // Commands fail fast while Redis is away (the client gets an error frame, nothing is lost);
     // subscriptions wait for it, and ioredis renews them after every reconnect.
     maxRetriesPerRequest: role === 'subscriber' ? null : 2,
-    retryStrategy,
+    retryStrategy: role === 'subscriber' ? subscriberRetryStrategy : retryStrategy,
   };
   // Commands issued in the same tick (acks of many sockets, reads) leave in one write.
   const enableAutoPipelining = role === 'command';
@@ -38,10 +44,11 @@ export function createRedis(options: Pick<MessengerOptions, 'redisUrl' | 'redisC
     redis = new Cluster(options.redisClusterNodes.map(hostPort), {
       redisOptions: common,
       enableAutoPipelining,
-      // Auto-pipelining groups a command by the slot of its first argument: route.lua's is its key count,
-      // so route calls would share pipelines with keys of other nodes, and fail them ("same slots allocation group").
+      // Auto-pipelining groups a command by the slot of its first argument, which for route.lua
+      // (a variable number of keys) is the key count: its calls would join pipelines of other
+      // nodes' slots, and ioredis rejects those whole. QueueService pipelines them by slot itself.
       autoPipeliningIgnoredCommands: ['rmRoute'],
-      clusterRetryStrategy: retryStrategy,
+      clusterRetryStrategy: role === 'subscriber' ? subscriberRetryStrategy : retryStrategy,
       // A reshard or failover answers MOVED / TRYAGAIN / CLUSTERDOWN for a while: ioredis retries those.
       retryDelayOnFailover: 200,
       retryDelayOnClusterDown: 300,
@@ -53,6 +60,11 @@ export function createRedis(options: Pick<MessengerOptions, 'redisUrl' | 'redisC
   } else {
     redis = new Redis(options.redisUrl, { ...common, enableAutoPipelining });
   }
+  return watch(redis, role);
+}
+
+/** Says once per outage that a connection is down, and when it is back. */
+function watch<T extends RedisClient>(redis: T, role: Role): T {
   let down = false;
   redis.on('error', (error: Error) => {
     if (!down) logger.error(`${role} connection to Redis failed: ${error.message}; retrying`);
@@ -65,6 +77,62 @@ export function createRedis(options: Pick<MessengerOptions, 'redisUrl' | 'redisC
   return redis;
 }
 
+/**
+ * The subscriber on a Redis Cluster. Every instance must hear the PUBLISHes in one order: a
+ * route shard's hand-over takes effect where its control line falls among the messages, and
+ * two nodes relay what was published on other nodes over different bus links, so in different
+ * orders (a message near a hand-over would be routed twice, or by nobody). So every instance
+ * subscribes on the same node, the master of the shard leases' slot (where the control lines
+ * are published), and follows it as the command client learns the slot map (failover, reshard).
+ */
+export async function clusterSubscriber(cluster: Cluster, waitMs = 5000): Promise<Redis> {
+  // Connect straight to the home node: a move later is a gap in what this instance hears.
+  if (!cluster.slots.length) {
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        cluster.off('refresh', done);
+        resolve();
+      };
+      const timer = setTimeout(done, waitMs);
+      cluster.on('refresh', done);
+    });
+  }
+  const slot = calculateSlot(new QueueKeys(true).shards);
+  const home = () => {
+    const key = cluster.slots[slot]?.[0];
+    return key ? hostPort(key) : undefined;
+  };
+  // Until the slot map is known: the first seed node (the 'refresh' below moves it home).
+  const [first] = (cluster as unknown as { startupNodes: Array<string | number | { host?: string; port?: number }> }).startupNodes;
+  const seed = typeof first === 'object' ? { host: first.host ?? '127.0.0.1', port: first.port ?? 6379 } : hostPort(String(first ?? '127.0.0.1:6379'));
+  const at = home() ?? seed;
+  const retarget = (): boolean => {
+    const target = home();
+    if (!target || (target.host === subscriber.options.host && target.port === subscriber.options.port)) return false;
+    // Read at each (re)connect: ioredis's connector keeps this options object.
+    subscriber.options.host = target.host;
+    subscriber.options.port = target.port;
+    return true;
+  };
+  const subscriber: Redis = new Redis({
+    ...cluster.options.redisOptions,
+    host: at.host,
+    port: at.port,
+    connectionName: 'redmessenger-subscriber',
+    maxRetriesPerRequest: null,
+    retryStrategy: (attempt) => {
+      retarget();
+      return subscriberRetryStrategy(attempt);
+    },
+  });
+  // The slot map changed: move if the home node did (ioredis subscribes again on the reconnect).
+  cluster.on('refresh', () => {
+    if (retarget() && subscriber.status !== 'end') subscriber.disconnect(true);
+  });
+  return watch(subscriber, 'subscriber');
+}
+
 @Global()
 @Module({
   providers: [
@@ -75,11 +143,12 @@ export function createRedis(options: Pick<MessengerOptions, 'redisUrl' | 'redisC
     },
     {
       provide: REDIS_SUBSCRIBER,
-      inject: [MESSENGER_OPTIONS],
-      useFactory: (options: MessengerOptions): RedisClient => {
+      inject: [MESSENGER_OPTIONS, REDIS_CLIENT],
+      useFactory: (options: MessengerOptions, client: RedisClient): RedisClient | Promise<RedisClient> => {
+        if (client instanceof Cluster) return clusterSubscriber(client);
         const own = options.redis;
         if (!own) return createRedis(options, 'subscriber');
-        return own instanceof Cluster ? own.duplicate(undefined, { redisOptions: { ...own.options.redisOptions, maxRetriesPerRequest: null } }) : own.duplicate({ maxRetriesPerRequest: null });
+        return (own as Redis).duplicate({ maxRetriesPerRequest: null }); // a Cluster of the host's is handled above
       },
     },
     {

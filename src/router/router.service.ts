@@ -80,9 +80,11 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     });
     this.watchSubscriber();
     // ioredis resubscribes by itself after a reconnect.
-    const subscribed = Promise.all([this.subscriber.psubscribe(...PATTERNS), this.subscriber.subscribe(this.keys.controlChannel)]).catch((error: Error) => {
-      this.logger.error(`Cannot subscribe to ${PATTERNS.join(', ')} yet: ${error.message}`);
-    });
+    const subscribed = Promise.all([this.subscriber.psubscribe(...PATTERNS), this.subscriber.subscribe(this.keys.controlChannel)]).then(
+      // Hearing both now: take part in the route shards (hand-overs to this instance are heard).
+      () => this.shards.listen(),
+      (error: Error) => this.logger.error(`Cannot subscribe to ${PATTERNS.join(', ')} yet: ${error.message}`),
+    );
     await Promise.race([subscribed, new Promise((r) => setTimeout(r, 3000))]);
   }
 

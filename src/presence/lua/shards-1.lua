@@ -2,7 +2,8 @@
   The route shards: which instance routes the users of each shard. One hash holds every
   lease and every routing instance's heartbeat, so one call per tick keeps them all and it
   lives in one slot of a Redis Cluster. Each shard belongs to the live instance that ranks
-  first for it (rendezvous hashing: shards move only when instances come and go). A holder
+  first for it (rendezvous hashing: shards move only when instances come and go) among those
+  not yet holding their share of the shards ranked before (so the split is even). A holder
   renews its leases; a lease that lapsed goes to the shard's first-ranked live instance with
   a new epoch (which the route script checks, so a holder that lost its lease cannot route
   after the next one). A holder that is no longer first hands the shard over without a gap:
@@ -50,13 +51,28 @@ else
   redis.call('HDEL', KEYS[1], 'i:' .. me)
 end
 
-local function first(shard)
-  local best, bestScore
-  for _, inst in ipairs(live) do
-    local score = redis.sha1hex(shard .. '|' .. inst)
-    if not best or score > bestScore then best, bestScore = inst, score end
+-- Each shard's target: its first-ranked live instance (rendezvous hashing) that has fewer than
+-- its share, ceil(count / live), of the shards before it. Without the bound, 64 shards split over
+-- a few instances by hashing alone are often uneven (a third of them to one, half to another);
+-- with it, no instance routes more than its share, and a join or leave still moves few shards.
+local targets = {}
+if #live > 0 then
+  local cap, load = math.ceil(count / #live), {}
+  for shard = 0, count - 1 do
+    local ranked = {}
+    for _, inst in ipairs(live) do ranked[#ranked + 1] = { inst = inst, score = redis.sha1hex(shard .. '|' .. inst) } end
+    table.sort(ranked, function(x, y) return x.score > y.score end)
+    for _, r in ipairs(ranked) do
+      if (load[r.inst] or 0) < cap then
+        targets[shard] = r.inst
+        load[r.inst] = (load[r.inst] or 0) + 1
+        break
+      end
+    end
   end
-  return best
+end
+local function first(shard)
+  return targets[shard]
 end
 
 local function put(shard, holder, epoch, to, since)
