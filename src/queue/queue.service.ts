@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import type { Result } from 'ioredis';
+import { Cluster, type Result } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
 import { join } from 'node:path';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
@@ -331,6 +331,12 @@ export class QueueService {
   /** The members of groups, one SMEMBERS each (pipelined; on a Cluster each set lives in its own slot). */
   members(cids: string[]): Promise<string[][]> {
     return Promise.all(cids.map((cid) => this.redis.smembers(this.keys.members(cid))));
+  }
+
+  /** A Redis configuration value ([name, value]), for start-up advice; rejects where CONFIG is refused. */
+  async config(name: string): Promise<string[] | undefined> {
+    const client = this.redis instanceof Cluster ? this.redis.nodes('master')[0] : this.redis;
+    return client ? ((await client.config('GET', name)) as string[]) : undefined;
   }
 
   /** Queued messages received before this time have expired (0: no expiry). */

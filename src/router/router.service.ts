@@ -39,6 +39,9 @@ const ROUTE_ATTEMPTS = 9;
 const LEAVE_ASK_MS = 1000;
 const LEAVE_WAIT_MS = 3000;
 
+/** The pub/sub output buffer limit the README advises (512 MiB hard). */
+const PUBSUB_LIMIT_ADVISED = 512 * 1024 * 1024;
+
 const PATTERNS = [`${USER_CHANNEL_PREFIX}*`, `${GROUP_CHANNEL_PREFIX}*`];
 
 /**
@@ -86,6 +89,28 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
       (error: Error) => this.logger.error(`Cannot subscribe to ${PATTERNS.join(', ')} yet: ${error.message}`),
     );
     await Promise.race([subscribed, new Promise((r) => setTimeout(r, 3000))]);
+    void this.checkPubsubLimit();
+  }
+
+  /**
+   * Redis cuts a subscriber off once its output buffer passes `client-output-buffer-limit
+   * pubsub` (32 MiB by default), and it writes at most 64 KiB to one client per event-loop
+   * turn: a producer pipelining large messages faster than that overflows any subscriber,
+   * however fast it reads. Say so at start when the limit is the default or lower.
+   */
+  private async checkPubsubLimit(): Promise<void> {
+    let hard: number;
+    try {
+      const [, value] = (await this.queue.config('client-output-buffer-limit')) ?? [];
+      hard = Number(/pubsub (\d+)/.exec(value ?? '')?.[1]);
+    } catch {
+      return; // managed Redis often refuses CONFIG: nothing to tell
+    }
+    if (hard > 0 && hard <= PUBSUB_LIMIT_ADVISED / 8) {
+      this.logger.log(
+        `Redis's client-output-buffer-limit for pubsub is ${Math.round(hard / 1048576)} MiB: a burst of PUBLISHes larger than that, pipelined faster than Redis flushes them, disconnects the subscriber and loses them; consider "client-output-buffer-limit pubsub 512mb 128mb 60" (see README, Overload)`,
+      );
+    }
   }
 
   /**
