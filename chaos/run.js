@@ -15,6 +15,7 @@ const os = require('node:os');
 const path = require('node:path');
 const Redis = require('ioredis');
 const WebSocket = require('ws');
+const { httpOk } = require('../bench/lib/procs');
 
 const ROOT = path.resolve(__dirname, '..');
 const MAIN = path.join(ROOT, 'dist', 'main.js');
@@ -72,16 +73,6 @@ async function startRedis() {
   return { port, url: `redis://127.0.0.1:${port}`, client, stop: () => { child.kill('SIGKILL'); fs.rmSync(dir, { recursive: true, force: true }); } };
 }
 
-function health(port) {
-  return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/health', timeout: 1000, agent: false }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(false));
-  });
-}
 
 class Instance {
   constructor(n, port, redisUrl) {
@@ -98,7 +89,7 @@ class Instance {
     this.child.stderr.on('data', keep);
     this.exited = new Promise((resolve) => this.child.once('exit', resolve));
     const deadline = Date.now() + 20000;
-    while (!(await health(this.port))) {
+    while (!(await httpOk(this.port))) {
       if (Date.now() > deadline) throw new Error(`instance ${this.n} not ready:\n${this.logs.slice(-3000)}`);
       await sleep(100);
     }

@@ -11,6 +11,7 @@ import { waitFor, within } from './support/wait';
 import { Frame, TestClient } from './support/ws-client';
 import { entryId, entryPayload, leftoverKeys, owedCount } from './support/queue-entries';
 import { shardOf } from '../src/presence/shards';
+import { expectSequence, messagesOf, publishAll, sleep, withLogs } from './support/traffic';
 
 jest.setTimeout(90_000);
 
@@ -40,36 +41,14 @@ afterAll(async () => {
   await Promise.all(redises.map((r) => r.close().catch(() => undefined)));
 });
 
-/** Runs fn; on failure, the servers' log tails are appended to the error. */
-async function withLogs<T>(list: TestServer[], fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    const e = err as Error;
-    const logs = list.map((s, i) => `--- server ${i} (port ${s.port}) log tail ---\n${s.logs().slice(-6000)}`).join('\n');
-    e.message = `${e.message}\n${logs}`;
-    throw e;
-  }
-}
-
 /** A payload per index, some with characters that JSON must escape and non-ASCII text. */
 const payloadFor = (tag: string, i: number): string =>
   i % 97 === 0 ? `${tag}-${i} "quoted" \\ back\nslash é✓ 🚀` : `${tag}-${i}`;
-
-async function publishAll(r: Redis, channel: string, payloads: string[]): Promise<void> {
-  for (let i = 0; i < payloads.length; i += 500) {
-    const p = r.pipeline();
-    for (const payload of payloads.slice(i, i + 500)) p.publish(channel, payload);
-    const res = await p.exec();
-    for (const [err] of res ?? []) if (err) throw err;
-  }
-}
 
 async function rpushAll(r: Redis, key: string, payloads: string[]): Promise<void> {
   for (let i = 0; i < payloads.length; i += 500) await r.rpush(key, ...payloads.slice(i, i + 500));
 }
 
-const messagesOf = (c: TestClient): Frame[] => c.frames.filter((f) => f.event === 'message');
 
 /** Waits for n messages in all, acking each batch as it arrives. */
 async function receiveAcking(c: TestClient, n: number, timeoutMs: number): Promise<Frame[]> {
@@ -101,18 +80,7 @@ function health(url: string, timeoutMs = 3000): Promise<{ status: number; body: 
 }
 
 /** Resolves with p's value, or rejects if it has not settled within ms (the timer never outlives the wait). */
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Asserts the payloads are exactly `expected`, with a short diff on failure. */
-function expectSequence(actual: string[], expected: string[], what: string): void {
-  if (actual.length === expected.length && actual.every((p, i) => p === expected[i])) return;
-  const at = actual.findIndex((p, i) => p !== expected[i]);
-  const i = at < 0 ? Math.min(actual.length, expected.length) : at;
-  throw new Error(
-    `${what}: got ${actual.length} payloads, expected ${expected.length}; first difference at index ${i}: ` +
-      `got ${JSON.stringify(actual.slice(i, i + 3))}, expected ${JSON.stringify(expected.slice(i, i + 3))}`,
-  );
-}
 
 // ---------------------------------------------------------------------------
 

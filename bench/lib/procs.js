@@ -206,6 +206,7 @@ async function distSnapshot() {
   }
 }
 
+/** GET /health on a loopback port answers 200 (within 1 s). */
 function httpOk(port) {
   return new Promise((resolve) => {
     const req = http.get({ host: '127.0.0.1', port, path: '/health', timeout: 1000, agent: false }, (res) => {
@@ -293,5 +294,5 @@ async function startServer(kind, redisUrl, { maxInflight = 1000, profileFile, in
 
 module.exports = {
   ROOT, CLK_TCK, machineTicks, sleep, killAll, track, freePort, cpuMs, rssKb, cpuSnapshot, cpuDelta,
-  launchRedis, startRedis, startServer, fileStamps, distSnapshot, httpGet,
+  launchRedis, startRedis, startServer, fileStamps, distSnapshot, httpGet, httpOk,
 };
