@@ -91,7 +91,7 @@ describe('container files', () => {
     });
 
     it('starts dist/main.js in exec form, a file the build writes', () => {
-      expect(execForm(steps('CMD').pop()!.args)).toEqual(['node', 'dist/main.js']);
+      expect(execForm(steps('CMD').pop()!.args)).toEqual(['node', '--max-semi-space-size=32', 'dist/main.js']); // as npm start runs it
       // The build stage compiles to dist/ (tsconfig outDir) and the runtime stage copies exactly that.
       expect(JSON.parse(read('tsconfig.json')).compilerOptions.outDir).toBe('./dist');
       expect(existsSync(path.join(ROOT, 'dist/main.js'))).toBe(true);
