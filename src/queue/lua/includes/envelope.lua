@@ -7,32 +7,43 @@ local function neverSent(entry)
   return string.sub(entry, -#SENT) ~= SENT
 end
 
--- The inner object ({"id":…,"ts":N}) of an envelope, or nil.
-local function innerOf(entry)
-  if string.sub(entry, 1, 13) ~= '{"rm":{"id":"' then return nil end
-  if string.sub(entry, -2) == '}}' then return string.sub(entry, 7, -2) end
-  if not neverSent(entry) and string.sub(entry, -#SENT - 1, -#SENT - 1) == '}' then return string.sub(entry, 7, -#SENT - 1) end
+-- These run for every message a script touches: plain finds and short substrings, no
+-- unanchored patterns over the payload and no copy of the whole inner object.
+local HEAD = '{"rm":{"id":"'
+
+-- Ends as an envelope does: '}}', or '},"sent":true}'.
+local function envelopeEnd(entry)
+  if string.sub(entry, -2) == '}}' then return #entry - 1 end
+  if string.sub(entry, -#SENT) == SENT and string.byte(entry, -#SENT - 1) == 125 then return #entry - #SENT end
   return nil
 end
 
 local function envelopeId(entry)
-  local inner = innerOf(entry)
-  return inner and string.match(inner, '^{"id":"([^"\\]+)"')
+  if string.sub(entry, 1, 13) ~= HEAD or not envelopeEnd(entry) then return nil end
+  local quote = string.find(entry, '"', 14, true)
+  if not quote or quote == 14 then return nil end
+  local id = string.sub(entry, 14, quote - 1)
+  if string.find(id, '\\', 1, true) then return nil end
+  return id
 end
 
--- The channel of an envelope (ids and channels never need JSON escapes), or nil.
+-- The channel follows the id (a channel needs no JSON escapes).
 local function envelopeChannel(entry)
-  local inner = innerOf(entry)
-  return inner and string.match(inner, '^{"id":"[^"\\]+","channel":"([^"\\]*)"')
+  local id = envelopeId(entry)
+  return id and string.match(entry, '^","channel":"([^"\\]*)"', 14 + #id)
 end
 
+-- ts is the inner object's last field (at most 16 digits): read it from the tail. A payload's
+-- own '"ts":' is JSON-escaped, so the tail's ',"ts":' is always the envelope's.
 local function envelopeTs(entry)
-  local inner = innerOf(entry)
-  return inner and tonumber(string.match(inner, '[{,]"ts":(%d+)}$'))
+  local stop = envelopeId(entry) and envelopeEnd(entry)
+  if not stop then return nil end
+  local tail = string.sub(entry, math.max(1, stop - 24), stop)
+  return tonumber(string.match(tail, ',"ts":(%d+)}$'))
 end
 
 local function markSent(entry)
-  if neverSent(entry) and innerOf(entry) then return string.sub(entry, 1, -2) .. SENT end
+  if neverSent(entry) and envelopeId(entry) then return string.sub(entry, 1, -2) .. SENT end
   return entry
 end
 
@@ -42,8 +53,9 @@ local function isExpired(entry, cutoff, now)
   if not ts then return false end
   if cutoff > 0 and ts < cutoff then return true end
   if neverSent(entry) then
-    local ttl = string.match(entry, ',"ttl":(%d+)[,}]')
-    if ttl and ts + tonumber(ttl) * 1000 <= now then return true end
+    local at = string.find(entry, ',"ttl":', 1, true)
+    local ttl = at and tonumber(string.match(entry, '^(%d+)[,}]', at + 7))
+    if ttl and ts + ttl * 1000 <= now then return true end
   end
   return false
 end

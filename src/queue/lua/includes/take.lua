@@ -13,7 +13,8 @@ local function take(queue, owed, st, pos, limit, ctx)
   local idx = pos - b
   local entries = redis.call('LRANGE', owed, idx, idx + limit - 1)
   for i = 1, #entries do
-    local id = envelopeId(entries[i])
+    -- Only ids acked out of order are skipped: with none (the usual case) nothing is parsed.
+    local id = st.nacked > 0 and envelopeId(entries[i])
     if not (id and st.acked[id]) then
       out[#out + 1] = pos + i - 1
       out[#out + 1] = entries[i]
