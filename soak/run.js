@@ -709,7 +709,7 @@ async function soak(opts) {
   await Promise.all(drainers);
   await sleep(500);
   for (const user of userIds) {
-    const n = await admin.exists(`rm:users:${user}:messages`, `rm:users:${user}:owed`, `rm:users:${user}:owed:data`, `rm:users:${user}:conns`);
+    const n = await admin.exists(`rm:users:${user}:messages`, `rm:users:${user}:owed`, `rm:users:${user}:state`);
     if (n) drainStats.leftover.push(user);
   }
   const drainMs = Date.now() - drainStart;
