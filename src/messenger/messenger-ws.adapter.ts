@@ -64,9 +64,9 @@ export class MessengerWsAdapter extends WsAdapter {
   }
 
   bindMessageHandlers(socket: WebSocket, handlers: MessageMappingProperties[], transform: (data: unknown) => Observable<unknown>): void {
-    const byEvent = new Map(handlers.map((handler) => [handler.message as string, handler]));
+    // Two handlers (identify, ack): a search of the socket's own list, no map per socket.
     socket.on('message', (raw: RawData, isBinary: boolean) => {
-      const handled = framesHandled(socket).then(() => this.handle(socket, raw, isBinary, byEvent, transform));
+      const handled = framesHandled(socket).then(() => this.handle(socket, raw, isBinary, handlers, transform));
       frameQueues.set(socket, handled.catch(() => undefined));
     });
   }
@@ -75,7 +75,7 @@ export class MessengerWsAdapter extends WsAdapter {
     socket: WebSocket,
     raw: RawData,
     isBinary: boolean,
-    byEvent: Map<string, MessageMappingProperties>,
+    handlers: MessageMappingProperties[],
     transform: (data: unknown) => Observable<unknown>,
   ): Promise<void> {
     if (socket.readyState !== socket.OPEN || !this.screen) return;
@@ -84,7 +84,7 @@ export class MessengerWsAdapter extends WsAdapter {
     try {
       const frame = parseFrame(raw as Buffer, isBinary);
       data = this.screen.screen(socket, frame);
-      handler = byEvent.get(frame.event);
+      handler = handlers.find((candidate) => candidate.message === frame.event);
     } catch (error) {
       // Anything unexpected while reading a frame is still the client's bad frame, answered as such.
       this.screen.refuse(socket, error instanceof FrameError ? error : FrameError.badFrame('Frame could not be read'));
