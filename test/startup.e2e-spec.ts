@@ -17,6 +17,7 @@ describe('start-up', () => {
     ['IDENTIFY_TIMEOUT_MS', '-5'],
     ['LOG_LEVEL', 'chatty'],
     ['HOST', 'not a host!'],
+    ['PRESENCE_TTL_MS', '500'],
   ])('refuses %s=%s, naming the variable, and exits non-zero', async (name, value) => {
     const server = await startServer({ [name]: value, REDIS_URL: name === 'REDIS_URL' ? value : 'redis://127.0.0.1:1' }, { waitReady: false });
 
@@ -24,6 +25,24 @@ describe('start-up', () => {
 
     expect(exit.code).not.toBe(0);
     expect(server.logs()).toMatch(new RegExp(`${name}.*must|must.*${name}`));
+  });
+
+  it('keeps its presence key for PRESENCE_TTL_MS, refreshed before it lapses', async () => {
+    const redis = await startRedis();
+    const server = await startServer({ REDIS_URL: redis.url, PRESENCE_TTL_MS: '2000', INSTANCE_ID: 'presence-ttl' });
+    const r = redis.client();
+    try {
+      const ttls: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        ttls.push(await r.pttl('rm:node:presence-ttl'));
+        await new Promise((resolve) => setTimeout(resolve, 400));
+      }
+      // Alive throughout (never lapsed: -2 would mean gone) and never longer than the setting.
+      expect(ttls.every((ttl) => ttl > 0 && ttl <= 2000)).toBe(true);
+    } finally {
+      await server.stop();
+      await redis.close();
+    }
   });
 
   it('listens on HOST when it is set', async () => {

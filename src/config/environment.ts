@@ -100,6 +100,10 @@ export class Environment {
   @IsInt() @Min(1000) @Max(3_600_000)
   SHUTDOWN_TIMEOUT_MS = 10000;
 
+  /** How long an instance that stops refreshing its presence counts as alive: its sockets' owed messages return to the queues after it. */
+  @IsInt() @Min(1000) @Max(600_000)
+  PRESENCE_TTL_MS = 5000;
+
   @IsIn(LOG_FORMATS, { message: `LOG_FORMAT must be one of: ${LOG_FORMATS.join(', ')}` })
   LOG_FORMAT: LogFormat = 'text';
 

@@ -120,8 +120,9 @@ export function optionsFromEnvironment(env: Environment): MessengerOptions {
     eventsMaxLen: env.EVENTS_MAXLEN,
     unreadAfterSeconds: env.UNREAD_AFTER_SECONDS,
     adminApiKeys: list(env.ADMIN_API_KEYS),
-    heartbeatMs: 1000,
-    presenceTtlMs: 5000,
+    // Refreshed often enough that a busy event loop or a slow Redis never lets a live instance look dead.
+    heartbeatMs: Math.min(1000, Math.floor(env.PRESENCE_TTL_MS / 4)),
+    presenceTtlMs: env.PRESENCE_TTL_MS,
   };
 }
 
