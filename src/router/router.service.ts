@@ -62,9 +62,6 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
   private stopped = false;
   private overloadLoggedAt = 0;
   private overloadDropped = 0;
-  /** Group messages are heard with the ownership they were heard under; one snapshot serves until it changes. */
-  private snapshot?: ReadonlyMap<number, number>;
-  private snapshotKey = '';
 
   constructor(
     @InjectRedisSubscriber() private readonly subscriber: RedisClient,
@@ -171,18 +168,14 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     this.draining ??= this.drain();
   }
 
+  /** Which shards are this instance's as a group message is heard (its members are known only later). */
   private ownedNow(): ReadonlyMap<number, number> {
     const owned = new Map<number, number>();
     for (let shard = 0; shard < SHARD_COUNT; shard++) {
       const epoch = this.shards.epochFor(shard);
       if (epoch !== NOT_MINE) owned.set(shard, epoch);
     }
-    const key = [...owned].join(';');
-    if (key !== this.snapshotKey || !this.snapshot) {
-      this.snapshot = owned;
-      this.snapshotKey = key;
-    }
-    return this.snapshot;
+    return owned;
   }
 
   /** Past ROUTE_BUFFER_BYTES, new messages are dropped, counted and logged (at most one line a second). */
