@@ -117,3 +117,25 @@ describe('validateEnvironment', () => {
     expect(run).not.toThrow(new RegExp(short));
   });
 });
+
+describe('heartbeat and frame-rate settings', () => {
+  it('defaults to a 25 s ping, a 20 s timeout and 2000 frames a second', () => {
+    expect(validateEnvironment({})).toMatchObject({ PING_INTERVAL_MS: 25000, PING_TIMEOUT_MS: 20000, MAX_FRAMES_PER_SECOND: 2000 });
+  });
+
+  it('takes 0 to turn the heartbeat off, and values from 100 ms', () => {
+    expect(validateEnvironment({ PING_INTERVAL_MS: '0' }).PING_INTERVAL_MS).toBe(0);
+    expect(validateEnvironment({ PING_INTERVAL_MS: '100', PING_TIMEOUT_MS: '100' })).toMatchObject({ PING_INTERVAL_MS: 100, PING_TIMEOUT_MS: 100 });
+  });
+
+  it.each([
+    ['PING_INTERVAL_MS', '99'],
+    ['PING_INTERVAL_MS', '-1'],
+    ['PING_TIMEOUT_MS', '0'],
+    ['PING_TIMEOUT_MS', '99'],
+    ['MAX_FRAMES_PER_SECOND', '-1'],
+    ['MAX_FRAMES_PER_SECOND', 'lots'],
+  ])('refuses %s=%s, naming the variable', (key, value) => {
+    expect(() => validateEnvironment({ [key]: value })).toThrow(new RegExp(key));
+  });
+});

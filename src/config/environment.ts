@@ -135,6 +135,25 @@ export class Environment {
   @IsInt() @Min(100) @Max(3_600_000)
   SLOW_CONSUMER_TIMEOUT_MS = 30000;
 
+  /** Frames one socket may send per second (a burst of this many at once is accepted); past it RATE_LIMITED, 4429. 0: no limit. */
+  @IsInt({ message: 'MAX_FRAMES_PER_SECOND must be an integer from 0 to 1000000' })
+  @Min(0, { message: 'MAX_FRAMES_PER_SECOND must be an integer from 0 to 1000000' })
+  @Max(1_000_000, { message: 'MAX_FRAMES_PER_SECOND must be an integer from 0 to 1000000' })
+  MAX_FRAMES_PER_SECOND = 2000;
+
+  /** A WebSocket ping to every socket this often (0: no heartbeat). */
+  @ValidateIf((env: Environment) => env.PING_INTERVAL_MS !== 0)
+  @IsInt({ message: 'PING_INTERVAL_MS must be 0 (off) or an integer from 100 to 3600000' })
+  @Min(100, { message: 'PING_INTERVAL_MS must be 0 (off) or an integer from 100 to 3600000' })
+  @Max(3_600_000, { message: 'PING_INTERVAL_MS must be 0 (off) or an integer from 100 to 3600000' })
+  PING_INTERVAL_MS = 25000;
+
+  /** A socket silent (no pong, no frame) for PING_INTERVAL_MS + this is closed as cut. */
+  @IsInt({ message: 'PING_TIMEOUT_MS must be an integer from 100 to 3600000' })
+  @Min(100, { message: 'PING_TIMEOUT_MS must be an integer from 100 to 3600000' })
+  @Max(3_600_000, { message: 'PING_TIMEOUT_MS must be an integer from 100 to 3600000' })
+  PING_TIMEOUT_MS = 20000;
+
   // Security.
   @IsOptional() @IsString()
   ALLOWED_ORIGINS?: string;

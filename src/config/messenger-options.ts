@@ -49,6 +49,11 @@ export interface MessengerOptions {
   /** A socket with this many bytes unsent is not sent more; still so after the timeout, it is closed. */
   slowConsumerBytes: number;
   slowConsumerTimeoutMs: number;
+  /** Frames per second one socket may send (a burst of this many is accepted); past it, 4429 (0: no limit). */
+  maxFramesPerSecond: number;
+  /** A ping to every socket this often (0: off); a socket silent for interval + timeout is closed as cut. */
+  pingIntervalMs: number;
+  pingTimeoutMs: number;
   /** Origin header values accepted for upgrades (empty: any). */
   allowedOrigins: string[];
   /** Proxy addresses whose X-Forwarded-For is believed (empty: none). */
@@ -109,6 +114,9 @@ export function optionsFromEnvironment(env: Environment): MessengerOptions {
     identifyRatePerMinute: env.IDENTIFY_RATE_PER_MINUTE,
     slowConsumerBytes: env.SLOW_CONSUMER_BYTES,
     slowConsumerTimeoutMs: env.SLOW_CONSUMER_TIMEOUT_MS,
+    maxFramesPerSecond: env.MAX_FRAMES_PER_SECOND,
+    pingIntervalMs: env.PING_INTERVAL_MS,
+    pingTimeoutMs: env.PING_TIMEOUT_MS,
     allowedOrigins: list(env.ALLOWED_ORIGINS),
     trustedProxies: list(env.TRUSTED_PROXIES),
     jwtIssuer: env.AUTH_JWT_ISSUER,

@@ -1,12 +1,36 @@
+import { Logger } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
-import { CloseCode, FrameError } from '../protocol/frame-error';
+import type { SocketCloseCause } from '../metrics/metrics.constants';
+import { CloseCode, ErrorCode, FrameError } from '../protocol/frame-error';
 import type { ServerEventMap } from '../protocol/server-events';
 
 export type ConnectionState = 'new' | 'identifying' | 'ready' | 'closed';
 
+/** What every socket of an instance is held to: one object, shared by all of them. */
+export interface SocketPolicy {
+  /** Unsent bytes past which a socket is sent nothing more and read no further, until it drains to half. */
+  slowConsumerBytes: number;
+  slowConsumerTimeoutMs: number;
+  /** Frames a socket may send per second, a burst of this many at once (0: no limit). */
+  maxFramesPerSecond: number;
+  /** A stalled socket drained to half: it may be sent its messages again. */
+  drained(conn: Connection): void;
+  /** The server closed a socket for cause. */
+  closedFor(cause: SocketCloseCause): void;
+}
+
+/** Why reading from a socket is paused: its frames wait to be handled, or it does not take what it is sent. */
+export enum Hold {
+  Frames = 1,
+  Unsent = 2,
+}
+
 const connections = new WeakMap<WebSocket, Connection>();
 const CLOSE_GRACE_MS = 2000;
+/** How often a stalled socket is looked at. */
+const DRAIN_CHECK_MS = 200;
+const logger = new Logger('Connection');
 
 let created = 0;
 
@@ -50,6 +74,15 @@ export class Connection {
   /** Since when the socket has had too much unsent (SLOW_CONSUMER_BYTES), and the timer that watches it drain. */
   slowSince?: number;
   drainTimer?: NodeJS.Timeout;
+  /** When anything (a frame, a pong) last arrived, and when the last ping went out (ms): the heartbeat's. */
+  heardAt = Date.now();
+  pingedAt = this.heardAt;
+  /** The frame-rate bucket: frames the socket may still send, as of `tokensAt` (ms). */
+  private tokens: number;
+  private tokensAt = this.heardAt;
+  /** Frames received and not yet handled, and why reading is paused (Hold flags). */
+  framesWaiting = 0;
+  private holds = 0;
 
   constructor(
     readonly socket: WebSocket,
@@ -57,8 +90,10 @@ export class Connection {
     readonly remote: string,
     /** The client's address (X-Forwarded-For from a trusted proxy), for rate limits. */
     readonly address = remote,
+    private readonly policy?: SocketPolicy,
   ) {
     connections.set(socket, this);
+    this.tokens = policy?.maxFramesPerSecond ?? 0;
   }
 
   static of(socket: WebSocket): Connection | undefined {
@@ -70,7 +105,88 @@ export class Connection {
   }
 
   send<E extends keyof ServerEventMap>(event: E, data: ServerEventMap[E]): void {
-    if (this.open) this.socket.send(JSON.stringify({ event, data }));
+    if (this.open) this.write(JSON.stringify({ event, data }));
+  }
+
+  /** Writes one frame; past SLOW_CONSUMER_BYTES unsent, the socket is held (see `stalled`). */
+  write(frame: string): void {
+    this.socket.send(frame);
+    if (this.policy && !this.drainTimer && this.socket.bufferedAmount > this.policy.slowConsumerBytes) this.stall(this.policy);
+  }
+
+  /** Has too much unsent: it is sent no messages (they wait in Redis) and read no frames until it drains to half. */
+  get stalled(): boolean {
+    return this.drainTimer !== undefined;
+  }
+
+  /** Takes one frame from the rate bucket (refilled continuously); false when the socket is over MAX_FRAMES_PER_SECOND. */
+  takeFrame(now: number): boolean {
+    const rate = this.policy?.maxFramesPerSecond ?? 0;
+    if (rate === 0) return true;
+    this.tokens = Math.min(rate, this.tokens + ((now - this.tokensAt) * rate) / 1000);
+    this.tokensAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  /** Reading from the socket is paused. */
+  get held(): boolean {
+    return this.holds !== 0;
+  }
+
+  /** Pauses reading from the socket for `reason` (the client's TCP window fills: it cannot send more). */
+  hold(reason: Hold): void {
+    if (this.holds === 0) this.socket.pause();
+    this.holds |= reason;
+  }
+
+  release(reason: Hold): void {
+    if ((this.holds & reason) === 0) return;
+    this.holds &= ~reason;
+    if (this.holds !== 0) return;
+    this.socket.resume();
+    this.heardAt = Date.now(); // nothing could arrive while paused: the heartbeat starts over
+  }
+
+  /** Closed by the server for `cause`: the `error` frame and close code of `error`, counted. */
+  closeFor(cause: SocketCloseCause, error: FrameError): void {
+    if (this.state === 'closed') return;
+    this.policy?.closedFor(cause);
+    this.refuse(error);
+  }
+
+  /**
+   * A slow consumer: nothing more is sent to it and nothing more read from it until its unsent
+   * bytes fall to half the limit; still stalled after SLOW_CONSUMER_TIMEOUT_MS, it is closed.
+   */
+  private stall(policy: SocketPolicy): void {
+    this.slowSince = Date.now();
+    this.mode = 'backlog';
+    this.hold(Hold.Unsent);
+    logger.warn(`${this.user ?? this.remote}: socket ${this.remote} is not reading (${this.socket.bufferedAmount} bytes unsent); holding its messages in Redis`);
+    this.drainTimer = setInterval(() => {
+      if (!this.open) return clearInterval(this.drainTimer);
+      if (this.socket.bufferedAmount <= policy.slowConsumerBytes / 2) {
+        clearInterval(this.drainTimer);
+        this.drainTimer = this.slowSince = undefined;
+        this.release(Hold.Unsent);
+        if (this.state === 'ready') policy.drained(this);
+      } else if (Date.now() - this.slowSince! > policy.slowConsumerTimeoutMs) {
+        clearInterval(this.drainTimer);
+        logger.warn(`${this.user ?? this.remote}: closing socket ${this.remote}, still not reading after SLOW_CONSUMER_TIMEOUT_MS=${policy.slowConsumerTimeoutMs}`);
+        this.closeFor('slow_consumer', new FrameError(ErrorCode.SlowConsumer, 'Not reading fast enough', CloseCode.PolicyViolation));
+      }
+    }, DRAIN_CHECK_MS);
+  }
+
+  /** Closed as cut (no close handshake: the peer is gone or unreachable); handled as any other close. */
+  cut(): void {
+    this.policy?.closedFor('cut');
+    this.state = 'closed';
+    clearTimeout(this.identifyTimer);
+    clearInterval(this.drainTimer);
+    this.socket.terminate();
   }
 
   /** Answers a refused frame: an `error` frame, then the close if the refusal is fatal (always before `ready`). */

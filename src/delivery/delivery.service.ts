@@ -13,8 +13,6 @@ import { Connection } from './connection';
 
 /** How long an identify waits for presence to be ready (Redis reachable) before it is refused. */
 const ATTACH_WAIT_MS = 5000;
-/** How often a stalled socket is looked at. */
-const DRAIN_CHECK_MS = 200;
 /** The most owed messages read from Redis in one script call, and in a socket's first one. */
 const FIRST_READ_CHUNK = 100;
 const READ_CHUNK = 1000;
@@ -137,12 +135,16 @@ export class DeliveryService implements OnModuleInit {
   /**
    * Acks ids for a socket's user; every socket of the user forgets them and gets
    * room. Ack frames of all the user's sockets here within a tick go in one call.
+   * Only ids this socket was sent and has not acked count: the rest never reach Redis,
+   * so an ack costs Redis work in proportion to what it really acks.
    */
   ack(conn: Connection, ids: string[]): Promise<void> {
+    const owed = ids.filter((id) => conn.inflight.has(id));
+    if (owed.length === 0) return Promise.resolve();
     const user = conn.user!;
     let batch = this.acks.get(user);
     if (!batch) this.acks.set(user, (batch = { ids: new Map(), conns: new Set(), done: [] }));
-    for (const id of ids) batch.ids.set(id, -1);
+    for (const id of owed) batch.ids.set(id, -1);
     batch.conns.add(conn);
     if (!this.acksScheduled) {
       this.acksScheduled = true;
@@ -178,7 +180,10 @@ export class DeliveryService implements OnModuleInit {
         if (!seen && sent.ts !== undefined) latencies.push((now - sent.ts) / 1000);
         seen = true;
       }
+      // Acked meanwhile by another socket of the user (here, or elsewhere: an `a|` notice): nothing left to do.
+      if (!seen) batch.ids.delete(id);
     }
+    if (batch.ids.size === 0) return;
     // The acking socket that waits for room reads its next messages in the same call.
     const reader = [...batch.conns].find((conn) => this.readable(conn) > 0);
     const room = reader ? this.readable(reader) : 0;
@@ -221,7 +226,7 @@ export class DeliveryService implements OnModuleInit {
 
   /** How many messages a backlog socket may read now (0: none, or it is busy or live). */
   private readable(conn: Connection): number {
-    if (conn.state !== 'ready' || conn.mode !== 'backlog' || conn.reading || conn.drainTimer) return 0;
+    if (conn.state !== 'ready' || conn.mode !== 'backlog' || conn.reading || conn.stalled) return 0;
     // A socket's first read is small, so that many users identifying at once all get their first messages soon.
     const chunk = conn.hasRead ? READ_CHUNK : FIRST_READ_CHUNK;
     return Math.min(this.options.maxInflight - conn.inflight.size, chunk);
@@ -324,41 +329,17 @@ export class DeliveryService implements OnModuleInit {
   /** Sends one owed message; false (and nothing sent) while the socket has too much unsent. */
   private send(conn: Connection, position: number, envelope: string): boolean {
     if (position < conn.next || !conn.open) return true;
-    if (conn.socket.bufferedAmount > this.options.slowConsumerBytes) {
-      this.stall(conn);
+    if (conn.stalled) {
+      conn.mode = 'backlog';
       return false;
     }
     conn.next = position + 1;
     const id = envelopeId(envelope);
     if (id !== undefined) conn.inflight.set(id, { position, ts: envelopeTs(envelope) });
     cork(conn);
-    conn.socket.send(messageFrame(envelope));
+    conn.write(messageFrame(envelope));
     if (id !== undefined) this.events.delivered(conn.user!, id, envelope);
     return true;
-  }
-
-  /**
-   * A slow consumer: nothing more is sent to it (its messages wait in Redis) until
-   * its unsent bytes fall to half the limit; still stalled after
-   * SLOW_CONSUMER_TIMEOUT_MS, it is closed and its messages go back to the queue.
-   */
-  private stall(conn: Connection): void {
-    conn.mode = 'backlog';
-    if (conn.drainTimer) return;
-    conn.slowSince = Date.now();
-    this.logger.warn(`${conn.user}: socket ${conn.remote} is not reading (${conn.socket.bufferedAmount} bytes unsent); holding its messages in Redis`);
-    conn.drainTimer = setInterval(() => {
-      if (!conn.open || conn.state !== 'ready') return clearInterval(conn.drainTimer);
-      if (conn.socket.bufferedAmount <= this.options.slowConsumerBytes / 2) {
-        clearInterval(conn.drainTimer);
-        conn.drainTimer = conn.slowSince = undefined;
-        void this.pump(conn);
-      } else if (Date.now() - conn.slowSince! > this.options.slowConsumerTimeoutMs) {
-        clearInterval(conn.drainTimer);
-        this.logger.warn(`${conn.user}: closing socket ${conn.remote}, still not reading after SLOW_CONSUMER_TIMEOUT_MS=${this.options.slowConsumerTimeoutMs}`);
-        conn.refuse(new FrameError(ErrorCode.SlowConsumer, 'Not reading fast enough', CloseCode.PolicyViolation));
-      }
-    }, DRAIN_CHECK_MS);
   }
 
   /** After Redis came back: register every socket again (Redis may have restarted empty), then resend from the start. */

@@ -3,12 +3,22 @@ import { WsAdapter } from '@nestjs/platform-ws';
 import type { MessageMappingProperties } from '@nestjs/websockets';
 import { lastValueFrom, Observable } from 'rxjs';
 import type { RawData, WebSocket } from 'ws';
-import { FrameError } from '../protocol/frame-error';
+import { Connection, Hold } from '../delivery/connection';
+import { CloseCode, ErrorCode, FrameError } from '../protocol/frame-error';
 import { Frame, parseFrame } from '../protocol/frames';
+
+/** Frames of one socket waiting to be handled past which nothing more is read from it (resumed at half). */
+const MAX_FRAMES_WAITING = 32;
 
 /** Each socket's frames, handled one after the other; a close waits for them (an ack just before it still counts). */
 const frameQueues = new WeakMap<WebSocket, Promise<void>>();
 export const framesHandled = (socket: WebSocket): Promise<void> => frameQueues.get(socket) ?? Promise.resolve();
+
+/** A pong (or any frame) shows the peer is there: the heartbeat's clock. One function for every socket. */
+function heard(this: WebSocket): void {
+  const conn = Connection.of(this);
+  if (conn) conn.heardAt = Date.now();
+}
 
 /** Decides, per socket and state, whether a parsed frame goes to its handler. */
 export interface FrameScreen {
@@ -64,9 +74,24 @@ export class MessengerWsAdapter extends WsAdapter {
   }
 
   bindMessageHandlers(socket: WebSocket, handlers: MessageMappingProperties[], transform: (data: unknown) => Observable<unknown>): void {
+    const conn = Connection.of(socket);
+    socket.on('pong', heard);
     // Two handlers (identify, ack): a search of the socket's own list, no map per socket.
     socket.on('message', (raw: RawData, isBinary: boolean) => {
-      const handled = framesHandled(socket).then(() => this.handle(socket, raw, isBinary, handlers, transform));
+      if (!conn || conn.state === 'closed') return;
+      const now = Date.now();
+      conn.heardAt = now;
+      if (!conn.takeFrame(now)) {
+        conn.closeFor('rate_limited', new FrameError(ErrorCode.RateLimited, 'Too many frames per second; ack in batches', CloseCode.TooManyAttempts));
+        return;
+      }
+      // Frames are handled one at a time: a socket that sends faster than that waits in its own TCP window, not in memory here.
+      if (++conn.framesWaiting >= MAX_FRAMES_WAITING) conn.hold(Hold.Frames);
+      const handled = framesHandled(socket)
+        .then(() => this.handle(socket, raw, isBinary, handlers, transform))
+        .finally(() => {
+          if (--conn.framesWaiting <= MAX_FRAMES_WAITING / 2) conn.release(Hold.Frames);
+        });
       frameQueues.set(socket, handled.catch(() => undefined));
     });
   }

@@ -4,6 +4,7 @@ import {
   MessageBody,
   OnGatewayConnection,
   OnGatewayDisconnect,
+  OnGatewayInit,
   SubscribeMessage,
   WebSocketGateway,
 } from '@nestjs/websockets';
@@ -11,7 +12,7 @@ import type { IncomingMessage } from 'node:http';
 import type { WebSocket } from 'ws';
 import { AuthGuard } from '../auth/auth.guard';
 import { InjectMessengerOptions, MessengerOptions } from '../config/messenger-options';
-import { Connection } from '../delivery/connection';
+import { Connection, SocketPolicy } from '../delivery/connection';
 import { DeliveryService } from '../delivery/delivery.service';
 import { userChannel } from '../protocol/ids';
 import { RouterService } from '../router/router.service';
@@ -23,6 +24,7 @@ import { framesHandled, type FrameScreen } from './messenger-ws.adapter';
 import { MetricsService } from '../metrics/metrics.service';
 import { identifyOutcomeOf } from '../metrics/metrics.constants';
 import { ShutdownState } from '../health/shutdown-state';
+import { Heartbeat } from './heartbeat';
 
 /** Counts a refusal of a socket that has not reached `ready` as an identify outcome. */
 function countRefusal(metrics: MetricsService, conn: Connection, code: string): void {
@@ -54,12 +56,14 @@ export class FrameExceptionFilter implements WsExceptionFilter {
  */
 @WebSocketGateway()
 @UseFilters(FrameExceptionFilter)
-export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnect, FrameScreen, BeforeApplicationShutdown {
+export class MessengerGateway implements OnGatewayInit, OnGatewayConnection, OnGatewayDisconnect, FrameScreen, BeforeApplicationShutdown {
   private readonly logger = new Logger(MessengerGateway.name);
   private readonly connections = new Set<Connection>();
   private shuttingDown = false;
   private readonly connectionRate: RateLimiter;
   private readonly identifyRate: RateLimiter;
+  private readonly policy: SocketPolicy;
+  private readonly heartbeat: Heartbeat;
 
   constructor(
     private readonly delivery: DeliveryService,
@@ -70,11 +74,23 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
   ) {
     this.connectionRate = new RateLimiter(options.connectionRatePerMinute);
     this.identifyRate = new RateLimiter(options.identifyRatePerMinute);
+    this.policy = {
+      slowConsumerBytes: options.slowConsumerBytes,
+      slowConsumerTimeoutMs: options.slowConsumerTimeoutMs,
+      maxFramesPerSecond: options.maxFramesPerSecond,
+      drained: (conn) => void this.delivery.pump(conn),
+      closedFor: (cause) => metrics.socketClosed(cause),
+    };
+    this.heartbeat = new Heartbeat(this.connections, options.pingIntervalMs, options.pingTimeoutMs);
+  }
+
+  afterInit(): void {
+    this.heartbeat.start();
   }
 
   handleConnection(socket: WebSocket, request: IncomingMessage): void {
     const address = clientAddress(request, this.options.trustedProxies);
-    const conn = new Connection(socket, `${address}:${request.socket.remotePort}`, address);
+    const conn = new Connection(socket, `${address}:${request.socket.remotePort}`, address, this.policy);
     this.metrics.connectionOpened();
     if (this.shuttingDown) return conn.close(CloseCode.ShuttingDown, 'server shutting down');
     if (this.options.maxConnections > 0 && this.connections.size >= this.options.maxConnections) {
@@ -170,6 +186,7 @@ export class MessengerGateway implements OnGatewayConnection, OnGatewayDisconnec
   async beforeApplicationShutdown(): Promise<void> {
     this.shutdownState.begin();
     this.shuttingDown = true;
+    this.heartbeat.stop();
     await this.router.stop();
     await Promise.all(
       [...this.connections].map(async (conn) => {

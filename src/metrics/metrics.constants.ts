@@ -16,6 +16,14 @@ export const METRIC_PREFIX = 'redmessenger_';
 export const IDENTIFY_OUTCOMES = ['ok', 'invalid', 'unauthorized', 'timeout', 'unavailable', 'rate_limited', 'replaced'] as const;
 export type IdentifyOutcome = (typeof IDENTIFY_OUTCOMES)[number];
 
+/**
+ * Why the server closed a socket on its own (not the client's close): `cut` (nothing heard for
+ * PING_INTERVAL_MS + PING_TIMEOUT_MS), `rate_limited` (MAX_FRAMES_PER_SECOND), `slow_consumer`
+ * (SLOW_CONSUMER_TIMEOUT_MS), `token_expired` (a JWT's exp passed without a refresh).
+ */
+export const SOCKET_CLOSE_CAUSES = ['cut', 'rate_limited', 'slow_consumer', 'token_expired'] as const;
+export type SocketCloseCause = (typeof SOCKET_CLOSE_CAUSES)[number];
+
 /** The outcomes after which the socket is identified (counted in `identified_connections`). */
 export const IDENTIFIED_OUTCOMES: readonly IdentifyOutcome[] = ['ok', 'replaced'];
 

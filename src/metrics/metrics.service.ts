@@ -13,12 +13,14 @@ import {
   OTHER,
   REDIS_COMMANDS,
   REDIS_DURATION_BUCKETS,
+  SOCKET_CLOSE_CAUSES,
   type DropReason,
   type HttpPublishOutcome,
   type InboxOutcome,
   type EventType,
   type IdentifyOutcome,
   type RedisCommand,
+  type SocketCloseCause,
 } from './metrics.constants';
 
 /** One of the busiest user queues, as the app samples it (never the user id: ranks only). */
@@ -65,6 +67,7 @@ export class MetricsService {
     'subscriber_disconnects_total',
     'Times the pub/sub connection dropped: PUBLISHes sent while it was down were not heard.',
   );
+  private readonly socketsClosedTotal = this.counter('sockets_closed_total', 'Sockets the server closed for cause, by cause.', ['cause']);
   private readonly routeBuffer = this.gauge('route_buffer_bytes', 'Bytes of heard messages waiting to be routed.');
   private readonly shardsHeld = this.gauge('route_shards', 'Route shards this instance holds.');
   private readonly deliveryLatency = new Histogram({
@@ -100,6 +103,7 @@ export class MetricsService {
     for (const command of REDIS_COMMANDS) this.redisDuration.zero({ command });
     for (const outcome of HTTP_PUBLISH_OUTCOMES) this.httpPublishTotal.inc({ outcome }, 0);
     for (const outcome of INBOX_OUTCOMES) this.inboxEntriesTotal.inc({ outcome }, 0);
+    for (const cause of SOCKET_CLOSE_CAUSES) this.socketsClosedTotal.inc({ cause }, 0);
   }
 
   /** The Content-Type of `render()`'s text (Prometheus text exposition format 0.0.4). */
@@ -121,6 +125,11 @@ export class MetricsService {
   connectionClosed(): void {
     this.open = Math.max(0, this.open - 1);
     this.connections.set(this.open);
+  }
+
+  /** The server closed a socket for `cause` (a cut network, a flood, a slow consumer, an expired token). */
+  socketClosed(cause: SocketCloseCause): void {
+    this.socketsClosedTotal.inc({ cause });
   }
 
   /**

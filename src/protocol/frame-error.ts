@@ -26,6 +26,7 @@ export enum ErrorCode {
   Replaced = 'REPLACED',
   TooManyAttempts = 'TOO_MANY_ATTEMPTS',
   SlowConsumer = 'SLOW_CONSUMER',
+  RateLimited = 'RATE_LIMITED',
   ServerFull = 'SERVER_FULL',
 }
 

@@ -1,0 +1,50 @@
+import { Logger } from '@nestjs/common';
+import type { Connection } from '../delivery/connection';
+
+/**
+ * The liveness check of every socket: a WebSocket ping each `intervalMs`; a socket
+ * from which nothing (no pong, no frame) arrived for `intervalMs + timeoutMs` is
+ * closed as cut, without a close handshake (the network may be silent: no FIN, no
+ * close frame will come). One timer for all sockets; it ticks often enough that a cut
+ * is found at most a quarter of the shorter period late.
+ */
+export class Heartbeat {
+  private readonly logger = new Logger('Heartbeat');
+  private timer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly sockets: Iterable<Connection>,
+    private readonly intervalMs: number,
+    private readonly timeoutMs: number,
+  ) {}
+
+  start(): void {
+    if (this.intervalMs === 0 || this.timer) return;
+    const tick = Math.max(25, Math.floor(Math.min(this.intervalMs, this.timeoutMs) / 4));
+    this.timer = setInterval(() => this.check(Date.now()), tick);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Pings the sockets due for one and closes those silent too long. */
+  check(now: number): void {
+    const silentLimit = this.intervalMs + this.timeoutMs;
+    for (const conn of this.sockets) {
+      if (!conn.open) continue;
+      // Reading from it is paused (its frames wait, or it does not take what it is sent): its silence is ours.
+      if (conn.held) continue;
+      const silent = now - conn.heardAt;
+      if (silent >= silentLimit) {
+        this.logger.log(`${conn.user ?? conn.remote}: nothing heard from ${conn.remote} for ${silent} ms (PING_INTERVAL_MS + PING_TIMEOUT_MS = ${silentLimit}); closing it as cut`);
+        conn.cut();
+      } else if (now - conn.pingedAt >= this.intervalMs) {
+        conn.pingedAt = now;
+        conn.socket.ping();
+      }
+    }
+  }
+}

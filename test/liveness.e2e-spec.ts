@@ -1,0 +1,94 @@
+/**
+ * Liveness (contract 1.2): a client behind a network that goes silent (no close frame,
+ * no FIN) is noticed by the heartbeat and closed as cut; its owed messages go back to
+ * the queue and the `offline` event is written. A client that answers pings is never cut.
+ */
+import type { Redis } from 'ioredis';
+import { uniqueId } from './support/ids';
+import { startRedis, type TestRedis } from './support/redis';
+import { startServer, type TestServer } from './support/server';
+import { startProxy, type TcpProxy } from './support/tcp-proxy';
+import { metric, sleep } from './support/traffic';
+import { waitFor } from './support/wait';
+import { TestClient } from './support/ws-client';
+
+const INTERVAL_MS = 500;
+const TIMEOUT_MS = 500;
+const CUT = 'redmessenger_sockets_closed_total\\{cause="cut"\\}';
+
+describe('liveness: a cut network is noticed', () => {
+  let redis: TestRedis;
+  let r: Redis;
+  let server: TestServer;
+  let proxy: TcpProxy;
+  const clients: TestClient[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    r = redis.client();
+    server = await startServer({
+      REDIS_URL: redis.url,
+      PING_INTERVAL_MS: String(INTERVAL_MS),
+      PING_TIMEOUT_MS: String(TIMEOUT_MS),
+      EVENTS_STREAM: 'rm:events',
+      LOG_LEVEL: 'log',
+    });
+    proxy = await startProxy(server.port);
+  });
+
+  afterAll(async () => {
+    for (const client of clients) client.terminate();
+    await proxy.close();
+    await server.stop();
+    r.disconnect();
+    await redis.close();
+  });
+
+  const events = async (user: string) =>
+    (await r.xrange('rm:events', '-', '+'))
+      .map(([, fields]) => Object.fromEntries(Array.from({ length: fields.length / 2 }, (_, i) => [fields[2 * i], fields[2 * i + 1]])))
+      .filter((event) => event.user === user);
+
+  it('closes a silent socket after PING_INTERVAL_MS + PING_TIMEOUT_MS, requeues what it owed and writes offline', async () => {
+    const user = uniqueId('cut');
+    const client = await TestClient.connect(`ws://127.0.0.1:${proxy.port}/`);
+    clients.push(client);
+    await client.identify(user);
+    await r.publish(`rm.users.${user}`, 'owed while the network dies');
+    const [message] = await client.messages(1);
+    expect(await r.llen(`rm:users:${user}:messages`)).toBe(0); // owed, not queued
+
+    const cutBefore = await metric(server, CUT);
+    proxy.silence();
+    const silencedAt = Date.now();
+    // The contract's bound is interval + timeout (1 s here) plus the check's granularity; allow for a loaded machine.
+    await waitFor(async () => (await r.llen(`rm:users:${user}:messages`)) === 1, 6000, 'the owed message back in the queue');
+    const requeuedAfter = Date.now() - silencedAt;
+    expect(JSON.parse((await r.lrange(`rm:users:${user}:messages`, 0, -1))[0]).rm).toMatchObject({ id: message.data.id, payload: 'owed while the network dies' });
+    // Nothing was heard for interval + timeout before the close: it is not closed early.
+    expect(requeuedAfter).toBeGreaterThanOrEqual(INTERVAL_MS);
+    await waitFor(async () => (await events(user)).some((e) => e.type === 'offline'), 5000, 'the offline event');
+    expect(await metric(server, CUT)).toBe(cutBefore + 1);
+    expect(server.logs()).toMatch(new RegExp(`${user}: nothing heard from .* closing it as cut`));
+    console.log(`liveness: owed message back in the queue ${requeuedAfter} ms after the network went silent`);
+  });
+
+  it('never cuts a client that answers pings, idle or busy', async () => {
+    const idle = await TestClient.connect(server.wsUrl);
+    const busy = await TestClient.connect(server.wsUrl, { autoAck: true });
+    clients.push(idle, busy);
+    const [quiet, active] = [uniqueId('idle'), uniqueId('busy')];
+    await idle.identify(quiet);
+    await busy.identify(active);
+    const cutBefore = await metric(server, CUT);
+    // Six periods of interval + timeout: idle answers pings only; busy gets and acks messages.
+    for (let i = 0; i < 30; i++) {
+      await r.publish(`rm.users.${active}`, `m${i}`);
+      await sleep(200);
+    }
+    await busy.messages(30);
+    expect(idle.isOpen).toBe(true);
+    expect(busy.isOpen).toBe(true);
+    expect(await metric(server, CUT)).toBe(cutBefore);
+  });
+});
