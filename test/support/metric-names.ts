@@ -12,6 +12,7 @@ export const REDMESSENGER_METRICS: Array<[string, string]> = [
   ['redmessenger_messages_expired_total', 'counter'],
   ['redmessenger_events_total', 'counter'],
   ['redmessenger_subscriber_disconnects_total', 'counter'],
+  ['redmessenger_sockets_closed_total', 'counter'],
   ['redmessenger_route_buffer_bytes', 'gauge'],
   ['redmessenger_route_shards', 'gauge'],
   ['redmessenger_delivery_latency_seconds', 'histogram'],
