@@ -180,15 +180,17 @@ describe('limits', () => {
       const id = uniqueId();
       const client = await connect(server);
       await client.identify(id);
-      // Stop reading: the kernel buffers fill, then the server's unsent bytes grow.
+      // Stop reading: the kernel buffers fill, then the server's unsent bytes grow. Each message is
+      // larger than what the kernel's send buffer (autotuned up to 4 MiB) can take within the timeout.
       (client as unknown as { ws: { _socket: { pause(): void } } }).ws._socket.pause();
-      const big = 'x'.repeat(256 * 1024);
-      for (let i = 0; i < 120; i++) await publisher.publish(`rm.users.${id}`, `${i}:${big}`);
+      const big = 'x'.repeat(1024 * 1024);
+      const count = 30;
+      for (let i = 0; i < count; i++) await publisher.publish(`rm.users.${id}`, `${i}:${big}`);
 
       await server.waitForLog(new RegExp(`${id}: socket .* is not reading`), 15000);
       await server.waitForLog(new RegExp(`${id}: closing socket .*, still not reading`), 15000);
-      await waitQueued(id, 120);
-      expect((await queuedPayloads(id)).map((p: string) => Number(p.split(':')[0]))).toEqual(Array.from({ length: 120 }, (_, i) => i));
+      await waitQueued(id, count);
+      expect((await queuedPayloads(id)).map((p: string) => Number(p.split(':')[0]))).toEqual(Array.from({ length: count }, (_, i) => i));
     });
 
     it('refuses an upgrade from an Origin not in ALLOWED_ORIGINS, accepts a listed one or none', async () => {

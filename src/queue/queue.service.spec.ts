@@ -568,6 +568,30 @@ describe('queue scripts', () => {
       expect(await snapshot(user)).toEqual(before);
     });
 
+    it('reads at most about SLOW_CONSUMER_BYTES at once, one message at least, from owed and from the queue', async () => {
+      const small = service({ slowConsumerBytes: 2500 });
+      const big = (tag: string) => `${tag}:${'x'.repeat(1000)}`;
+      const owed = await owedUser(0);
+      await routeOne(owed.user, messages(owed.user, big('a'), big('b'), big('c'), big('d')));
+      // Owed entries: two of about 1.1 KB reach 2500 bytes with the third.
+      const page1 = await small.read(owed.user, 0, 100);
+      expect(page1.rows.map((r) => r.position)).toEqual([0, 1, 2]);
+      expect(page1.more).toBe(true);
+      const page2 = await small.read(owed.user, page1.next, 100);
+      expect(page2.rows.map((r) => r.position)).toEqual([3]);
+
+      // Queued entries are taken over only as far as the budget goes: the rest stay queued.
+      const queuedUser = uniqueId();
+      await routeOne(queuedUser, messages(queuedUser, big('a'), big('b'), big('c'), big('d'), big('e')));
+      await queue.attach(queuedUser, 'c1', ME);
+      const first = await small.read(queuedUser, 0, 100);
+      expect(first.rows).toHaveLength(3);
+      expect(first.more).toBe(true);
+      expect(await client.llen(keys.queue(queuedUser))).toBe(2);
+      const one = await service({ slowConsumerBytes: 10 }).read(queuedUser, first.next, 100);
+      expect(one.rows).toHaveLength(1);
+    });
+
     it('reads owed messages from a position, with more and next', async () => {
       const { user, stored } = await owedUser(3);
 

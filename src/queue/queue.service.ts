@@ -100,6 +100,8 @@ export interface MessageFact {
 /** The most messages, and bytes, of one route script call: keeps each call short for Redis. */
 const CALL_MESSAGES = 1000;
 const CALL_BYTES = 4 * 1024 * 1024;
+/** A read's byte budget when SLOW_CONSUMER_BYTES is 0 (no slow-consumer limit). */
+const DEFAULT_READ_BYTES = 8 * 1024 * 1024;
 
 /**
  * The repository of a user's Redis keys. Each method is one atomic Lua script
@@ -110,6 +112,8 @@ const CALL_BYTES = 4 * 1024 * 1024;
 @Injectable()
 export class QueueService {
   private readonly ttlMs: number;
+  /** The most bytes of messages one read takes from Redis for a socket. */
+  private readonly readBytes: number;
   readonly ids = new MessageIds();
 
   constructor(
@@ -120,6 +124,7 @@ export class QueueService {
   ) {
     defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-5.lua', 'detach-5.lua', 'ack-5.lua', 'read-5.lua', 'expire-5.lua', 'unread-5.lua']);
     this.ttlMs = options.queueTtlSeconds * 1000;
+    this.readBytes = options.slowConsumerBytes || DEFAULT_READ_BYTES;
   }
 
   /**
@@ -254,7 +259,7 @@ export class QueueService {
   ): Promise<{ acked: number; read?: ReadResult; details?: MessageFact[] }> {
     const args: Args = [
       this.keys.instanceChannelPrefix, instance, user, read ? read.position : -1, read ? read.limit : 0,
-      JSON.stringify(this.keys.userChannel(user)), now, this.cutoff(now), this.ttlMs, this.ids.rawPrefix(), details ? '1' : '0',
+      JSON.stringify(this.keys.userChannel(user)), now, this.cutoff(now), this.ttlMs, this.ids.rawPrefix(), details ? '1' : '0', this.readBytes,
     ];
     for (const [id, position] of acks) args.push(id, position);
     const [acked, ...rest] = await this.time('ack', this.redis.rmAck(...this.keys.userKeys(user), ...args));
@@ -264,12 +269,13 @@ export class QueueService {
 
   /**
    * Reads up to `limit` owed messages from `position` on, oldest first; past the
-   * end of what is owed, the next queued entries become owed and come too.
+   * end of what is owed, the next queued entries become owed and come too. At most about
+   * SLOW_CONSUMER_BYTES of them at once (one at least): no more than a socket may hold unsent.
    */
   async read(user: string, position: number, limit: number, now = Date.now()): Promise<ReadResult> {
     const flat = await this.time(
       'read',
-      this.redis.rmRead(...this.keys.userKeys(user), position, limit, JSON.stringify(this.keys.userChannel(user)), now, this.cutoff(now), this.ttlMs, this.ids.rawPrefix()),
+      this.redis.rmRead(...this.keys.userKeys(user), position, limit, JSON.stringify(this.keys.userChannel(user)), now, this.cutoff(now), this.ttlMs, this.ids.rawPrefix(), this.readBytes),
     );
     return readResult(flat);
   }

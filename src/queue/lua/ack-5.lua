@@ -11,7 +11,8 @@
   ARGV[6] the user's channel (JSON string)   ARGV[7] now (ms)   ARGV[8] queue expiry cutoff (0 for none)
   ARGV[9] time to live of the dropped counter (ms)   ARGV[10] id prefix for raw entries
   ARGV[11] '1' to also return what was acked (for events), else '0'
-  ARGV[12..] pairs: message id, its position as the acking instance knows it (-1 if unknown)
+  ARGV[12] most bytes of entries to read (one entry at least)
+  ARGV[13..] pairs: message id, its position as the acking instance knows it (-1 if unknown)
 
   Returns: {acked count, more (0/1), next position, position1, envelope1, ...}, and with
   ARGV[11] = '1' one last element: {id1, ts1, channel1, ...} of the messages acked by this call
@@ -24,10 +25,10 @@
 local owed, state = KEYS[2], KEYS[3]
 local prefix, me, user = argString(1), argString(2), argString(3)
 local readPos, limit, counterTtl = argNumber(4), argNumber(5), argNumber(9)
-local ctx = { channel = argString(6), now = argNumber(7), cutoff = argNumber(8), idPrefix = argString(10) }
+local ctx = { channel = argString(6), now = argNumber(7), cutoff = argNumber(8), idPrefix = argString(10), maxBytes = argNumber(12) }
 local st = readState(state)
 local want, nwant = {}, 0
-for i = 12, #ARGV, 2 do
+for i = 13, #ARGV, 2 do
   local pos = argNumber(i + 1)
   if not want[ARGV[i]] then
     want[ARGV[i]] = pos

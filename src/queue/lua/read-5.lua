@@ -6,6 +6,7 @@
   ARGV[1] position   ARGV[2] how many at most   ARGV[3] the user's channel (JSON string)
   ARGV[4] now (ms)   ARGV[5] queue expiry cutoff (ms; 0 for none)
   ARGV[6] time to live of the dropped counter (ms)   ARGV[7] id prefix for raw entries (unique to the call)
+  ARGV[8] most bytes of entries to read (one entry at least)
 
   Returns: {more (0/1), next position, position1, envelope1, position2, envelope2, ...}
 ]]
@@ -15,7 +16,7 @@
 --- @include "take"
 
 local pos, limit, counterTtl = argNumber(1), argNumber(2), argNumber(6)
-local ctx = { channel = argString(3), now = argNumber(4), cutoff = argNumber(5), idPrefix = argString(7) }
+local ctx = { channel = argString(3), now = argNumber(4), cutoff = argNumber(5), idPrefix = argString(7), maxBytes = argNumber(8) }
 local st = readState(KEYS[3])
 local out, nextPos, expired, more = take(KEYS[1], KEYS[2], st, pos, limit, ctx)
 countDropped(KEYS[4], expired, counterTtl)
