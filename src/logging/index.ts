@@ -1,1 +1,0 @@
-export { createLogger, useLogger, LOG_FORMATS, type LogFormat } from './create-logger';

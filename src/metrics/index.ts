@@ -1,4 +1,0 @@
-export { MetricsModule } from './metrics.module';
-export { MetricsService, type BusyQueue } from './metrics.service';
-export { MetricsController } from './metrics.controller';
-export * from './metrics.constants';
