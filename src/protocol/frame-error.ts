@@ -27,6 +27,8 @@ export enum ErrorCode {
   TooManyAttempts = 'TOO_MANY_ATTEMPTS',
   SlowConsumer = 'SLOW_CONSUMER',
   ServerFull = 'SERVER_FULL',
+  /** The socket's JWT reached its `exp` without a refresh (close 4401). */
+  TokenExpired = 'TOKEN_EXPIRED',
 }
 
 /**
