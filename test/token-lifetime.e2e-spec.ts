@@ -195,6 +195,8 @@ describe('AUTH_JWKS_URL', () => {
     const id = uniqueId('jwks');
     (await identified(server, id, await kidToken(id, a))).terminate();
     (await identified(server, id, await hsToken(id, now() + 60))).terminate(); // the secret still works beside it
+    const hsWithKid = await new SignJWT({}).setProtectedHeader({ alg: 'HS256', kid: 'hs-1' }).setSubject(id).setExpirationTime('1m').sign(new TextEncoder().encode(SECRET));
+    (await identified(server, id, hsWithKid)).terminate(); // HS256 goes to the secret, kid or not
     await refused(server, id, await kidToken(uniqueId('other'), a));
     expect(endpoint.state.requests.length).toBe(1); // fetched at start, cached since
 

@@ -42,7 +42,8 @@ const JWKS_ALGORITHMS = ['RS256', 'ES256'];
  * AUTH_JWT_REQUIRE_EXP=false. The algorithm is fixed by the configured key (HS256 for a
  * secret; RS256 or ES256 for a public key or a JWKS key), so a token cannot choose
  * `none` or turn a public key into an HMAC secret. With AUTH_JWKS_URL beside a static
- * key, a token that names a `kid` (or that the static key cannot check) goes to the JWKS.
+ * key, an RS256/ES256 token that names a `kid` (or that the static key cannot check) goes
+ * to the JWKS; HS256 always goes to the secret.
  */
 export class JwtVerifier extends TokenVerifier {
   private readonly key?: Uint8Array | KeyObject;
@@ -71,7 +72,7 @@ export class JwtVerifier extends TokenVerifier {
   /** The key for this token's header; jwtVerify has already refused an algorithm outside `algorithms`. */
   private readonly getKey = (header: JWSHeaderParameters, token: FlattenedJWSInput) => {
     const fixed = this.keyAlgorithms.includes(header.alg!) ? this.key : undefined;
-    if (this.jwks && (!fixed || header.kid !== undefined)) return this.jwks.getKey(header, token);
+    if (this.jwks && JWKS_ALGORITHMS.includes(header.alg!) && (!fixed || header.kid !== undefined)) return this.jwks.getKey(header, token);
     return fixed!;
   };
 
