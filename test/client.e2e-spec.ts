@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
 import WebSocket from 'ws';
+import { SignJWT } from 'jose';
 import { RedMessengerClient, type ClientOptions, type Message, type RedMessengerError, type ReadyInfo, type State } from '../client/src/index';
 import { uniqueId } from './support/ids';
 import { sleep, trackChild } from './support/proc';
@@ -313,6 +314,48 @@ describe('client SDK through server crashes', () => {
     expect(c.wire.messageIds.length).toBeGreaterThan(2000);
     expect(c.readies).toHaveLength(2);
     expect(c.readies[1].queued).toBeGreaterThan(0);
+  });
+});
+
+describe('client SDK: token lifetime (AUTH_MODE=jwt)', () => {
+  const SECRET = 'an-hs256-secret-that-is-at-least-32-characters-long';
+  /** A 6 s HS256 token: the SDK refreshes it at half its life (3 s); the server (skew 0) closes at exp. */
+  const shortToken = (sub: string) =>
+    new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setIssuedAt().setExpirationTime('6s').sign(new TextEncoder().encode(SECRET));
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await newServer({ AUTH_MODE: 'jwt', AUTH_JWT_SECRET: SECRET, AUTH_CLOCK_SKEW_S: '0' });
+  });
+
+  it('refreshes the token by itself: one socket, still served well past the first tokens\' exp', async () => {
+    const id = uniqueId('sdk');
+    let asked = 0;
+    const c = newClient({ url: server.wsUrl, id, token: () => (asked++, shortToken(id)) });
+    await within(c.client.connect(), 10_000, 'connect()');
+    await sleep(14_000); // past the exp of the first two tokens
+    await publish(id, ['after refreshes']);
+    await waitFor(() => c.handled.length === 1, 10_000, 'the message handled');
+    expect(c.payloads()).toEqual(['after refreshes']);
+    expect(c.wire.sockets).toHaveLength(1);
+    expect(c.errors).toEqual([]);
+    expect(asked).toBeGreaterThanOrEqual(4);
+  });
+
+  it('TOKEN_EXPIRED (the refresh failed) is not fatal: it reconnects with a new token and gets what was owed', async () => {
+    const id = uniqueId('sdk');
+    let asked = 0;
+    // The first refresh fails (and its retry 5 s later comes too late): the server closes the socket at exp.
+    const c = newClient({ url: server.wsUrl, id, token: () => (++asked === 2 || asked === 3 ? Promise.reject(new Error('IdP down')) : shortToken(id)) }, async () => {
+      if (c.handled.length === 0) await new Promise(() => undefined); // never settles on the first socket: stays owed
+    });
+    await within(c.client.connect(), 10_000, 'connect()');
+    await publish(id, ['owed']);
+    await waitFor(() => c.errors.some((e) => e.code === 'TOKEN_EXPIRED'), 15_000, 'TOKEN_EXPIRED');
+    await waitFor(() => c.readies.length === 2, 10_000, 'ready again');
+    expect(c.errors.find((e) => e.code === 'TOKEN_EXPIRED')).toMatchObject({ closeCode: 4401, fatal: false });
+    expect(c.errors.filter((e) => e.fatal)).toEqual([]);
+    expect(c.readies[1].queued).toBe(1);
+    expect(c.client.state).toBe('ready');
   });
 });
 

@@ -5,6 +5,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
+import { SignJWT } from 'jose';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { uniqueId } from './support/ids';
 import { connectionCount, leftoverKeys } from './support/queue-entries';
@@ -155,6 +156,45 @@ describe('SDK in the browser', () => {
     await waitAllAcked(id);
     await page.evaluate(() => (globalThis as unknown as { sdkClient: { close(): void } }).sdkClient.close());
     await page.close();
+  });
+});
+
+describe('SDK in the browser on a jwt server', () => {
+  const SECRET = 'an-hs256-secret-that-is-at-least-32-characters-long';
+  it('refreshes its token by itself and stays connected on one socket past the first token\'s exp', async () => {
+    const jwtServer = await startServer({ REDIS_URL: redis.url, LOG_LEVEL: 'log', DEMO: 'true', AUTH_MODE: 'jwt', AUTH_JWT_SECRET: SECRET, AUTH_CLOCK_SKEW_S: '0' });
+    try {
+      const id = uniqueId('browser');
+      const page = await context.newPage();
+      page.on('pageerror', (e) => pageErrors.push(e.message));
+      // The page's token function asks the test, as a page would ask its backend: 6 s tokens.
+      let minted = 0;
+      await page.exposeFunction('mintToken', () => {
+        minted++;
+        return new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(id).setIssuedAt().setExpirationTime('6s').sign(new TextEncoder().encode(SECRET));
+      });
+      await page.goto(`${jwtServer.url}/demo`);
+      await page.evaluate(`(async () => {
+        const { RedMessengerClient } = await import('/demo/client.js');
+        const client = new RedMessengerClient({ url: ${JSON.stringify(jwtServer.wsUrl)}, id: ${JSON.stringify(id)}, token: () => window.mintToken() });
+        window.log = [];
+        client.on('state', (s) => window.log.push('state ' + s));
+        client.on('error', (e) => window.log.push('error ' + e.code));
+        window.received = new Promise((resolve) => client.on('message', (m) => resolve(m)));
+        window.sdkClient = client;
+        await client.connect();
+      })()`);
+      await new Promise((resolve) => setTimeout(resolve, 14_000)); // past the exp of the first two tokens
+      await r.publish(`rm.users.${id}`, 'still connected');
+      const received = await within(page.evaluate(() => (globalThis as unknown as { received: Promise<{ payload: string }> }).received), UI_TIMEOUT_MS, 'the message in the browser');
+      expect(received.payload).toBe('still connected');
+      expect(await page.evaluate(() => (globalThis as unknown as { log: string[] }).log)).toEqual(['state connecting', 'state ready']);
+      expect(minted).toBeGreaterThanOrEqual(4);
+      await page.evaluate(() => (globalThis as unknown as { sdkClient: { close(): void } }).sdkClient.close());
+      await page.close();
+    } finally {
+      await jwtServer.stop();
+    }
   });
 });
 

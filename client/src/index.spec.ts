@@ -1,6 +1,8 @@
-// The SDK's pure parts: the backoff schedule and the bounded dedupe memory.
+// The SDK's pure parts (the backoff schedule, the bounded dedupe memory, when a token is
+// refreshed), and its timing on a scripted socket with fake timers: the jittered reconnect
+// after 1001, the refresh ahead of exp, TOKEN_EXPIRED as a reconnect.
 // Its behaviour on a real server is in test/client.e2e-spec.ts.
-import { DEFAULT_RECONNECT, RecentIds, reconnectDelay } from './index';
+import { DEFAULT_RECONNECT, RecentIds, RedMessengerClient, type RedMessengerError, reconnectDelay, refreshAt, tokenTimes, type WebSocketLike } from './index';
 
 const o = { ...DEFAULT_RECONNECT, initialDelayMs: 100, maxDelayMs: 1600, busyDelayMs: 5000, shutdownDelayMs: 1000 };
 const top = () => 0.999999;
@@ -22,10 +24,13 @@ describe('reconnectDelay', () => {
     expect(Math.round(reconnectDelay(4429, 10, slow, top))).toBe(65_000);
   });
 
-  it('comes back within shutdownDelayMs after 1001, whatever the attempt', () => {
-    expect(Math.round(reconnectDelay(1001, 0, o, top))).toBe(1000);
-    expect(Math.round(reconnectDelay(1001, 10, o, top))).toBe(1000);
-    expect(reconnectDelay(1001, 10, o, bottom)).toBe(0);
+  it('comes back between shutdownDelayMs and twice it after 1001, whatever the attempt', () => {
+    expect(Math.round(reconnectDelay(1001, 0, o, top))).toBe(2000);
+    expect(Math.round(reconnectDelay(1001, 10, o, top))).toBe(2000);
+    expect(reconnectDelay(1001, 10, o, bottom)).toBe(1000);
+    // The default spreads a rolling restart's clients over 5-10 s.
+    expect(reconnectDelay(1001, 0, DEFAULT_RECONNECT, bottom)).toBe(5000);
+    expect(Math.round(reconnectDelay(1001, 0, DEFAULT_RECONNECT, top))).toBe(10000);
   });
 });
 
@@ -52,5 +57,167 @@ describe('RecentIds', () => {
     expect(ids.size).toBe(10_000);
     expect(ids.has('39999')).toBe(false);
     expect(ids.has('40000')).toBe(true);
+  });
+});
+
+/** A JWT-shaped token with these claims (unsigned: the client never verifies). */
+const jwt = (claims: object) => `e30.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.sig`;
+
+describe('tokenTimes and refreshAt', () => {
+  it('reads exp and iat from a JWT payload without verifying; anything else has none', () => {
+    expect(tokenTimes(jwt({ sub: 'u', iat: 1000, exp: 1600 }))).toEqual({ exp: 1600, iat: 1000 });
+    expect(tokenTimes(jwt({ sub: 'ü ✓ ~~~???>>>', exp: 1600 }))).toEqual({ exp: 1600, iat: undefined });
+    for (const token of [undefined, '', 'a-plain-key', 'a.b.c', jwt({ sub: 'u' }), jwt({ exp: '1600' })]) expect(tokenTimes(token)).toBeUndefined();
+  });
+
+  it('refreshes at 80% of the life or 30 s before exp, whichever is sooner, but not before half the life', () => {
+    expect(refreshAt({ iat: 1000, exp: 1600 }, 5_000_000)).toBe(1_480_000); // 10 min: at 8 min
+    expect(refreshAt({ iat: 1000, exp: 1100 }, 5_000_000)).toBe(1_070_000); // 100 s: 30 s before
+    expect(refreshAt({ iat: 1000, exp: 1040 }, 5_000_000)).toBe(1_020_000); // 40 s: at half
+    expect(refreshAt({ exp: 1010 }, 1_000_000)).toBe(1_005_000); // no iat: from when it was obtained
+  });
+});
+
+/** A scripted socket: records what the client sends; the test opens, answers and closes it. */
+class FakeSocket implements WebSocketLike {
+  static all: FakeSocket[] = [];
+  readyState = 0;
+  sent: Array<{ event: string; data: Record<string, unknown> }> = [];
+  onopen: ((event: unknown) => void) | null = null;
+  onmessage: ((event: unknown) => void) | null = null;
+  onclose: ((event: unknown) => void) | null = null;
+  onerror: ((event: unknown) => void) | null = null;
+  constructor(readonly url: string) {
+    FakeSocket.all.push(this);
+  }
+  send(data: string): void {
+    this.sent.push(JSON.parse(data));
+  }
+  close(): void {
+    this.readyState = 3;
+  }
+  open(): void {
+    this.readyState = 1;
+    this.onopen?.({});
+  }
+  frame(event: string, data: object): void {
+    this.onmessage?.({ data: JSON.stringify({ event, data }) });
+  }
+  /** The server closes: an optional error frame first, then the close. */
+  serverClose(code: number, error?: { code: string; message: string }): void {
+    if (error) this.frame('error', error);
+    this.readyState = 3;
+    this.onclose?.({ code, reason: '' });
+  }
+}
+
+describe('RedMessengerClient timing (fake timers, scripted socket)', () => {
+  let client: RedMessengerClient;
+  let errors: RedMessengerError[];
+  const last = () => FakeSocket.all[FakeSocket.all.length - 1];
+  /** Lets the client's awaits (the token function) run. */
+  const settle = () => jest.advanceTimersByTimeAsync(0);
+
+  beforeEach(() => {
+    jest.useFakeTimers({ now: 1_700_000_000_000 });
+    FakeSocket.all = [];
+    errors = [];
+  });
+  afterEach(() => {
+    client?.close();
+    jest.useRealTimers();
+    jest.restoreAllMocks();
+  });
+
+  async function ready(token: string | (() => string) | undefined) {
+    client = new RedMessengerClient({ url: 'ws://x/', id: 'u1', token, WebSocket: FakeSocket });
+    client.on('error', (e) => errors.push(e));
+    client.on('message', () => undefined);
+    const connected = client.connect();
+    await settle();
+    last().open();
+    last().frame('ready', { id: 'u1', channel: 'rm.users.u1', queued: 0 });
+    await connected;
+  }
+
+  it('after 1001 reconnects no sooner than 5 s and within 10 s, spread at random', async () => {
+    for (const [random, at] of [[0, 5000], [0.5, 7500], [0.9999, 9999]]) {
+      jest.spyOn(Math, 'random').mockReturnValue(random);
+      await ready(undefined);
+      const before = FakeSocket.all.length;
+      last().serverClose(1001);
+      await jest.advanceTimersByTimeAsync(at - 1);
+      expect(FakeSocket.all.length).toBe(before); // not yet
+      await jest.advanceTimersByTimeAsync(1);
+      expect(FakeSocket.all.length).toBe(before + 1);
+      expect(client.state).toBe('reconnecting');
+      client.close();
+      jest.restoreAllMocks();
+    }
+  });
+
+  it('refreshes ahead of exp with the token function, and again after each refreshed', async () => {
+    let issued = 0;
+    const token = jest.fn(() => {
+      const iat = Math.floor(Date.now() / 1000);
+      return jwt({ sub: 'u1', n: issued++, iat, exp: iat + 100 }); // 100 s: refresh 30 s before exp
+    });
+    await ready(token);
+    const socket = last();
+    expect(token).toHaveBeenCalledTimes(1);
+    await jest.advanceTimersByTimeAsync(69_000);
+    expect(socket.sent.filter((f) => f.event === 'refresh')).toEqual([]);
+    await jest.advanceTimersByTimeAsync(1_000);
+    const refresh = socket.sent.filter((f) => f.event === 'refresh');
+    expect(refresh).toHaveLength(1);
+    expect(tokenTimes(refresh[0].data.token as string)).toEqual({ iat: 1_700_000_070, exp: 1_700_000_170 });
+    socket.frame('refreshed', { exp: 1_700_000_170 });
+    await jest.advanceTimersByTimeAsync(70_000);
+    expect(socket.sent.filter((f) => f.event === 'refresh')).toHaveLength(2);
+    expect(FakeSocket.all).toHaveLength(1); // the same socket all along
+    expect(errors).toEqual([]);
+  });
+
+  it('a token function that returns the same old token does not loop: refreshes stay 1 s apart', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const stale = jwt({ sub: 'u1', iat: now - 100, exp: now + 10 }); // past its refresh time already
+    await ready(() => stale);
+    const socket = last();
+    const refreshes = () => socket.sent.filter((f) => f.event === 'refresh').length;
+    for (let ms = 0; ms < 5000; ms += 100) {
+      await jest.advanceTimersByTimeAsync(100);
+      if (refreshes() > socket.sent.filter((f) => f.event === 'answered').length) {
+        socket.sent.push({ event: 'answered', data: {} });
+        socket.frame('refreshed', { exp: now + 10 });
+      }
+    }
+    expect(refreshes()).toBeGreaterThanOrEqual(4);
+    expect(refreshes()).toBeLessThanOrEqual(6);
+  });
+
+  it('TOKEN_EXPIRED then 4401 is not fatal: a new token from the function, and a reconnect', async () => {
+    let n = 0;
+    await ready(() => `token-${n++}`);
+    last().serverClose(4401, { code: 'TOKEN_EXPIRED', message: 'The token has expired' });
+    expect(errors.map((e) => [e.code, e.fatal])).toEqual([['TOKEN_EXPIRED', false]]);
+    expect(client.state).toBe('reconnecting');
+    await jest.advanceTimersByTimeAsync(1_000); // the first backoff window (500 ms)
+    expect(FakeSocket.all).toHaveLength(2);
+    last().open();
+    expect(last().sent[0]).toEqual({ event: 'identify', data: { id: 'u1', token: 'token-1' } });
+    // UNAUTHORIZED with 4401 still stops the client.
+    last().serverClose(4401, { code: 'UNAUTHORIZED', message: 'refused' });
+    expect(errors.map((e) => [e.code, e.fatal])[1]).toEqual(['UNAUTHORIZED', true]);
+    expect(client.state).toBe('closed');
+  });
+
+  it('a string token, or a token that is no JWT, is never refreshed', async () => {
+    await ready(jwt({ sub: 'u1', exp: Math.floor(Date.now() / 1000) + 60 }));
+    await jest.advanceTimersByTimeAsync(120_000);
+    expect(last().sent.filter((f) => f.event === 'refresh')).toEqual([]);
+    client.close();
+    await ready(() => 'a-plain-key');
+    await jest.advanceTimersByTimeAsync(120_000);
+    expect(last().sent.filter((f) => f.event === 'refresh')).toEqual([]);
   });
 });

@@ -2,7 +2,8 @@
  * @redmessenger/client: a RedMessenger connection that stays up. It identifies,
  * reconnects with backoff, hands messages to your handler in order and one at a
  * time, acks them (batched) once the handler has settled, and hands each id over
- * only once even when the server sends it again after a reconnect.
+ * only once even when the server sends it again after a reconnect. With a token
+ * function and a JWT, it refreshes the token ahead of its `exp`.
  *
  * No dependencies: it runs on the platform's WebSocket (browsers, Node 22+) or on
  * a constructor you pass in (`ws` on Node 20).
@@ -35,6 +36,8 @@ export type State = 'connecting' | 'ready' | 'reconnecting' | 'closed';
  * or the connection dropped), `CLOSED` (the server closed without an error frame),
  * `TIMEOUT` (no `ready` in time), `HANDLER` (your handler threw), `TOKEN` (your
  * token function threw), `PROTOCOL` (a frame the client does not understand).
+ * `TOKEN_EXPIRED` (the server's, close 4401) is not fatal: the client asks the token
+ * function for a new token and reconnects.
  * `fatal` means the client stopped and will not reconnect by itself.
  */
 export class RedMessengerError extends Error {
@@ -76,7 +79,10 @@ export interface ReconnectOptions {
   maxDelayMs: number;
   /** Least wait after 4429 (too many attempts) or 1013 (server full, or Redis down). */
   busyDelayMs: number;
-  /** After 1001 (server shutting down) the client comes back within this window. */
+  /**
+   * After 1001 (server shutting down, e.g. a rolling restart) the client waits between this
+   * and twice this, at random, so that the clients of one instance do not all arrive at once.
+   */
   shutdownDelayMs: number;
   /** A connection ready this long resets the backoff. */
   stableAfterMs: number;
@@ -85,7 +91,10 @@ export interface ReconnectOptions {
 export interface ClientOptions {
   url: string;
   id: string;
-  /** A string, or a function asked again before every (re)connect (e.g. to refresh a JWT). */
+  /**
+   * A string, or a function asked again before every (re)connect and, when it returns a JWT
+   * with an `exp`, ahead of that `exp` (the new token is sent in a `refresh` frame).
+   */
   token?: string | (() => string | Promise<string>);
   /** A WebSocket constructor (e.g. `ws` on Node 20); default: the global WebSocket. */
   WebSocket?: WebSocketConstructor;
@@ -112,7 +121,7 @@ export const DEFAULT_RECONNECT: ReconnectOptions = {
   initialDelayMs: 500,
   maxDelayMs: 30_000,
   busyDelayMs: 5_000,
-  shutdownDelayMs: 1_000,
+  shutdownDelayMs: 5_000,
   stableAfterMs: 10_000,
 };
 
@@ -127,6 +136,12 @@ const STOP_CODES: Record<number, string> = {
 const NON_FATAL = new Set(['UNKNOWN_EVENT', 'BAD_ACK', 'UNAVAILABLE']);
 
 const OPEN = 1;
+/** setTimeout's longest delay (about 24.8 days): a later refresh is reached in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** A refresh whose token function failed is tried again this much later (the server closes at exp meanwhile). */
+const REFRESH_RETRY_MS = 5_000;
+/** Refreshes at least this far apart: a token function that returns the same old token must not loop. */
+const MIN_REFRESH_GAP_MS = 1_000;
 
 /**
  * How long to wait before reconnect attempt number `attempt` (0-based) after a close
@@ -134,11 +149,38 @@ const OPEN = 1;
  */
 export function reconnectDelay(closeCode: number | undefined, attempt: number, o: ReconnectOptions, random: () => number = Math.random): number {
   const window = Math.min(o.maxDelayMs, o.initialDelayMs * 2 ** Math.min(attempt, 30));
-  // Shutting down is a deploy, not a failure: come back soon, spread out so a fleet of clients does not arrive at once.
-  if (closeCode === 1001) return random() * o.shutdownDelayMs;
+  // Shutting down is a deploy, not a failure: come back, spread over [shutdownDelayMs, 2 shutdownDelayMs) so the
+  // clients of one instance do not reach the load balancer's next pick at once (4429 storms).
+  if (closeCode === 1001) return o.shutdownDelayMs + random() * o.shutdownDelayMs;
   // Refused for load: never sooner than busyDelayMs, so retries do not add to it.
   if (closeCode === 4429 || closeCode === 1013) return o.busyDelayMs + random() * Math.max(window, o.busyDelayMs);
   return random() * window;
+}
+
+/** The `exp` and `iat` (seconds) of a JWT, read without verifying it: only to know when to refresh. */
+export function tokenTimes(token: string | undefined): { exp: number; iat?: number } | undefined {
+  const payload = token?.split('.')[1];
+  if (!payload) return undefined;
+  try {
+    // base64url to base64; atob accepts it unpadded. A non-ASCII claim comes out garbled, exp and iat do not.
+    const claims = JSON.parse(atob(payload.replace(/-/g, '+').replace(/_/g, '/')));
+    if (typeof claims?.exp !== 'number') return undefined;
+    return { exp: claims.exp, iat: typeof claims.iat === 'number' ? claims.iat : undefined };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * When (ms since the epoch) to refresh a token that expires at `exp`: at 80% of its life
+ * (from `iat`, else from `obtainedAt`) or 30 s before `exp`, whichever is sooner, but not
+ * before half its life (a token of a few seconds is not refreshed at once, over and over).
+ */
+export function refreshAt(times: { exp: number; iat?: number }, obtainedAt: number): number {
+  const exp = times.exp * 1000;
+  const from = times.iat !== undefined ? Math.min(times.iat * 1000, obtainedAt) : obtainedAt;
+  const life = exp - from;
+  return Math.max(from + 0.5 * life, Math.min(from + 0.8 * life, exp - 30_000));
 }
 
 /** The last `max` ids added, in insertion order (a Set iterates oldest first). */
@@ -163,7 +205,9 @@ export class RecentIds {
 
 type Listeners = { [K in keyof ClientEvents]: Set<ClientEvents[K]> };
 type Timer = ReturnType<typeof setTimeout>;
-type TimerName = 'retry' | 'ready' | 'stable' | 'ack';
+type TimerName = 'retry' | 'ready' | 'stable' | 'ack' | 'refresh';
+/** A token and when the token function gave it (ms), to time its refresh. */
+type Obtained = { token?: string; at: number };
 
 export class RedMessengerClient {
   private readonly options: ClientOptions;
@@ -186,6 +230,8 @@ export class RedMessengerClient {
   private draining = false;
   private acks: string[] = [];
   private timers: Partial<Record<TimerName, Timer>> = {};
+  /** The token the current socket identified with, then the one of its last refresh sent. */
+  private token?: Obtained;
 
   constructor(options: ClientOptions) {
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
@@ -243,6 +289,7 @@ export class RedMessengerClient {
     this.opened = false;
     this.transportError = undefined;
     let token: string | undefined;
+    const at = Date.now();
     try {
       const t = this.options.token;
       token = typeof t === 'function' ? await t() : t;
@@ -252,6 +299,7 @@ export class RedMessengerClient {
       return this.retry(undefined);
     }
     if (conn !== this.conn || this.stopped) return; // close() while the token was fetched
+    this.token = { token, at };
 
     let ws: WebSocketLike;
     try {
@@ -296,6 +344,8 @@ export class RedMessengerClient {
     switch (frame?.event) {
       case 'ready':
         return this.onReady(d);
+      case 'refreshed':
+        return this.scheduleRefresh(conn, Date.now() + MIN_REFRESH_GAP_MS);
       case 'message':
         if (typeof d.id !== 'string' || typeof d.payload !== 'string') {
           return this.emitError(new RedMessengerError('PROTOCOL', 'The server sent a message without a string id and payload'));
@@ -319,6 +369,7 @@ export class RedMessengerClient {
     this.clearTimers('ready');
     this.timers.stable = setTimeout(() => (this.attempt = 0), this.backoff.stableAfterMs);
     this.setState('ready');
+    this.scheduleRefresh(this.conn);
     const info: ReadyInfo = {
       id: String(d.id ?? this.options.id),
       channel: String(d.channel ?? ''),
@@ -337,7 +388,7 @@ export class RedMessengerClient {
     this.ws = undefined;
     this.inbox = [];
     this.acks = [];
-    this.clearTimers('ready', 'stable', 'ack');
+    this.clearTimers('ready', 'stable', 'ack', 'refresh');
     if (!ws) return;
     ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
     ws.onerror = () => undefined; // a late error event must not go unhandled (ws throws on those)
@@ -353,7 +404,8 @@ export class RedMessengerClient {
     if (this.stopped) return;
     const held = this.held;
     this.held = undefined;
-    const stopCode = closeCode === undefined ? undefined : STOP_CODES[closeCode];
+    // An expired token is not refused for good: the token function gives a new one at the reconnect.
+    const stopCode = closeCode === undefined || held?.code === 'TOKEN_EXPIRED' ? undefined : STOP_CODES[closeCode];
     const fatal = stopCode !== undefined;
     const next = fatal ? 'not reconnecting' : 'reconnecting';
     if (!error) {
@@ -383,10 +435,43 @@ export class RedMessengerClient {
   private stop(error: RedMessengerError): void {
     this.stopped = true;
     this.conn++;
-    this.clearTimers('retry', 'ready', 'stable', 'ack');
+    this.clearTimers('retry', 'ready', 'stable', 'ack', 'refresh');
     this.setState('closed');
     this.first?.reject(error);
     this.first = undefined;
+  }
+
+  // -------------------------------------------------------------------------
+  // Token refresh (a socket does not outlive its token: the server closes it at exp)
+
+  /** Arms the refresh of the current socket's token, if it came from a function and is a JWT with an `exp`. */
+  private scheduleRefresh(conn: number, notBefore = 0): void {
+    this.clearTimers('refresh');
+    const times = tokenTimes(this.token?.token);
+    if (typeof this.options.token !== 'function' || !times) return;
+    const due = Math.max(notBefore, refreshAt(times, this.token!.at));
+    const arm = () => {
+      const wait = due - Date.now();
+      this.timers.refresh = setTimeout(() => (Date.now() >= due ? void this.refresh(conn) : arm()), Math.max(0, Math.min(wait, MAX_TIMER_MS)));
+    };
+    arm();
+  }
+
+  /** Asks the token function for a new token and sends it; `refreshed` arms the next refresh. */
+  private async refresh(conn: number): Promise<void> {
+    const at = Date.now();
+    let token: string;
+    try {
+      token = await (this.options.token as () => string | Promise<string>)();
+    } catch (err) {
+      if (conn !== this.conn) return;
+      this.emitError(new RedMessengerError('TOKEN', `The token function failed: ${describe(err)}; retrying the refresh`, { cause: err }));
+      this.timers.refresh = setTimeout(() => void this.refresh(conn), REFRESH_RETRY_MS);
+      return;
+    }
+    if (conn !== this.conn || !this.ws || this.ws.readyState !== OPEN) return;
+    this.token = { token, at };
+    this.ws.send(JSON.stringify({ event: 'refresh', data: { token } }));
   }
 
   // -------------------------------------------------------------------------

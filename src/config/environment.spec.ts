@@ -83,6 +83,18 @@ describe('validateEnvironment', () => {
     expect(validateEnvironment({ AUTH_MODE: 'jwt', AUTH_JWT_SECRET: 'x'.repeat(32) }).AUTH_MODE).toBe('jwt');
   });
 
+  it('reads AUTH_JWKS_URL (an http(s) URL, enough alone for AUTH_MODE=jwt) and AUTH_JWT_REQUIRE_EXP (true by default)', () => {
+    expect(validateEnvironment({}).AUTH_JWT_REQUIRE_EXP).toBe(true);
+    expect(validateEnvironment({ AUTH_JWT_REQUIRE_EXP: 'false' }).AUTH_JWT_REQUIRE_EXP).toBe(false);
+    expect(() => validateEnvironment({ AUTH_JWT_REQUIRE_EXP: 'no' })).toThrow(/AUTH_JWT_REQUIRE_EXP must be true or false/);
+    const jwks = 'https://idp.example/.well-known/jwks.json';
+    expect(validateEnvironment({ AUTH_MODE: 'jwt', AUTH_JWKS_URL: jwks })).toMatchObject({ AUTH_MODE: 'jwt', AUTH_JWKS_URL: jwks });
+    expect(validateEnvironment({ AUTH_MODE: 'jwt', AUTH_JWKS_URL: 'http://127.0.0.1:8081/jwks' }).AUTH_JWKS_URL).toBe('http://127.0.0.1:8081/jwks');
+    for (const bad of ['ftp://idp.example/jwks', 'idp.example/jwks', 'https://', 'https://idp example/jwks', 'http://[::1/jwks']) {
+      expect(() => validateEnvironment({ AUTH_MODE: 'jwt', AUTH_JWKS_URL: bad })).toThrow(/^Invalid configuration:\n  - AUTH_JWKS_URL must be an http:\/\/ or https:\/\/ URL$/);
+    }
+  });
+
   it('reads INTERNAL_PORT (unset by default) and DOCS (on by default)', () => {
     expect(validateEnvironment({})).toMatchObject({ DOCS: true });
     expect(validateEnvironment({}).INTERNAL_PORT).toBeUndefined();

@@ -24,6 +24,9 @@ export type QueueOverflow = (typeof QUEUE_OVERFLOWS)[number];
 /** host:port[,host:port...] (a host name, an IPv4 address or a bracketed IPv6 address). */
 const HOST_PORT_LIST = /^(?:(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5})(?:,(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5})*$/;
 
+/** http(s)://host..., no spaces; a URL that still does not parse is refused in validateEnvironment. */
+const HTTP_URL = /^https?:\/\/[^\s/?#]+\S*$/;
+
 /**
  * Every setting the server reads, with its default. `config/.env.example` lists
  * the same settings for people; this class is what the start is checked against.
@@ -81,14 +84,23 @@ export class Environment {
   @IsIn(AUTH_MODES, { message: `AUTH_MODE must be one of: ${AUTH_MODES.join(', ')}` })
   AUTH_MODE: AuthMode = 'none';
 
-  @ValidateIf((env: Environment) => env.AUTH_MODE === 'jwt' && !env.AUTH_JWT_PUBLIC_KEY)
-  @IsString({ message: 'AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY must be set when AUTH_MODE=jwt' })
+  @ValidateIf((env: Environment) => env.AUTH_MODE === 'jwt' && !env.AUTH_JWT_PUBLIC_KEY && !env.AUTH_JWKS_URL)
+  @IsString({ message: 'AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY (or AUTH_JWKS_URL) must be set when AUTH_MODE=jwt' })
   @Matches(/^.{32,}$/s, { message: 'AUTH_JWT_SECRET must be at least 32 characters long' })
   AUTH_JWT_SECRET?: string;
 
   @IsOptional()
   @Matches(/-----BEGIN PUBLIC KEY-----/, { message: 'AUTH_JWT_PUBLIC_KEY must be a PEM (SPKI) public key' })
   AUTH_JWT_PUBLIC_KEY?: string;
+
+  /** A JWKS endpoint (an identity provider's /.well-known/jwks.json): keys chosen by `kid`, rotated without a restart. */
+  @IsOptional()
+  @Matches(HTTP_URL, { message: 'AUTH_JWKS_URL must be an http:// or https:// URL' })
+  AUTH_JWKS_URL?: string;
+
+  /** A JWT without `exp` would prove its id forever: refused unless this is false. */
+  @IsBoolean({ message: 'AUTH_JWT_REQUIRE_EXP must be true or false' })
+  AUTH_JWT_REQUIRE_EXP = true;
 
   @IsIn(LOG_LEVELS, { message: `LOG_LEVEL must be one of: ${LOG_LEVELS.join(', ')}` })
   LOG_LEVEL: LogLevelName = 'log';
@@ -222,6 +234,7 @@ export const ENVIRONMENT_KEYS = [
   'REDIS_SENTINEL_MASTER',
   'AUTH_JWT_SECRET',
   'AUTH_JWT_PUBLIC_KEY',
+  'AUTH_JWKS_URL',
   'INSTANCE_ID',
   'ALLOWED_ORIGINS',
   'TRUSTED_PROXIES',
@@ -281,6 +294,9 @@ export function validateEnvironment(raw: Record<string, unknown>): Environment {
   }
   if (typeof input.UNREAD_AFTER_SECONDS === 'number' && input.UNREAD_AFTER_SECONDS > 0 && input.EVENTS_STREAM === undefined) {
     problems.push('UNREAD_AFTER_SECONDS needs EVENTS_STREAM (unread events are written to that stream)');
+  }
+  if (typeof input.AUTH_JWKS_URL === 'string' && HTTP_URL.test(input.AUTH_JWKS_URL) && !URL.canParse(input.AUTH_JWKS_URL)) {
+    problems.push('AUTH_JWKS_URL must be an http:// or https:// URL');
   }
   // The pattern allows five digits: a port must also be 1-65535.
   for (const key of ['REDIS_CLUSTER_NODES', 'REDIS_SENTINELS'] as const) {

@@ -30,6 +30,10 @@ export interface MessengerOptions {
   authMode: AuthMode;
   jwtSecret?: string;
   jwtPublicKey?: string;
+  /** A JWKS endpoint whose keys verify JWTs (by `kid`), beside or instead of the secret or public key. */
+  jwksUrl?: string;
+  /** A JWT without `exp` is refused (AUTH_JWT_REQUIRE_EXP). */
+  jwtRequireExp: boolean;
   /** Names this process in Redis presence; stable across restarts so a restarted process reclaims its own leftovers. */
   instanceId: string;
   shutdownTimeoutMs: number;
@@ -101,6 +105,8 @@ export function optionsFromEnvironment(env: Environment): MessengerOptions {
     authMode: env.AUTH_MODE,
     jwtSecret: env.AUTH_JWT_SECRET,
     jwtPublicKey: env.AUTH_JWT_PUBLIC_KEY,
+    jwksUrl: env.AUTH_JWKS_URL,
+    jwtRequireExp: env.AUTH_JWT_REQUIRE_EXP,
     instanceId: env.INSTANCE_ID ?? defaultInstanceId(env.PORT),
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
     logLevel: env.LOG_LEVEL,

@@ -76,7 +76,7 @@ export class MessengerWsAdapter extends WsAdapter {
   bindMessageHandlers(socket: WebSocket, handlers: MessageMappingProperties[], transform: (data: unknown) => Observable<unknown>): void {
     const conn = Connection.of(socket);
     socket.on('pong', heard);
-    // Two handlers (identify, ack): a search of the socket's own list, no map per socket.
+    // A few handlers (identify, ack, refresh): a search of the socket's own list, no map per socket.
     socket.on('message', (raw: RawData, isBinary: boolean) => {
       if (!conn || conn.state === 'closed') return;
       const now = Date.now();

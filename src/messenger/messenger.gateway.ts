@@ -11,6 +11,7 @@ import {
 import type { IncomingMessage } from 'node:http';
 import type { WebSocket } from 'ws';
 import { AuthGuard } from '../auth/auth.guard';
+import { TokenLifetime, tokenExpired } from '../auth/token-lifetime';
 import { InjectMessengerOptions, MessengerOptions } from '../config/messenger-options';
 import { Connection, SocketPolicy } from '../delivery/connection';
 import { DeliveryService } from '../delivery/delivery.service';
@@ -18,7 +19,7 @@ import { userChannel } from '../protocol/ids';
 import { RouterService } from '../router/router.service';
 import { CloseCode, ErrorCode, FrameError } from '../protocol/frame-error';
 import { clientAddress } from './client-address';
-import { AckDto, Frame, IdentifyDto, toAck, toIdentify } from '../protocol/frames';
+import { AckDto, Frame, IdentifyDto, RefreshDto, toAck, toIdentify, toRefresh } from '../protocol/frames';
 import { RateLimiter } from './rate-limiter';
 import { framesHandled, type FrameScreen } from './messenger-ws.adapter';
 import { MetricsService } from '../metrics/metrics.service';
@@ -71,6 +72,7 @@ export class MessengerGateway implements OnGatewayInit, OnGatewayConnection, OnG
     @InjectMessengerOptions() private readonly options: MessengerOptions,
     private readonly metrics: MetricsService,
     private readonly shutdownState: ShutdownState,
+    private readonly lifetime: TokenLifetime,
   ) {
     this.connectionRate = new RateLimiter(options.connectionRatePerMinute);
     this.identifyRate = new RateLimiter(options.identifyRatePerMinute);
@@ -119,6 +121,7 @@ export class MessengerGateway implements OnGatewayInit, OnGatewayConnection, OnG
     }
     conn.state = 'closed';
     clearTimeout(conn.identifyTimer);
+    this.lifetime.stop(socket);
     this.connections.delete(conn);
     framesHandled(socket)
       .then(() => this.delivery.detach(conn))
@@ -141,6 +144,7 @@ export class MessengerGateway implements OnGatewayInit, OnGatewayConnection, OnG
     }
     if (conn.state !== 'ready') throw new FrameError(ErrorCode.NotIdentified, 'The first frame must be identify', CloseCode.BadFrame);
     if (frame.event === 'ack') return toAck(frame.data);
+    if (frame.event === 'refresh' && this.lifetime.enabled) return toRefresh(frame.data);
     throw new FrameError(ErrorCode.UnknownEvent, `Unknown event ${JSON.stringify(frame.event.slice(0, 64))}`);
   }
 
@@ -167,6 +171,7 @@ export class MessengerGateway implements OnGatewayInit, OnGatewayConnection, OnG
     const channel = userChannel(id);
     const { owed: queued, dropped } = attached;
     conn.send('ready', dropped > 0 ? { id, channel, queued, dropped } : { id, channel, queued });
+    this.lifetime.start(socket, () => conn.state === 'ready' && conn.closeFor('token_expired', tokenExpired()));
     this.logger.debug(`You're subscribed to ${channel}!`);
     if (dropped > 0) this.logger.warn(`${id}: ${dropped} messages were dropped (queue cap) or expired (queue TTL) since the last identify`);
     if (queued > 0) this.logger.log(`${channel} has ${queued} messages enqueued, purging!`);
@@ -176,6 +181,14 @@ export class MessengerGateway implements OnGatewayInit, OnGatewayConnection, OnG
   @SubscribeMessage('ack')
   async ack(@ConnectedSocket() socket: WebSocket, @MessageBody() { ids }: AckDto): Promise<void> {
     await this.delivery.ack(Connection.of(socket)!, ids);
+  }
+
+  /** AUTH_MODE=jwt: a new token for the same id moves the socket's expiry (TokenLifetime). */
+  @SubscribeMessage('refresh')
+  async refresh(@ConnectedSocket() socket: WebSocket, @MessageBody() { token }: RefreshDto): Promise<void> {
+    const conn = Connection.of(socket)!;
+    const exp = await this.lifetime.refresh(socket, conn.user!, token);
+    if (conn.state === 'ready') conn.send('refreshed', exp === undefined ? {} : { exp });
   }
 
   /**

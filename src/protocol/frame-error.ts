@@ -28,6 +28,8 @@ export enum ErrorCode {
   SlowConsumer = 'SLOW_CONSUMER',
   RateLimited = 'RATE_LIMITED',
   ServerFull = 'SERVER_FULL',
+  /** The socket's JWT reached its `exp` without a refresh (close 4401). */
+  TokenExpired = 'TOKEN_EXPIRED',
 }
 
 /**

@@ -1,7 +1,7 @@
 import { CloseCode, ErrorCode, FrameError } from './frame-error';
 import { plainToInstance } from 'class-transformer';
 import { validateSync } from 'class-validator';
-import { AckDto, parseFrame, toAck, toIdentify } from './frames';
+import { AckDto, parseFrame, toAck, toIdentify, toRefresh } from './frames';
 
 const text = (value: string) => Buffer.from(value, 'utf8');
 const refusal = (run: () => unknown): FrameError => {
@@ -91,6 +91,18 @@ describe('toAck', () => {
 
     expect(error.code).toBe(ErrorCode.BadAck);
     expect(error.close).toBeUndefined();
+  });
+});
+
+describe('toRefresh', () => {
+  it('takes a string token, and only it', () => {
+    expect(toRefresh({ token: 'a.b.c', other: 1 })).toEqual({ token: 'a.b.c' });
+  });
+
+  it.each([[{}], [{ token: 5 }], [{ token: null }], [{ token: ['a'] }]])('refuses %j as a bad frame (4400), like identify\'s token rule', (data) => {
+    const error = refusal(() => toRefresh(data as Record<string, unknown>));
+    expect([error.code, error.close]).toEqual([ErrorCode.BadFrame, CloseCode.BadFrame]);
+    expect(error.message).toMatch(/^refresh "token" must be a string, not /);
   });
 });
 

@@ -21,6 +21,11 @@ export class AckDto {
   ids: string[];
 }
 
+export class RefreshDto {
+  @IsString()
+  token: string;
+}
+
 /** A frame of the `{"event": string, "data": object}` shape. */
 export interface Frame {
   event: string;
@@ -87,4 +92,10 @@ export function toAck(data: Record<string, unknown>): AckDto {
   const bad = ids.findIndex((id) => typeof id !== 'string');
   if (bad >= 0) throw new FrameError(ErrorCode.BadAck, `ack "ids"[${bad}] must be a string, not ${kind(ids[bad])}`);
   return { ids };
+}
+
+// A refresh without a string token is an invalid frame (4400), as identify's token rule says.
+export function toRefresh(data: Record<string, unknown>): RefreshDto {
+  if (typeof data.token !== 'string') throw FrameError.badFrame(`refresh "token" must be a string, not ${kind(data.token)}`);
+  return { token: data.token };
 }

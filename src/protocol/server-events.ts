@@ -2,4 +2,6 @@
 export interface ServerEventMap {
   ready: { id: string; channel: string; queued: number; dropped?: number };
   error: { code: string; message: string };
+  /** The answer to a valid `refresh`: the new token's `exp` (absent when it has none and AUTH_JWT_REQUIRE_EXP=false). */
+  refreshed: { exp?: number };
 }
