@@ -1,21 +1,13 @@
 import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import type { Result } from 'ioredis';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { MetricsService } from '../metrics/metrics.service';
 import { QueueKeys } from '../queue/queue-keys';
-import { defineScripts, type RedisClient } from '../redis/lua-scripts';
+import { defineLease, type RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
 import { parseInboxEntry } from './inbox-entry';
 import { PublishService, type Item } from './publish.service';
 import type { Publication } from './publication';
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    rmInboxlease(...args: (string | number)[]): Result<number, Context>;
-  }
-}
 
 /** The reading instance renews its lease every read; a dead one's lease lapses after this, and another takes over. */
 const LEASE_MS = 5000;
@@ -56,7 +48,7 @@ export class InboxService implements OnApplicationBootstrap, OnApplicationShutdo
     private readonly publish: PublishService,
     private readonly metrics: MetricsService,
   ) {
-    defineScripts(redis, join(__dirname, 'lua'), ['inboxlease-1.lua']);
+    defineLease(redis);
   }
 
   onApplicationBootstrap(): void {
@@ -112,7 +104,7 @@ export class InboxService implements OnApplicationBootstrap, OnApplicationShutdo
   }
 
   private lease(release?: 'release'): Promise<number> {
-    return this.redis.rmInboxlease(this.keys.inboxLease, this.token, LEASE_MS, release ?? '');
+    return this.redis.rmLease(this.keys.inboxLease, this.token, LEASE_MS, release ?? '');
   }
 
   /** From the beginning of the stream: entries added while no instance ran are not skipped. */

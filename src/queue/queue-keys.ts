@@ -49,6 +49,8 @@ export class QueueKeys {
   publishRecord = (scope: string) => `rm:idem:${scope}`;
   instanceAlive = (instance: string) => `rm:node:${instance}`;
   instanceUsers = (instance: string) => `rm:node:${instance}:users`;
+  /** The lease of the one instance returning a dead instance's messages (reaping it), page by page. */
+  instanceReaper = (instance: string) => `rm:node:${instance}:reaper`;
   instanceChannel = (instance: string) => `${this.instanceChannelPrefix}${instance}`;
   userChannel = userChannel;
 
