@@ -9,7 +9,7 @@ import { withDefaults, type MessengerOptions } from '../config/messenger-options
 import { MetricsService } from '../metrics/metrics.service';
 import { buildEnvelope, envelopeId, envelopeTs, markSent, messageFrame } from '../protocol/envelope';
 import { QueueKeys } from './queue-keys';
-import { QueueService, RouteOutcome, type RouteGroup, type StoredMessage } from './queue.service';
+import { QueueService, RouteOutcome, UnusableKeys, type RouteGroup, type StoredMessage } from './queue.service';
 
 /**
  * Each Lua script of the data path against a real Redis (src/queue/lua): one describe
@@ -224,6 +224,39 @@ describe('queue scripts', () => {
       expect(String((settled[4] as PromiseRejectedResult).reason)).toMatch(/bad argument 19: the KEYS index of an idempotency record expected/);
       expect(await snapshot(a)).toEqual({ queue: [], owed: [], state: {}, dropped: null, mark: null });
       expect(await snapshot(b)).toEqual({ queue: [], owed: [], state: {}, dropped: null, mark: null });
+    });
+
+    it('skips a user whose key has another type (before the first write) with an UnusableKeys error; the others store once', async () => {
+      const users = [uniqueId(), uniqueId(), uniqueId(), uniqueId()];
+      await client.set(keys.queue(users[1]), 'foo');
+      await client.set(keys.dropped(users[2]), 'not a number');
+      await queue.attach(users[3], 'c1', OTHER);
+      await client.hset(keys.state(users[0]), 'e', 1);
+
+      const results = await queue.route(users.map((user) => ({ user, messages: messages(user, 'a', 'b'), epoch: 0 })), ME);
+
+      expect(results[1]).toBeInstanceOf(UnusableKeys);
+      expect(String(results[1])).toMatch(new RegExp(`${keys.queue(users[1])} is a string, not a list`));
+      expect(results[2]).toBeInstanceOf(UnusableKeys);
+      expect(String(results[2])).toMatch(/is not an integer/);
+      expect(results.filter((r) => r instanceof Error)).toHaveLength(2);
+      expect((await queued(users[0])).map(entryPayload)).toEqual(['a', 'b']);
+      expect((await owed(users[3])).map(entryPayload)).toEqual(['a', 'b']);
+      expect(await client.get(keys.queue(users[1]))).toBe('foo');
+      expect(await client.llen(keys.queue(users[2]))).toBe(0);
+    });
+
+    it('retries a call that Redis refused one user at a time', async () => {
+      const users = [uniqueId(), uniqueId()];
+      // An epoch that is not a number (never the router's) makes Redis refuse the whole call.
+      const groups: RouteGroup[] = users.map((user) => ({ user, messages: messages(user, 'a'), epoch: 0 }));
+      groups[1].epoch = Number.NaN;
+
+      const results = await queue.route(groups, ME);
+
+      expect(results[0]).not.toBeInstanceOf(Error);
+      expect(String(results[1])).toMatch(/bad argument/);
+      expect((await queued(users[0])).map(entryPayload)).toEqual(['a']);
     });
 
     describe('the cap', () => {

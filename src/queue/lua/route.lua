@@ -10,6 +10,18 @@
   idempotency record (HTTP path): a repeat with the same body hash stores nothing and answers
   the recorded id; with another hash it stores nothing either.
 
+  A key of another type under our names (an operator's SET, say) would make a command fail
+  half way through the call, after the groups before it were written (Redis keeps what a
+  script wrote before an error): so every group's keys are checked before the first write,
+  and a group with an unusable key is skipped with outcome 'x' (answer: which key, and why).
+  After the first write nothing fails (the arguments and key types are checked, OOM is
+  checked only before a script's first write), so a call that failed wrote nothing, and
+  retrying its groups one by one stores nothing twice.
+
+  Cost: O(groups + messages) commands, each O(1) or O(what it moves) (the checks: up to six
+  TYPE/GET per group), plus, for a group with collapse keys whose user's queue is not empty,
+  one read of that queue: O(queue length).
+
   KEYS[5(g-1)+1..5g]  group g: queue, owed, state, dropped counter, inbox mark; after every
           group's five, the idempotency records the groups name (each one of its user's keys)
   ARGV[1] instance channel prefix   ARGV[2] the calling instance (its sockets' messages come
@@ -21,7 +33,7 @@
           collapse key as JSON ('' for none), expiry time for a ttl (ms, '' for none), envelope
 
   Returns: {outcomes, then per group: first position, dropped, refused, replaced, mine (0/1), answer}
-  outcomes has one letter per group: 'o' owed, 'q' queued, 'n' queued into an empty queue
+  outcomes has one letter per group: 'x' a key of the group is unusable (nothing stored), 'o' owed, 'q' queued, 'n' queued into an empty queue
   (to be indexed), 'w' queued behind a queue that connected sockets still read, 'f' refused
   because a newer epoch routed the user (the lease moved on), 'd' an inbox entry already stored,
   'r' a repeat of a recorded request (answer: the recorded answer), 'c' a recorded request with
@@ -35,8 +47,10 @@ local prefix, caller, cap, reject = argString(1), argString(2), argNumber(3), ar
 local counterTtl = argNumber(5)
 -- Every group is checked before the first write, so a malformed one cannot leave the groups before it stored.
 local at, groups = 6, 0
+local starts = {}
 while at <= #ARGV do
   groups = groups + 1
+  starts[groups] = at
   argString(at)
   local n = argNumber(at + 1)
   argNumber(at + 2)
@@ -51,6 +65,30 @@ if #KEYS < 5 * groups or at ~= #ARGV + 1 then
   error(redis.error_reply('ERR ' .. #KEYS .. ' keys and ' .. #ARGV .. ' arguments do not make whole groups'))
 end
 local outcomes, results, notices = {}, {}, {}
+
+-- Why a group's keys cannot be used (nil: they can): a key of another type, or a dropped counter that is not an integer.
+local function typeOf(key) return redis.call('TYPE', key).ok end
+local function unusable(g)
+  local base, a = 5 * (g - 1), starts[g]
+  local wanted = { 'list', 'list', 'hash', 'string', 'string' }
+  for i = 1, 5 do
+    -- The inbox mark is read only for an inbox entry.
+    if i < 5 or ARGV[a + 3] ~= '' then
+      local t = typeOf(KEYS[base + i])
+      if t ~= 'none' and t ~= wanted[i] then return KEYS[base + i] .. ' is a ' .. t .. ', not a ' .. wanted[i] end
+    end
+  end
+  local count = redis.call('GET', KEYS[base + 4])
+  if count and not string.match(count, '^%-?%d+$') then return KEYS[base + 4] .. ' is not an integer' end
+  local record = tonumber(ARGV[a + 4])
+  if record ~= 0 then
+    local t = typeOf(KEYS[record])
+    if t ~= 'none' and t ~= 'string' then return KEYS[record] .. ' is a ' .. t .. ', not a string' end
+  end
+  return nil
+end
+local broken = {}
+for g = 1, groups do broken[g] = unusable(g) end
 
 -- Stream ids 'ms-seq' in order: is a at or before b?
 local function notAfter(a, b)
@@ -75,11 +113,13 @@ while a <= #ARGV do
   local idemKey, idemValue = KEYS[tonumber(ARGV[a + 4])], ARGV[a + 5]
   local first = a + 6
   a = first + 3 * n
-  local st = readState(state)
   local outcome, position, dropped, refused, replaced, mine, answer = 'q', 0, 0, 0, 0, 0, ''
-  local recorded = idemKey and redis.call('GET', idemKey)
+  local st = not broken[g] and readState(state)
+  local recorded = st and idemKey and redis.call('GET', idemKey)
 
-  if epoch > 0 and st.e and st.e > epoch then
+  if broken[g] then
+    outcome, answer = 'x', broken[g]
+  elseif epoch > 0 and st.e and st.e > epoch then
     outcome = 'f'
   elseif entry ~= '' and notAfter(entry, redis.call('GET', mark) or '') then
     outcome = 'd'
