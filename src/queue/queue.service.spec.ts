@@ -209,7 +209,7 @@ describe('queue scripts', () => {
       const b = uniqueId();
       const m = message(a, 'a');
       const route = (...groupArgs: Array<string | number>) =>
-        client.rmRoute(10, ...keys.userKeys(a), ...keys.userKeys(b), keys.instanceChannelPrefix, ME, 0, '0', 0, a, 1, 3, '', 0, '', '', '', m.envelope, ...groupArgs);
+        client.rmRoute(12, ...keys.userKeys(a), keys.collapseIndex(a), ...keys.userKeys(b), keys.collapseIndex(b), keys.instanceChannelPrefix, ME, 0, '0', 0, a, 1, 3, '', 0, '', '', '', m.envelope, ...groupArgs);
 
       const badCount = route(b, 'one', 0, '', 0, '', '', '', m.envelope);
       const badEpoch = route(b, 1, 'new', '', 0, '', '', '', m.envelope);
@@ -430,6 +430,23 @@ describe('queue scripts', () => {
 
         expect(result).toMatchObject({ outcome: RouteOutcome.Queued, replaced: 0 });
         expect(await queued(user)).toEqual([markSent(sent.envelope), newer.envelope]);
+      });
+
+      it('finds the message to replace through the index, not by reading the queue', async () => {
+        const user = uniqueId();
+        await routeOne(user, [message(user, 'k1', { collapseKey: 'k' }), message(user, 'plain')]);
+        expect(Object.keys(await client.hgetall(keys.collapseIndex(user)))).toEqual(['"k"']);
+        await routeOne(user, [message(user, 'k2', { collapseKey: 'k' })]);
+        expect((await queued(user)).map(entryPayload)).toEqual(['plain', 'k2']);
+        expect(await client.hget(keys.collapseIndex(user), '"k"')).toBe((await queued(user))[1]);
+        // Sent, then requeued: the index names bytes no longer queued (a sent entry is marked), so nothing is replaced.
+        await queue.attach(user, 'c1', OTHER);
+        await queue.read(user, 0, 10);
+        await queue.detach(user, 'c1', OTHER);
+        const k3 = message(user, 'k3', { collapseKey: 'k' });
+        expect(await routeOne(user, [k3])).toMatchObject({ replaced: 0 });
+        expect((await queued(user)).map(entryPayload)).toEqual(['plain', 'k2', 'k3']);
+        expect(await client.hgetall(keys.collapseIndex(user))).toEqual({ '"k"': k3.envelope });
       });
 
       it('does not take a key that only looks alike (a prefix, or another key with the same tail)', async () => {

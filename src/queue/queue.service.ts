@@ -195,12 +195,12 @@ export class QueueService {
       this.keys.instanceChannelPrefix, instance, this.options.maxQueueLength,
       this.options.queueOverflow === 'reject' ? '1' : '0', this.ttlMs,
     ];
-    // Idempotency records go after every group's five keys; a group names its record by index.
+    // Idempotency records go after every group's six keys; a group names its record by index.
     const records: string[] = [];
     for (const { user, messages, epoch, inboxEntry, idempotency: idem } of groups) {
-      keys.push(...this.keys.userKeys(user));
+      keys.push(...this.keys.userKeys(user), this.keys.collapseIndex(user));
       if (idem) records.push(this.keys.idempotency(user, idem.scope));
-      const record = idem ? 5 * groups.length + records.length : 0;
+      const record = idem ? 6 * groups.length + records.length : 0;
       args.push(user, messages.length, epoch, inboxEntry ?? '', record, idem ? `${idem.hash}|${idem.answer}` : '');
       for (const m of messages) args.push(m.collapseKey ?? '', m.expiresAt ?? '', m.envelope);
     }
