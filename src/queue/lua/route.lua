@@ -10,9 +10,9 @@
   (collapse key -> the envelope queued with it) names it, so the queue is never read; LREM
   looks for it from the tail, where a stream of updates keeps it. The index is emptied when
   the queue is found empty, and expires a queue time to live after its last write (it names
-  nothing older); with no queue time to live it waits for the queue to be found empty. A group may carry an
-  idempotency record (HTTP path): a repeat with the same body hash stores nothing and answers
-  the recorded id; with another hash it stores nothing either.
+  nothing older); with no queue time to live it waits for the queue to be found empty.
+  A group may carry an idempotency record (HTTP path): a repeat with the same body hash
+  stores nothing and answers the recorded id; with another hash it stores nothing either.
 
   A key of another type under our names (an operator's SET, say) would make a command fail
   half way through the call, after the groups before it were written (Redis keeps what a
@@ -31,16 +31,18 @@
           after every group's six, the idempotency records the groups name (each one of its user's keys)
   ARGV[1] instance channel prefix   ARGV[2] the calling instance (its sockets' messages come
           back in the answer instead of a notice)   ARGV[3] cap (0 for none)
-  ARGV[4] '1' to refuse past the cap, '0' to drop the oldest   ARGV[5] queue time to live (ms; 0 for none): of the dropped counter and the collapse index
+  ARGV[4] '1' to refuse past the cap, '0' to drop the oldest
+  ARGV[5] queue time to live (ms; 0 for none): of the dropped counter and the collapse index
   then per group: user id, message count n, the route epoch of the caller's shard lease
           (0: not fenced, for the HTTP and inbox paths), inbox entry id ('' for none), the index in
           KEYS of its idempotency record (0 for none), the record's value 'hash|answer', and per message:
           collapse key as JSON ('' for none), expiry time for a ttl (ms, '' for none), envelope
 
   Returns: {outcomes, then per group: first position, dropped, refused, replaced, mine (0/1), answer}
-  outcomes has one letter per group: 'x' a key of the group is unusable (nothing stored), 'o' owed, 'q' queued, 'n' queued into an empty queue
-  (to be indexed), 'w' queued behind a queue that connected sockets still read, 'f' refused
-  because a newer epoch routed the user (the lease moved on), 'd' an inbox entry already stored,
+  outcomes has one letter per group: 'x' a key of the group is unusable (nothing stored),
+  'o' owed, 'q' queued, 'n' queued into an empty queue (to be indexed), 'w' queued behind a
+  queue that connected sockets still read, 'f' refused because a newer epoch routed the user
+  (the lease moved on), 'd' an inbox entry already stored,
   'r' a repeat of a recorded request (answer: the recorded answer), 'c' a recorded request with
   another body hash (nothing stored).
 ]]
