@@ -207,10 +207,12 @@ export class Connection {
     }
   }
 
-  /** Forget what was sent: the next read starts from `position` (the oldest owed message) again. */
+  /**
+   * Read again from `position` (the oldest owed message). What the socket holds unacked stays
+   * in `inflight`: read again, it is not sent twice, only found at its new position.
+   */
   rewind(position: number): void {
     this.next = position;
-    this.inflight.clear();
     this.pending = [];
     this.mode = 'backlog';
   }

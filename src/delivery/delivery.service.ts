@@ -83,6 +83,8 @@ export class DeliveryService implements OnModuleInit {
       ),
     );
     this.onReconnect(this.redis, () => void this.reattachAll());
+    // Peers may have unregistered this instance's sockets while its presence had lapsed.
+    this.presence.onLapse(() => this.reattachAll());
   }
 
   /**
@@ -335,6 +337,11 @@ export class DeliveryService implements OnModuleInit {
     }
     conn.next = position + 1;
     const id = envelopeId(envelope);
+    const held = id === undefined ? undefined : conn.inflight.get(id);
+    if (held) {
+      held.position = position; // read again after a rewind: the socket has it already, unacked
+      return true;
+    }
     if (id !== undefined) conn.inflight.set(id, { position, ts: envelopeTs(envelope) });
     cork(conn);
     conn.write(messageFrame(envelope));

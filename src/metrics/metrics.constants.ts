@@ -50,7 +50,7 @@ export function identifyOutcomeOf(code: string): IdentifyOutcome | undefined {
  * group member, the route buffer full (ROUTE_BUFFER_BYTES), or heard by an instance whose shard
  * lease had moved on to another that routed the user since (a take-over window).
  */
-export const DROP_REASONS = ['overflow', 'rejected', 'invalid_channel', 'invalid_member', 'overload', 'fenced'] as const;
+export const DROP_REASONS = ['overflow', 'rejected', 'invalid_channel', 'invalid_member', 'overload', 'fenced', 'unusable_keys'] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
 /** How a POST /v1/messages ended. */

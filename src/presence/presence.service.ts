@@ -1,26 +1,49 @@
 import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import { randomBytes } from 'node:crypto';
 import { InjectMessengerOptions, MessengerOptions } from '../config/messenger-options';
 import { EventsService } from '../events/events.service';
 import { QueueKeys } from '../queue/queue-keys';
 import { QueueService } from '../queue/queue.service';
-import type { RedisClient } from '../redis/lua-scripts';
+import { defineLease, type RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
+
+/** A dead instance's users returned per page (their detach calls go out together), and the time one reap tick may take. */
+const REAP_PAGE = 200;
+const REAP_BUDGET_MS = 250;
+/** How often an instance waiting for a peer to let go of its reaper lease asks again. */
+const LEASE_POLL_MS = 100;
 
 /**
  * Which instances are alive, and the return of a dead instance's messages.
- * Every instance refreshes `rm:node:<instance>` (a key with a TTL); an instance
- * whose key expired is dead, and any living instance gives its sockets' owed
- * messages back to their queues. At start an instance first reclaims what its own
- * previous life (same instance id) left behind. (Who routes what is ShardsService's.)
+ * Every instance refreshes `rm:node:<instance>` (a key with a TTL) on a timer of its
+ * own; an instance whose key expired is dead, and one living instance at a time (the
+ * dead one's reaper lease) gives its sockets' owed messages back to their queues, a
+ * page of users at a time within a time budget per tick. An instance that finds its
+ * own key gone (a Redis stall or a partition longer than PRESENCE_TTL_MS: peers may
+ * have reaped it) registers every socket it holds again. At start an instance first
+ * reclaims what its own previous life (same instance id) left behind. (Who routes
+ * what is ShardsService's.)
  */
 @Injectable()
 export class PresenceService implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger(PresenceService.name);
-  private timer?: NodeJS.Timeout;
+  /** This process's mark in its presence key and in the reaper leases it holds. */
+  private readonly token = randomBytes(12).toString('hex');
+  private beatTimer?: NodeJS.Timeout;
+  private reapTimer?: NodeJS.Timeout;
+  private beating = false;
+  private reaping = false;
+  /** The presence key was written in this life: found gone after that, it lapsed. */
+  private registered = false;
+  /** A lapse whose re-registration has yet to succeed. */
+  private lapsed = false;
+  private recovering?: Promise<void>;
   private ready = false;
   private readonly readyWaiters: Array<() => void> = [];
-  private ticking?: Promise<boolean>;
+  private readonly lapseListeners: Array<() => Promise<void>> = [];
   private failing = false;
+  private reapFailing = false;
+  private readonly reapLogged = new Set<string>();
 
   constructor(
     @InjectRedis() private readonly redis: RedisClient,
@@ -28,7 +51,9 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
     private readonly keys: QueueKeys,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
     private readonly events: EventsService,
-  ) {}
+  ) {
+    defineLease(redis);
+  }
 
   get instanceId(): string {
     return this.options.instanceId;
@@ -46,65 +71,149 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
     });
   }
 
-  onModuleInit(): void {
-    // Not awaited here: a server without Redis still starts, answers /health with 503, and retries.
-    void this.refresh();
-    this.timer = setInterval(() => void this.refresh(), this.options.heartbeatMs);
+  /** Runs when this instance finds its presence had lapsed (peers may have unregistered its sockets): register them all again. */
+  onLapse(listener: () => Promise<void>): void {
+    this.lapseListeners.push(listener);
   }
 
-  /** Refreshes presence now (or joins the refresh under way); false when Redis could not be reached. */
-  refresh(): Promise<boolean> {
-    this.ticking ??= this.tick().finally(() => (this.ticking = undefined));
-    return this.ticking;
+  onModuleInit(): void {
+    // Not awaited here: a server without Redis still starts, answers /health with 503, and retries.
+    void this.beat();
+    this.beatTimer = setInterval(() => void this.beat(), this.options.heartbeatMs);
+    this.reapTimer = setInterval(() => void this.reapTick(), this.options.heartbeatMs);
   }
 
   async onApplicationShutdown(): Promise<void> {
-    clearInterval(this.timer);
+    clearInterval(this.beatTimer);
+    clearInterval(this.reapTimer);
     if (this.redis.status !== 'ready') return;
     await Promise.all([this.redis.del(this.keys.instanceAlive(this.instanceId)), this.redis.srem(this.keys.instances, this.instanceId)]).catch(() => undefined);
   }
 
-  private async tick(): Promise<boolean> {
+  /** Refreshes the presence key: on its own timer, so it never waits behind a reaping. */
+  private async beat(): Promise<void> {
+    if (this.beating) return;
+    this.beating = true;
     try {
-      if (!this.ready) {
-        await this.reclaim(this.instanceId);
-        this.ready = true;
-        this.readyWaiters.splice(0).forEach((resolve) => resolve());
-      }
-      await Promise.all([
-        this.redis.set(this.keys.instanceAlive(this.instanceId), '1', 'PX', this.options.presenceTtlMs),
+      const [previous] = await Promise.all([
+        this.redis.set(this.keys.instanceAlive(this.instanceId), this.token, 'PX', this.options.presenceTtlMs, 'GET'),
         this.redis.sadd(this.keys.instances, this.instanceId),
       ]);
-      await this.reapDeadInstances();
       if (this.failing) this.logger.log('Presence refresh works again');
       this.failing = false;
-      return true;
+      if (!this.registered) {
+        this.registered = true;
+        this.recover();
+      } else if (previous === null || this.lapsed) {
+        if (!this.lapsed) this.logger.warn(`This instance's presence lapsed (no refresh for PRESENCE_TTL_MS=${this.options.presenceTtlMs}): registering its sockets again`);
+        this.lapsed = true;
+        this.recover();
+      }
     } catch (error) {
       // Once per outage, not once a second.
       if (!this.failing) this.logger.warn(`Presence refresh failed: ${(error as Error).message}`);
       this.failing = true;
-      return false;
+    } finally {
+      this.beating = false;
     }
   }
 
-  private async reapDeadInstances(): Promise<void> {
-    const instances = await this.redis.smembers(this.keys.instances);
-    for (const instance of instances) {
-      if (instance === this.instanceId) continue;
-      if (await this.redis.exists(this.keys.instanceAlive(instance))) continue;
-      this.logger.warn(`Instance ${instance} stopped refreshing its presence; returning its messages to their queues`);
-      await this.reclaim(instance);
-      await this.redis.srem(this.keys.instances, instance);
+  /**
+   * At start: reclaims the previous life's connections, then attaches may begin. After a
+   * lapse: registers every socket again. Either way first waits until no peer is reaping
+   * this instance (it holds the reaper lease until it sees the fresh presence key, at most a
+   * page later), so nothing a reaper unregisters afterwards belongs to this life.
+   */
+  private recover(): void {
+    this.recovering ??= (async () => {
+      const lease = this.keys.instanceReaper(this.instanceId);
+      try {
+        while ((await this.redis.rmLease(lease, this.token, this.options.presenceTtlMs, '')) !== 1) await sleep(LEASE_POLL_MS);
+        try {
+          if (!this.ready) {
+            while (await this.returnPage(this.instanceId));
+            this.ready = true;
+            this.readyWaiters.splice(0).forEach((resolve) => resolve());
+          }
+        } finally {
+          await this.redis.rmLease(lease, this.token, this.options.presenceTtlMs, 'release').catch(() => 0);
+        }
+        if (this.lapsed) {
+          this.lapsed = false;
+          for (const listener of this.lapseListeners) await listener();
+        }
+      } catch (error) {
+        // The next beat tries again.
+        this.logger.warn(`Presence recovery failed: ${(error as Error).message}`);
+        if (!this.ready) this.registered = false;
+      } finally {
+        this.recovering = undefined;
+      }
+    })();
+  }
+
+  /** Reaps dead peers for at most REAP_BUDGET_MS; what is left waits for the next tick. */
+  private async reapTick(): Promise<void> {
+    if (this.reaping || !this.ready) return;
+    this.reaping = true;
+    const deadline = Date.now() + REAP_BUDGET_MS;
+    try {
+      for (const instance of await this.redis.smembers(this.keys.instances)) {
+        if (instance === this.instanceId || Date.now() >= deadline) continue;
+        await this.reap(instance, deadline);
+      }
+      this.reapFailing = false;
+    } catch (error) {
+      if (!this.reapFailing) this.logger.warn(`Reaping dead instances failed: ${(error as Error).message}`);
+      this.reapFailing = true;
+    } finally {
+      this.reaping = false;
     }
   }
 
-  /** Unregisters every connection of `instance`; users left with none get their owed messages back in their queue. */
-  private async reclaim(instance: string): Promise<void> {
-    for (const user of await this.queue.usersOf(instance)) {
-      const { requeued, left, removed } = await this.queue.detach(user, '*', instance);
-      if (left === 0 && removed > 0) this.events.offline(user);
-      if (requeued > 0) this.logger.log(`${user}: Client is no longer online, recommitting ${requeued} messages to queue`);
-      await this.queue.registerUser(instance, user, false);
+  /** Returns a dead instance's users page by page until the deadline, holding its reaper lease: one instance reaps it at a time. */
+  private async reap(instance: string, deadline: number): Promise<void> {
+    const alive = this.keys.instanceAlive(instance);
+    const lease = this.keys.instanceReaper(instance);
+    if (await this.redis.exists(alive)) return;
+    if ((await this.redis.rmLease(lease, this.token, this.options.presenceTtlMs, '')) !== 1) return; // another instance reaps it
+    try {
+      // Looked at before every page: an instance that came back registers its sockets again itself, once this lease is let go.
+      while (Date.now() < deadline && !(await this.redis.exists(alive))) {
+        if (!this.reapLogged.has(instance)) {
+          this.reapLogged.add(instance);
+          this.logger.warn(`Instance ${instance} stopped refreshing its presence; returning its messages to their queues`);
+        }
+        if (!(await this.returnPage(instance))) {
+          await this.redis.srem(this.keys.instances, instance);
+          this.reapLogged.delete(instance);
+          return;
+        }
+        await this.redis.rmLease(lease, this.token, this.options.presenceTtlMs, '');
+      }
+    } finally {
+      await this.redis.rmLease(lease, this.token, this.options.presenceTtlMs, 'release').catch(() => 0);
     }
+  }
+
+  /**
+   * Unregisters every connection of `instance` for up to REAP_PAGE of its users (one
+   * detach call each, sent together); users left with none get their owed messages back
+   * in their queue. False when the instance had no user left.
+   */
+  private async returnPage(instance: string): Promise<boolean> {
+    const users = await this.redis.srandmember(this.keys.instanceUsers(instance), REAP_PAGE);
+    if (users.length === 0) return false;
+    await Promise.all(
+      users.map(async (user) => {
+        const { requeued, left, removed } = await this.queue.detach(user, '*', instance);
+        if (left === 0 && removed > 0) this.events.offline(user);
+        if (requeued > 0) this.logger.log(`${user}: Client is no longer online, recommitting ${requeued} messages to queue`);
+      }),
+    );
+    await this.redis.srem(this.keys.instanceUsers(instance), ...users);
+    return true;
   }
 }
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

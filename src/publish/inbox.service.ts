@@ -1,21 +1,14 @@
 import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import type { Result } from 'ioredis';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { MetricsService } from '../metrics/metrics.service';
 import { QueueKeys } from '../queue/queue-keys';
-import { defineScripts, type RedisClient } from '../redis/lua-scripts';
+import { defineLease, type RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
 import { parseInboxEntry } from './inbox-entry';
 import { PublishService, type Item } from './publish.service';
+import { UnusableKeys } from '../queue/queue.service';
 import type { Publication } from './publication';
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    rmInboxlease(...args: (string | number)[]): Result<number, Context>;
-  }
-}
 
 /** The reading instance renews its lease every read; a dead one's lease lapses after this, and another takes over. */
 const LEASE_MS = 5000;
@@ -26,6 +19,8 @@ const COUNT = 500;
 const STANDBY_MS = 1000;
 const LAG_EVERY_MS = 3000;
 const DEAD_MAXLEN = 100_000;
+/** Tries of an entry whose user's keys are unusable before it is dead-lettered (`store_failed`). */
+const STORE_ATTEMPTS = 3;
 
 type Entry = [id: string, fields: string[] | null];
 
@@ -48,6 +43,8 @@ export class InboxService implements OnApplicationBootstrap, OnApplicationShutdo
   private holding = false;
   private lagTimer?: NodeJS.Timeout;
   private failingSince = 0;
+  /** Entry id -> failed stores because of unusable keys (bounded: a handful of entries at a time). */
+  private readonly storeFailures = new Map<string, number>();
 
   constructor(
     @InjectRedis() private readonly redis: RedisClient,
@@ -56,7 +53,7 @@ export class InboxService implements OnApplicationBootstrap, OnApplicationShutdo
     private readonly publish: PublishService,
     private readonly metrics: MetricsService,
   ) {
-    defineScripts(redis, join(__dirname, 'lua'), ['inboxlease-1.lua']);
+    defineLease(redis);
   }
 
   onApplicationBootstrap(): void {
@@ -112,7 +109,7 @@ export class InboxService implements OnApplicationBootstrap, OnApplicationShutdo
   }
 
   private lease(release?: 'release'): Promise<number> {
-    return this.redis.rmInboxlease(this.keys.inboxLease, this.token, LEASE_MS, release ?? '');
+    return this.redis.rmLease(this.keys.inboxLease, this.token, LEASE_MS, release ?? '');
   }
 
   /** From the beginning of the stream: entries added while no instance ran are not skipped. */
@@ -159,10 +156,18 @@ export class InboxService implements OnApplicationBootstrap, OnApplicationShutdo
       else items.push({ publication: parsed as Publication, id: this.publish.newId(), ts: now, inboxEntry: id });
     }
     const results = await this.publish.storeAll(items);
-    const failed = results.filter((result) => result.failed);
+    const failed = results.flatMap((result, i) => (result.failed ? [i] : []));
     if (failed.length > 0) {
       this.metrics.inboxEntries('failed', failed.length);
-      throw new Error(`storing ${failed.length} of ${items.length} entries failed (${failed[0].failed!.message})`);
+      // Unusable keys fail the same way each time: after STORE_ATTEMPTS such an entry is dead-lettered, blocking nothing behind it.
+      const retry = failed.filter((i) => !(results[i].failed instanceof UnusableKeys) || this.failedAgain(items[i].inboxEntry!) < STORE_ATTEMPTS);
+      if (retry.length > 0) throw new Error(`storing ${failed.length} of ${items.length} entries failed (${results[retry[0]].failed!.message})`);
+      const fieldsOf = new Map(entries);
+      for (const i of failed) {
+        const id = items[i].inboxEntry!;
+        this.storeFailures.delete(id);
+        dead.push({ id, fields: fieldsOf.get(id) ?? [], reason: 'store_failed' });
+      }
     }
     let duplicates = 0;
     results.forEach((result) => {
@@ -171,13 +176,22 @@ export class InboxService implements OnApplicationBootstrap, OnApplicationShutdo
     for (const { id, fields, reason } of dead) {
       await this.redis.xadd(this.keys.inboxDead, 'MAXLEN', '~', DEAD_MAXLEN, '*', ...fields, 'reason', reason);
       // The entry's id and why, never its payload.
-      this.logger.warn(`Inbox entry ${id} is not valid (${reason}): moved to ${this.keys.inboxDead}`);
+      const why = reason === 'store_failed' ? `could not be stored ${STORE_ATTEMPTS} times: the recipient's keys are unusable` : `is not valid (${reason})`;
+      this.logger.warn(`Inbox entry ${id} ${why}: moved to ${this.keys.inboxDead}`);
     }
     await this.redis.xack(this.keys.inbox, this.keys.inboxGroup, ...entries.map(([id]) => id));
-    this.metrics.inboxEntries('stored', items.length - duplicates);
+    this.metrics.inboxEntries('stored', items.length - duplicates - failed.length);
     this.metrics.inboxEntries('duplicate', duplicates);
     this.metrics.inboxEntries('dead', dead.length);
     if (Logger.isLevelEnabled('debug')) this.logger.debug(`Stored ${items.length} inbox entries (${duplicates} stored before), ${dead.length} dead-lettered`);
+  }
+
+  /** Counts one more failed store of an entry; returns how many so far. */
+  private failedAgain(entry: string): number {
+    if (this.storeFailures.size > 10_000) this.storeFailures.clear();
+    const n = (this.storeFailures.get(entry) ?? 0) + 1;
+    this.storeFailures.set(entry, n);
+    return n;
   }
 
   /** Entries not yet stored: pending in the group plus not yet read (XINFO GROUPS). */

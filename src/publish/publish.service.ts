@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { createHash } from 'node:crypto';
 import { QueueKeys } from '../queue/queue-keys';
-import { QueueService, RouteOutcome, type Idempotency, type RouteGroup, type RouteResult } from '../queue/queue.service';
+import { QueueService, RouteOutcome, UnusableKeys, type Idempotency, type RouteGroup, type RouteResult } from '../queue/queue.service';
 import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
 import { StoreService } from '../router/store.service';
@@ -73,7 +73,8 @@ export class PublishService {
     if (groups.length === 0) return results;
     (await this.store.store(groups)).forEach((result: RouteResult | Error, g) => {
       const item = results[owner[g]];
-      if (result instanceof Error) item.failed = result;
+      // A failure worth retrying (Redis away) wins over unusable keys, which fail the same way every time.
+      if (result instanceof Error) item.failed = item.failed && !(item.failed instanceof UnusableKeys) ? item.failed : result;
       else if (result.outcome === RouteOutcome.Conflict) item.conflicts++;
       else if (result.outcome === RouteOutcome.Repeated || result.outcome === RouteOutcome.Duplicate) {
         item.repeated++;

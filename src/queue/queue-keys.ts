@@ -42,6 +42,8 @@ export class QueueKeys {
   /** The last inbox entry stored for the user, so a reclaimed entry is recognised. */
   inboxMark = (id: string) => `${this.user(id)}:inbox`;
   authKey = (id: string) => `${this.user(id)}:key`;
+  /** Collapse key (JSON) -> the envelope queued with it, never sent: which queued message a newer one replaces (route.lua). */
+  collapseIndex = (id: string) => `${this.user(id)}:collapse`;
   /** An HTTP publish's idempotency record for the user (scope: hex digest of API key and Idempotency-Key), 24 h. */
   idempotency = (id: string, scope: string) => `${this.user(id)}:idem:${scope}`;
   members = (cid: string) => (this.tagged ? `rm:channels:{${cid}}:subscribers` : `rm:channels:${cid}:subscribers`);
@@ -49,6 +51,8 @@ export class QueueKeys {
   publishRecord = (scope: string) => `rm:idem:${scope}`;
   instanceAlive = (instance: string) => `rm:node:${instance}`;
   instanceUsers = (instance: string) => `rm:node:${instance}:users`;
+  /** The lease of the one instance returning a dead instance's messages (reaping it), page by page. */
+  instanceReaper = (instance: string) => `rm:node:${instance}:reaper`;
   instanceChannel = (instance: string) => `${this.instanceChannelPrefix}${instance}`;
   userChannel = userChannel;
 

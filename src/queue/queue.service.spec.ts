@@ -9,7 +9,7 @@ import { withDefaults, type MessengerOptions } from '../config/messenger-options
 import { MetricsService } from '../metrics/metrics.service';
 import { buildEnvelope, envelopeId, envelopeTs, markSent, messageFrame } from '../protocol/envelope';
 import { QueueKeys } from './queue-keys';
-import { QueueService, RouteOutcome, type RouteGroup, type StoredMessage } from './queue.service';
+import { QueueService, RouteOutcome, UnusableKeys, type RouteGroup, type StoredMessage } from './queue.service';
 
 /**
  * Each Lua script of the data path against a real Redis (src/queue/lua): one describe
@@ -209,7 +209,7 @@ describe('queue scripts', () => {
       const b = uniqueId();
       const m = message(a, 'a');
       const route = (...groupArgs: Array<string | number>) =>
-        client.rmRoute(10, ...keys.userKeys(a), ...keys.userKeys(b), keys.instanceChannelPrefix, ME, 0, '0', 0, a, 1, 3, '', 0, '', '', '', m.envelope, ...groupArgs);
+        client.rmRoute(12, ...keys.userKeys(a), keys.collapseIndex(a), ...keys.userKeys(b), keys.collapseIndex(b), keys.instanceChannelPrefix, ME, 0, '0', 0, a, 1, 3, '', 0, '', '', '', m.envelope, ...groupArgs);
 
       const badCount = route(b, 'one', 0, '', 0, '', '', '', m.envelope);
       const badEpoch = route(b, 1, 'new', '', 0, '', '', '', m.envelope);
@@ -224,6 +224,39 @@ describe('queue scripts', () => {
       expect(String((settled[4] as PromiseRejectedResult).reason)).toMatch(/bad argument 19: the KEYS index of an idempotency record expected/);
       expect(await snapshot(a)).toEqual({ queue: [], owed: [], state: {}, dropped: null, mark: null });
       expect(await snapshot(b)).toEqual({ queue: [], owed: [], state: {}, dropped: null, mark: null });
+    });
+
+    it('skips a user whose key has another type (before the first write) with an UnusableKeys error; the others store once', async () => {
+      const users = [uniqueId(), uniqueId(), uniqueId(), uniqueId()];
+      await client.set(keys.queue(users[1]), 'foo');
+      await client.set(keys.dropped(users[2]), 'not a number');
+      await queue.attach(users[3], 'c1', OTHER);
+      await client.hset(keys.state(users[0]), 'e', 1);
+
+      const results = await queue.route(users.map((user) => ({ user, messages: messages(user, 'a', 'b'), epoch: 0 })), ME);
+
+      expect(results[1]).toBeInstanceOf(UnusableKeys);
+      expect(String(results[1])).toMatch(new RegExp(`${keys.queue(users[1])} is a string, not a list`));
+      expect(results[2]).toBeInstanceOf(UnusableKeys);
+      expect(String(results[2])).toMatch(/is not an integer/);
+      expect(results.filter((r) => r instanceof Error)).toHaveLength(2);
+      expect((await queued(users[0])).map(entryPayload)).toEqual(['a', 'b']);
+      expect((await owed(users[3])).map(entryPayload)).toEqual(['a', 'b']);
+      expect(await client.get(keys.queue(users[1]))).toBe('foo');
+      expect(await client.llen(keys.queue(users[2]))).toBe(0);
+    });
+
+    it('retries a call that Redis refused one user at a time', async () => {
+      const users = [uniqueId(), uniqueId()];
+      // An epoch that is not a number (never the router's) makes Redis refuse the whole call.
+      const groups: RouteGroup[] = users.map((user) => ({ user, messages: messages(user, 'a'), epoch: 0 }));
+      groups[1].epoch = Number.NaN;
+
+      const results = await queue.route(groups, ME);
+
+      expect(results[0]).not.toBeInstanceOf(Error);
+      expect(String(results[1])).toMatch(/bad argument/);
+      expect((await queued(users[0])).map(entryPayload)).toEqual(['a']);
     });
 
     describe('the cap', () => {
@@ -397,6 +430,23 @@ describe('queue scripts', () => {
 
         expect(result).toMatchObject({ outcome: RouteOutcome.Queued, replaced: 0 });
         expect(await queued(user)).toEqual([markSent(sent.envelope), newer.envelope]);
+      });
+
+      it('finds the message to replace through the index, not by reading the queue', async () => {
+        const user = uniqueId();
+        await routeOne(user, [message(user, 'k1', { collapseKey: 'k' }), message(user, 'plain')]);
+        expect(Object.keys(await client.hgetall(keys.collapseIndex(user)))).toEqual(['"k"']);
+        await routeOne(user, [message(user, 'k2', { collapseKey: 'k' })]);
+        expect((await queued(user)).map(entryPayload)).toEqual(['plain', 'k2']);
+        expect(await client.hget(keys.collapseIndex(user), '"k"')).toBe((await queued(user))[1]);
+        // Sent, then requeued: the index names bytes no longer queued (a sent entry is marked), so nothing is replaced.
+        await queue.attach(user, 'c1', OTHER);
+        await queue.read(user, 0, 10);
+        await queue.detach(user, 'c1', OTHER);
+        const k3 = message(user, 'k3', { collapseKey: 'k' });
+        expect(await routeOne(user, [k3])).toMatchObject({ replaced: 0 });
+        expect((await queued(user)).map(entryPayload)).toEqual(['plain', 'k2', 'k3']);
+        expect(await client.hgetall(keys.collapseIndex(user))).toEqual({ '"k"': k3.envelope });
       });
 
       it('does not take a key that only looks alike (a prefix, or another key with the same tail)', async () => {

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { Cluster, type Result } from 'ioredis';
+import { Cluster, ReplyError, type Result } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
 import { join } from 'node:path';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
@@ -67,6 +67,18 @@ export enum RouteOutcome {
   Repeated = 'r',
   /** The group's idempotency record holds another body: nothing stored. */
   Conflict = 'c',
+  /** A key of the user is unusable (another type under our name): nothing stored; the result is an UnusableKeys error. */
+  Unusable = 'x',
+}
+
+/** A user's keys cannot hold messages (a key of another type under our names): the same answer every time, until someone fixes them. */
+export class UnusableKeys extends Error {
+  constructor(
+    readonly user: string,
+    reason: string,
+  ) {
+    super(`the keys of ${user} are unusable: ${reason}`);
+  }
 }
 
 export interface RouteResult {
@@ -132,21 +144,23 @@ export class QueueService {
    * calls as the deployment allows: all users together on one Redis (split only to
    * keep calls short), one call per slot on a Cluster. The calls are pipelined;
    * each group's result is its own, so a caller retries only what failed (a Cluster
-   * reshard, say), and a user's messages of one batch are always in one call.
+   * reshard, say), and a user's messages of one batch are always in one call. A user
+   * whose keys are unusable gets an UnusableKeys error and costs the others nothing; a
+   * call that Redis refused (a script error, which writes nothing: see route.lua) is
+   * tried again one user at a time, so that error too is only its users'.
    */
   async route(groups: RouteGroup[], instance: string): Promise<Array<RouteResult | Error>> {
-    const calls = this.partition(groups);
     const results: Array<RouteResult | Error> = new Array(groups.length);
-    await Promise.all(
-      calls.map(async (indexes) => {
-        try {
-          const answer = await this.time('route', this.routeCall(indexes.map((i) => groups[i]), instance));
-          indexes.forEach((groupIndex, j) => (results[groupIndex] = answer[j]));
-        } catch (error) {
-          for (const groupIndex of indexes) results[groupIndex] = error as Error;
-        }
-      }),
-    );
+    const call = async (indexes: number[]): Promise<void> => {
+      try {
+        const answer = await this.time('route', this.routeCall(indexes.map((i) => groups[i]), instance));
+        indexes.forEach((groupIndex, j) => (results[groupIndex] = answer[j]));
+      } catch (error) {
+        if (indexes.length > 1 && error instanceof ReplyError) await Promise.all(indexes.map((i) => call([i])));
+        else for (const groupIndex of indexes) results[groupIndex] = error as Error;
+      }
+    };
+    await Promise.all(this.partition(groups).map(call));
     return results;
   }
 
@@ -180,18 +194,18 @@ export class QueueService {
     return calls;
   }
 
-  private async routeCall(groups: RouteGroup[], instance: string): Promise<RouteResult[]> {
+  private async routeCall(groups: RouteGroup[], instance: string): Promise<Array<RouteResult | UnusableKeys>> {
     const keys: string[] = [];
     const args: Args = [
       this.keys.instanceChannelPrefix, instance, this.options.maxQueueLength,
       this.options.queueOverflow === 'reject' ? '1' : '0', this.ttlMs,
     ];
-    // Idempotency records go after every group's five keys; a group names its record by index.
+    // Idempotency records go after every group's six keys; a group names its record by index.
     const records: string[] = [];
     for (const { user, messages, epoch, inboxEntry, idempotency: idem } of groups) {
-      keys.push(...this.keys.userKeys(user));
+      keys.push(...this.keys.userKeys(user), this.keys.collapseIndex(user));
       if (idem) records.push(this.keys.idempotency(user, idem.scope));
-      const record = idem ? 5 * groups.length + records.length : 0;
+      const record = idem ? 6 * groups.length + records.length : 0;
       args.push(user, messages.length, epoch, inboxEntry ?? '', record, idem ? `${idem.hash}|${idem.answer}` : '');
       for (const m of messages) args.push(m.collapseKey ?? '', m.expiresAt ?? '', m.envelope);
     }
@@ -199,15 +213,18 @@ export class QueueService {
     // ioredis flattens array arguments: no copy of a call's thousands of arguments here.
     const [outcomes, ...values] = await this.redis.rmRoute(keys.length, keys as never, args as never);
     const numbers = values as number[];
-    return groups.map((_, g) => ({
-      outcome: outcomes[g] as RouteOutcome,
-      position: numbers[6 * g],
-      dropped: numbers[6 * g + 1],
-      refused: numbers[6 * g + 2],
-      replaced: numbers[6 * g + 3],
-      mine: numbers[6 * g + 4] === 1,
-      answer: outcomes[g] === RouteOutcome.Repeated ? String(values[6 * g + 5]) : undefined,
-    }));
+    return groups.map(({ user }, g) => {
+      if (outcomes[g] === RouteOutcome.Unusable) return new UnusableKeys(user, String(values[6 * g + 5]));
+      return {
+        outcome: outcomes[g] as RouteOutcome,
+        position: numbers[6 * g],
+        dropped: numbers[6 * g + 1],
+        refused: numbers[6 * g + 2],
+        replaced: numbers[6 * g + 3],
+        mine: numbers[6 * g + 4] === 1,
+        answer: outcomes[g] === RouteOutcome.Repeated ? String(values[6 * g + 5]) : undefined,
+      };
+    });
   }
 
   /**

@@ -1,6 +1,12 @@
-import type { Cluster, Redis } from 'ioredis';
+import type { Cluster, Redis, Result } from 'ioredis';
 import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    rmLease(key: string, token: string, ms: number, release: '' | 'release'): Result<number, Context>;
+  }
+}
 
 /** One Redis, or a Redis Cluster: both run the same commands and scripts. */
 export type RedisClient = Redis | Cluster;
@@ -36,4 +42,9 @@ export function defineScripts(redis: RedisClient, dir: string, files: string[]):
       numberOfKeys: keys === undefined ? undefined : Number(keys),
     });
   }
+}
+
+/** `rmLease` (lua/lease-1.lua): one holder at a time of a job (reading the inbox, reaping a dead instance). */
+export function defineLease(redis: RedisClient): void {
+  defineScripts(redis, join(__dirname, 'lua'), ['lease-1.lua']);
 }

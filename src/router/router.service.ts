@@ -6,7 +6,7 @@ import { SHARD_COUNT, shardOf } from '../presence/shards';
 import { buildEnvelope } from '../protocol/envelope';
 import { GROUP_CHANNEL_PREFIX, USER_CHANNEL_PREFIX, isValidId } from '../protocol/ids';
 import { QueueKeys } from '../queue/queue-keys';
-import { QueueService, type RouteGroup } from '../queue/queue.service';
+import { QueueService, UnusableKeys, type RouteGroup } from '../queue/queue.service';
 import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedisSubscriber } from '../redis/redis.constants';
 import { StoreService } from './store.service';
@@ -231,7 +231,8 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
       const failed: number[] = [];
       let error: Error | undefined;
       results.forEach((result, j) => {
-        if (result instanceof Error) {
+        // Unusable keys answer the same on every try: those messages are counted and logged by the store, not retried.
+        if (result instanceof Error && !(result instanceof UnusableKeys)) {
           failed.push(todo[j]);
           error = result;
         }

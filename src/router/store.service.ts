@@ -4,7 +4,10 @@ import { DeliveryService } from '../delivery/delivery.service';
 import { EventsService } from '../events/events.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { QueueKeys } from '../queue/queue-keys';
-import { QueueService, RouteOutcome, type RouteGroup, type RouteResult } from '../queue/queue.service';
+import { QueueService, RouteOutcome, UnusableKeys, type RouteGroup, type RouteResult } from '../queue/queue.service';
+
+/** At most one log line this often about users whose keys are unusable. */
+const UNUSABLE_LOG_MS = 1000;
 
 /**
  * Stores groups of messages (route.lua decides deliver-or-queue) and does what the
@@ -14,6 +17,8 @@ import { QueueService, RouteOutcome, type RouteGroup, type RouteResult } from '.
 @Injectable()
 export class StoreService {
   private readonly logger = new Logger('RouterService');
+  private unusableLoggedAt = 0;
+  private unusableSince = 0;
 
   constructor(
     private readonly queue: QueueService,
@@ -29,9 +34,21 @@ export class StoreService {
     const results = await this.queue.route(groups, this.options.instanceId);
     const debug = Logger.isLevelEnabled('debug');
     results.forEach((result, i) => {
-      if (!(result instanceof Error)) this.apply(groups[i], result, debug);
+      if (result instanceof UnusableKeys) this.unusable(result, groups[i].messages.length);
+      else if (!(result instanceof Error)) this.apply(groups[i], result, debug);
     });
     return results;
+  }
+
+  /** A user's keys cannot take its messages (they are not stored): counted, and logged at most once a second. */
+  private unusable(error: UnusableKeys, n: number): void {
+    this.metrics.dropped('unusable_keys', n);
+    this.unusableSince += n;
+    const now = Date.now();
+    if (now - this.unusableLoggedAt < UNUSABLE_LOG_MS) return;
+    this.logger.error(`${error.message}; not stored (${this.unusableSince} messages to such users since the last line like this)`);
+    this.unusableLoggedAt = now;
+    this.unusableSince = 0;
   }
 
   private apply(group: RouteGroup, result: RouteResult, debug: boolean): void {

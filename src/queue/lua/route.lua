@@ -6,24 +6,43 @@
   on a Redis Cluster a call holds the users of one slot; with one Redis, many users.
   Past the cap the oldest messages are dropped, or the new ones refused; either way the
   user's dropped counter says so at the next identify. A newer message with a collapse key
-  replaces a queued one with the same key that was never sent. A group may carry an
-  idempotency record (HTTP path): a repeat with the same body hash stores nothing and answers
-  the recorded id; with another hash it stores nothing either.
+  replaces a queued one with the same key that was never sent: the user's collapse index
+  (collapse key -> the envelope queued with it) names it, so the queue is never read; LREM
+  looks for it from the tail, where a stream of updates keeps it. The index is emptied when
+  the queue is found empty, and expires a queue time to live after its last write (it names
+  nothing older); with no queue time to live it waits for the queue to be found empty.
+  A group may carry an idempotency record (HTTP path): a repeat with the same body hash
+  stores nothing and answers the recorded id; with another hash it stores nothing either.
 
-  KEYS[5(g-1)+1..5g]  group g: queue, owed, state, dropped counter, inbox mark; after every
-          group's five, the idempotency records the groups name (each one of its user's keys)
+  A key of another type under our names (an operator's SET, say) would make a command fail
+  half way through the call, after the groups before it were written (Redis keeps what a
+  script wrote before an error): so every group's keys are checked before the first write,
+  and a group with an unusable key is skipped with outcome 'x' (answer: which key, and why).
+  After the first write nothing fails (the arguments and key types are checked, OOM is
+  checked only before a script's first write), so a call that failed wrote nothing, and
+  retrying its groups one by one stores nothing twice.
+
+  Cost: O(groups + messages) commands, each O(1) or O(what it moves) (the checks: up to seven
+  TYPE/GET per group); a collapse that replaces costs an LREM from the tail, O(distance of the
+  replaced entry from the tail) compared in Redis (an indexed entry that already left the queue:
+  one pass over the queue, in Redis, never copied into Lua).
+
+  KEYS[6(g-1)+1..6g]  group g: queue, owed, state, dropped counter, inbox mark, collapse index;
+          after every group's six, the idempotency records the groups name (each one of its user's keys)
   ARGV[1] instance channel prefix   ARGV[2] the calling instance (its sockets' messages come
           back in the answer instead of a notice)   ARGV[3] cap (0 for none)
-  ARGV[4] '1' to refuse past the cap, '0' to drop the oldest   ARGV[5] dropped counter ttl (ms)
+  ARGV[4] '1' to refuse past the cap, '0' to drop the oldest
+  ARGV[5] queue time to live (ms; 0 for none): of the dropped counter and the collapse index
   then per group: user id, message count n, the route epoch of the caller's shard lease
           (0: not fenced, for the HTTP and inbox paths), inbox entry id ('' for none), the index in
           KEYS of its idempotency record (0 for none), the record's value 'hash|answer', and per message:
           collapse key as JSON ('' for none), expiry time for a ttl (ms, '' for none), envelope
 
   Returns: {outcomes, then per group: first position, dropped, refused, replaced, mine (0/1), answer}
-  outcomes has one letter per group: 'o' owed, 'q' queued, 'n' queued into an empty queue
-  (to be indexed), 'w' queued behind a queue that connected sockets still read, 'f' refused
-  because a newer epoch routed the user (the lease moved on), 'd' an inbox entry already stored,
+  outcomes has one letter per group: 'x' a key of the group is unusable (nothing stored),
+  'o' owed, 'q' queued, 'n' queued into an empty queue (to be indexed), 'w' queued behind a
+  queue that connected sockets still read, 'f' refused because a newer epoch routed the user
+  (the lease moved on), 'd' an inbox entry already stored,
   'r' a repeat of a recorded request (answer: the recorded answer), 'c' a recorded request with
   another body hash (nothing stored).
 ]]
@@ -35,8 +54,10 @@ local prefix, caller, cap, reject = argString(1), argString(2), argNumber(3), ar
 local counterTtl = argNumber(5)
 -- Every group is checked before the first write, so a malformed one cannot leave the groups before it stored.
 local at, groups = 6, 0
+local starts = {}
 while at <= #ARGV do
   groups = groups + 1
+  starts[groups] = at
   argString(at)
   local n = argNumber(at + 1)
   argNumber(at + 2)
@@ -47,10 +68,34 @@ while at <= #ARGV do
   for i = at + 6, at + 5 + 3 * n do argString(i) end
   at = at + 6 + 3 * n
 end
-if #KEYS < 5 * groups or at ~= #ARGV + 1 then
+if #KEYS < 6 * groups or at ~= #ARGV + 1 then
   error(redis.error_reply('ERR ' .. #KEYS .. ' keys and ' .. #ARGV .. ' arguments do not make whole groups'))
 end
 local outcomes, results, notices = {}, {}, {}
+
+-- Why a group's keys cannot be used (nil: they can): a key of another type, or a dropped counter that is not an integer.
+local function typeOf(key) return redis.call('TYPE', key).ok end
+local function unusable(g)
+  local base, a = 6 * (g - 1), starts[g]
+  local wanted = { 'list', 'list', 'hash', 'string', 'string', 'hash' }
+  for i = 1, 6 do
+    -- The inbox mark is read only for an inbox entry.
+    if i ~= 5 or ARGV[a + 3] ~= '' then
+      local t = typeOf(KEYS[base + i])
+      if t ~= 'none' and t ~= wanted[i] then return KEYS[base + i] .. ' is a ' .. t .. ', not a ' .. wanted[i] end
+    end
+  end
+  local count = redis.call('GET', KEYS[base + 4])
+  if count and not string.match(count, '^%-?%d+$') then return KEYS[base + 4] .. ' is not an integer' end
+  local record = tonumber(ARGV[a + 4])
+  if record ~= 0 then
+    local t = typeOf(KEYS[record])
+    if t ~= 'none' and t ~= 'string' then return KEYS[record] .. ' is a ' .. t .. ', not a string' end
+  end
+  return nil
+end
+local broken = {}
+for g = 1, groups do broken[g] = unusable(g) end
 
 -- Stream ids 'ms-seq' in order: is a at or before b?
 local function notAfter(a, b)
@@ -70,16 +115,18 @@ end
 local a, g = 6, 0
 while a <= #ARGV do
   g = g + 1
-  local queue, owed, state, counter, mark = KEYS[5 * g - 4], KEYS[5 * g - 3], KEYS[5 * g - 2], KEYS[5 * g - 1], KEYS[5 * g]
+  local queue, owed, state, counter, mark, index = KEYS[6 * g - 5], KEYS[6 * g - 4], KEYS[6 * g - 3], KEYS[6 * g - 2], KEYS[6 * g - 1], KEYS[6 * g]
   local user, n, epoch, entry = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
   local idemKey, idemValue = KEYS[tonumber(ARGV[a + 4])], ARGV[a + 5]
   local first = a + 6
   a = first + 3 * n
-  local st = readState(state)
   local outcome, position, dropped, refused, replaced, mine, answer = 'q', 0, 0, 0, 0, 0, ''
-  local recorded = idemKey and redis.call('GET', idemKey)
+  local st = not broken[g] and readState(state)
+  local recorded = st and idemKey and redis.call('GET', idemKey)
 
-  if epoch > 0 and st.e and st.e > epoch then
+  if broken[g] then
+    outcome, answer = 'x', broken[g]
+  elseif epoch > 0 and st.e and st.e > epoch then
     outcome = 'f'
   elseif entry ~= '' and notAfter(entry, redis.call('GET', mark) or '') then
     outcome = 'd'
@@ -96,7 +143,7 @@ while a <= #ARGV do
     local online = #st.instances > 0
     local owe = online and redis.call('LLEN', queue) == 0
     -- A later message of this call with the same collapse key replaces an earlier one.
-    local envelopes, keys, latest, earliest = {}, {}, {}, nil
+    local envelopes, keys, indexed, latest, earliest = {}, {}, {}, {}, nil
     if not owe then
       for i = 0, n - 1 do
         local key = ARGV[first + 3 * i]
@@ -107,7 +154,11 @@ while a <= #ARGV do
       local key, expiry, envelope = ARGV[first + 3 * i], ARGV[first + 3 * i + 1], ARGV[first + 3 * i + 2]
       if owe or key == '' or latest[key] == i then
         envelopes[#envelopes + 1] = envelope
-        if key ~= '' and not owe then keys[#keys + 1] = key end
+        if key ~= '' and not owe then
+          keys[#keys + 1] = key
+          indexed[#indexed + 1] = key
+          indexed[#indexed + 1] = envelope
+        end
         if expiry ~= '' and not owe then
           local at = tonumber(expiry)
           if not earliest or at < earliest then earliest = at end
@@ -145,22 +196,22 @@ while a <= #ARGV do
       end
     else
       -- Collapse: a queued message with the same key that was never sent goes; its successor goes to the tail.
+      -- An indexed envelope that was sent since is not in the queue as indexed (sent ones carry "sent"): not found.
       if #keys > 0 then
-        local wanted = {}
-        for _, key in ipairs(keys) do wanted[',"collapseKey":' .. key .. ',"ts":'] = true end
-        for _, queued in ipairs(redis.call('LRANGE', queue, 0, -1)) do
-          if neverSent(queued) then
-            local at = string.find(queued, ',"collapseKey":', 1, true)
-            if at then
-              local tail = string.match(string.sub(queued, at), '^(,"collapseKey":.-,"ts":)%d+}}$')
-              if tail and wanted[tail] then
-                replaced = replaced + redis.call('LREM', queue, 1, queued)
-              end
-            end
+        for i = 1, #keys, 1000 do
+          local olds = redis.call('HMGET', index, unpack(keys, i, math.min(i + 999, #keys)))
+          for j = 1, #olds do
+            if olds[j] then replaced = replaced + redis.call('LREM', queue, -1, olds[j]) end
           end
         end
       end
       local len = pushChunked(queue, envelopes)
+      -- What the index named before the queue was last empty has left it.
+      if len == #envelopes then redis.call('DEL', index) end
+      if #indexed > 0 then
+        callChunked('HSET', index, indexed)
+        if counterTtl > 0 then redis.call('PEXPIRE', index, counterTtl) end
+      end
       local excess = cap > 0 and (len - cap) or 0
       if excess > 0 and reject then
         refused = math.min(excess, #envelopes)

@@ -1,7 +1,7 @@
 --[[
-  The inbox lease: one instance at a time reads rm:inbox, so entries for one user are stored
-  in stream order. Takes the lease when it is free, renews it when the caller holds it, or
-  gives it up ('release').
+  A lease: one instance at a time does a job (reads rm:inbox, so entries for one user are
+  stored in stream order; reaps a dead instance). Takes the lease when it is free, renews it
+  when the caller holds it, or gives it up ('release'). O(1).
 
   KEYS[1] the lease   ARGV[1] the caller's token   ARGV[2] lease time (ms)   ARGV[3] 'release' or ''
 
