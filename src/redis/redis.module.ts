@@ -23,19 +23,35 @@ const retryStrategy = (attempt: number) => Math.min(100 * 2 ** Math.min(attempt,
  */
 const subscriberRetryStrategy = (attempt: number) => Math.min(100 * 2 ** Math.min(attempt, 5), 500);
 
+/** What a connection is made with: where Redis is, its credentials and TLS, and how long a command may take. */
+export type RedisSettings = Pick<
+  MessengerOptions,
+  | 'redisUrl' | 'redisClusterNodes' | 'redisSentinels' | 'redisSentinelMaster'
+  | 'redisUsername' | 'redisPassword' | 'redisSentinelPassword' | 'redisTls' | 'redisTlsCa' | 'redisCommandTimeoutMs'
+>;
+
+/** The TCP keepalive probe starts after this long idle: a dead peer on a quiet link is found by the kernel too. */
+const KEEPALIVE_MS = 10_000;
+
 /**
  * The client for one role, on one Redis (REDIS_URL), a Redis Cluster
  * (REDIS_CLUSTER_NODES: hash-tagged keys, ioredis follows MOVED/ASK itself) or a
  * master found through Sentinels (REDIS_SENTINELS + REDIS_SENTINEL_MASTER: ioredis
- * asks them again after a failover).
+ * asks them again after a failover). Every node gets the same credentials and TLS.
  */
-export function createRedis(options: Pick<MessengerOptions, 'redisUrl' | 'redisClusterNodes' | 'redisSentinels' | 'redisSentinelMaster'>, role: Role): RedisClient {
+export function createRedis(options: RedisSettings, role: Role): RedisClient {
+  const oneRedisTls = options.redisTls || /^rediss:/i.test(options.redisUrl);
+  const tls = (options.redisClusterNodes?.length || options.redisSentinels?.length ? options.redisTls : oneRedisTls)
+    ? { ca: options.redisTlsCa }
+    : undefined;
   const common: RedisOptions = {
     connectionName: `redmessenger-${role}`,
     // Commands fail fast while Redis is away (the client gets an error frame, nothing is lost);
     // subscriptions wait for it, and ioredis renews them after every reconnect.
     maxRetriesPerRequest: role === 'subscriber' ? null : 2,
     retryStrategy: role === 'subscriber' ? subscriberRetryStrategy : retryStrategy,
+    ...timeouts(options.redisCommandTimeoutMs, role),
+    ...defined({ username: options.redisUsername, password: options.redisPassword, tls }),
   };
   // Commands issued in the same tick (acks of many sockets, reads) leave in one write.
   const enableAutoPipelining = role === 'command';
@@ -56,20 +72,77 @@ export function createRedis(options: Pick<MessengerOptions, 'redisUrl' | 'redisC
       maxRedirections: 32,
     });
   } else if (options.redisSentinels?.length) {
-    redis = new Redis({ ...common, sentinels: options.redisSentinels.map(hostPort), name: options.redisSentinelMaster, enableAutoPipelining, sentinelRetryStrategy: retryStrategy });
+    redis = new Redis({
+      ...common,
+      sentinels: options.redisSentinels.map(hostPort),
+      name: options.redisSentinelMaster,
+      enableAutoPipelining,
+      sentinelRetryStrategy: retryStrategy,
+      // The Sentinels speak TLS when the nodes do; the master and replicas they name get `tls` above.
+      ...defined({ sentinelPassword: options.redisSentinelPassword, sentinelTLS: tls, enableTLSForSentinelMode: tls ? true : undefined }),
+    });
   } else {
-    redis = new Redis(options.redisUrl, { ...common, enableAutoPipelining });
+    // REDIS_USERNAME / REDIS_PASSWORD win over the URL's (ioredis would prefer the URL's).
+    redis = new Redis(options.redisPassword ? withoutCredentials(options.redisUrl) : options.redisUrl, { ...common, enableAutoPipelining });
   }
   return watch(redis, role);
 }
 
-/** Says once per outage that a connection is down, and when it is back. */
+/**
+ * A command unanswered within the timeout fails (the caller answers 1013 / 503 or retries, as for
+ * an outage) and the connection is dropped and made again, as a disconnect is: a black-holed link is
+ * not used for minutes. The subscriber gets no command timeout (it only waits for messages); its
+ * socket timeout counts only while a (re)subscribe is unanswered.
+ */
+function timeouts(commandTimeoutMs: number, role: Role): RedisOptions {
+  return {
+    ...(role === 'subscriber' ? {} : { commandTimeout: commandTimeoutMs }),
+    socketTimeout: commandTimeoutMs,
+    connectTimeout: commandTimeoutMs,
+    keepAlive: KEEPALIVE_MS,
+  };
+}
+
+/**
+ * Another connection like `client` (same node, credentials, TLS) whose commands may take `extraMs`
+ * longer: a blocking read (XREADGROUP BLOCK) or a WAIT must not be cut by the command timeout.
+ */
+export function duplicateWithMoreTime(client: RedisClient, extraMs: number, name: string): RedisClient {
+  const longer = (o: RedisOptions): RedisOptions => ({
+    ...o,
+    connectionName: `redmessenger-${name}`,
+    ...(o.commandTimeout === undefined ? {} : { commandTimeout: o.commandTimeout + extraMs }),
+    ...(o.socketTimeout === undefined ? {} : { socketTimeout: o.socketTimeout + extraMs }),
+  });
+  const copy = client instanceof Cluster ? client.duplicate(undefined, { redisOptions: longer(client.options.redisOptions ?? {}) }) : client.duplicate(longer(client.options));
+  copy.on('error', () => undefined); // the command connection logs Redis outages
+  return copy;
+}
+
+const defined = <T extends object>(fields: T): Partial<T> => Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined)) as Partial<T>;
+
+const withoutCredentials = (url: string): string => {
+  const parsed = new URL(url);
+  parsed.username = '';
+  parsed.password = '';
+  return parsed.toString();
+};
+
+/**
+ * Says once per outage that a connection is down and why (WRONGPASS, NOAUTH, a certificate
+ * error, a timeout...: Redis's and Node's messages never carry the password), and when it is back.
+ */
 function watch<T extends RedisClient>(redis: T, role: Role): T {
   let down = false;
-  redis.on('error', (error: Error) => {
-    if (!down) logger.error(`${role} connection to Redis failed: ${error.message}; retrying`);
+  const failed = (error: Error & { code?: string; lastNodeError?: Error }) => {
+    if (down) return;
     down = true;
-  });
+    // A Cluster's "Failed to refresh slots cache" hides the node's own error.
+    const cause = error.lastNodeError ? `${error.message} (${error.lastNodeError.message})` : error.message;
+    logger.error(`${role} connection to Redis failed: ${cause}${error.code && !cause.includes(error.code) ? ` [${error.code}]` : ''}; retrying`);
+  };
+  redis.on('error', failed);
+  if (redis instanceof Cluster) redis.on('node error', failed);
   redis.on('ready', () => {
     if (down) logger.log(`${role} connection to Redis is back`);
     down = false;
@@ -121,6 +194,7 @@ export async function clusterSubscriber(cluster: Cluster, waitMs = 5000): Promis
     port: at.port,
     connectionName: 'redmessenger-subscriber',
     maxRetriesPerRequest: null,
+    commandTimeout: undefined, // it waits for messages; its socket timeout still drops a silent (re)subscribe
     retryStrategy: (attempt) => {
       retarget();
       return subscriberRetryStrategy(attempt);
@@ -148,7 +222,7 @@ export async function clusterSubscriber(cluster: Cluster, waitMs = 5000): Promis
         if (client instanceof Cluster) return clusterSubscriber(client);
         const own = options.redis;
         if (!own) return createRedis(options, 'subscriber');
-        return (own as Redis).duplicate({ maxRetriesPerRequest: null }); // a Cluster of the host's is handled above
+        return (own as Redis).duplicate({ maxRetriesPerRequest: null, commandTimeout: undefined }); // a Cluster of the host's is handled above
       },
     },
     {

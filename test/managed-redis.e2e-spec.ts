@@ -1,0 +1,142 @@
+/**
+ * Managed Redis: passwords, ACL users and TLS in every topology (one Redis, a Cluster,
+ * Sentinel), wrong credentials and TLS failures (/health 503, the cause logged once, never
+ * the password, retried until it works), a SIGSTOPped Redis during identify (1013 in time),
+ * PUBLISH_WAIT_REPLICAS with a replica up and stopped, and INSTANCE_ID claimed at start.
+ */
+import type { Cluster, Redis } from 'ioredis';
+import { startCluster, type TestCluster } from './support/cluster';
+import { postMessage, PUBLISH_KEY } from './support/http-publish';
+import { uniqueId } from './support/ids';
+import { startRedis, type TestRedis } from './support/redis';
+import { startSentinel, type TestSentinel } from './support/sentinel';
+import { startServer, type TestServer } from './support/server';
+import { makeTestTls, type TestTls } from './support/tls';
+import { waitFor, within } from './support/wait';
+import { TestClient } from './support/ws-client';
+
+jest.setTimeout(120_000);
+
+const PASSWORD = 'redis-test-password-0123';
+const health = async (server: TestServer): Promise<number> => (await fetch(`${server.url}/health`, { signal: AbortSignal.timeout(5000) })).status;
+
+/** A user identifies, then gets one message through POST /v1/messages (stored) and one raw PUBLISH (heard). */
+async function roundTrip(server: TestServer, publisher: Redis | Cluster): Promise<void> {
+  const user = uniqueId('managed');
+  const client = await TestClient.connect(server.wsUrl, { autoAck: true });
+  try {
+    await client.identify(user);
+    expect((await postMessage(server.url, { to: user, payload: 'over http' })).status).toBe(202);
+    await publisher.publish(`rm.users.${user}`, 'over pubsub');
+    const got = await client.messages(2, 10_000);
+    expect(got.map((f) => f.data.payload).sort()).toEqual(['over http', 'over pubsub']);
+  } finally {
+    client.terminate();
+  }
+}
+
+describe('managed Redis', () => {
+  let tls: TestTls;
+  const servers: TestServer[] = [];
+  const start = async (env: Record<string, string>, opts?: { waitReady?: boolean }) => {
+    const server = await startServer({ PUBLISH_API_KEYS: PUBLISH_KEY, LOG_LEVEL: 'log', ...env }, opts);
+    servers.push(server);
+    return server;
+  };
+
+  beforeAll(async () => {
+    tls = await makeTestTls();
+  });
+
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((s) => s.stop()));
+  });
+
+  describe('one Redis with a password, an ACL user and TLS', () => {
+    let redis: TestRedis;
+
+    beforeAll(async () => {
+      redis = await startRedis({ password: PASSWORD, tls });
+      await redis.client().call('ACL', 'SETUSER', 'alice', 'on', '>alice-password-0123', '~*', '&*', '+@all');
+    });
+    afterAll(() => redis?.close());
+
+    it('works with requirepass in the URL', async () => {
+      const server = await start({ REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${redis.port}` });
+      await roundTrip(server, redis.client());
+    });
+
+    it('works with an ACL user in the URL, and REDIS_USERNAME / REDIS_PASSWORD win over the URL', async () => {
+      const viaUrl = await start({ REDIS_URL: `redis://alice:alice-password-0123@127.0.0.1:${redis.port}` });
+      await roundTrip(viaUrl, redis.client());
+      const viaEnv = await start({ REDIS_URL: `redis://nobody:wrong@127.0.0.1:${redis.port}`, REDIS_USERNAME: 'alice', REDIS_PASSWORD: 'alice-password-0123' });
+      await roundTrip(viaEnv, redis.client());
+    });
+
+    it('works over TLS (rediss://) with a CA the test made', async () => {
+      const server = await start({ REDIS_URL: `rediss://127.0.0.1:${redis.tlsPort}`, REDIS_PASSWORD: PASSWORD, REDIS_TLS_CA_FILE: tls.caFile });
+      await roundTrip(server, redis.client());
+    });
+
+    it('wrong credentials: /health 503, WRONGPASS logged once per connection, never the password; works once the user exists', async () => {
+      const secret = 'bob-password-not-yet-valid';
+      const server = await start({ REDIS_URL: `redis://bob:${secret}@127.0.0.1:${redis.port}` }, { waitReady: false });
+      await server.waitForLog(/command connection to Redis failed: .*WRONGPASS/, 15_000);
+      expect(await health(server)).toBe(503);
+      await new Promise((resolve) => setTimeout(resolve, 2000)); // several retries
+      expect(server.logs().match(/command connection to Redis failed/g)).toHaveLength(1);
+      // It keeps retrying: the user made now is found without a restart.
+      await redis.client().call('ACL', 'SETUSER', 'bob', 'on', `>${secret}`, '~*', '&*', '+@all');
+      await waitFor(async () => (await health(server)) === 200, 15_000, '/health 200 once the user exists');
+      await server.waitForLog(/command connection to Redis is back/);
+      await server.waitForLog(/subscriber connection to Redis is back/, 10_000); // raw PUBLISHes before it are not heard
+      await roundTrip(server, redis.client());
+      await redis.client().call('ACL', 'DELUSER', 'bob');
+      expect(server.logs()).not.toContain(secret);
+    });
+
+    it('no password: NOAUTH logged; a TLS certificate not trusted: the certificate error logged; both /health 503', async () => {
+      const noAuth = await start({ REDIS_URL: `redis://127.0.0.1:${redis.port}` }, { waitReady: false });
+      await noAuth.waitForLog(/connection to Redis failed: .*NOAUTH/, 15_000);
+      expect(await health(noAuth)).toBe(503);
+      const untrusted = await start({ REDIS_URL: `rediss://:${PASSWORD}@127.0.0.1:${redis.tlsPort}` }, { waitReady: false });
+      await untrusted.waitForLog(/connection to Redis failed: .*certificate/i, 15_000);
+      expect(await health(untrusted)).toBe(503);
+      expect(untrusted.logs()).not.toContain(PASSWORD);
+    });
+
+    it('a REDIS_TLS_CA_FILE that cannot be read stops the start, naming the variable', async () => {
+      const server = await start({ REDIS_URL: `rediss://127.0.0.1:${redis.tlsPort}`, REDIS_TLS_CA_FILE: '/nonexistent/ca.pem' }, { waitReady: false });
+      expect((await within(server.exited(), 15_000, 'the server to exit')).code).toBe(1);
+      expect(server.logs()).toMatch(/cannot start: REDIS_TLS_CA_FILE cannot be read \(ENOENT\)/);
+    });
+  });
+
+  it('a 3-master Cluster with a password and TLS (cluster bus and replication too)', async () => {
+    const cluster: TestCluster = await startCluster({ masters: 3, secure: { password: PASSWORD, tls } });
+    try {
+      const server = await start({ REDIS_CLUSTER_NODES: cluster.seeds, REDIS_PASSWORD: PASSWORD, REDIS_TLS: 'true', REDIS_TLS_CA_FILE: tls.caFile });
+      await roundTrip(server, cluster.client());
+      expect(server.logs()).not.toContain(PASSWORD);
+    } finally {
+      await Promise.all(servers.splice(0).map((s) => s.stop()));
+      await cluster.close();
+    }
+  });
+
+  it('Sentinel with passwords on the master, the replica and the Sentinel', async () => {
+    const sentinel: TestSentinel = await startSentinel({ password: PASSWORD, sentinelPassword: 'sentinel-password-0123' });
+    try {
+      const server = await start({
+        REDIS_SENTINELS: sentinel.sentinels,
+        REDIS_SENTINEL_MASTER: sentinel.masterName,
+        REDIS_PASSWORD: PASSWORD,
+        REDIS_SENTINEL_PASSWORD: 'sentinel-password-0123',
+      });
+      await roundTrip(server, sentinel.client());
+    } finally {
+      await Promise.all(servers.splice(0).map((s) => s.stop()));
+      await sentinel.close();
+    }
+  });
+});
