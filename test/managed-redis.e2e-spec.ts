@@ -139,4 +139,112 @@ describe('managed Redis', () => {
       await sentinel.close();
     }
   });
+
+  describe('faults of one Redis', () => {
+    let redis: TestRedis;
+
+    beforeAll(async () => {
+      redis = await startRedis({ restartable: true });
+    });
+    afterAll(async () => {
+      redis?.signal('SIGCONT');
+      await redis?.close();
+    });
+
+    it('a SIGSTOPped Redis during identify: closed 1013 in time (command timeout), then works after SIGCONT', async () => {
+      const server = await start({ REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '1000', IDENTIFY_TIMEOUT_MS: '60000' });
+      const client = await TestClient.connect(server.wsUrl);
+      redis.signal('SIGSTOP');
+      try {
+        client.send('identify', { id: uniqueId('stopped') });
+        // The identify's commands time out after 1 s (a few of them in a row at worst); nothing hangs.
+        expect((await client.closed(20_000)).code).toBe(1013);
+        expect(await health(server)).toBe(503);
+      } finally {
+        redis.signal('SIGCONT');
+      }
+      await waitFor(async () => (await health(server)) === 200, 20_000, '/health 200 after SIGCONT');
+      await waitFor(
+        async () => {
+          const again = await TestClient.connect(server.wsUrl);
+          try {
+            await again.identify(uniqueId('resumed'));
+            return true;
+          } catch {
+            return false;
+          } finally {
+            again.terminate();
+          }
+        },
+        20_000,
+        'an identify to work again after SIGCONT',
+      );
+    });
+
+    it('INSTANCE_ID: a second live process with the same id refuses to start, naming it; after a crash the id starts again', async () => {
+      const env = { REDIS_URL: redis.url, INSTANCE_ID: uniqueId('claimed'), PRESENCE_TTL_MS: '2000' };
+      const first = await start(env);
+      const second = await start(env, { waitReady: false });
+      expect((await within(second.exited(), 20_000, 'the second process to exit')).code).toBe(1);
+      expect(second.logs()).toMatch(new RegExp(`cannot start: INSTANCE_ID ${env.INSTANCE_ID} is in use by another running instance`));
+      // SIGKILLed, its presence key lapses (PRESENCE_TTL_MS): the same id starts again, and takes its leftovers.
+      first.kill('SIGKILL');
+      await first.exited();
+      await first.restart();
+      expect(await health(first)).toBe(200);
+    });
+  });
+
+  describe('PUBLISH_WAIT_REPLICAS', () => {
+    let master: TestRedis;
+    let replica: TestRedis;
+
+    beforeAll(async () => {
+      master = await startRedis({ restartable: true });
+      replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
+      await waitFor(async () => /slave0:.*state=online/.test(await master.client().info('replication')), 15_000, 'the replica to be in sync');
+    });
+    afterAll(async () => {
+      replica?.signal('SIGCONT');
+      await replica?.close();
+      await master?.close();
+    });
+
+    it('202 with the replica up; 503 while it is stopped (entry left pending); the retry answers the same id after SIGCONT', async () => {
+      const server = await start({ REDIS_URL: master.url, PUBLISH_WAIT_REPLICAS: '1', PUBLISH_WAIT_TIMEOUT_MS: '500' });
+      const r = master.client();
+      const user = uniqueId('durable');
+      expect((await postMessage(server.url, { to: user, payload: 'one' })).status).toBe(202);
+
+      replica.signal('SIGSTOP');
+      let first: { status: number; body: any };
+      try {
+        first = await postMessage(server.url, { to: user, payload: 'two' }, { idempotencyKey: 'k-two' });
+        expect(first.status).toBe(503);
+        expect(first.body.error.message).toMatch(/replicas.*same Idempotency-Key/);
+        // The inbox entry is stored but not acknowledged while the replica cannot confirm it.
+        await r.xadd('rm:inbox', '*', 'to', user, 'payload', 'three');
+        await waitFor(async () => /stored, but 0 of 1 replicas/.test(server.logs()), 15_000, 'the inbox to meet the missing replica');
+        const pending = (await r.xpending('rm:inbox', 'redmessenger')) as [number, ...unknown[]];
+        expect(pending[0]).toBe(1);
+      } finally {
+        replica.signal('SIGCONT');
+      }
+      const retry = await postMessage(server.url, { to: user, payload: 'two' }, { idempotencyKey: 'k-two' });
+      expect(retry.status).toBe(202);
+      await waitFor(async () => ((await r.xpending('rm:inbox', 'redmessenger')) as [number])[0] === 0, 20_000, 'the inbox entry to be acknowledged');
+      // Each message once, in order; the retried one under the id it was first given.
+      const client = await TestClient.connect(server.wsUrl, { autoAck: true });
+      try {
+        await client.identify(user);
+        const got = await client.messages(3, 10_000);
+        expect(got.map((f) => f.data.payload)).toEqual(['one', 'two', 'three']);
+        expect(got[1].data.id).toBe(retry.body.id);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        expect(client.frames.filter((f) => f.event === 'message')).toHaveLength(3);
+      } finally {
+        client.terminate();
+      }
+    });
+  });
 });

@@ -1,4 +1,5 @@
 import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import { randomBytes } from 'node:crypto';
 import { InjectMessengerOptions, MessengerOptions } from '../config/messenger-options';
 import { EventsService } from '../events/events.service';
 import { QueueKeys } from '../queue/queue-keys';
@@ -21,6 +22,9 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
   private readonly readyWaiters: Array<() => void> = [];
   private ticking?: Promise<boolean>;
   private failing = false;
+  /** This process's mark in its presence key: another value there is another process with our INSTANCE_ID. */
+  private readonly token = randomBytes(12).toString('hex');
+  private claimed = false;
 
   constructor(
     @InjectRedis() private readonly redis: RedisClient,
@@ -46,8 +50,12 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
     });
   }
 
-  onModuleInit(): void {
-    // Not awaited here: a server without Redis still starts, answers /health with 503, and retries.
+  async onModuleInit(): Promise<void> {
+    // With Redis up, a second process with our INSTANCE_ID stops here (the start fails, naming it).
+    // Without Redis the server still starts, answers /health with 503, and claims at its first refresh.
+    await this.claim().catch((error: Error) => {
+      if (error instanceof InstanceIdInUse) throw error;
+    });
     void this.refresh();
     this.timer = setInterval(() => void this.refresh(), this.options.heartbeatMs);
   }
@@ -60,19 +68,20 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
 
   async onApplicationShutdown(): Promise<void> {
     clearInterval(this.timer);
-    if (this.redis.status !== 'ready') return;
+    if (this.redis.status !== 'ready' || !this.claimed) return; // never another live process's key
     await Promise.all([this.redis.del(this.keys.instanceAlive(this.instanceId)), this.redis.srem(this.keys.instances, this.instanceId)]).catch(() => undefined);
   }
 
   private async tick(): Promise<boolean> {
     try {
       if (!this.ready) {
+        await this.claim();
         await this.reclaim(this.instanceId);
         this.ready = true;
         this.readyWaiters.splice(0).forEach((resolve) => resolve());
       }
       await Promise.all([
-        this.redis.set(this.keys.instanceAlive(this.instanceId), '1', 'PX', this.options.presenceTtlMs),
+        this.redis.set(this.keys.instanceAlive(this.instanceId), this.token, 'PX', this.options.presenceTtlMs),
         this.redis.sadd(this.keys.instances, this.instanceId),
       ]);
       await this.reapDeadInstances();
@@ -85,6 +94,28 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
       this.failing = true;
       return false;
     }
+  }
+
+  /**
+   * Takes this INSTANCE_ID's presence key for this process (SET NX). Held by another token, it
+   * is either a crashed earlier life of this id (its key lapses within PRESENCE_TTL_MS, and then
+   * it is ours) or a live process (it refreshes the key first: its TTL goes up), which we refuse
+   * to run beside: two processes with one id would unregister each other's sockets.
+   */
+  private async claim(): Promise<void> {
+    if (this.claimed) return;
+    const key = this.keys.instanceAlive(this.instanceId);
+    const deadline = Date.now() + this.options.presenceTtlMs + this.options.heartbeatMs;
+    let last = Infinity;
+    for (;;) {
+      if (await this.redis.set(key, this.token, 'PX', this.options.presenceTtlMs, 'NX')) break;
+      const ttl = await this.redis.pttl(key);
+      if ((ttl > last && ttl > 0) || Date.now() > deadline) throw new InstanceIdInUse(this.instanceId);
+      if (ttl > 0 && last === Infinity) this.logger.log(`INSTANCE_ID ${this.instanceId} has a presence key of another process: waiting up to ${ttl} ms for it to lapse (a crashed earlier life) or be refreshed (a live one)`);
+      if (ttl > 0) last = ttl;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(this.options.heartbeatMs, 250)));
+    }
+    this.claimed = true;
   }
 
   private async reapDeadInstances(): Promise<void> {
@@ -106,5 +137,13 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
       if (requeued > 0) this.logger.log(`${user}: Client is no longer online, recommitting ${requeued} messages to queue`);
       await this.queue.registerUser(instance, user, false);
     }
+  }
+}
+
+/** Another live process runs with this INSTANCE_ID. */
+export class InstanceIdInUse extends Error {
+  constructor(instanceId: string) {
+    super(`INSTANCE_ID ${instanceId} is in use by another running instance (its presence key is refreshed): give each process its own INSTANCE_ID`);
+    this.name = 'InstanceIdInUse';
   }
 }
