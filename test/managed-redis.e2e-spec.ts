@@ -27,9 +27,18 @@ async function roundTrip(server: TestServer, publisher: Redis | Cluster): Promis
   try {
     await client.identify(user);
     expect((await postMessage(server.url, { to: user, payload: 'over http' })).status).toBe(202);
-    await publisher.publish(`rm.users.${user}`, 'over pubsub');
-    const got = await client.messages(2, 10_000);
-    expect(got.map((f) => f.data.payload).sort()).toEqual(['over http', 'over pubsub']);
+    expect((await client.messages(1, 10_000))[0].data.payload).toBe('over http');
+    // Raw pub/sub is at-most-once: one sent before this instance routes its shards (just after a start or an outage) is not heard.
+    const heard = () => client.frames.some((f) => f.event === 'message' && f.data.payload === 'over pubsub');
+    await waitFor(
+      async () => {
+        await publisher.publish(`rm.users.${user}`, 'over pubsub');
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        return heard();
+      },
+      15_000,
+      'a raw PUBLISH to be heard',
+    );
   } finally {
     client.terminate();
   }
@@ -89,7 +98,6 @@ describe('managed Redis', () => {
       await redis.client().call('ACL', 'SETUSER', 'bob', 'on', `>${secret}`, '~*', '&*', '+@all');
       await waitFor(async () => (await health(server)) === 200, 15_000, '/health 200 once the user exists');
       await server.waitForLog(/command connection to Redis is back/);
-      await server.waitForLog(/subscriber connection to Redis is back/, 10_000); // raw PUBLISHes before it are not heard
       await roundTrip(server, redis.client());
       await redis.client().call('ACL', 'DELUSER', 'bob');
       expect(server.logs()).not.toContain(secret);

@@ -85,19 +85,18 @@ export function createRedis(options: RedisSettings, role: Role): RedisClient {
     // REDIS_USERNAME / REDIS_PASSWORD win over the URL's (ioredis would prefer the URL's).
     redis = new Redis(options.redisPassword ? withoutCredentials(options.redisUrl) : options.redisUrl, { ...common, enableAutoPipelining });
   }
-  return watch(redis, role);
+  return role === 'subscriber' ? resubscribing(watch(redis, role) as Redis) : watch(redis, role);
 }
 
 /**
- * A command unanswered within the timeout fails (the caller answers 1013 / 503 or retries, as for
- * an outage) and the connection is dropped and made again, as a disconnect is: a black-holed link is
- * not used for minutes. The subscriber gets no command timeout (it only waits for messages); its
- * socket timeout counts only while a (re)subscribe is unanswered.
+ * A command unanswered within the timeout fails: the caller answers 1013 / 503 or retries, as for
+ * an outage. The subscriber gets none (it only waits for messages). ioredis's socketTimeout (drop
+ * the connection too) is not used: in 5.8 its timer, armed on a connection that failed, destroys
+ * the next one. A dead link on a quiet connection is found by TCP keepalive.
  */
 function timeouts(commandTimeoutMs: number, role: Role): RedisOptions {
   return {
     ...(role === 'subscriber' ? {} : { commandTimeout: commandTimeoutMs }),
-    socketTimeout: commandTimeoutMs,
     connectTimeout: commandTimeoutMs,
     keepAlive: KEEPALIVE_MS,
   };
@@ -112,7 +111,6 @@ export function duplicateWithMoreTime(client: RedisClient, extraMs: number, name
     ...o,
     connectionName: `redmessenger-${name}`,
     ...(o.commandTimeout === undefined ? {} : { commandTimeout: o.commandTimeout + extraMs }),
-    ...(o.socketTimeout === undefined ? {} : { socketTimeout: o.socketTimeout + extraMs }),
   });
   const copy = client instanceof Cluster ? client.duplicate(undefined, { redisOptions: longer(client.options.redisOptions ?? {}) }) : client.duplicate(longer(client.options));
   copy.on('error', () => undefined); // the command connection logs Redis outages
@@ -148,6 +146,30 @@ function watch<T extends RedisClient>(redis: T, role: Role): T {
     down = false;
   });
   return redis;
+}
+
+/**
+ * ioredis rejects the SUBSCRIBEs waiting for a connection that fails fatally (AUTH refused, a
+ * failed ready check) and never sends them again; then the credentials work and nothing is heard.
+ * The subscriber asks again for what was refused, once it is ready.
+ */
+function resubscribing(subscriber: Redis): Redis {
+  for (const kind of ['subscribe', 'psubscribe'] as const) {
+    const refused = new Set<string>();
+    const ask = subscriber[kind].bind(subscriber) as (...channels: string[]) => Promise<unknown>;
+    subscriber[kind] = ((...channels: string[]) =>
+      ask(...channels).catch((error: Error) => {
+        channels.forEach((channel) => refused.add(channel));
+        throw error;
+      })) as never;
+    subscriber.on('ready', () => {
+      if (refused.size === 0) return;
+      const again = [...refused];
+      refused.clear();
+      void (subscriber[kind] as (...channels: string[]) => Promise<unknown>)(...again).catch(() => undefined);
+    });
+  }
+  return subscriber;
 }
 
 /**
@@ -194,7 +216,7 @@ export async function clusterSubscriber(cluster: Cluster, waitMs = 5000): Promis
     port: at.port,
     connectionName: 'redmessenger-subscriber',
     maxRetriesPerRequest: null,
-    commandTimeout: undefined, // it waits for messages; its socket timeout still drops a silent (re)subscribe
+    commandTimeout: undefined, // it waits for messages
     retryStrategy: (attempt) => {
       retarget();
       return subscriberRetryStrategy(attempt);
@@ -204,7 +226,7 @@ export async function clusterSubscriber(cluster: Cluster, waitMs = 5000): Promis
   cluster.on('refresh', () => {
     if (retarget() && subscriber.status !== 'end') subscriber.disconnect(true);
   });
-  return watch(subscriber, 'subscriber');
+  return resubscribing(watch(subscriber, 'subscriber'));
 }
 
 @Global()
@@ -222,7 +244,7 @@ export async function clusterSubscriber(cluster: Cluster, waitMs = 5000): Promis
         if (client instanceof Cluster) return clusterSubscriber(client);
         const own = options.redis;
         if (!own) return createRedis(options, 'subscriber');
-        return (own as Redis).duplicate({ maxRetriesPerRequest: null, commandTimeout: undefined }); // a Cluster of the host's is handled above
+        return resubscribing((own as Redis).duplicate({ maxRetriesPerRequest: null, commandTimeout: undefined })); // a Cluster of the host's is handled above
       },
     },
     {
