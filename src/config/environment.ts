@@ -87,7 +87,7 @@ export class Environment {
   @IsOptional() @Matches(/^\S{1,512}$/, { message: 'REDIS_SENTINEL_PASSWORD must be 1-512 characters without spaces' })
   REDIS_SENTINEL_PASSWORD?: string;
 
-  /** A Redis command unanswered this long fails, and its connection is dropped and made again (a black-holed link). */
+  /** A Redis command unanswered this long fails, as when Redis is away (a black-holed link, a stalled Redis). */
   @IsInt({ message: 'REDIS_COMMAND_TIMEOUT_MS must be an integer from 500 to 600000' })
   @Min(500, { message: 'REDIS_COMMAND_TIMEOUT_MS must be an integer from 500 to 600000' })
   @Max(600_000, { message: 'REDIS_COMMAND_TIMEOUT_MS must be an integer from 500 to 600000' })

@@ -31,7 +31,7 @@ export interface MessengerOptions {
   /** TLS to every node (one Redis: also when the URL is rediss://), trusting this CA (PEM text) when given. */
   redisTls: boolean;
   redisTlsCa?: string;
-  /** A command unanswered this long fails and its connection is made again; blocking reads and WAIT get their own time on top. */
+  /** A command unanswered this long fails; blocking reads and WAIT get their own time on top. */
   redisCommandTimeoutMs: number;
   /** The 202 of POST /v1/messages and the XACK of an inbox entry wait for this many replicas (0: no wait), at most the timeout. */
   publishWaitReplicas: number;
