@@ -1,4 +1,8 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ConfigError, validateEnvironment } from './environment';
+import { optionsFromEnvironment } from './messenger-options';
 
 describe('validateEnvironment', () => {
   it('applies the documented defaults to an empty environment', () => {
@@ -44,6 +48,12 @@ describe('validateEnvironment', () => {
     ['EVENTS_MAXLEN', '0'],
     ['UNREAD_AFTER_SECONDS', '-1'],
     ['ADMIN_API_KEYS', 'short-key'],
+    ['REDIS_TLS', 'yes'],
+    ['REDIS_PASSWORD', 'has space'],
+    ['REDIS_COMMAND_TIMEOUT_MS', '100'],
+    ['PUBLISH_WAIT_REPLICAS', '-1'],
+    ['PUBLISH_WAIT_REPLICAS', '17'],
+    ['PUBLISH_WAIT_TIMEOUT_MS', '5'],
   ])('refuses %s=%s with a message naming the variable, not its value', (name, value) => {
     const run = () => validateEnvironment({ [name]: value });
 
@@ -127,6 +137,33 @@ describe('validateEnvironment', () => {
     const run = () => validateEnvironment({ ADMIN_API_KEYS: `${'a'.repeat(16)},${short}` });
     expect(run).toThrow(/ADMIN_API_KEYS must be a comma-separated list of keys of at least 16 characters/);
     expect(run).not.toThrow(new RegExp(short));
+  });
+
+  it('reads the Redis credentials, TLS and timeouts, with their defaults, and never prints a password', () => {
+    expect(validateEnvironment({})).toMatchObject({ REDIS_TLS: false, REDIS_COMMAND_TIMEOUT_MS: 5000, PUBLISH_WAIT_REPLICAS: 0, PUBLISH_WAIT_TIMEOUT_MS: 1000 });
+    const options = optionsFromEnvironment(
+      validateEnvironment({ REDIS_USERNAME: 'app', REDIS_PASSWORD: 's3cret!', REDIS_TLS: 'true', PUBLISH_WAIT_REPLICAS: '1', REDIS_SENTINELS: 'h:26379', REDIS_SENTINEL_MASTER: 'm', REDIS_SENTINEL_PASSWORD: 'sentinel-secret' }),
+    );
+    expect(options).toMatchObject({ redisUsername: 'app', redisPassword: 's3cret!', redisTls: true, redisSentinelPassword: 'sentinel-secret', publishWaitReplicas: 1, publishWaitTimeoutMs: 1000, redisCommandTimeoutMs: 5000 });
+    expect(() => validateEnvironment({ REDIS_USERNAME: 'app' })).toThrow(/REDIS_USERNAME needs REDIS_PASSWORD/);
+    expect(() => validateEnvironment({ REDIS_SENTINEL_PASSWORD: 'x' })).toThrow(/REDIS_SENTINEL_PASSWORD needs REDIS_SENTINELS/);
+    const run = () => validateEnvironment({ REDIS_PASSWORD: 'top secret' });
+    expect(run).toThrow(/REDIS_PASSWORD must be/);
+    expect(run).not.toThrow(/top secret/);
+  });
+
+  it('reads REDIS_TLS_CA_FILE at start: only with TLS, a missing or non-PEM file stops the start naming the variable', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rm-env-'));
+    const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+    writeFileSync(join(dir, 'ca.pem'), pem);
+    writeFileSync(join(dir, 'not.pem'), 'hello');
+    expect(optionsFromEnvironment(validateEnvironment({ REDIS_TLS: 'true', REDIS_TLS_CA_FILE: join(dir, 'ca.pem') })).redisTlsCa).toBe(pem);
+    expect(optionsFromEnvironment(validateEnvironment({ REDIS_URL: 'rediss://h:6380', REDIS_TLS_CA_FILE: join(dir, 'ca.pem') })).redisTlsCa).toBe(pem);
+    expect(() => validateEnvironment({ REDIS_TLS_CA_FILE: join(dir, 'ca.pem') })).toThrow(/REDIS_TLS_CA_FILE needs TLS/);
+    const missing = () => optionsFromEnvironment(validateEnvironment({ REDIS_TLS: 'true', REDIS_TLS_CA_FILE: join(dir, 'nope.pem') }));
+    expect(missing).toThrow(ConfigError);
+    expect(missing).toThrow(/REDIS_TLS_CA_FILE cannot be read \(ENOENT\)/);
+    expect(() => optionsFromEnvironment(validateEnvironment({ REDIS_TLS: 'true', REDIS_TLS_CA_FILE: join(dir, 'not.pem') }))).toThrow(/REDIS_TLS_CA_FILE must be a PEM file/);
   });
 });
 

@@ -71,6 +71,31 @@ export class Environment {
   @Matches(/^[A-Za-z0-9._-]{1,128}$/, { message: 'REDIS_SENTINEL_MASTER must be set with REDIS_SENTINELS: the name of the master the Sentinels watch' })
   REDIS_SENTINEL_MASTER?: string;
 
+  /** Credentials for every Cluster node and every Sentinel-found master and replica; with one Redis, they override the URL's. */
+  @IsOptional() @Matches(/^[^\s:]{1,256}$/, { message: 'REDIS_USERNAME must be 1-256 characters without spaces or ":"' })
+  REDIS_USERNAME?: string;
+
+  @IsOptional() @Matches(/^\S{1,512}$/, { message: 'REDIS_PASSWORD must be 1-512 characters without spaces' })
+  REDIS_PASSWORD?: string;
+
+  /** TLS to every Redis node (Cluster nodes, Sentinels and the master they name; one Redis: also rediss://). */
+  @IsBoolean({ message: 'REDIS_TLS must be true or false' })
+  REDIS_TLS = false;
+
+  /** A PEM file of the CA that signed the Redis servers' certificates (read at start). */
+  @IsOptional() @IsString()
+  REDIS_TLS_CA_FILE?: string;
+
+  /** The Sentinels' own password (their requirepass). */
+  @IsOptional() @Matches(/^\S{1,512}$/, { message: 'REDIS_SENTINEL_PASSWORD must be 1-512 characters without spaces' })
+  REDIS_SENTINEL_PASSWORD?: string;
+
+  /** A Redis command unanswered this long fails, as when Redis is away (a black-holed link, a stalled Redis). */
+  @IsInt({ message: 'REDIS_COMMAND_TIMEOUT_MS must be an integer from 500 to 600000' })
+  @Min(500, { message: 'REDIS_COMMAND_TIMEOUT_MS must be an integer from 500 to 600000' })
+  @Max(600_000, { message: 'REDIS_COMMAND_TIMEOUT_MS must be an integer from 500 to 600000' })
+  REDIS_COMMAND_TIMEOUT_MS = 5000;
+
   /** Heard messages waiting to be routed, in bytes: the pub/sub connection is read as fast as it arrives, into this. */
   @IsInt() @Min(1024 * 1024) @Max(16 * 1024 * 1024 * 1024)
   ROUTE_BUFFER_BYTES = 256 * 1024 * 1024;
@@ -214,6 +239,17 @@ export class Environment {
   @Min(1024, { message: 'MAX_PUBLISH_BYTES must be an integer from 1024 to 268435456' })
   @Max(256 * 1024 * 1024, { message: 'MAX_PUBLISH_BYTES must be an integer from 1024 to 268435456' })
   MAX_PUBLISH_BYTES = 1048576;
+
+  /** The 202 of POST /v1/messages and the XACK of an inbox entry wait until this many replicas have the write (0: no wait). */
+  @IsInt({ message: 'PUBLISH_WAIT_REPLICAS must be an integer from 0 to 16' })
+  @Min(0, { message: 'PUBLISH_WAIT_REPLICAS must be an integer from 0 to 16' })
+  @Max(16, { message: 'PUBLISH_WAIT_REPLICAS must be an integer from 0 to 16' })
+  PUBLISH_WAIT_REPLICAS = 0;
+
+  @IsInt({ message: 'PUBLISH_WAIT_TIMEOUT_MS must be an integer from 10 to 60000' })
+  @Min(10, { message: 'PUBLISH_WAIT_TIMEOUT_MS must be an integer from 10 to 60000' })
+  @Max(60_000, { message: 'PUBLISH_WAIT_TIMEOUT_MS must be an integer from 10 to 60000' })
+  PUBLISH_WAIT_TIMEOUT_MS = 1000;
 }
 
 export class ConfigError extends Error {
@@ -232,6 +268,10 @@ export const ENVIRONMENT_KEYS = [
   'REDIS_CLUSTER_NODES',
   'REDIS_SENTINELS',
   'REDIS_SENTINEL_MASTER',
+  'REDIS_USERNAME',
+  'REDIS_PASSWORD',
+  'REDIS_TLS_CA_FILE',
+  'REDIS_SENTINEL_PASSWORD',
   'AUTH_JWT_SECRET',
   'AUTH_JWT_PUBLIC_KEY',
   'AUTH_JWKS_URL',
@@ -291,6 +331,15 @@ export function validateEnvironment(raw: Record<string, unknown>): Environment {
   }
   if (input.REDIS_SENTINEL_MASTER !== undefined && input.REDIS_SENTINELS === undefined) {
     problems.push('REDIS_SENTINEL_MASTER needs REDIS_SENTINELS (the Sentinels to ask for that master)');
+  }
+  if (input.REDIS_SENTINEL_PASSWORD !== undefined && input.REDIS_SENTINELS === undefined) {
+    problems.push('REDIS_SENTINEL_PASSWORD needs REDIS_SENTINELS (it is the Sentinels\' own password)');
+  }
+  if (input.REDIS_TLS_CA_FILE !== undefined && input.REDIS_TLS !== true && !/^rediss:/i.test(String(input.REDIS_URL ?? ''))) {
+    problems.push('REDIS_TLS_CA_FILE needs TLS: REDIS_TLS=true, or a rediss:// REDIS_URL');
+  }
+  if (input.REDIS_USERNAME !== undefined && input.REDIS_PASSWORD === undefined) {
+    problems.push('REDIS_USERNAME needs REDIS_PASSWORD (Redis authenticates a user by its password)');
   }
   if (typeof input.UNREAD_AFTER_SECONDS === 'number' && input.UNREAD_AFTER_SECONDS > 0 && input.EVENTS_STREAM === undefined) {
     problems.push('UNREAD_AFTER_SECONDS needs EVENTS_STREAM (unread events are written to that stream)');

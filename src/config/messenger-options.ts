@@ -1,7 +1,8 @@
 import { Inject } from '@nestjs/common';
 import type { Cluster, Redis } from 'ioredis';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { Environment, type AuthMode, type LogFormat, type LogLevelName, type QueueOverflow } from './environment';
+import { ConfigError, Environment, type AuthMode, type LogFormat, type LogLevelName, type QueueOverflow } from './environment';
 
 /** What the modules of RedMessenger are configured with; only the app maps the environment to it. */
 export interface MessengerOptions {
@@ -23,6 +24,18 @@ export interface MessengerOptions {
   /** Sentinels (host:port) and the name of the master they watch; when set, win over redisUrl. */
   redisSentinels?: string[];
   redisSentinelMaster?: string;
+  /** Credentials for every node (one Redis: they override the URL's), and the Sentinels' own password. */
+  redisUsername?: string;
+  redisPassword?: string;
+  redisSentinelPassword?: string;
+  /** TLS to every node (one Redis: also when the URL is rediss://), trusting this CA (PEM text) when given. */
+  redisTls: boolean;
+  redisTlsCa?: string;
+  /** A command unanswered this long fails; blocking reads and WAIT get their own time on top. */
+  redisCommandTimeoutMs: number;
+  /** The 202 of POST /v1/messages and the XACK of an inbox entry wait for this many replicas (0: no wait), at most the timeout. */
+  publishWaitReplicas: number;
+  publishWaitTimeoutMs: number;
   /** Bytes of heard messages that may wait to be routed; past it, new ones are dropped and counted (overload). */
   routeBufferBytes: number;
   identifyTimeoutMs: number;
@@ -99,6 +112,14 @@ export function optionsFromEnvironment(env: Environment): MessengerOptions {
     redisClusterNodes: env.REDIS_CLUSTER_NODES ? list(env.REDIS_CLUSTER_NODES) : undefined,
     redisSentinels: env.REDIS_SENTINELS ? list(env.REDIS_SENTINELS) : undefined,
     redisSentinelMaster: env.REDIS_SENTINEL_MASTER,
+    redisUsername: env.REDIS_USERNAME,
+    redisPassword: env.REDIS_PASSWORD,
+    redisSentinelPassword: env.REDIS_SENTINEL_PASSWORD,
+    redisTls: env.REDIS_TLS,
+    redisTlsCa: env.REDIS_TLS_CA_FILE ? readCa(env.REDIS_TLS_CA_FILE) : undefined,
+    redisCommandTimeoutMs: env.REDIS_COMMAND_TIMEOUT_MS,
+    publishWaitReplicas: env.PUBLISH_WAIT_REPLICAS,
+    publishWaitTimeoutMs: env.PUBLISH_WAIT_TIMEOUT_MS,
     routeBufferBytes: env.ROUTE_BUFFER_BYTES,
     identifyTimeoutMs: env.IDENTIFY_TIMEOUT_MS,
     maxInflight: env.MAX_INFLIGHT,
@@ -138,6 +159,18 @@ export function optionsFromEnvironment(env: Environment): MessengerOptions {
     heartbeatMs: Math.min(1000, Math.floor(env.PRESENCE_TTL_MS / 4)),
     presenceTtlMs: env.PRESENCE_TTL_MS,
   };
+}
+
+/** Read once at start: a missing or unreadable file stops the start (the message names the variable, not the path). */
+function readCa(file: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`REDIS_TLS_CA_FILE cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new ConfigError('REDIS_TLS_CA_FILE must be a PEM file of certificates');
+  return pem;
 }
 
 const list = (value?: string) => (value ?? '').split(',').map((item) => item.trim()).filter(Boolean);

@@ -44,6 +44,8 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
   private failing = false;
   private reapFailing = false;
   private readonly reapLogged = new Set<string>();
+  /** This process holds its presence key (claimed at start): another value there is another process with our INSTANCE_ID. */
+  private claimed = false;
 
   constructor(
     @InjectRedis() private readonly redis: RedisClient,
@@ -76,8 +78,12 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
     this.lapseListeners.push(listener);
   }
 
-  onModuleInit(): void {
-    // Not awaited here: a server without Redis still starts, answers /health with 503, and retries.
+  async onModuleInit(): Promise<void> {
+    // With Redis up, a second process with our INSTANCE_ID stops here (the start fails, naming it).
+    // Without Redis the server still starts, answers /health with 503, and claims at its first beat.
+    await this.claim().catch((error: Error) => {
+      if (error instanceof InstanceIdInUse) throw error;
+    });
     void this.beat();
     this.beatTimer = setInterval(() => void this.beat(), this.options.heartbeatMs);
     this.reapTimer = setInterval(() => void this.reapTick(), this.options.heartbeatMs);
@@ -86,8 +92,30 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
   async onApplicationShutdown(): Promise<void> {
     clearInterval(this.beatTimer);
     clearInterval(this.reapTimer);
-    if (this.redis.status !== 'ready') return;
+    if (this.redis.status !== 'ready' || !this.claimed) return; // never another live process's key
     await Promise.all([this.redis.del(this.keys.instanceAlive(this.instanceId)), this.redis.srem(this.keys.instances, this.instanceId)]).catch(() => undefined);
+  }
+
+  /**
+   * Takes this INSTANCE_ID's presence key for this process (SET NX). Held by another token, it
+   * is either a crashed earlier life of this id (its key lapses within PRESENCE_TTL_MS, and then
+   * it is ours) or a live process (it refreshes the key first: its TTL goes up), which we refuse
+   * to run beside: two processes with one id would unregister each other's sockets.
+   */
+  private async claim(): Promise<void> {
+    if (this.claimed) return;
+    const key = this.keys.instanceAlive(this.instanceId);
+    const deadline = Date.now() + this.options.presenceTtlMs + this.options.heartbeatMs;
+    let last = Infinity;
+    for (;;) {
+      if (await this.redis.set(key, this.token, 'PX', this.options.presenceTtlMs, 'NX')) break;
+      const ttl = await this.redis.pttl(key);
+      if ((ttl > last && ttl > 0) || Date.now() > deadline) throw new InstanceIdInUse(this.instanceId);
+      if (ttl > 0 && last === Infinity) this.logger.log(`INSTANCE_ID ${this.instanceId} has a presence key of another process: waiting up to ${ttl} ms for it to lapse (a crashed earlier life) or be refreshed (a live one)`);
+      if (ttl > 0) last = ttl;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(this.options.heartbeatMs, 250)));
+    }
+    this.claimed = true;
   }
 
   /** Refreshes the presence key: on its own timer, so it never waits behind a reaping. */
@@ -95,6 +123,7 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
     if (this.beating) return;
     this.beating = true;
     try {
+      if (!this.claimed) await this.claim();
       const [previous] = await Promise.all([
         this.redis.set(this.keys.instanceAlive(this.instanceId), this.token, 'PX', this.options.presenceTtlMs, 'GET'),
         this.redis.sadd(this.keys.instances, this.instanceId),
@@ -217,3 +246,11 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Another live process runs with this INSTANCE_ID. */
+export class InstanceIdInUse extends Error {
+  constructor(instanceId: string) {
+    super(`INSTANCE_ID ${instanceId} is in use by another running instance (its presence key is refreshed): give each process its own INSTANCE_ID`);
+    this.name = 'InstanceIdInUse';
+  }
+}

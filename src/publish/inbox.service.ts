@@ -5,6 +5,7 @@ import { MetricsService } from '../metrics/metrics.service';
 import { QueueKeys } from '../queue/queue-keys';
 import { defineLease, type RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
+import { duplicateWithMoreTime } from '../redis/redis.module';
 import { parseInboxEntry } from './inbox-entry';
 import { PublishService, type Item } from './publish.service';
 import { UnusableKeys } from '../queue/queue.service';
@@ -57,8 +58,8 @@ export class InboxService implements OnApplicationBootstrap, OnApplicationShutdo
   }
 
   onApplicationBootstrap(): void {
-    this.reader = this.redis.duplicate();
-    this.reader.on('error', () => undefined); // the command connection logs Redis outages
+    // Its command timeout counts from the end of the BLOCK.
+    this.reader = duplicateWithMoreTime(this.redis, BLOCK_MS, 'inbox');
     this.running = this.run();
     this.lagTimer = setInterval(() => void this.refreshLag(), LAG_EVERY_MS);
   }

@@ -15,6 +15,7 @@ import { MetricsService } from '../metrics/metrics.service';
 import type { HttpPublishOutcome } from '../metrics/metrics.constants';
 import { PublishErrorDto, PublishMessageDto, PublishedToGroupDto, PublishedToUserDto } from './publish.dto';
 import { type PublishRequest } from './publish-body.middleware';
+import { ReplicasBehind } from '../queue/queue.service';
 import { PublishService } from './publish.service';
 import { charCount, type Publication } from './publication';
 
@@ -151,6 +152,10 @@ export class PublishController {
       if (seen) return { answer: seen.answer as unknown as PublishedToUserDto, outcome: 'duplicate' };
     }
     const [result] = await this.unavailableOnError(this.publish.storeAll([{ publication, id, ts: Date.now(), idempotency }]));
+    if (result.failed instanceof ReplicasBehind) {
+      this.logger.warn(`POST /v1/messages for ${target}: ${result.failed.message}; answered 503`);
+      throw new ServiceUnavailableException(`the message is stored but not yet on enough replicas (PUBLISH_WAIT_REPLICAS); retry with the same Idempotency-Key: it is not stored twice`);
+    }
     if (result.failed) {
       this.logger.warn(`POST /v1/messages for ${target}: Redis did not store it (${result.failed.message}); answered 503`);
       throw new ServiceUnavailableException(

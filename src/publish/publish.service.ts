@@ -71,7 +71,7 @@ export class PublishService {
     });
     const results: ItemResult[] = items.map(() => ({ recipients: 0, stored: 0, repeated: 0, conflicts: 0, refused: 0 }));
     if (groups.length === 0) return results;
-    (await this.store.store(groups)).forEach((result: RouteResult | Error, g) => {
+    (await this.store.store(groups, true)).forEach((result: RouteResult | Error, g) => {
       const item = results[owner[g]];
       // A failure worth retrying (Redis away) wins over unusable keys, which fail the same way every time.
       if (result instanceof Error) item.failed = item.failed && !(item.failed instanceof UnusableKeys) ? item.failed : result;
@@ -86,6 +86,8 @@ export class PublishService {
         item.stored++;
         item.recipients++;
       }
+      // Stored, but a failover could still lose it: not acknowledged as stored (503, entry left pending).
+      if (!(result instanceof Error) && result.unreplicated) item.failed ??= result.unreplicated;
     });
     return results;
   }

@@ -1,4 +1,4 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, OnApplicationShutdown } from '@nestjs/common';
 import { Cluster, ReplyError, type Result } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
 import { join } from 'node:path';
@@ -7,6 +7,7 @@ import { MetricsService } from '../metrics/metrics.service';
 import type { RedisCommand } from '../metrics/metrics.constants';
 import { InjectRedis } from '../redis/redis.constants';
 import { defineScripts, type RedisClient } from '../redis/lua-scripts';
+import { duplicateWithMoreTime } from '../redis/redis.module';
 import { QueueKeys } from './queue-keys';
 import { MessageIds } from './message-ids';
 
@@ -92,6 +93,8 @@ export interface RouteResult {
   mine: boolean;
   /** Repeated: the recorded answer. */
   answer?: string;
+  /** Stored (what it asks of this instance still holds), but not on PUBLISH_WAIT_REPLICAS replicas in time. */
+  unreplicated?: ReplicasBehind;
 }
 
 /** Owed messages as read back, with where to read next. */
@@ -115,6 +118,14 @@ const CALL_BYTES = 4 * 1024 * 1024;
 /** A read's byte budget when SLOW_CONSUMER_BYTES is 0 (no slow-consumer limit). */
 const DEFAULT_READ_BYTES = 8 * 1024 * 1024;
 
+/** Fewer replicas than PUBLISH_WAIT_REPLICAS acknowledged a write in time: it is on the master, maybe not after a failover. */
+export class ReplicasBehind extends Error {
+  constructor(acked: number, wanted: number, timeoutMs: number) {
+    super(`stored, but ${acked} of ${wanted} replicas acknowledged it within ${timeoutMs} ms (PUBLISH_WAIT_REPLICAS)`);
+    this.name = 'ReplicasBehind';
+  }
+}
+
 /**
  * The repository of a user's Redis keys. Each method is one atomic Lua script
  * (see `lua/`) touching one user's keys (route: the users of one slot), so no step
@@ -122,11 +133,17 @@ const DEFAULT_READ_BYTES = 8 * 1024 * 1024;
  * Every script call is timed here, in the one place that runs them.
  */
 @Injectable()
-export class QueueService {
+export class QueueService implements OnApplicationShutdown {
   private readonly ttlMs: number;
   /** The most bytes of messages one read takes from Redis for a socket. */
   private readonly readBytes: number;
   readonly ids = new MessageIds();
+  /**
+   * With PUBLISH_WAIT_REPLICAS: the connection durable stores are written and WAITed on. WAIT
+   * counts the writes of its own connection, and blocks it up to PUBLISH_WAIT_TIMEOUT_MS: on the
+   * command connection it would hold every identify and ack behind it while a replica is away.
+   */
+  private readonly durable?: RedisClient;
 
   constructor(
     @InjectRedis() private readonly redis: RedisClient,
@@ -137,6 +154,14 @@ export class QueueService {
     defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-5.lua', 'detach-5.lua', 'ack-5.lua', 'read-5.lua', 'expire-5.lua', 'unread-5.lua']);
     this.ttlMs = options.queueTtlSeconds * 1000;
     this.readBytes = options.slowConsumerBytes || DEFAULT_READ_BYTES;
+    if (options.publishWaitReplicas > 0) {
+      this.durable = duplicateWithMoreTime(redis, options.publishWaitTimeoutMs, 'durable');
+      defineScripts(this.durable, join(__dirname, 'lua'), ['route.lua']);
+    }
+  }
+
+  onApplicationShutdown(): void {
+    this.durable?.disconnect();
   }
 
   /**
@@ -149,12 +174,18 @@ export class QueueService {
    * call that Redis refused (a script error, which writes nothing: see route.lua) is
    * tried again one user at a time, so that error too is only its users'.
    */
-  async route(groups: RouteGroup[], instance: string): Promise<Array<RouteResult | Error>> {
+  async route(groups: RouteGroup[], instance: string, durable = false): Promise<Array<RouteResult | Error>> {
     const results: Array<RouteResult | Error> = new Array(groups.length);
+    const client = durable ? (this.durable ?? this.redis) : this.redis;
     const call = async (indexes: number[]): Promise<void> => {
       try {
-        const answer = await this.time('route', this.routeCall(indexes.map((i) => groups[i]), instance));
-        indexes.forEach((groupIndex, j) => (results[groupIndex] = answer[j]));
+        const answer = await this.time('route', this.routeCall(indexes.map((i) => groups[i]), instance, client));
+        // A repeat wrote nothing, yet it waits too: the first try may have failed on this wait.
+        const unreplicated = client === this.durable ? await this.waitReplicas(this.keys.queue(groups[indexes[0]].user)) : undefined;
+        indexes.forEach((groupIndex, j) => {
+          const answered = answer[j];
+          results[groupIndex] = unreplicated && !(answered instanceof Error) ? { ...answered, unreplicated } : answered;
+        });
       } catch (error) {
         if (indexes.length > 1 && error instanceof ReplyError) await Promise.all(indexes.map((i) => call([i])));
         else for (const groupIndex of indexes) results[groupIndex] = error as Error;
@@ -194,7 +225,21 @@ export class QueueService {
     return calls;
   }
 
-  private async routeCall(groups: RouteGroup[], instance: string): Promise<Array<RouteResult | UnusableKeys>> {
+  /** WAIT on the connection that wrote key's slot (a Cluster: that key's master), for PUBLISH_WAIT_REPLICAS. */
+  private async waitReplicas(key: string): Promise<ReplicasBehind | undefined> {
+    const { publishWaitReplicas: wanted, publishWaitTimeoutMs: timeoutMs } = this.options;
+    let node = this.durable!;
+    if (node instanceof Cluster) {
+      const address = node.slots[calculateSlot(key)]?.[0];
+      const master = node.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === address);
+      if (!master) throw new Error(`no connection to the master of ${key}'s slot to WAIT on`);
+      node = master;
+    }
+    const acked = await node.wait(wanted, timeoutMs);
+    return acked < wanted ? new ReplicasBehind(acked, wanted, timeoutMs) : undefined;
+  }
+
+  private async routeCall(groups: RouteGroup[], instance: string, client: RedisClient): Promise<Array<RouteResult | UnusableKeys>> {
     const keys: string[] = [];
     const args: Args = [
       this.keys.instanceChannelPrefix, instance, this.options.maxQueueLength,
@@ -211,7 +256,7 @@ export class QueueService {
     }
     keys.push(...records);
     // ioredis flattens array arguments: no copy of a call's thousands of arguments here.
-    const [outcomes, ...values] = await this.redis.rmRoute(keys.length, keys as never, args as never);
+    const [outcomes, ...values] = await client.rmRoute(keys.length, keys as never, args as never);
     const numbers = values as number[];
     return groups.map(({ user }, g) => {
       if (outcomes[g] === RouteOutcome.Unusable) return new UnusableKeys(user, String(values[6 * g + 5]));

@@ -23,19 +23,35 @@ const retryStrategy = (attempt: number) => Math.min(100 * 2 ** Math.min(attempt,
  */
 const subscriberRetryStrategy = (attempt: number) => Math.min(100 * 2 ** Math.min(attempt, 5), 500);
 
+/** What a connection is made with: where Redis is, its credentials and TLS, and how long a command may take. */
+export type RedisSettings = Pick<
+  MessengerOptions,
+  | 'redisUrl' | 'redisClusterNodes' | 'redisSentinels' | 'redisSentinelMaster'
+  | 'redisUsername' | 'redisPassword' | 'redisSentinelPassword' | 'redisTls' | 'redisTlsCa' | 'redisCommandTimeoutMs'
+>;
+
+/** The TCP keepalive probe starts after this long idle: a dead peer on a quiet link is found by the kernel too. */
+const KEEPALIVE_MS = 10_000;
+
 /**
  * The client for one role, on one Redis (REDIS_URL), a Redis Cluster
  * (REDIS_CLUSTER_NODES: hash-tagged keys, ioredis follows MOVED/ASK itself) or a
  * master found through Sentinels (REDIS_SENTINELS + REDIS_SENTINEL_MASTER: ioredis
- * asks them again after a failover).
+ * asks them again after a failover). Every node gets the same credentials and TLS.
  */
-export function createRedis(options: Pick<MessengerOptions, 'redisUrl' | 'redisClusterNodes' | 'redisSentinels' | 'redisSentinelMaster'>, role: Role): RedisClient {
+export function createRedis(options: RedisSettings, role: Role): RedisClient {
+  const oneRedisTls = options.redisTls || /^rediss:/i.test(options.redisUrl);
+  const tls = (options.redisClusterNodes?.length || options.redisSentinels?.length ? options.redisTls : oneRedisTls)
+    ? { ca: options.redisTlsCa }
+    : undefined;
   const common: RedisOptions = {
     connectionName: `redmessenger-${role}`,
     // Commands fail fast while Redis is away (the client gets an error frame, nothing is lost);
     // subscriptions wait for it, and ioredis renews them after every reconnect.
     maxRetriesPerRequest: role === 'subscriber' ? null : 2,
     retryStrategy: role === 'subscriber' ? subscriberRetryStrategy : retryStrategy,
+    ...timeouts(options.redisCommandTimeoutMs, role),
+    ...defined({ username: options.redisUsername, password: options.redisPassword, tls }),
   };
   // Commands issued in the same tick (acks of many sockets, reads) leave in one write.
   const enableAutoPipelining = role === 'command';
@@ -56,25 +72,104 @@ export function createRedis(options: Pick<MessengerOptions, 'redisUrl' | 'redisC
       maxRedirections: 32,
     });
   } else if (options.redisSentinels?.length) {
-    redis = new Redis({ ...common, sentinels: options.redisSentinels.map(hostPort), name: options.redisSentinelMaster, enableAutoPipelining, sentinelRetryStrategy: retryStrategy });
+    redis = new Redis({
+      ...common,
+      sentinels: options.redisSentinels.map(hostPort),
+      name: options.redisSentinelMaster,
+      enableAutoPipelining,
+      sentinelRetryStrategy: retryStrategy,
+      // The Sentinels speak TLS when the nodes do; the master and replicas they name get `tls` above.
+      ...defined({ sentinelPassword: options.redisSentinelPassword, sentinelTLS: tls, enableTLSForSentinelMode: tls ? true : undefined }),
+    });
   } else {
-    redis = new Redis(options.redisUrl, { ...common, enableAutoPipelining });
+    // REDIS_USERNAME / REDIS_PASSWORD win over the URL's (ioredis would prefer the URL's).
+    redis = new Redis(options.redisPassword ? withoutCredentials(options.redisUrl) : options.redisUrl, { ...common, enableAutoPipelining });
   }
-  return watch(redis, role);
+  return role === 'subscriber' ? resubscribing(watch(redis, role) as Redis) : watch(redis, role);
 }
 
-/** Says once per outage that a connection is down, and when it is back. */
+/**
+ * A command unanswered within the timeout fails: the caller answers 1013 / 503 or retries, as for
+ * an outage. The subscriber gets none (it only waits for messages). ioredis's socketTimeout (drop
+ * the connection too) is not used: in 5.8 its timer, armed on a connection that failed, destroys
+ * the next one. A dead link on a quiet connection is found by TCP keepalive.
+ */
+function timeouts(commandTimeoutMs: number, role: Role): RedisOptions {
+  return {
+    ...(role === 'subscriber' ? {} : { commandTimeout: commandTimeoutMs }),
+    connectTimeout: commandTimeoutMs,
+    keepAlive: KEEPALIVE_MS,
+  };
+}
+
+/**
+ * Another connection like `client` (same node, credentials, TLS) whose commands may take `extraMs`
+ * longer: a blocking read (XREADGROUP BLOCK) or a WAIT must not be cut by the command timeout.
+ */
+export function duplicateWithMoreTime(client: RedisClient, extraMs: number, name: string): RedisClient {
+  const longer = (o: RedisOptions): RedisOptions => ({
+    ...o,
+    connectionName: `redmessenger-${name}`,
+    ...(o.commandTimeout === undefined ? {} : { commandTimeout: o.commandTimeout + extraMs }),
+  });
+  const copy = client instanceof Cluster ? client.duplicate(undefined, { redisOptions: longer(client.options.redisOptions ?? {}) }) : client.duplicate(longer(client.options));
+  copy.on('error', () => undefined); // the command connection logs Redis outages
+  return copy;
+}
+
+const defined = <T extends object>(fields: T): Partial<T> => Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined)) as Partial<T>;
+
+const withoutCredentials = (url: string): string => {
+  const parsed = new URL(url);
+  parsed.username = '';
+  parsed.password = '';
+  return parsed.toString();
+};
+
+/**
+ * Says once per outage that a connection is down and why (WRONGPASS, NOAUTH, a certificate
+ * error, a timeout...: Redis's and Node's messages never carry the password), and when it is back.
+ */
 function watch<T extends RedisClient>(redis: T, role: Role): T {
   let down = false;
-  redis.on('error', (error: Error) => {
-    if (!down) logger.error(`${role} connection to Redis failed: ${error.message}; retrying`);
+  const failed = (error: Error & { code?: string; lastNodeError?: Error }) => {
+    if (down) return;
     down = true;
-  });
+    // A Cluster's "Failed to refresh slots cache" hides the node's own error.
+    const cause = error.lastNodeError ? `${error.message} (${error.lastNodeError.message})` : error.message;
+    logger.error(`${role} connection to Redis failed: ${cause}${error.code && !cause.includes(error.code) ? ` [${error.code}]` : ''}; retrying`);
+  };
+  redis.on('error', failed);
+  if (redis instanceof Cluster) redis.on('node error', failed);
   redis.on('ready', () => {
     if (down) logger.log(`${role} connection to Redis is back`);
     down = false;
   });
   return redis;
+}
+
+/**
+ * ioredis rejects the SUBSCRIBEs waiting for a connection that fails fatally (AUTH refused, a
+ * failed ready check) and never sends them again; then the credentials work and nothing is heard.
+ * The subscriber asks again for what was refused, once it is ready.
+ */
+function resubscribing(subscriber: Redis): Redis {
+  for (const kind of ['subscribe', 'psubscribe'] as const) {
+    const refused = new Set<string>();
+    const ask = subscriber[kind].bind(subscriber) as (...channels: string[]) => Promise<unknown>;
+    subscriber[kind] = ((...channels: string[]) =>
+      ask(...channels).catch((error: Error) => {
+        channels.forEach((channel) => refused.add(channel));
+        throw error;
+      })) as never;
+    subscriber.on('ready', () => {
+      if (refused.size === 0) return;
+      const again = [...refused];
+      refused.clear();
+      void (subscriber[kind] as (...channels: string[]) => Promise<unknown>)(...again).catch(() => undefined);
+    });
+  }
+  return subscriber;
 }
 
 /**
@@ -121,6 +216,7 @@ export async function clusterSubscriber(cluster: Cluster, waitMs = 5000): Promis
     port: at.port,
     connectionName: 'redmessenger-subscriber',
     maxRetriesPerRequest: null,
+    commandTimeout: undefined, // it waits for messages
     retryStrategy: (attempt) => {
       retarget();
       return subscriberRetryStrategy(attempt);
@@ -130,7 +226,7 @@ export async function clusterSubscriber(cluster: Cluster, waitMs = 5000): Promis
   cluster.on('refresh', () => {
     if (retarget() && subscriber.status !== 'end') subscriber.disconnect(true);
   });
-  return watch(subscriber, 'subscriber');
+  return resubscribing(watch(subscriber, 'subscriber'));
 }
 
 @Global()
@@ -148,7 +244,7 @@ export async function clusterSubscriber(cluster: Cluster, waitMs = 5000): Promis
         if (client instanceof Cluster) return clusterSubscriber(client);
         const own = options.redis;
         if (!own) return createRedis(options, 'subscriber');
-        return (own as Redis).duplicate({ maxRetriesPerRequest: null }); // a Cluster of the host's is handled above
+        return resubscribing((own as Redis).duplicate({ maxRetriesPerRequest: null, commandTimeout: undefined })); // a Cluster of the host's is handled above
       },
     },
     {

@@ -80,12 +80,17 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     });
     this.watchSubscriber();
     // ioredis resubscribes by itself after a reconnect.
-    const subscribed = Promise.all([this.subscriber.psubscribe(...PATTERNS), this.subscriber.subscribe(this.keys.controlChannel)]).then(
-      // Hearing both now: take part in the route shards (hand-overs to this instance are heard).
-      () => this.shards.listen(),
-      (error: Error) => this.logger.error(`Cannot subscribe to ${PATTERNS.join(', ')} yet: ${error.message}`),
-    );
-    await Promise.race([subscribed, new Promise((r) => setTimeout(r, 3000))]);
+    const join = (): Promise<void> =>
+      Promise.all([this.subscriber.psubscribe(...PATTERNS), this.subscriber.subscribe(this.keys.controlChannel)]).then(
+        // Hearing both now: take part in the route shards (hand-overs to this instance are heard).
+        () => this.shards.listen(),
+        (error: Error) => {
+          // Refused (AUTH failed, say): ioredis will not send them again; this does, once Redis takes the connection.
+          this.logger.error(`Cannot subscribe to ${PATTERNS.join(', ')} yet: ${error.message}`);
+          this.subscriber.once('ready', () => void join());
+        },
+      );
+    await Promise.race([join(), new Promise((r) => setTimeout(r, 3000))]);
     void this.checkPubsubLimit();
   }
 

@@ -29,9 +29,12 @@ export class StoreService {
     private readonly events: EventsService,
   ) {}
 
-  /** One result (or Error: nothing of that group stored) per group, in order. */
-  async store(groups: RouteGroup[]): Promise<Array<RouteResult | Error>> {
-    const results = await this.queue.route(groups, this.options.instanceId);
+  /**
+   * One result (or Error: nothing of that group stored) per group, in order. `durable`: the HTTP
+   * and inbox paths, whose results say when fewer than PUBLISH_WAIT_REPLICAS replicas have them.
+   */
+  async store(groups: RouteGroup[], durable = false): Promise<Array<RouteResult | Error>> {
+    const results = await this.queue.route(groups, this.options.instanceId, durable);
     const debug = Logger.isLevelEnabled('debug');
     results.forEach((result, i) => {
       if (result instanceof UnusableKeys) this.unusable(result, groups[i].messages.length);

@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { Cluster, ClusterOptions } from 'ioredis';
 import { freePort, stopChild, tail, trackChild } from './proc';
-import { ask, CLI_BIN, HostPort, logsOf, RedisNode, spawnNode, until } from './redis-node';
+import { ask, CLI_BIN, HostPort, listenArgs, logsOf, RedisNode, Secure, spawnNode, Target, until } from './redis-node';
 import { within } from './wait';
 
 export interface TestCluster {
@@ -36,6 +36,8 @@ export interface TestCluster {
 export interface StartClusterOptions {
   masters?: number;
   replicasPerMaster?: number;
+  /** Every node with this password and/or TLS only (the cluster bus and replication too); client() uses them. */
+  secure?: Secure;
 }
 
 const HOST = '127.0.0.1';
@@ -44,13 +46,14 @@ const OK_TIMEOUT_MS = 30_000;
 // Cluster bus port = port + 10000 (Redis's fixed offset): it must be free as well.
 const BUS_OFFSET = 10_000;
 
-export async function startCluster({ masters = 3, replicasPerMaster = 0 }: StartClusterOptions = {}): Promise<TestCluster> {
+export async function startCluster({ masters = 3, replicasPerMaster = 0, secure }: StartClusterOptions = {}): Promise<TestCluster> {
   if (masters < 3) throw new Error(`startCluster: redis-cli --cluster create needs at least 3 masters, not ${masters}`);
   const total = masters * (1 + replicasPerMaster);
   const used = new Set<number>();
   const nodes: RedisNode[] = [];
   const clients = new Set<Cluster>();
 
+  const at = (port: number): Target => ({ port, secure });
   const live = (): RedisNode[] => nodes.filter((n) => n.running());
   const anyLive = (): number => {
     const n = live()[0];
@@ -69,22 +72,22 @@ export async function startCluster({ masters = 3, replicasPerMaster = 0 }: Start
   const healthy = async (): Promise<boolean> => {
     const maps = new Set<string>();
     for (const n of live()) {
-      const info = String(await ask(n.port, 'CLUSTER', 'INFO'));
+      const info = String(await ask(at(n.port), 'CLUSTER', 'INFO'));
       if (!info.includes('cluster_state:ok') || !info.includes('cluster_slots_assigned:16384')) return false;
       if (!info.includes(`cluster_known_nodes:${total}`)) return false;
-      const role = (await ask(n.port, 'ROLE')) as unknown[];
+      const role = (await ask(at(n.port), 'ROLE')) as unknown[];
       if (role[0] === 'slave' && role[3] !== 'connected') return false;
-      maps.add(JSON.stringify(await slotMap(n.port)));
+      maps.add(JSON.stringify(await slotMap(at(n.port))));
     }
     if (maps.size !== 1) return false;
     const owners = new Set((JSON.parse([...maps][0]) as number[][]).map(([, , port]) => port));
     for (const port of owners) {
-      if (!byPort(port).running() || ((await ask(port, 'ROLE')) as unknown[])[0] !== 'master') return false;
+      if (!byPort(port).running() || ((await ask(at(port), 'ROLE')) as unknown[])[0] !== 'master') return false;
     }
     return true;
   };
 
-  const slotOf = async (key: string): Promise<number> => Number(await ask(anyLive(), 'CLUSTER', 'KEYSLOT', key));
+  const slotOf = async (key: string): Promise<number> => Number(await ask(at(anyLive()), 'CLUSTER', 'KEYSLOT', key));
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
@@ -103,11 +106,12 @@ export async function startCluster({ masters = 3, replicasPerMaster = 0 }: Start
         await spawnNode({
           label: 'cluster node',
           pickPort: () => clusterPort(used),
+          secure,
           args: (port, dir) => [
             '--cluster-enabled', 'yes',
             '--cluster-config-file', path.join(dir, `nodes-${port}.conf`),
             '--cluster-node-timeout', '2000',
-            '--port', String(port), '--bind', HOST, '--dir', dir,
+            ...listenArgs(port, secure), '--bind', HOST, '--dir', dir,
             // Spawn arguments are not parsed by a shell: '' is the empty value `--save ""` means.
             '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--daemonize', 'no',
             // Replicas sync at once instead of after the default 5 s wait for other replicas.
@@ -116,7 +120,7 @@ export async function startCluster({ masters = 3, replicasPerMaster = 0 }: Start
         }),
       );
     }
-    await createCluster(nodes, replicasPerMaster);
+    await createCluster(nodes, replicasPerMaster, secure);
     await until(`cluster_state:ok on all ${total} nodes`, OK_TIMEOUT_MS, healthy, nodes);
   } catch (err) {
     await close();
@@ -128,7 +132,8 @@ export async function startCluster({ masters = 3, replicasPerMaster = 0 }: Start
     nodes: addrs,
     seeds: addrs.map((a) => `${a.host}:${a.port}`).join(','),
     client(options?: ClusterOptions) {
-      const c = new Cluster(addrs, options);
+      const auth = { password: secure?.password, tls: secure?.tls ? { ca: secure.tls.ca } : undefined };
+      const c = new Cluster(addrs, { ...options, redisOptions: { ...auth, ...options?.redisOptions } });
       // Without a listener ioredis logs every failed reconnect while a node is down.
       c.on('error', () => undefined);
       clients.add(c);
@@ -140,20 +145,20 @@ export async function startCluster({ masters = 3, replicasPerMaster = 0 }: Start
       await until(`cluster_state:ok after restarting node ${port}`, OK_TIMEOUT_MS, healthy, nodes);
     },
     async masterOf(key) {
-      return slotOwner(anyLive(), await slotOf(key));
+      return slotOwner(at(anyLive()), await slotOf(key));
     },
     async failoverMasterOf(key) {
       if (replicasPerMaster < 1) throw new Error('failoverMasterOf needs startCluster({ replicasPerMaster: 1 }) or more');
       const slot = await slotOf(key);
-      const old = await slotOwner(anyLive(), slot);
+      const old = await slotOwner(at(anyLive()), slot);
       await byPort(old.port).kill();
       await until(
         `a replica of ${old.port} to take over slot ${slot} with cluster_state:ok`,
         OK_TIMEOUT_MS,
-        async () => (await healthy()) && (await slotOwner(anyLive(), slot)).port !== old.port,
+        async () => (await healthy()) && (await slotOwner(at(anyLive()), slot)).port !== old.port,
         nodes,
       );
-      return slotOwner(anyLive(), slot);
+      return slotOwner(at(anyLive()), slot);
     },
     close,
   };
@@ -180,8 +185,10 @@ function portFree(port: number): Promise<boolean> {
   });
 }
 
-async function createCluster(nodes: RedisNode[], replicas: number): Promise<void> {
+async function createCluster(nodes: RedisNode[], replicas: number, secure?: Secure): Promise<void> {
   const args = ['--cluster', 'create', ...nodes.map((n) => `${HOST}:${n.port}`), '--cluster-replicas', String(replicas), '--cluster-yes'];
+  if (secure?.password) args.push('-a', secure.password, '--no-auth-warning');
+  if (secure?.tls) args.push('--tls', '--cacert', secure.tls.caFile);
   const c = spawn(CLI_BIN(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
   trackChild(c);
   let output = '';
@@ -203,16 +210,16 @@ async function createCluster(nodes: RedisNode[], replicas: number): Promise<void
 }
 
 /** [start, end, masterPort] per slot range, per CLUSTER SLOTS on that node. */
-async function slotMap(port: number): Promise<number[][]> {
-  const ranges = (await ask(port, 'CLUSTER', 'SLOTS')) as [number, number, [string, number]][];
+async function slotMap(target: Target): Promise<number[][]> {
+  const ranges = (await ask(target, 'CLUSTER', 'SLOTS')) as [number, number, [string, number]][];
   return ranges.map(([start, end, [, master]]) => [start, end, Number(master)]).sort((a, b) => a[0] - b[0]);
 }
 
 /** The master of slot per CLUSTER SLOTS on that node: [[start, end, [ip, port, id], ...replicas], ...]. */
-async function slotOwner(port: number, slot: number): Promise<HostPort> {
-  const ranges = (await ask(port, 'CLUSTER', 'SLOTS')) as [number, number, [string, number]][];
+async function slotOwner(target: Target, slot: number): Promise<HostPort> {
+  const ranges = (await ask(target, 'CLUSTER', 'SLOTS')) as [number, number, [string, number]][];
   const range = ranges.find(([start, end]) => start <= slot && slot <= end);
-  if (!range) throw new Error(`Node ${port} knows no master for slot ${slot}`);
+  if (!range) throw new Error(`Node ${JSON.stringify(typeof target === 'number' ? target : target.port)} knows no master for slot ${slot}`);
   return { host: range[2][0] || HOST, port: Number(range[2][1]) };
 }
 

@@ -7,7 +7,35 @@ import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { freePort, isRunning, sleep, stopChild, tail, trackChild, trackDir, untrackDir, waitExit } from './proc';
+import type { TestTls } from './tls';
 import { within } from './wait';
+
+/** How a node is reached: its password (requirepass) and, with tls, TLS only (its port is the TLS port). */
+export interface Secure {
+  password?: string;
+  tls?: TestTls;
+}
+
+/** A node's port, or its port and how it is reached. */
+export type Target = number | { port: number; secure?: Secure };
+
+/**
+ * redis-server arguments to listen on port: plain, or with secure.tls TLS only on that port
+ * (clients' certificates not asked for); secure.password is requirepass, and masterauth for
+ * a replica. The cluster bus and replication use TLS when the listener does (tls-cluster,
+ * tls-replication): harmless where unused.
+ */
+export function listenArgs(port: number, secure?: Secure): string[] {
+  const args = secure?.tls
+    ? [
+        '--port', '0', '--tls-port', String(port),
+        '--tls-cert-file', secure.tls.certFile, '--tls-key-file', secure.tls.keyFile, '--tls-ca-cert-file', secure.tls.caFile,
+        '--tls-auth-clients', 'no', '--tls-replication', 'yes', '--tls-cluster', 'yes',
+      ]
+    : ['--port', String(port)];
+  if (secure?.password) args.push('--requirepass', secure.password, '--masterauth', secure.password);
+  return args;
+}
 
 export interface HostPort {
   host: string;
@@ -38,6 +66,8 @@ export interface NodeSpec {
   args(port: number, dir: string): string[] | Promise<string[]>;
   /** Defaults to freePort(). */
   pickPort?: () => Promise<number>;
+  /** How the harness reaches it (its PING, ask()). */
+  secure?: Secure;
 }
 
 const READY_TIMEOUT_MS = 10_000;
@@ -69,7 +99,7 @@ export async function spawnNode(spec: NodeSpec): Promise<RedisNode> {
         await waitExit(c, 100); // let the last output arrive
         throw new Error(`${name()} exited (code ${c.exitCode}):\n${tail(output.slice(runStart))}`);
       }
-      if ((await ask(port, 'PING').catch(() => '')) === 'PONG') return;
+      if ((await ask({ port, secure: spec.secure }, 'PING').catch(() => '')) === 'PONG') return;
       if (Date.now() > deadline) {
         await stopChild(c, 'SIGKILL', 1000);
         throw new Error(`${name()} did not answer PING within ${READY_TIMEOUT_MS} ms:\n${tail(output.slice(runStart))}`);
@@ -120,10 +150,13 @@ export async function spawnNode(spec: NodeSpec): Promise<RedisNode> {
 }
 
 /** One command on a fresh connection that fails fast instead of retrying. */
-export async function ask(port: number, command: string, ...args: (string | number)[]): Promise<unknown> {
+export async function ask(target: Target, command: string, ...args: (string | number)[]): Promise<unknown> {
+  const { port, secure } = typeof target === 'number' ? { port: target, secure: undefined } : target;
   const c = new Redis({
     host: '127.0.0.1',
     port,
+    password: secure?.password,
+    tls: secure?.tls ? { ca: secure.tls.ca } : undefined,
     lazyConnect: true,
     retryStrategy: () => null,
     maxRetriesPerRequest: 0,

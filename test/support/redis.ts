@@ -8,10 +8,14 @@ import os from 'node:os';
 import path from 'node:path';
 import Redis, { RedisOptions } from 'ioredis';
 import { freePort, isRunning, sleep, stopChild, tail, trackChild, trackDir, untrackDir, waitExit } from './proc';
+import type { TestTls } from './tls';
 
 export interface TestRedis {
+  /** redis://[:password@]127.0.0.1:port */
   url: string;
   port: number;
+  /** With StartRedisOptions.tls: the TLS port (the plain one stays for the harness). */
+  tlsPort?: number;
   host: string;
   /** A new ioredis client, tracked: stop() and close() quit it. */
   client(options?: RedisOptions): Redis;
@@ -21,6 +25,8 @@ export interface TestRedis {
   start(): Promise<void>;
   /** SIGKILL, as a crash would. */
   kill(): Promise<void>;
+  /** Send a signal to the redis-server (SIGSTOP: it hangs with its sockets open; SIGCONT: it goes on). */
+  signal(sig: NodeJS.Signals): void;
   /** True when stop/start/kill work (a harness-owned redis-server). */
   restartable: boolean;
   /** stop + remove the temp dir + quit clients; idempotent. */
@@ -32,13 +38,19 @@ export interface StartRedisOptions {
   persistent?: boolean;
   /** stop/start/kill must work: always a redis-server child process. */
   restartable?: boolean;
+  /** requirepass: url and client() carry it. Always a redis-server child process. */
+  password?: string;
+  /** Also listen with TLS on tlsPort (this certificate; clients' certificates not asked for). Always a child process. */
+  tls?: TestTls;
+  /** More redis-server arguments. Always a child process. */
+  args?: string[];
 }
 
 const READY_TIMEOUT_MS = 10_000;
 
 export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedis> {
   // Persistence only shows across a restart, so it needs a Redis we can restart.
-  const restartable = !!(opts.restartable || opts.persistent);
+  const restartable = !!(opts.restartable || opts.persistent || opts.password || opts.tls || opts.args);
   const shared = process.env.REDIS_URL_TEST;
   if (shared && !restartable) return sharedRedis(shared);
   // A container's mapped port changes when it restarts, so restartable never uses one.
@@ -50,7 +62,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
       console.warn(`testcontainers Redis failed, using redis-server instead: ${String(err)}`);
     }
   }
-  return spawnedRedis(!!opts.persistent);
+  return spawnedRedis(opts);
 }
 
 // ---------------------------------------------------------------------------
@@ -58,7 +70,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
 
 function makeHandle(
   url: string,
-  ctl: Pick<TestRedis, 'stop' | 'start' | 'kill' | 'restartable'> & { cleanup(): Promise<void> },
+  ctl: Pick<TestRedis, 'stop' | 'start' | 'kill' | 'restartable' | 'tlsPort'> & { cleanup(): Promise<void>; signal?(sig: NodeJS.Signals): void },
 ): TestRedis {
   const parsed = new URL(url);
   const clients = new Set<Redis>();
@@ -80,6 +92,7 @@ function makeHandle(
     host: parsed.hostname,
     port: Number(parsed.port || 6379),
     restartable: ctl.restartable,
+    tlsPort: ctl.tlsPort,
     client(options?: RedisOptions) {
       const c = options ? new Redis(url, options) : new Redis(url);
       // Without a listener ioredis logs every failed reconnect while Redis is down;
@@ -94,6 +107,10 @@ function makeHandle(
     },
     start: () => ctl.start(),
     kill: () => ctl.kill(),
+    signal(sig) {
+      if (!ctl.signal) throw new Error('signal() needs a harness-owned Redis: call startRedis({ restartable: true })');
+      ctl.signal(sig);
+    },
     close() {
       closing ??= (async () => {
         await quitClients();
@@ -154,13 +171,14 @@ async function containerRedis(): Promise<TestRedis> {
 // ---------------------------------------------------------------------------
 // redis-server child process.
 
-async function spawnedRedis(persistent: boolean): Promise<TestRedis> {
+async function spawnedRedis({ persistent = false, password, tls, args: extra = [] }: StartRedisOptions): Promise<TestRedis> {
   const bin = process.env.REDIS_SERVER_BIN || 'redis-server';
   const dir = await mkdtemp(path.join(os.tmpdir(), 'rm-redis-'));
   trackDir(dir);
   let child: ChildProcess | undefined;
   let output = '';
   let port = 0;
+  let tlsPort = 0;
 
   const launch = async (): Promise<void> => {
     output = '';
@@ -169,6 +187,11 @@ async function spawnedRedis(persistent: boolean): Promise<TestRedis> {
       '--bind', '127.0.0.1', '--port', String(port), '--dir', dir,
       '--save', '', '--appendonly', persistent ? 'yes' : 'no', '--appendfsync', 'always',
       '--daemonize', 'no', '--protected-mode', 'no',
+      ...(password ? ['--requirepass', password] : []),
+      ...(tls
+        ? ['--tls-port', String(tlsPort), '--tls-cert-file', tls.certFile, '--tls-key-file', tls.keyFile, '--tls-ca-cert-file', tls.caFile, '--tls-auth-clients', 'no']
+        : []),
+      ...extra,
     ];
     const c = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = c;
@@ -184,7 +207,7 @@ async function spawnedRedis(persistent: boolean): Promise<TestRedis> {
         await waitExit(c, 100); // let the last output arrive
         throw new Error(`redis-server on port ${port} exited (code ${c.exitCode}):\n${tail(output)}`);
       }
-      if (await ping('127.0.0.1', port)) return;
+      if (await ping('127.0.0.1', port, password)) return;
       if (Date.now() > deadline) {
         await stopChild(c, 'SIGKILL', 1000);
         throw new Error(`redis-server on port ${port} did not answer PING within ${READY_TIMEOUT_MS} ms:\n${tail(output)}`);
@@ -196,6 +219,7 @@ async function spawnedRedis(persistent: boolean): Promise<TestRedis> {
   // The free port may be taken between freePort() and redis binding it: retry.
   for (let attempt = 1; ; attempt++) {
     port = await freePort();
+    if (tls) tlsPort = await freePort();
     try {
       await launch();
       break;
@@ -212,8 +236,9 @@ async function spawnedRedis(persistent: boolean): Promise<TestRedis> {
   const stop = async (): Promise<void> => {
     if (child) await stopChild(child, 'SIGTERM', 10_000);
   };
-  return makeHandle(`redis://127.0.0.1:${port}`, {
+  return makeHandle(`redis://${password ? `:${encodeURIComponent(password)}@` : ''}127.0.0.1:${port}`, {
     restartable: true,
+    tlsPort: tls ? tlsPort : undefined,
     stop,
     async start() {
       if (isRunning(child)) return;
@@ -222,7 +247,11 @@ async function spawnedRedis(persistent: boolean): Promise<TestRedis> {
     async kill() {
       if (child) await stopChild(child, 'SIGKILL', 5000);
     },
+    signal(sig) {
+      child?.kill(sig);
+    },
     async cleanup() {
+      if (isRunning(child)) child!.kill('SIGCONT'); // a stopped one would not hear SIGTERM
       await stop();
       await rm(dir, { recursive: true, force: true });
       untrackDir(dir);
@@ -231,7 +260,7 @@ async function spawnedRedis(persistent: boolean): Promise<TestRedis> {
 }
 
 /** One PING over a raw socket: true only on +PONG (not while loading the AOF). */
-function ping(host: string, port: number, timeoutMs = 500): Promise<boolean> {
+function ping(host: string, port: number, password?: string, timeoutMs = 500): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = net.connect({ host, port });
     let reply = '';
@@ -241,10 +270,12 @@ function ping(host: string, port: number, timeoutMs = 500): Promise<boolean> {
     };
     sock.setTimeout(timeoutMs, () => done(false));
     sock.once('error', () => done(false));
-    sock.once('connect', () => sock.write('PING\r\n'));
+    // AUTH's +OK comes first when there is a password.
+    sock.once('connect', () => sock.write(password ? `AUTH ${password}\r\nPING\r\n` : 'PING\r\n'));
     sock.on('data', (d) => {
       reply += d.toString();
-      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+      const lines = reply.split('\r\n');
+      if (lines.length > (password ? 2 : 1)) done(lines[password ? 1 : 0].startsWith('+PONG'));
     });
   });
 }

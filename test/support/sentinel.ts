@@ -6,7 +6,7 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import Redis, { RedisOptions } from 'ioredis';
-import { ask, HostPort, RedisNode, spawnNode, until } from './redis-node';
+import { ask, HostPort, listenArgs, RedisNode, spawnNode, Target, until } from './redis-node';
 
 export interface TestSentinel {
   /** `127.0.0.1:<port>`: the format of REDIS_SENTINELS. */
@@ -29,7 +29,16 @@ const NAME = 'mymaster';
 const READY_TIMEOUT_MS = 30_000;
 const FAILOVER_TIMEOUT_MS = 30_000;
 
-export async function startSentinel(): Promise<TestSentinel> {
+export interface StartSentinelOptions {
+  /** requirepass (and masterauth) of the master and the replica. */
+  password?: string;
+  /** requirepass of the Sentinel itself. */
+  sentinelPassword?: string;
+}
+
+export async function startSentinel({ password, sentinelPassword }: StartSentinelOptions = {}): Promise<TestSentinel> {
+  const node = (port: number): Target => ({ port, secure: { password } });
+  const sentinelAt = (): Target => ({ port: sentinel!.port, secure: { password: sentinelPassword } });
   const data: RedisNode[] = []; // the two data nodes; which is master changes on failover
   let sentinel: RedisNode | undefined;
   let killed: RedisNode | undefined;
@@ -37,7 +46,7 @@ export async function startSentinel(): Promise<TestSentinel> {
   const all = (): RedisNode[] => (sentinel ? [...data, sentinel] : data);
 
   const serverArgs = (port: number, dir: string): string[] => [
-    '--port', String(port), '--bind', HOST, '--dir', dir,
+    ...listenArgs(port, { password }), '--bind', HOST, '--dir', dir,
     // Spawn arguments are not parsed by a shell: '' is the empty value `--save ""` means.
     '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--daemonize', 'no',
     // The replica syncs at once instead of after the default 5 s wait for other replicas.
@@ -45,19 +54,19 @@ export async function startSentinel(): Promise<TestSentinel> {
   ];
 
   const master = async (): Promise<HostPort> => {
-    const addr = (await ask(sentinel!.port, 'SENTINEL', 'get-master-addr-by-name', NAME)) as [string, string] | null;
+    const addr = (await ask(sentinelAt(), 'SENTINEL', 'get-master-addr-by-name', NAME)) as [string, string] | null;
     if (!addr) throw new Error(`Sentinel ${sentinel!.port} does not know ${NAME}`);
     return { host: addr[0], port: Number(addr[1]) };
   };
-  const role = async (port: number): Promise<string> => String(((await ask(port, 'ROLE')) as unknown[])[0]);
+  const role = async (port: number): Promise<string> => String(((await ask(node(port), 'ROLE')) as unknown[])[0]);
 
   // The master lists the replica as online, the sentinel names this master and sees the
   // replica up (flags exactly "slave": not s_down, not disconnected), so it could fail over to it.
   const inSync = async (masterPort: number, replicaPort: number): Promise<boolean> => {
-    const info = String(await ask(masterPort, 'INFO', 'replication'));
+    const info = String(await ask(node(masterPort), 'INFO', 'replication'));
     if (!new RegExp(`slave\\d+:ip=${HOST},port=${replicaPort},state=online`).test(info)) return false;
     if ((await master()).port !== masterPort) return false;
-    const replicas = (await ask(sentinel!.port, 'SENTINEL', 'replicas', NAME)) as string[][];
+    const replicas = (await ask(sentinelAt(), 'SENTINEL', 'replicas', NAME)) as string[][];
     return replicas.some((r) => fields(r).port === String(replicaPort) && fields(r).flags === 'slave');
   };
 
@@ -79,11 +88,12 @@ export async function startSentinel(): Promise<TestSentinel> {
   };
 
   try {
-    const m = await spawnNode({ label: 'master', args: serverArgs });
+    const m = await spawnNode({ label: 'master', args: serverArgs, secure: { password } });
     data.push(m);
-    data.push(await spawnNode({ label: 'replica', args: (p, d) => [...serverArgs(p, d), '--replicaof', HOST, String(m.port)] }));
+    data.push(await spawnNode({ label: 'replica', secure: { password }, args: (p, d) => [...serverArgs(p, d), '--replicaof', HOST, String(m.port)] }));
     sentinel = await spawnNode({
       label: 'sentinel',
+      secure: { password: sentinelPassword },
       // Sentinel rewrites its config file, so it lives in the sentinel's own temp dir.
       args: async (port, dir) => {
         const conf = path.join(dir, 'sentinel.conf');
@@ -99,6 +109,8 @@ export async function startSentinel(): Promise<TestSentinel> {
             `sentinel down-after-milliseconds ${NAME} 1000`,
             `sentinel failover-timeout ${NAME} 5000`,
             `sentinel parallel-syncs ${NAME} 1`,
+            ...(password ? [`sentinel auth-pass ${NAME} ${password}`] : []),
+            ...(sentinelPassword ? [`requirepass ${sentinelPassword}`] : []),
             '',
           ].join('\n'),
         );
@@ -117,7 +129,7 @@ export async function startSentinel(): Promise<TestSentinel> {
     masterName: NAME,
     master,
     client(options?: RedisOptions) {
-      const c = new Redis({ ...options, sentinels: [{ host: HOST, port: s.port }], name: NAME });
+      const c = new Redis({ password, sentinelPassword, ...options, sentinels: [{ host: HOST, port: s.port }], name: NAME });
       // Without a listener ioredis logs every failed reconnect while the master is down.
       c.on('error', () => undefined);
       clients.add(c);
