@@ -33,7 +33,8 @@ export interface StartServerOptions {
 
 const ROOT = path.resolve(__dirname, '../..');
 const MAIN = path.join(ROOT, 'dist/main.js');
-const READY_TIMEOUT_MS = 20_000;
+// Generous: a loaded 2-core machine starting several servers at once takes its time.
+const READY_TIMEOUT_MS = 40_000;
 
 type Exit = { code: number | null; signal: NodeJS.Signals | null };
 
