@@ -45,25 +45,19 @@ describe('hostile clients', () => {
     return client;
   };
 
-  it('a client that floods frames and never reads is held, then closed; memory stays bounded; a bystander is served within 1 s', async () => {
-    const SLOW = 1024 * 1024;
-    // No frame-rate limit here: the bound under test is the unread bytes and the frames waiting.
-    const server = await serve({ MAX_FRAMES_PER_SECOND: '0', SLOW_CONSUMER_BYTES: String(SLOW), SLOW_CONSUMER_TIMEOUT_MS: '3000' });
+  /**
+   * Runs `hostile` while a bystander gets a message every 250 ms, each within 1 s, and the
+   * server's RSS is sampled; resolves with the peak growth and the slowest delivery.
+   */
+  async function besieged(server: TestServer, done: () => Promise<boolean>, hostile: () => Promise<unknown>) {
     const bystanderId = uniqueId('bystander');
     const bystander = await connect(server, true);
     await bystander.identify(bystanderId);
     const rssBefore = await metric(server, RSS);
-
-    const hostile = await openRaw(server.port);
-    hostile.socket.write(textFrame(JSON.stringify({ event: 'identify', data: { id: uniqueId('flooder') } })));
-    const junk = textFrame(JSON.stringify({ event: 'junk', data: { pad: 'x'.repeat(1000) } }));
-    let stop = false;
-    const flooding = flood(hostile, junk, () => stop);
-
-    // Throughout the flood: the bystander gets each message within 1 s, and the server's RSS is sampled.
+    const attack = hostile();
     let rssPeak = rssBefore;
     let slowest = 0;
-    for (let i = 0; i < 40 && !(await metric(server, closedFor('slow_consumer'))); i++) {
+    for (let i = 0; i < 80 && !(await done()); i++) {
       const sentAt = Date.now();
       await r.publish(`rm.users.${bystanderId}`, `b${i}`);
       await bystander.next((f) => f.event === 'message' && f.data.payload === `b${i}`, 1000);
@@ -71,21 +65,69 @@ describe('hostile clients', () => {
       rssPeak = Math.max(rssPeak, await metric(server, RSS));
       await sleep(250);
     }
-    await waitFor(async () => (await metric(server, closedFor('slow_consumer'))) === 1, 15000, 'the flooder closed as a slow consumer');
-    await Promise.race([hostile.gone, sleep(10000)]);
-    stop = true;
-    const framesSent = await flooding;
-    const growth = rssPeak - rssBefore;
-    console.log(
-      `hostile flood: ${framesSent} frames of 1 KB written before the server stopped reading and closed it; ` +
-        `RSS ${(rssBefore / 2 ** 20).toFixed(0)} MiB -> peak ${(rssPeak / 2 ** 20).toFixed(0)} MiB (+${(growth / 2 ** 20).toFixed(1)} MiB); bystander slowest ${slowest} ms`,
-    );
-    // The contract's bound: about SLOW_CONSUMER_BYTES plus a few MAX_FRAME_BYTES (1 MiB each here), plus GC slack.
-    expect(growth).toBeLessThan(48 * 2 ** 20);
-    expect(server.logs()).toMatch(/closing socket .*, still not reading after SLOW_CONSUMER_TIMEOUT_MS=3000/);
-    // The bystander is still served once the flooder is gone.
+    await attack;
+    // Still served once the hostile client is gone.
     await r.publish(`rm.users.${bystanderId}`, 'after');
     await bystander.next((f) => f.event === 'message' && f.data.payload === 'after', 2000);
+    return { growth: rssPeak - rssBefore, rssBefore, rssPeak, slowest };
+  }
+  const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
+
+  describe('a raw socket that floods frames and never reads', () => {
+    const SLOW = 1024 * 1024;
+    let server: TestServer;
+    beforeAll(async () => {
+      server = await serve({ SLOW_CONSUMER_BYTES: String(SLOW), SLOW_CONSUMER_TIMEOUT_MS: '3000' });
+    });
+
+    it('as fast as it can: closed at MAX_FRAMES_PER_SECOND, memory bounded, a bystander served within 1 s', async () => {
+      const raw = await openRaw(server.port);
+      let sent = 0;
+      const figures = await besieged(
+        server,
+        async () => (await metric(server, closedFor('rate_limited'))) >= 1,
+        async () => {
+          raw.socket.write(textFrame(JSON.stringify({ event: 'identify', data: { id: uniqueId('flooder') } })));
+          sent = await flood(raw, textFrame(JSON.stringify({ event: 'junk', data: { pad: 'x'.repeat(1000) } })), () => false);
+        },
+      );
+      await Promise.race([raw.gone, sleep(5000)]);
+      console.log(`hostile flood (full speed): ${sent} frames of 1 KB written; RSS ${mib(figures.rssBefore)} -> peak ${mib(figures.rssPeak)} MiB (+${mib(figures.growth)}); bystander slowest ${figures.slowest} ms`);
+      expect(await metric(server, closedFor('rate_limited'))).toBe(1);
+      expect(figures.growth).toBeLessThan(48 * 2 ** 20);
+    });
+
+    it('below the frame rate, with messages owed to it: held (not read from), closed as a slow consumer, memory bounded, a bystander served within 1 s', async () => {
+      const user = uniqueId('nonreader');
+      const raw = await openRaw(server.port);
+      let sent = 0;
+      let stop = false;
+      const figures = await besieged(
+        server,
+        async () => (await metric(server, closedFor('slow_consumer'))) >= 1,
+        async () => {
+          raw.socket.write(textFrame(JSON.stringify({ event: 'identify', data: { id: user } })));
+          const pad = 'y'.repeat(64 * 1024);
+          const publishing = (async () => {
+            for (let i = 0; i < 200 && !stop; i++) await r.publish(`rm.users.${user}`, `${i}:${pad}`);
+          })();
+          // Unknown events at 1,000 a second (half the limit): each earns an error frame it never reads.
+          sent = await flood(raw, textFrame(JSON.stringify({ event: 'junk', data: { pad: 'x'.repeat(1000) } })), () => stop, 1000);
+          await publishing;
+        },
+      );
+      stop = true;
+      await waitFor(async () => (await metric(server, closedFor('slow_consumer'))) === 1, 15000, 'the non-reader closed as a slow consumer');
+      await Promise.race([raw.gone, sleep(10000)]);
+      console.log(`hostile non-reader: ${sent} frames written; RSS ${mib(figures.rssBefore)} -> peak ${mib(figures.rssPeak)} MiB (+${mib(figures.growth)}); bystander slowest ${figures.slowest} ms`);
+      // The contract's bound: about SLOW_CONSUMER_BYTES plus a few MAX_FRAME_BYTES (and a read of SLOW_CONSUMER_BYTES), plus GC slack.
+      expect(figures.growth).toBeLessThan(48 * 2 ** 20);
+      expect(server.logs()).toMatch(new RegExp(`${user}: closing socket .*, still not reading after SLOW_CONSUMER_TIMEOUT_MS=3000`));
+      // What it was owed and never acked is back in its queue, in order.
+      await waitFor(async () => (await r.llen(`rm:users:${user}:messages`)) > 0, 10000, 'its messages back in the queue');
+      const queued = (await r.lrange(`rm:users:${user}:messages`, 0, -1)).map((e) => Number(JSON.parse(e).rm.payload.split(':')[0]));
+      expect(queued).toEqual([...queued].sort((x, y) => x - y));
+    });
   });
 
   describe('MAX_FRAMES_PER_SECOND', () => {

@@ -53,12 +53,20 @@ export async function openRaw(port: number, path = '/'): Promise<RawWs> {
   return { socket, gone };
 }
 
-/** Writes `frame` over and over, as fast as the socket takes it, until `stop()` or the socket is gone. */
-export async function flood(raw: RawWs, frame: Buffer, stop: () => boolean): Promise<number> {
+/**
+ * Writes `frame` over and over until `stop()` or the socket is gone: as fast as the socket
+ * takes it, or at about `perSecond` frames a second.
+ */
+export async function flood(raw: RawWs, frame: Buffer, stop: () => boolean, perSecond = 0): Promise<number> {
   let sent = 0;
   let closed = false;
   void raw.gone.then(() => (closed = true));
+  const started = Date.now();
   while (!closed && !stop()) {
+    if (perSecond > 0 && sent >= ((Date.now() - started) / 1000) * perSecond) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      continue;
+    }
     if (raw.socket.write(frame)) {
       sent++;
       if (sent % 256 === 0) await new Promise((resolve) => setImmediate(resolve));
