@@ -3,6 +3,7 @@ import type { Result } from 'ioredis';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
+import { RateLimitedLog } from '../logging/rate-limited-log';
 import { MetricsService } from '../metrics/metrics.service';
 import { QueueKeys } from '../queue/queue-keys';
 import { defineScripts, type RedisClient } from '../redis/lua-scripts';
@@ -40,6 +41,8 @@ type Entry = [id: string, fields: string[] | null];
 @Injectable()
 export class InboxService implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger('Inbox');
+  /** A producer can add invalid entries by the thousand: at most one line a second (each is in rm:inbox:dead). */
+  private readonly warnings = new RateLimitedLog(this.logger);
   private readonly token = randomBytes(12).toString('hex');
   /** Blocking reads wait on a connection of their own, so the command connection never waits behind them. */
   private reader?: RedisClient;
@@ -171,7 +174,7 @@ export class InboxService implements OnApplicationBootstrap, OnApplicationShutdo
     for (const { id, fields, reason } of dead) {
       await this.redis.xadd(this.keys.inboxDead, 'MAXLEN', '~', DEAD_MAXLEN, '*', ...fields, 'reason', reason);
       // The entry's id and why, never its payload.
-      this.logger.warn(`Inbox entry ${id} is not valid (${reason}): moved to ${this.keys.inboxDead}`);
+      this.warnings.warn('dead', `Inbox entry ${id} is not valid (${reason}): moved to ${this.keys.inboxDead}`);
     }
     await this.redis.xack(this.keys.inbox, this.keys.inboxGroup, ...entries.map(([id]) => id));
     this.metrics.inboxEntries('stored', items.length - duplicates);

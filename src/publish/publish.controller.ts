@@ -10,6 +10,7 @@ interface Response {
   status(code: number): { json(body: unknown): void };
 }
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
+import { RateLimitedLog } from '../logging/rate-limited-log';
 import { MetricsService } from '../metrics/metrics.service';
 import type { HttpPublishOutcome } from '../metrics/metrics.constants';
 import { PublishErrorDto, PublishMessageDto, PublishedToGroupDto, PublishedToUserDto } from './publish.dto';
@@ -95,6 +96,8 @@ const firstProblem = (errors: ValidationError[]): string => {
 @UseGuards(ApiKeyGuard)
 export class PublishController {
   private readonly logger = new Logger('PublishController');
+  /** One line per request would be thousands a second from a busy producer while Redis is away: at most one a second per kind. */
+  private readonly warnings = new RateLimitedLog(this.logger);
 
   constructor(
     private readonly publish: PublishService,
@@ -139,7 +142,7 @@ export class PublishController {
     }
     const [result] = await this.unavailableOnError(this.publish.storeAll([{ publication, id, ts: Date.now(), idempotency }]));
     if (result.failed) {
-      this.logger.warn(`POST /v1/messages for ${target}: Redis did not store it (${result.failed.message}); answered 503`);
+      this.warnings.warn('not stored', `POST /v1/messages for ${target}: Redis did not store it (${result.failed.message}); answered 503`);
       throw new ServiceUnavailableException(
         publication.group !== undefined && result.recipients > 0
           ? `Redis could not store the message for every member (${result.recipients} have it); retry with the same Idempotency-Key to store it for the rest only`
@@ -158,7 +161,7 @@ export class PublishController {
   }
 
   private conflict(target: string): ConflictException {
-    this.logger.warn(`POST /v1/messages for ${target}: Idempotency-Key reused with another body; answered 409`);
+    this.warnings.warn('conflict', `POST /v1/messages for ${target}: Idempotency-Key reused with another body; answered 409`);
     return new ConflictException('this Idempotency-Key was used in the last 24 hours with another body; nothing stored');
   }
 
@@ -166,7 +169,7 @@ export class PublishController {
     try {
       return await call;
     } catch (error) {
-      this.logger.warn(`POST /v1/messages: Redis failed (${(error as Error).message}); answered 503`);
+      this.warnings.warn('redis failed', `POST /v1/messages: Redis failed (${(error as Error).message}); answered 503`);
       throw new ServiceUnavailableException('Redis could not store the message; nothing was stored, retry');
     }
   }
@@ -175,7 +178,7 @@ export class PublishController {
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        this.logger.warn(`POST /v1/messages: Redis did not answer within ${DEADLINE_MS} ms; answered 503`);
+        this.warnings.warn('deadline', `POST /v1/messages: Redis did not answer within ${DEADLINE_MS} ms; answered 503`);
         reject(new ServiceUnavailableException(`Redis did not answer within ${DEADLINE_MS} ms; the message may or may not be stored: retry with an Idempotency-Key`));
       }, DEADLINE_MS);
     });

@@ -1,5 +1,6 @@
 import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
+import { RateLimitedLog } from '../logging/rate-limited-log';
 import { MetricsService } from '../metrics/metrics.service';
 import { ShardsService, NOT_MINE, PENDING } from '../presence/shards.service';
 import { SHARD_COUNT, shardOf } from '../presence/shards';
@@ -56,12 +57,12 @@ const PATTERNS = [`${USER_CHANNEL_PREFIX}*`, `${GROUP_CHANNEL_PREFIX}*`];
 @Injectable()
 export class RouterService implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(RouterService.name);
+  /** Lines a publisher can cause per message: at most one a second per kind. */
+  private readonly warnings = new RateLimitedLog(this.logger);
   private pending: Item[] = [];
   private pendingBytes = 0;
   private draining: Promise<void> | null = null;
   private stopped = false;
-  private overloadLoggedAt = 0;
-  private overloadDropped = 0;
 
   constructor(
     @InjectRedisSubscriber() private readonly subscriber: RedisClient,
@@ -180,13 +181,8 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
 
   /** Past ROUTE_BUFFER_BYTES, new messages are dropped, counted and logged (at most one line a second). */
   private overload(): void {
-    this.overloadDropped++;
     this.metrics.dropped('overload');
-    const now = Date.now();
-    if (now - this.overloadLoggedAt < 1000) return;
-    this.logger.warn(`Route buffer full (ROUTE_BUFFER_BYTES=${this.options.routeBufferBytes}): dropped ${this.overloadDropped} published messages`);
-    this.overloadLoggedAt = now;
-    this.overloadDropped = 0;
+    this.warnings.warn('overload', `Route buffer full (ROUTE_BUFFER_BYTES=${this.options.routeBufferBytes}): dropped a published message`);
   }
 
   private async drain(): Promise<void> {
@@ -265,7 +261,7 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     };
     const byUser = new Map<string, RouteGroup>();
     const add = (user: string, epoch: number, envelope: string) => {
-      if (epoch === NOT_MINE) return this.logger.warn(`${user}: a hand-over of its route shard did not complete; a message heard meanwhile is dropped`);
+      if (epoch === NOT_MINE) return this.warnings.warn('hand-over', `${user}: a hand-over of its route shard did not complete; a message heard meanwhile is dropped`);
       let group = byUser.get(user);
       if (!group) byUser.set(user, (group = { user, epoch, messages: [] }));
       group.epoch = Math.max(group.epoch, epoch);
@@ -305,14 +301,14 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
   private validTarget(channel: string, prefix: string): boolean {
     if (isValidId(channel.slice(prefix.length))) return true;
     this.metrics.dropped('invalid_channel');
-    this.logger.warn(`Dropping message on invalid channel ${JSON.stringify(channel.slice(0, 200))}`);
+    this.warnings.warn('invalid channel', `Dropping message on invalid channel ${JSON.stringify(channel.slice(0, 200))}`);
     return false;
   }
 
   private validMember(channel: string, member: string): boolean {
     if (isValidId(member)) return true;
     this.metrics.dropped('invalid_member');
-    this.logger.warn(`Skipping invalid member id ${JSON.stringify(member.slice(0, 200))} of ${channel}`);
+    this.warnings.warn('invalid member', `Skipping invalid member id ${JSON.stringify(member.slice(0, 200))} of ${channel}`);
     return false;
   }
 }
