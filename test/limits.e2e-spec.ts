@@ -152,6 +152,19 @@ describe('limits', () => {
       expect((await elsewhere.identify(uniqueId())).event).toBe('ready');
     });
 
+    it('counts the IPv6 addresses of one /64 as one address, another /64 apart', async () => {
+      await from('2001:db8:5:6::1');
+      await from('2001:db8:5:6:ffff::2');
+      await from('2001:DB8:5:6:1234:5678:9abc:def0');
+
+      const fourth = await from('2001:db8:5:6::4');
+      const elsewhere = await from('2001:db8:5:7::1');
+
+      expect((await fourth.next((f) => f.event === 'error')).data.code).toBe('TOO_MANY_ATTEMPTS');
+      expect((await fourth.closed()).code).toBe(4429);
+      expect((await elsewhere.identify(uniqueId())).event).toBe('ready');
+    });
+
     it('closes with 4429 past IDENTIFY_RATE_PER_MINUTE, per address', async () => {
       const first = await from('203.0.113.9');
       await first.identify(uniqueId());

@@ -5,6 +5,7 @@
  */
 import type { Redis } from 'ioredis';
 import { uniqueId } from './support/ids';
+import { warningsTold } from './support/logs';
 import { startRedis, type TestRedis } from './support/redis';
 import { startServer, type TestServer } from './support/server';
 import { waitFor } from './support/wait';
@@ -89,5 +90,46 @@ describe('logs', () => {
     expect(sequence.filter((_, i) => at[i] < 0)).toEqual([]);
     expect([...at].sort((a, b) => a - b)).toEqual(at);
     expect(server.logs()).not.toContain('spicy pepper');
+  });
+});
+
+describe('logs under a flood', () => {
+  let redis: TestRedis;
+  let publisher: Redis;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    publisher = redis.client();
+    server = await startServer({ REDIS_URL: redis.url, LOG_LEVEL: 'log' });
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    await redis?.close();
+  });
+
+  it('10,000 PUBLISHes to invalid channels: a handful of lines that count them all; every one dropped, none queued', async () => {
+    const FLOOD = 10_000;
+    const before = server.logs().length;
+    const pipeline = publisher.pipeline();
+    for (let i = 0; i < FLOOD; i++) pipeline.publish(`rm.users.flood:${i}`, 'x');
+    await pipeline.exec();
+
+    // Every line of the flood names an invalid channel, and says how many more like it it stands for.
+    const lines = () => server.logs().slice(before).split('\n').filter((line) => line.trim() !== '');
+    const told = () => warningsTold(server.logs().slice(before), /Dropping message on invalid channel/);
+    await waitFor(() => told() >= FLOOD, 30_000, 'the lines to account for every dropped message');
+
+    expect(told()).toBe(FLOOD);
+    expect(lines().length).toBeLessThanOrEqual(30);
+    for (const line of lines()) expect(line).toMatch(/Dropping message on invalid channel "rm\.users\.flood:\d+"/);
+    const metrics = await (await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+    expect(metrics).toMatch(new RegExp(`^redmessenger_messages_dropped_total\\{reason="invalid_channel"\\} ${FLOOD}$`, 'm'));
+    expect(await publisher.keys('rm:users:flood*')).toEqual([]);
+    // Still routing.
+    const id = uniqueId();
+    await publisher.publish(`rm.users.${id}`, 'after the flood');
+    await waitFor(async () => (await publisher.llen(`rm:users:${id}:messages`)) === 1, 5000, 'a valid message to be queued');
   });
 });

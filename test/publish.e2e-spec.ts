@@ -3,6 +3,7 @@
  * every status code of the route, idempotency, groups, and delivery to an online user.
  */
 import type { Redis } from 'ioredis';
+import { connect } from 'node:net';
 import { uniqueId } from './support/ids';
 import { PUBLISH_KEY, postMessage } from './support/http-publish';
 import { entryPayload } from './support/queue-entries';
@@ -169,6 +170,76 @@ describe('POST /v1/messages', () => {
       const answer = await post(undefined, { raw: exact.replace('"payload":"', '"payload":"a') });
 
       expect(answer).toEqual({ status: 413, body: { error: { code: 'PAYLOAD_TOO_LARGE', message: expect.stringMatching(/MAX_PUBLISH_BYTES/) } } });
+      expect(await r.llen(`rm:users:${to}:messages`)).toBe(1);
+    });
+  });
+
+  describe('a body the route refuses is not read', () => {
+    const MiB = 1 << 20;
+    /**
+     * Over a raw socket: the headers and the body's first `first` bytes, then nothing more
+     * (a client that stalls). Resolves with what the server sent once it closed the connection.
+     */
+    const stalled = (headers: string[], first: string): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const socket = connect(server.port, '127.0.0.1');
+        let answer = '';
+        const timer = setTimeout(() => {
+          socket.destroy();
+          reject(new Error(`not answered and closed within 10 s; got ${JSON.stringify(answer)}`));
+        }, 10_000);
+        socket.on('data', (data) => (answer += data.toString()));
+        socket.on('error', () => undefined); // a reset after the answer is fine
+        socket.on('close', () => {
+          clearTimeout(timer);
+          resolve(answer);
+        });
+        socket.write(['POST /v1/messages HTTP/1.1', 'Host: 127.0.0.1', 'Content-Type: application/json', ...headers, '', ''].join('\r\n') + first);
+      });
+    const status = (answer: string) => Number(/^HTTP\/1\.1 (\d+)/.exec(answer)?.[1]);
+    const body = (answer: string) => JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4));
+
+    it.each([
+      ['no Authorization header', []],
+      ['a wrong key', ['Authorization: Bearer wrong-key-wrong-key-wrong']],
+    ])('401 for a 1 MiB POST with %s, before the body is sent, and the connection closed', async (_what, auth) => {
+      const answer = await stalled([...auth, `Content-Length: ${MiB + 100}`], '{"to": "x", "payload": "');
+
+      expect(status(answer)).toBe(401);
+      expect(answer).toMatch(/^Connection: close\r$/im);
+      expect(body(answer)).toEqual({ error: { code: 'UNAUTHORIZED', message: expect.any(String) } });
+    });
+
+    it('413 by Content-Length, before the body is sent, and the connection closed', async () => {
+      const answer = await stalled([`Authorization: Bearer ${PUBLISH_KEY}`, `Content-Length: ${MiB + 100}`], '{"to": "x", "payload": "');
+
+      expect(status(answer)).toBe(413);
+      expect(answer).toMatch(/^Connection: close\r$/im);
+      expect(body(answer)).toEqual({ error: { code: 'PAYLOAD_TOO_LARGE', message: expect.stringMatching(/MAX_PUBLISH_BYTES/) } });
+    });
+
+    it('413 for a chunked body once it passes the limit, the rest not awaited, and the connection closed', async () => {
+      const to = uniqueId();
+      const chunk = (text: string) => `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`;
+      const first = chunk(`{"to": "${to}", "payload": "`) + chunk('a'.repeat(MAX_PUBLISH_BYTES)); // past the limit; no last chunk ever comes
+      const answer = await stalled([`Authorization: Bearer ${PUBLISH_KEY}`, 'Transfer-Encoding: chunked'], first);
+
+      expect(status(answer)).toBe(413);
+      expect(answer).toMatch(/^Connection: close\r$/im);
+      expect(await r.exists(`rm:users:${to}:messages`)).toBe(0);
+    });
+
+    it('a chunked body within the limit is still taken', async () => {
+      const to = uniqueId();
+      const response = await fetch(`${server.url}/v1/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${PUBLISH_KEY}` },
+        body: new Blob([JSON.stringify({ to, payload: 'streamed' })]).stream(),
+        duplex: 'half',
+        signal: AbortSignal.timeout(10_000),
+      } as RequestInit);
+
+      expect(response.status).toBe(202);
       expect(await r.llen(`rm:users:${to}:messages`)).toBe(1);
     });
   });

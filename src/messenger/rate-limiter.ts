@@ -1,7 +1,10 @@
+import { rateBucket } from './client-address';
+
 /**
- * Token buckets by key (a remote address): `perMinute` tokens, refilled evenly,
- * so a burst of up to a minute's allowance passes and a steady flood does not.
- * Idle buckets are forgotten, so memory follows the active addresses only.
+ * Token buckets by remote address (an IPv6 address by its /64: see rateBucket):
+ * `perMinute` tokens, refilled evenly, so a burst of up to a minute's allowance
+ * passes and a steady flood does not. Idle buckets are forgotten, so memory
+ * follows the active addresses only.
  */
 export class RateLimiter {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
@@ -9,10 +12,11 @@ export class RateLimiter {
 
   constructor(private readonly perMinute: number) {}
 
-  /** Takes one token for `key`; false when none is left (always true when the limit is off). */
-  take(key: string, now = Date.now()): boolean {
+  /** Takes one token for `address`'s bucket; false when none is left (always true when the limit is off). */
+  take(address: string, now = Date.now()): boolean {
     if (this.perMinute <= 0) return true;
     this.sweep(now);
+    const key = rateBucket(address);
     const bucket = this.buckets.get(key) ?? { tokens: this.perMinute, at: now };
     bucket.tokens = Math.min(this.perMinute, bucket.tokens + ((now - bucket.at) * this.perMinute) / 60_000);
     bucket.at = now;

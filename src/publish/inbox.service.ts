@@ -1,6 +1,7 @@
 import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
+import { RateLimitedLog } from '../logging/rate-limited-log';
 import { MetricsService } from '../metrics/metrics.service';
 import { QueueKeys } from '../queue/queue-keys';
 import { defineLease, type RedisClient } from '../redis/lua-scripts';
@@ -36,6 +37,8 @@ type Entry = [id: string, fields: string[] | null];
 @Injectable()
 export class InboxService implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger('Inbox');
+  /** A producer can add invalid entries by the thousand: at most one line a second (each is in rm:inbox:dead). */
+  private readonly warnings = new RateLimitedLog(this.logger);
   private readonly token = randomBytes(12).toString('hex');
   /** Blocking reads wait on a connection of their own, so the command connection never waits behind them. */
   private reader?: RedisClient;
@@ -178,7 +181,7 @@ export class InboxService implements OnApplicationBootstrap, OnApplicationShutdo
       await this.redis.xadd(this.keys.inboxDead, 'MAXLEN', '~', DEAD_MAXLEN, '*', ...fields, 'reason', reason);
       // The entry's id and why, never its payload.
       const why = reason === 'store_failed' ? `could not be stored ${STORE_ATTEMPTS} times: the recipient's keys are unusable` : `is not valid (${reason})`;
-      this.logger.warn(`Inbox entry ${id} ${why}: moved to ${this.keys.inboxDead}`);
+      this.warnings.warn('dead', `Inbox entry ${id} ${why}: moved to ${this.keys.inboxDead}`);
     }
     await this.redis.xack(this.keys.inbox, this.keys.inboxGroup, ...entries.map(([id]) => id));
     this.metrics.inboxEntries('stored', items.length - duplicates - failed.length);

@@ -1,10 +1,14 @@
 import { BadRequestException, HttpException, Injectable, PayloadTooLargeException, type NestMiddleware } from '@nestjs/common';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
+import { BearerKeys } from '../http/bearer-keys';
 
 export const PUBLISH_PATH = '/v1/messages';
 
-/** A request with what this middleware found: the parsed body, or why there is none (thrown after the key check). */
+/**
+ * A request with what this middleware found: the key it carries (one of PUBLISH_API_KEYS),
+ * the parsed body, or why there is none (thrown by the route's guard, after the key check).
+ */
 export type PublishRequest = IncomingMessage & { body?: unknown; _body?: boolean; publishBodyError?: HttpException; publishApiKey?: string };
 
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
@@ -13,46 +17,62 @@ const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 export const isPublishRequest = (req: IncomingMessage): boolean => req.method === 'POST' && (req.url ?? '').split('?')[0].replace(/\/+$/, '') === PUBLISH_PATH;
 
 /**
- * Reads the body of POST /v1/messages up to MAX_PUBLISH_BYTES and parses it as JSON.
- * A problem is not answered here but kept for the route (PublishRequest.publishBodyError),
- * which answers 404 (off) and 401 (no key) first, and in its own error format.
+ * Checks the key of POST /v1/messages, then reads its body up to MAX_PUBLISH_BYTES and parses
+ * it as JSON. Without a valid key the body is never read; past the limit (by Content-Length,
+ * or once a chunked body passes it) the rest is not read. Either way the connection is closed
+ * once the answer is sent, so a client cannot make the server take in a body it refused.
+ * Problems are answered by the route (404 off, 401 no key, then the body's), in its format.
  * A body a host application's parser already read is taken as it is.
  */
 @Injectable()
 export class PublishBodyMiddleware implements NestMiddleware {
-  constructor(@InjectMessengerOptions() private readonly options: MessengerOptions) {}
+  private readonly keys: BearerKeys;
 
-  use(req: PublishRequest, _res: unknown, next: () => void): void {
-    const limit = this.options.maxPublishBytes;
-    const tooLarge = () => new PayloadTooLargeException(`the body is larger than MAX_PUBLISH_BYTES (${limit} bytes)`);
+  constructor(@InjectMessengerOptions() private readonly options: MessengerOptions) {
+    this.keys = new BearerKeys(options.publishApiKeys);
+  }
+
+  use(req: PublishRequest, res: ServerResponse, next: () => void): void {
+    if (this.keys.none) return next(); // off: answered 404 unread
+    req.publishApiKey = this.keys.match(req.headers.authorization);
+    if (req.publishApiKey === undefined) return leaveUnread(req, res, next); // 401
     if (req._body) {
       if (!JSON_TYPE.test(req.headers['content-type'] ?? '')) req.publishBodyError = new BadRequestException('the body must be JSON (Content-Type: application/json)');
       return next();
     }
-    if (this.options.publishApiKeys.length === 0) return next(); // off: answered 404 unread
+    const limit = this.options.maxPublishBytes;
+    const tooLarge = () => new PayloadTooLargeException(`the body is larger than MAX_PUBLISH_BYTES (${limit} bytes)`);
     if (Number(req.headers['content-length'] ?? 0) > limit) {
       req.publishBodyError = tooLarge();
-      req.resume(); // discarded; the answer does not wait for it
-      return next();
+      return leaveUnread(req, res, next);
     }
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (size <= limit) chunks.push(chunk);
-    });
-    req.on('error', () => undefined);
-    req.on('end', () => {
-      if (size > limit) req.publishBodyError = tooLarge();
-      else {
-        try {
-          req.body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-        } catch (error) {
-          req.publishBodyError = new BadRequestException(`the body is not valid JSON (${(error as Error).message})`);
-        }
+      if (size <= limit) return void chunks.push(chunk);
+      req.off('data', onData).off('end', onEnd).pause();
+      req.publishBodyError = tooLarge();
+      leaveUnread(req, res, next);
+    };
+    const onEnd = () => {
+      try {
+        req.body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      } catch (error) {
+        req.publishBodyError = new BadRequestException(`the body is not valid JSON (${(error as Error).message})`);
       }
       req._body = true;
       next();
-    });
+    };
+    req.on('data', onData).on('end', onEnd).on('error', () => undefined);
   }
+}
+
+/** The answer goes out with `Connection: close` and the socket is destroyed once it is sent: the rest of the body is never read. */
+function leaveUnread(req: IncomingMessage, res: ServerResponse, next: () => void): void {
+  if (!req.complete) {
+    res.setHeader('Connection', 'close');
+    res.once('finish', () => req.socket.destroy());
+  }
+  next();
 }

@@ -9,8 +9,8 @@ import { ApiBearerAuth, ApiExtraModels, ApiHeader, ApiOperation, ApiResponse, Ap
 interface Response {
   status(code: number): { json(body: unknown): void };
 }
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
+import { RateLimitedLog } from '../logging/rate-limited-log';
 import { MetricsService } from '../metrics/metrics.service';
 import type { HttpPublishOutcome } from '../metrics/metrics.constants';
 import { PublishErrorDto, PublishMessageDto, PublishedToGroupDto, PublishedToUserDto } from './publish.dto';
@@ -44,32 +44,20 @@ class PublishErrorFilter implements ExceptionFilter {
   }
 }
 
-/** Off (404) while PUBLISH_API_KEYS is empty, else a Bearer key of it (401); keys compared in constant time. */
+/**
+ * Off (404) while PUBLISH_API_KEYS is empty, else a Bearer key of it (401), then the body's
+ * problem if any: PublishBodyMiddleware checked the key before it read the body.
+ */
 @Injectable()
 class ApiKeyGuard implements CanActivate {
-  private readonly keyDigests: Buffer[];
-
-  constructor(@InjectMessengerOptions() options: MessengerOptions) {
-    this.keyDigests = options.publishApiKeys.map(digest);
-  }
+  constructor(@InjectMessengerOptions() private readonly options: MessengerOptions) {}
 
   canActivate(context: ExecutionContext): boolean {
-    if (this.keyDigests.length === 0) throw new NotFoundException('Cannot POST /v1/messages');
+    if (this.options.publishApiKeys.length === 0) throw new NotFoundException('Cannot POST /v1/messages');
     const request = context.switchToHttp().getRequest<PublishRequest>();
-    const match = /^Bearer (\S+)$/.exec(request.headers.authorization ?? '');
-    if (match) {
-      const given = digest(match[1]);
-      // Every key is compared, so the time does not tell which one (or whether any) matched.
-      let ok = false;
-      for (const key of this.keyDigests) ok = timingSafeEqual(key, given) || ok;
-      if (ok) {
-        request.publishApiKey = match[1];
-        // A body too large or not JSON is answered now: after the key check, in this route's format.
-        if (request.publishBodyError) throw request.publishBodyError;
-        return true;
-      }
-    }
-    throw new UnauthorizedException('send Authorization: Bearer <one of PUBLISH_API_KEYS>');
+    if (request.publishApiKey === undefined) throw new UnauthorizedException('send Authorization: Bearer <one of PUBLISH_API_KEYS>');
+    if (request.publishBodyError) throw request.publishBodyError;
+    return true;
   }
 }
 
@@ -109,6 +97,8 @@ const firstProblem = (errors: ValidationError[]): string => {
 @UseGuards(ApiKeyGuard)
 export class PublishController {
   private readonly logger = new Logger('PublishController');
+  /** One line per request would be thousands a second from a busy producer while Redis is away: at most one a second per kind. */
+  private readonly warnings = new RateLimitedLog(this.logger);
 
   constructor(
     private readonly publish: PublishService,
@@ -157,7 +147,7 @@ export class PublishController {
       throw new ServiceUnavailableException(`the message is stored but not yet on enough replicas (PUBLISH_WAIT_REPLICAS); retry with the same Idempotency-Key: it is not stored twice`);
     }
     if (result.failed) {
-      this.logger.warn(`POST /v1/messages for ${target}: Redis did not store it (${result.failed.message}); answered 503`);
+      this.warnings.warn('not stored', `POST /v1/messages for ${target}: Redis did not store it (${result.failed.message}); answered 503`);
       throw new ServiceUnavailableException(
         publication.group !== undefined && result.recipients > 0
           ? `Redis could not store the message for every member (${result.recipients} have it); retry with the same Idempotency-Key to store it for the rest only`
@@ -176,7 +166,7 @@ export class PublishController {
   }
 
   private conflict(target: string): ConflictException {
-    this.logger.warn(`POST /v1/messages for ${target}: Idempotency-Key reused with another body; answered 409`);
+    this.warnings.warn('conflict', `POST /v1/messages for ${target}: Idempotency-Key reused with another body; answered 409`);
     return new ConflictException('this Idempotency-Key was used in the last 24 hours with another body; nothing stored');
   }
 
@@ -184,7 +174,7 @@ export class PublishController {
     try {
       return await call;
     } catch (error) {
-      this.logger.warn(`POST /v1/messages: Redis failed (${(error as Error).message}); answered 503`);
+      this.warnings.warn('redis failed', `POST /v1/messages: Redis failed (${(error as Error).message}); answered 503`);
       throw new ServiceUnavailableException('Redis could not store the message; nothing was stored, retry');
     }
   }
@@ -193,7 +183,7 @@ export class PublishController {
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        this.logger.warn(`POST /v1/messages: Redis did not answer within ${DEADLINE_MS} ms; answered 503`);
+        this.warnings.warn('deadline', `POST /v1/messages: Redis did not answer within ${DEADLINE_MS} ms; answered 503`);
         reject(new ServiceUnavailableException(`Redis did not answer within ${DEADLINE_MS} ms; the message may or may not be stored: retry with an Idempotency-Key`));
       }, DEADLINE_MS);
     });
@@ -201,5 +191,3 @@ export class PublishController {
     return Promise.race([call, deadline]).finally(() => clearTimeout(timer));
   }
 }
-
-const digest = (key: string): Buffer => createHash('sha256').update(key, 'utf8').digest();
