@@ -316,9 +316,9 @@ export class QueueService {
     else await this.redis.zadd(this.keys.queueIndex, oldestTs, user);
   }
 
-  /** Users whose oldest queued message is older than `before` (ms), oldest first. */
-  queuedBefore(before: number, limit: number): Promise<string[]> {
-    return this.redis.zrangebyscore(this.keys.queueIndex, '-inf', `(${before}`, 'LIMIT', 0, limit);
+  /** Users whose oldest queued message is older than `before` (ms), oldest first, past the first `skip`. */
+  queuedBefore(before: number, limit: number, skip = 0): Promise<string[]> {
+    return this.redis.zrangebyscore(this.keys.queueIndex, '-inf', `(${before}`, 'LIMIT', skip, limit);
   }
 
   /** The users with the oldest queued messages: depth and age of the oldest, for metrics. */
