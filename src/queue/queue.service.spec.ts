@@ -946,6 +946,63 @@ describe('queue scripts', () => {
       expect(mine).toEqual({ requeued: 2, left: 0, removed: 1 });
       expect(await queued(user)).toEqual(envelopes(stored).map(markSent));
     });
+    describe('in pages', () => {
+      const PAGE = 10;
+      /** A user with 25 owed messages on OTHER (c1), two of them acked out of order, and one queued behind. */
+      async function paged() {
+        const { user, stored, ids: owedIds } = await owedUser(25, 'c1', OTHER);
+        await queue.ack(user, [[owedIds[3], 3], [owedIds[20], 20]], OTHER);
+        const behind = message(user, 'behind');
+        await client.rpush(keys.queue(user), behind.envelope);
+        const back = stored.filter((_, i) => i !== 3 && i !== 20).map((m) => markSent(m.envelope));
+        return { user, stored, back, behind };
+      }
+
+      it('moves at most a page per call, from the tail of owed, each page ahead of the one before; ends with everything in order', async () => {
+        const { user, stored, back, behind } = await paged();
+
+        const firstCall = await client.rmDetach(...keys.userKeys(user), 'c1', OTHER, PAGE);
+        const afterFirst = { owed: await owed(user), queue: await queued(user), state: await state(user) };
+        const rest = await queue.detach(user, 'c1', OTHER, PAGE);
+
+        // The newest 10 (one acked: 9 back), ts of the queue head, 1 connection removed, more to come.
+        expect(firstCall).toEqual([9, 0, envelopeTs(stored[15].envelope), 1, 1]);
+        expect(afterFirst.owed).toEqual(envelopes(stored.slice(0, 15)));
+        expect(afterFirst.queue).toEqual([...back.slice(14), behind.envelope]);
+        // Still owed keeps its head position and its own out-of-order ack; the one that went left 'x'.
+        expect(afterFirst.state).toEqual({ x: envelopeId(stored[3].envelope) });
+        expect(rest).toEqual({ requeued: 14, left: 0, removed: 0 });
+        expect(await queued(user)).toEqual([...back, behind.envelope]);
+        expect(await client.exists(keys.owed(user), keys.state(user))).toBe(0);
+        expect(Number(await client.zscore(keys.queueIndex, user))).toBe(envelopeTs(stored[0].envelope));
+      });
+
+      it('a socket attaching between two pages reads what is still owed, then what went back, in order; a late call moves nothing', async () => {
+        const { user, stored, behind } = await paged();
+        await client.rmDetach(...keys.userKeys(user), 'c1', OTHER, PAGE); // then the caller died
+
+        const attached = await queue.attach(user, 'c2', ME);
+        const read = await queue.read(user, attached.position, 100);
+        const late = await queue.detach(user, 'c1', OTHER, PAGE);
+
+        expect(attached).toMatchObject({ owed: 24, position: 0, first: true });
+        const expected = [...stored.filter((_, i) => i !== 3 && i !== 20), behind].map((m) => envelopeId(m.envelope));
+        expect(read.rows.map((row) => envelopeId(row.envelope))).toEqual(expected);
+        expect(late).toEqual({ requeued: 0, left: 1, removed: 0 });
+        expect(await state(user)).toMatchObject({ 'c:c2': ME });
+      });
+
+      it('is carried on by any later call once no connection is left (the reaper after a crash half way)', async () => {
+        const { user, back, behind } = await paged();
+        await client.rmDetach(...keys.userKeys(user), 'c1', OTHER, PAGE);
+
+        const reaped = await queue.detach(user, '*', THIRD, PAGE);
+
+        expect(reaped).toEqual({ requeued: 14, left: 0, removed: 0 });
+        expect(await queued(user)).toEqual([...back, behind.envelope]);
+        expect(await client.exists(keys.owed(user), keys.state(user))).toBe(0);
+      });
+    });
   });
 
   describe('expire-5.lua', () => {

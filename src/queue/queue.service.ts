@@ -15,7 +15,7 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     rmRoute(numKeys: number, ...args: Args): Result<[string, ...Array<number | string>], Context>;
     rmAttach(...args: Args): Result<[number, number, number, string[], number, number], Context>;
-    rmDetach(...args: Args): Result<[number, number, number, number], Context>;
+    rmDetach(...args: Args): Result<[number, number, number, number, number], Context>;
     rmExpire(...args: Args): Result<[number, number, number], Context>;
     rmAck(...args: Args): Result<Array<number | string>, Context>;
     rmRead(...args: Args): Result<Array<number | string>, Context>;
@@ -112,6 +112,8 @@ export interface MessageFact {
 /** The most messages, and bytes, of one route script call: keeps each call short for Redis. */
 const CALL_MESSAGES = 1000;
 const CALL_BYTES = 4 * 1024 * 1024;
+/** The most owed messages one detach call puts back in the queue (detach-5.lua pages). */
+export const REQUEUE_PAGE = 1000;
 /** A read's byte budget when SLOW_CONSUMER_BYTES is 0 (no slow-consumer limit). */
 const DEFAULT_READ_BYTES = 8 * 1024 * 1024;
 
@@ -252,13 +254,21 @@ export class QueueService {
 
   /**
    * Unregisters one connection (or, with conn '*', every connection of an instance);
-   * when none is left, what is owed goes back to the head of the queue. `removed`
-   * counts the connections unregistered (with none left: the user went offline).
+   * when none is left, what is owed goes back to the head of the queue, `page` per
+   * script call (each call short for Redis; order holds between them, see detach-5.lua).
+   * `removed` counts the connections unregistered (with none left: the user went offline).
    */
-  async detach(user: string, conn: string, instance: string): Promise<{ requeued: number; left: number; removed: number }> {
-    const [requeued, left, headTs, removed] = await this.time('detach', this.redis.rmDetach(...this.keys.userKeys(user), conn, instance));
-    if (requeued > 0) await this.index(user, headTs);
-    return { requeued, left, removed };
+  async detach(user: string, conn: string, instance: string, page = REQUEUE_PAGE): Promise<{ requeued: number; left: number; removed: number }> {
+    let requeued = 0;
+    let first: { left: number; removed: number } | undefined;
+    for (;;) {
+      const [moved, left, headTs, removed, more] = await this.time('detach', this.redis.rmDetach(...this.keys.userKeys(user), conn, instance, page));
+      first ??= { left, removed };
+      requeued += moved;
+      // Each page goes in front of the one before: its head is older, so the index takes the lower score.
+      if (moved > 0) await this.index(user, headTs, 'older');
+      if (more === 0) return { requeued, ...first };
+    }
   }
 
   /**
@@ -301,7 +311,7 @@ export class QueueService {
   async expire(user: string, now = Date.now()): Promise<{ expired: number; left: number }> {
     const [expired, left, headTs] = await this.time('expire', this.redis.rmExpire(...this.keys.userKeys(user), this.cutoff(now), now, this.ttlMs));
     if (left === 0) await this.redis.zrem(this.keys.queueIndex, user);
-    else await this.index(user, headTs || now, false);
+    else await this.index(user, headTs || now, 'any');
     return { expired, left };
   }
 
@@ -309,11 +319,14 @@ export class QueueService {
    * Files a queue in the index of non-empty queues under the time of its oldest
    * entry. The index is global (one key), so it is written beside the user's
    * scripts, not in them: it is a hint for the expiry sweep and the metrics, never
-   * what decides delivery.
+   * what decides delivery. `how`: only a queue not filed yet ('new'), a new one or a
+   * lower score ('older': a requeue put older entries at the head), or always ('any').
    */
-  async index(user: string, oldestTs: number, onlyNew = true): Promise<void> {
-    if (onlyNew) await this.redis.zadd(this.keys.queueIndex, 'NX', oldestTs || Date.now(), user);
-    else await this.redis.zadd(this.keys.queueIndex, oldestTs, user);
+  async index(user: string, oldestTs: number, how: 'new' | 'older' | 'any' = 'new'): Promise<void> {
+    const score = oldestTs || Date.now();
+    if (how === 'new') await this.redis.zadd(this.keys.queueIndex, 'NX', score, user);
+    else if (how === 'older') await this.redis.zadd(this.keys.queueIndex, 'LT', score, user);
+    else await this.redis.zadd(this.keys.queueIndex, score, user);
   }
 
   /** Users whose oldest queued message is older than `before` (ms), oldest first, past the first `skip`. */
