@@ -14,7 +14,8 @@ type Args = (string | number)[];
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     rmRoute(numKeys: number, ...args: Args): Result<[string, ...Array<number | string>], Context>;
-    rmAttach(...args: Args): Result<[number, number, number, string[], number, number], Context>;
+    rmAttach(...args: Args): Result<[number, number, number, string[], number, number, number, number], Context>;
+    rmSweep(...args: Args): Result<[number, number, number], Context>;
     rmDetach(...args: Args): Result<[number, number, number, number, number], Context>;
     rmExpire(...args: Args): Result<[number, number, number], Context>;
     rmAck(...args: Args): Result<Array<number | string>, Context>;
@@ -114,6 +115,8 @@ const CALL_MESSAGES = 1000;
 const CALL_BYTES = 4 * 1024 * 1024;
 /** The most owed messages one detach call puts back in the queue (detach-5.lua pages). */
 export const REQUEUE_PAGE = 1000;
+/** Queued entries one call of an identify's ttl sweep reads (attach-5.lua, sweep-5.lua). */
+export const SWEEP_PAGE = 1000;
 /** A read's byte budget when SLOW_CONSUMER_BYTES is 0 (no slow-consumer limit). */
 const DEFAULT_READ_BYTES = 8 * 1024 * 1024;
 
@@ -136,7 +139,7 @@ export class QueueService {
     readonly keys: QueueKeys,
     private readonly metrics: MetricsService,
   ) {
-    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-5.lua', 'detach-5.lua', 'ack-5.lua', 'read-5.lua', 'expire-5.lua', 'unread-5.lua']);
+    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-5.lua', 'detach-5.lua', 'ack-5.lua', 'read-5.lua', 'expire-5.lua', 'unread-5.lua', 'sweep-5.lua']);
     this.ttlMs = options.queueTtlSeconds * 1000;
     this.readBytes = options.slowConsumerBytes || DEFAULT_READ_BYTES;
   }
@@ -235,21 +238,32 @@ export class QueueService {
    * dropped or expired since the last identify, the position from which this
    * socket reads, the connections this one replaced past MAX_SOCKETS_PER_USER,
    * whether it is the user's first connection (on any instance), and how many
-   * queued messages expired in this call.
+   * queued messages expired in this call. A ttl sweep the script began goes on
+   * here, `page` entries per call, before the answer (its expired ones are this
+   * `ready`'s: counted in dropped, not in owed).
    */
   async attach(
     user: string,
     conn: string,
     instance: string,
     now = Date.now(),
+    page = SWEEP_PAGE,
   ): Promise<{ owed: number; dropped: number; position: number; replaced: Array<{ conn: string; instance: string }>; first: boolean; expired: number }> {
-    const [owed, dropped, position, flat, before, expired] = await this.time(
+    const cutoff = this.cutoff(now);
+    const keys = this.keys.userKeys(user);
+    const [owed, dropped, position, flat, before, expired, sweepFrom, earliest] = await this.time(
       'attach',
-      this.redis.rmAttach(...this.keys.userKeys(user), conn, instance, user, this.keys.instanceChannelPrefix, this.cutoff(now), this.options.maxSocketsPerUser, now),
+      this.redis.rmAttach(...keys, conn, instance, user, this.keys.instanceChannelPrefix, cutoff, this.options.maxSocketsPerUser, now, page),
     );
+    let swept = 0;
+    for (let from = sweepFrom, kept = earliest; from >= 0; ) {
+      const [n, next, soFar] = await this.time('attach', this.redis.rmSweep(...keys, from, page, cutoff, now, kept));
+      swept += n;
+      [from, kept] = [next, soFar];
+    }
     const replaced = [];
     for (let i = 0; i < flat.length; i += 2) replaced.push({ conn: flat[i], instance: flat[i + 1] });
-    return { owed, dropped, position, replaced, first: before === 0, expired };
+    return { owed: Math.max(0, owed - swept), dropped: dropped + swept, position, replaced, first: before === 0, expired: expired + swept };
   }
 
   /**
