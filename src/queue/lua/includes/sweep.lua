@@ -3,8 +3,9 @@
 -- placeholder no message can be, then one LREM from the head), the rest keep their order.
 -- Returns how many expired, where the next page starts, the earliest expiry of a kept message
 -- with a ttl (nil if none), and whether this was the last page.
--- Cost: `page` entries read and parsed; Redis walks to `from` (C, node by node) for each LSET
--- and for the LREM.
+-- Cost: `page` entries read and parsed in Lua; for the LRANGE, each LSET and the LREM, Redis
+-- walks to the page in C, node by node (about 128 small entries a node) from the nearer end
+-- of the list: a deep page with many expired entries in a very long queue costs the most.
 local SWEPT = '\0rm:swept\0'
 
 local function sweepPage(queue, from, page, cutoff, now)
