@@ -7,16 +7,18 @@ import { InjectRedis } from '../redis/redis.constants';
 import { EventsService } from './events.service';
 
 const SWEEP_EVERY_MS = 1000;
-/** Due messages taken per round, and the most looked at per sweep: bounded work, oldest first. */
-const ROUND = 250;
-const SWEEP_MOST = 1000;
+/** One sweep stops taking new rounds once this is spent (80% of its period), so sweeps never pile up. */
+export const SWEEP_BUDGET_MS = 800;
+/** Due messages taken per round, oldest first, their users checked at once (pipelined): bounded concurrency. */
+const ROUND = 500;
 /** How deep into a user's owed messages, and into its queue, a due message is looked for. */
 export const UNREAD_SCAN = 1000;
 
 /**
  * UNREAD_AFTER_SECONDS: a stored message is filed in `rm:unread` under the time it
  * becomes due (EventsService.routed) and leaves it when acked. Every second the
- * holder of route shard 0 (one instance at a time) takes the due ones, asks each
+ * holder of route shard 0 (one instance at a time) takes the due ones, a round at a
+ * time until none is due or SWEEP_BUDGET_MS is spent, asks each
  * user's keys which are still unacked (unread-5.lua: owed and not acked, or queued),
  * and writes one `unread` event for each of those. A message dropped, expired or
  * replaced before then is simply not found. Each member is removed before its
@@ -44,21 +46,38 @@ export class UnreadService implements OnModuleInit, OnApplicationShutdown {
     clearInterval(this.timer);
   }
 
-  /** Writes the `unread` events that are due; returns how many. */
+  /**
+   * Writes the `unread` events that are due; returns how many. A checked member leaves the
+   * index whether found or not; the members of a user whose check failed stay at the front
+   * of the due range, so the next round starts past them (`skip`) and the next sweep tries
+   * them again: one bad key stalls nobody.
+   */
   async sweep(now = Date.now()): Promise<number> {
     if (this.sweeping || !this.shards.holds(0)) return 0;
     this.sweeping = true;
     let written = 0;
     try {
-      for (let seen = 0; seen < SWEEP_MOST; seen += ROUND) {
-        const due = await this.redis.zrangebyscore(this.keys.unreadIndex, '-inf', now, 'LIMIT', 0, ROUND);
+      const deadline = Date.now() + SWEEP_BUDGET_MS;
+      let skip = 0;
+      while (Date.now() < deadline && this.shards.holds(0)) {
+        const due = await this.redis.zrangebyscore(this.keys.unreadIndex, '-inf', now, 'LIMIT', skip, ROUND);
         const byUser = new Map<string, string[]>();
         for (const member of due) {
           const bar = member.indexOf('|');
           const user = member.slice(0, bar);
-          byUser.set(user, [...(byUser.get(user) ?? []), member.slice(bar + 1)]);
+          let ids = byUser.get(user);
+          if (!ids) byUser.set(user, (ids = []));
+          ids.push(member.slice(bar + 1));
         }
-        const counts = await Promise.all([...byUser].map(([user, ids]) => this.check(user, ids, now)));
+        const counts = await Promise.all(
+          [...byUser].map(([user, ids]) =>
+            this.check(user, ids, now).catch((error: Error) => {
+              skip += ids.length;
+              this.logger.warn(`Looking for unread messages of ${user} failed (tried again next sweep): ${error.message}`);
+              return 0;
+            }),
+          ),
+        );
         written += counts.reduce((a, b) => a + b, 0);
         if (due.length < ROUND) break;
       }

@@ -502,7 +502,7 @@ describe('queue scripts', () => {
       await routeOne(user, messages(user, '1'));
       const before = await snapshot(user);
 
-      const call = client.rmAttach(...keys.userKeys(user), 'c1', ME, user, keys.instanceChannelPrefix, 0, 'many', NOW);
+      const call = client.rmAttach(...keys.userKeys(user), 'c1', ME, user, keys.instanceChannelPrefix, 0, 'many', NOW, 1000);
 
       await expect(call).rejects.toThrow();
       expect(await snapshot(user)).toEqual(before);
@@ -599,6 +599,74 @@ describe('queue scripts', () => {
       expect(due).toMatchObject({ owed: 3, dropped: 1 });
       expect(await queued(user)).toEqual(envelopes([a, c, d]));
       expect((await state(user)).t).toBe(String(NOW + 3600_000));
+    });
+  });
+
+  describe('the ttl sweep in pages (attach-5.lua, sweep-5.lua)', () => {
+    const PAGE = 10;
+    const payloads = (entries: string[]) => entries.map(entryPayload);
+    /** 25 queued messages, every third past its own ttl (so 't' is due), the others with ttls of an hour and more. */
+    async function ttlQueue() {
+      const user = uniqueId();
+      const stored = Array.from({ length: 25 }, (_, i) => (i % 3 === 0 ? message(user, `x${i}`, { ts: NOW - 5000, ttl: 1 }) : message(user, `k${i}`, { ttl: 3600 + i })));
+      await routeOne(user, stored);
+      const kept = stored.filter((_, i) => i % 3 !== 0).map((m) => entryPayload(m.envelope));
+      return { user, kept };
+    }
+    const attachPage = (user: string, conn: string) => client.rmAttach(...keys.userKeys(user), conn, ME, user, keys.instanceChannelPrefix, 0, 0, NOW, PAGE);
+    const sweepPage = (user: string, from: number, kept: number) => client.rmSweep(...keys.userKeys(user), from, PAGE, 0, NOW, kept);
+
+    it('sweeps the whole queue a page per call before answering: ready counts only what will be delivered, t moves on', async () => {
+      const { user, kept } = await ttlQueue();
+
+      const result = await queue.attach(user, 'c1', ME, NOW, PAGE);
+
+      expect(result).toMatchObject({ owed: 16, dropped: 9, expired: 9, first: true });
+      expect(payloads(await queued(user))).toEqual(kept);
+      expect((await state(user)).t).toBe(String(NOW + 3601_000));
+    });
+
+    it('one call sweeps one page and leaves t due; the next pages go on from the position it answered', async () => {
+      const { user, kept } = await ttlQueue();
+
+      const first = await attachPage(user, 'c1');
+      const afterFirst = { queue: payloads(await queued(user)), t: (await state(user)).t };
+      const second = await sweepPage(user, first[6], first[7]);
+      const third = await sweepPage(user, second[1], second[2]);
+
+      // Page one: x0 x3 x6 x9 gone, six kept, the sweep goes on at 6 with k1's expiry the earliest so far.
+      expect(first.slice(5)).toEqual([4, 6, NOW + 3601_000]);
+      expect(first[0]).toBe(21);
+      expect(afterFirst.t).toBe(String(NOW - 4000));
+      expect(afterFirst.queue.slice(0, 7)).toEqual(['k1', 'k2', 'k4', 'k5', 'k7', 'k8', 'k10']);
+      expect(second).toEqual([3, 13, NOW + 3601_000]);
+      expect(third).toEqual([2, -1, NOW + 3601_000]);
+      expect(payloads(await queued(user))).toEqual(kept);
+      expect((await state(user)).t).toBe(String(NOW + 3601_000));
+    });
+
+    it('after a read took the head between pages it may miss an expired entry, never a live one; the read drops the missed one', async () => {
+      const { user, kept } = await ttlQueue();
+      const first = await attachPage(user, 'c1');
+      const took = await queue.read(user, 0, 3, NOW); // another socket of the user takes k1 k2 k4
+
+      for (let from = first[6], soFar = first[7]; from >= 0; ) [, from, soFar] = await sweepPage(user, from, soFar);
+      const left = payloads(await queued(user));
+      const rest = await queue.read(user, took.next, 100, NOW);
+
+      expect(took.rows.map((row) => entryPayload(row.envelope))).toEqual(['k1', 'k2', 'k4']);
+      expect(left).toEqual([...kept.slice(3, 8), 'x12', ...kept.slice(8)]);
+      expect(rest.rows.map((row) => entryPayload(row.envelope))).toEqual(kept.slice(3));
+    });
+
+    it('stops when another sweep has ended (t no longer due), and checks its arguments before its first write', async () => {
+      const { user, kept } = await ttlQueue();
+      const first = await attachPage(user, 'c1');
+      await queue.attach(user, 'c2', ME, NOW, PAGE);
+
+      await expect(client.rmSweep(...keys.userKeys(user), 0, 0, 0, NOW, 0)).rejects.toThrow(/bad argument 2/);
+      expect(await sweepPage(user, first[6], first[7])).toEqual([0, -1, 0]);
+      expect(payloads(await queued(user))).toEqual(kept);
     });
   });
 
@@ -945,6 +1013,63 @@ describe('queue scripts', () => {
       expect(afterOther).toEqual({ 'c:c3': ME });
       expect(mine).toEqual({ requeued: 2, left: 0, removed: 1 });
       expect(await queued(user)).toEqual(envelopes(stored).map(markSent));
+    });
+    describe('in pages', () => {
+      const PAGE = 10;
+      /** A user with 25 owed messages on OTHER (c1), two of them acked out of order, and one queued behind. */
+      async function paged() {
+        const { user, stored, ids: owedIds } = await owedUser(25, 'c1', OTHER);
+        await queue.ack(user, [[owedIds[3], 3], [owedIds[20], 20]], OTHER);
+        const behind = message(user, 'behind');
+        await client.rpush(keys.queue(user), behind.envelope);
+        const back = stored.filter((_, i) => i !== 3 && i !== 20).map((m) => markSent(m.envelope));
+        return { user, stored, back, behind };
+      }
+
+      it('moves at most a page per call, from the tail of owed, each page ahead of the one before; ends with everything in order', async () => {
+        const { user, stored, back, behind } = await paged();
+
+        const firstCall = await client.rmDetach(...keys.userKeys(user), 'c1', OTHER, PAGE);
+        const afterFirst = { owed: await owed(user), queue: await queued(user), state: await state(user) };
+        const rest = await queue.detach(user, 'c1', OTHER, PAGE);
+
+        // The newest 10 (one acked: 9 back), ts of the queue head, 1 connection removed, more to come.
+        expect(firstCall).toEqual([9, 0, envelopeTs(stored[15].envelope), 1, 1]);
+        expect(afterFirst.owed).toEqual(envelopes(stored.slice(0, 15)));
+        expect(afterFirst.queue).toEqual([...back.slice(14), behind.envelope]);
+        // Still owed keeps its head position and its own out-of-order ack; the one that went left 'x'.
+        expect(afterFirst.state).toEqual({ x: envelopeId(stored[3].envelope) });
+        expect(rest).toEqual({ requeued: 14, left: 0, removed: 0 });
+        expect(await queued(user)).toEqual([...back, behind.envelope]);
+        expect(await client.exists(keys.owed(user), keys.state(user))).toBe(0);
+        expect(Number(await client.zscore(keys.queueIndex, user))).toBe(envelopeTs(stored[0].envelope));
+      });
+
+      it('a socket attaching between two pages reads what is still owed, then what went back, in order; a late call moves nothing', async () => {
+        const { user, stored, behind } = await paged();
+        await client.rmDetach(...keys.userKeys(user), 'c1', OTHER, PAGE); // then the caller died
+
+        const attached = await queue.attach(user, 'c2', ME);
+        const read = await queue.read(user, attached.position, 100);
+        const late = await queue.detach(user, 'c1', OTHER, PAGE);
+
+        expect(attached).toMatchObject({ owed: 24, position: 0, first: true });
+        const expected = [...stored.filter((_, i) => i !== 3 && i !== 20), behind].map((m) => envelopeId(m.envelope));
+        expect(read.rows.map((row) => envelopeId(row.envelope))).toEqual(expected);
+        expect(late).toEqual({ requeued: 0, left: 1, removed: 0 });
+        expect(await state(user)).toMatchObject({ 'c:c2': ME });
+      });
+
+      it('is carried on by any later call once no connection is left (the reaper after a crash half way)', async () => {
+        const { user, back, behind } = await paged();
+        await client.rmDetach(...keys.userKeys(user), 'c1', OTHER, PAGE);
+
+        const reaped = await queue.detach(user, '*', THIRD, PAGE);
+
+        expect(reaped).toEqual({ requeued: 14, left: 0, removed: 0 });
+        expect(await queued(user)).toEqual([...back, behind.envelope]);
+        expect(await client.exists(keys.owed(user), keys.state(user))).toBe(0);
+      });
     });
   });
 

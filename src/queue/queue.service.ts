@@ -15,8 +15,9 @@ type Args = (string | number)[];
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     rmRoute(numKeys: number, ...args: Args): Result<[string, ...Array<number | string>], Context>;
-    rmAttach(...args: Args): Result<[number, number, number, string[], number, number], Context>;
-    rmDetach(...args: Args): Result<[number, number, number, number], Context>;
+    rmAttach(...args: Args): Result<[number, number, number, string[], number, number, number, number], Context>;
+    rmSweep(...args: Args): Result<[number, number, number], Context>;
+    rmDetach(...args: Args): Result<[number, number, number, number, number], Context>;
     rmExpire(...args: Args): Result<[number, number, number], Context>;
     rmAck(...args: Args): Result<Array<number | string>, Context>;
     rmRead(...args: Args): Result<Array<number | string>, Context>;
@@ -115,6 +116,10 @@ export interface MessageFact {
 /** The most messages, and bytes, of one route script call: keeps each call short for Redis. */
 const CALL_MESSAGES = 1000;
 const CALL_BYTES = 4 * 1024 * 1024;
+/** The most owed messages one detach call puts back in the queue (detach-5.lua pages). */
+export const REQUEUE_PAGE = 1000;
+/** Queued entries one call of an identify's ttl sweep reads (attach-5.lua, sweep-5.lua). */
+export const SWEEP_PAGE = 1000;
 /** A read's byte budget when SLOW_CONSUMER_BYTES is 0 (no slow-consumer limit). */
 const DEFAULT_READ_BYTES = 8 * 1024 * 1024;
 
@@ -151,7 +156,7 @@ export class QueueService implements OnApplicationShutdown {
     readonly keys: QueueKeys,
     private readonly metrics: MetricsService,
   ) {
-    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-5.lua', 'detach-5.lua', 'ack-5.lua', 'read-5.lua', 'expire-5.lua', 'unread-5.lua']);
+    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-5.lua', 'detach-5.lua', 'ack-5.lua', 'read-5.lua', 'expire-5.lua', 'unread-5.lua', 'sweep-5.lua']);
     this.ttlMs = options.queueTtlSeconds * 1000;
     this.readBytes = options.slowConsumerBytes || DEFAULT_READ_BYTES;
     if (options.publishWaitReplicas > 0) {
@@ -278,32 +283,51 @@ export class QueueService implements OnApplicationShutdown {
    * dropped or expired since the last identify, the position from which this
    * socket reads, the connections this one replaced past MAX_SOCKETS_PER_USER,
    * whether it is the user's first connection (on any instance), and how many
-   * queued messages expired in this call.
+   * queued messages expired in this call. A ttl sweep the script began goes on
+   * here, `page` entries per call, before the answer (its expired ones are this
+   * `ready`'s: counted in dropped, not in owed).
    */
   async attach(
     user: string,
     conn: string,
     instance: string,
     now = Date.now(),
+    page = SWEEP_PAGE,
   ): Promise<{ owed: number; dropped: number; position: number; replaced: Array<{ conn: string; instance: string }>; first: boolean; expired: number }> {
-    const [owed, dropped, position, flat, before, expired] = await this.time(
+    const cutoff = this.cutoff(now);
+    const keys = this.keys.userKeys(user);
+    const [owed, dropped, position, flat, before, expired, sweepFrom, earliest] = await this.time(
       'attach',
-      this.redis.rmAttach(...this.keys.userKeys(user), conn, instance, user, this.keys.instanceChannelPrefix, this.cutoff(now), this.options.maxSocketsPerUser, now),
+      this.redis.rmAttach(...keys, conn, instance, user, this.keys.instanceChannelPrefix, cutoff, this.options.maxSocketsPerUser, now, page),
     );
+    let swept = 0;
+    for (let from = sweepFrom, kept = earliest; from >= 0; ) {
+      const [n, next, soFar] = await this.time('attach', this.redis.rmSweep(...keys, from, page, cutoff, now, kept));
+      swept += n;
+      [from, kept] = [next, soFar];
+    }
     const replaced = [];
     for (let i = 0; i < flat.length; i += 2) replaced.push({ conn: flat[i], instance: flat[i + 1] });
-    return { owed, dropped, position, replaced, first: before === 0, expired };
+    return { owed: Math.max(0, owed - swept), dropped: dropped + swept, position, replaced, first: before === 0, expired: expired + swept };
   }
 
   /**
    * Unregisters one connection (or, with conn '*', every connection of an instance);
-   * when none is left, what is owed goes back to the head of the queue. `removed`
-   * counts the connections unregistered (with none left: the user went offline).
+   * when none is left, what is owed goes back to the head of the queue, `page` per
+   * script call (each call short for Redis; order holds between them, see detach-5.lua).
+   * `removed` counts the connections unregistered (with none left: the user went offline).
    */
-  async detach(user: string, conn: string, instance: string): Promise<{ requeued: number; left: number; removed: number }> {
-    const [requeued, left, headTs, removed] = await this.time('detach', this.redis.rmDetach(...this.keys.userKeys(user), conn, instance));
-    if (requeued > 0) await this.index(user, headTs);
-    return { requeued, left, removed };
+  async detach(user: string, conn: string, instance: string, page = REQUEUE_PAGE): Promise<{ requeued: number; left: number; removed: number }> {
+    let requeued = 0;
+    let first: { left: number; removed: number } | undefined;
+    for (;;) {
+      const [moved, left, headTs, removed, more] = await this.time('detach', this.redis.rmDetach(...this.keys.userKeys(user), conn, instance, page));
+      first ??= { left, removed };
+      requeued += moved;
+      // Each page goes in front of the one before: its head is older, so the index takes the lower score.
+      if (moved > 0) await this.index(user, headTs, 'older');
+      if (more === 0) return { requeued, ...first };
+    }
   }
 
   /**
@@ -346,7 +370,7 @@ export class QueueService implements OnApplicationShutdown {
   async expire(user: string, now = Date.now()): Promise<{ expired: number; left: number }> {
     const [expired, left, headTs] = await this.time('expire', this.redis.rmExpire(...this.keys.userKeys(user), this.cutoff(now), now, this.ttlMs));
     if (left === 0) await this.redis.zrem(this.keys.queueIndex, user);
-    else await this.index(user, headTs || now, false);
+    else await this.index(user, headTs || now, 'any');
     return { expired, left };
   }
 
@@ -354,16 +378,19 @@ export class QueueService implements OnApplicationShutdown {
    * Files a queue in the index of non-empty queues under the time of its oldest
    * entry. The index is global (one key), so it is written beside the user's
    * scripts, not in them: it is a hint for the expiry sweep and the metrics, never
-   * what decides delivery.
+   * what decides delivery. `how`: only a queue not filed yet ('new'), a new one or a
+   * lower score ('older': a requeue put older entries at the head), or always ('any').
    */
-  async index(user: string, oldestTs: number, onlyNew = true): Promise<void> {
-    if (onlyNew) await this.redis.zadd(this.keys.queueIndex, 'NX', oldestTs || Date.now(), user);
-    else await this.redis.zadd(this.keys.queueIndex, oldestTs, user);
+  async index(user: string, oldestTs: number, how: 'new' | 'older' | 'any' = 'new'): Promise<void> {
+    const score = oldestTs || Date.now();
+    if (how === 'new') await this.redis.zadd(this.keys.queueIndex, 'NX', score, user);
+    else if (how === 'older') await this.redis.zadd(this.keys.queueIndex, 'LT', score, user);
+    else await this.redis.zadd(this.keys.queueIndex, score, user);
   }
 
-  /** Users whose oldest queued message is older than `before` (ms), oldest first. */
-  queuedBefore(before: number, limit: number): Promise<string[]> {
-    return this.redis.zrangebyscore(this.keys.queueIndex, '-inf', `(${before}`, 'LIMIT', 0, limit);
+  /** Users whose oldest queued message is older than `before` (ms), oldest first, past the first `skip`. */
+  queuedBefore(before: number, limit: number, skip = 0): Promise<string[]> {
+    return this.redis.zrangebyscore(this.keys.queueIndex, '-inf', `(${before}`, 'LIMIT', skip, limit);
   }
 
   /** The users with the oldest queued messages: depth and age of the oldest, for metrics. */

@@ -6,14 +6,20 @@ import { ShardsService } from '../presence/shards.service';
 import { QueueService } from '../queue/queue.service';
 
 const SWEEP_EVERY_MS = 5000;
-const SWEEP_BATCH = 100;
+/** One sweep stops taking new pages once this is spent (80% of its period), so sweeps never pile up. */
+export const SWEEP_BUDGET_MS = 4000;
+/** Due users taken per page, all expired at once (one script call each, pipelined): bounded concurrency. */
+const SWEEP_PAGE = 200;
+/** Users logged one by one per sweep; the rest in one line. */
+const LOGGED_USERS = 10;
 const BUSIEST_REPORTED = 10;
 
 /**
- * QUEUE_TTL_SECONDS: each queued message expires on its own age. The holder of
- * route shard 0 (one instance at a time) looks every few seconds at the queues whose oldest entry is past
- * the TTL, drops only the expired entries and counts them for the user's next
- * `ready`; a busy queue keeps no stale messages and an idle one loses no fresh ones.
+ * QUEUE_TTL_SECONDS: each queued message expires on its own age. Every few seconds the
+ * holder of route shard 0 (one instance at a time) takes the queues whose oldest entry is
+ * past the TTL, oldest first, a page at a time, until none is due or SWEEP_BUDGET_MS is
+ * spent; each script call drops only the user's expired entries and counts them for the
+ * user's next `ready`. A busy queue keeps no stale messages and an idle one loses no fresh ones.
  * The same pass reports the depth and age of the oldest queues as metrics.
  */
 @Injectable()
@@ -42,24 +48,55 @@ export class ExpiryService implements OnModuleInit, OnApplicationShutdown {
   async sweep(now = Date.now()): Promise<number> {
     if (this.sweeping || !this.shards.holds(0)) return 0;
     this.sweeping = true;
-    let total = 0;
+    const tally = { expired: 0, users: 0, unlogged: 0, unloggedUsers: 0 };
     try {
-      if (this.options.queueTtlSeconds > 0) {
-        const due = await this.queue.queuedBefore(now - this.options.queueTtlSeconds * 1000, SWEEP_BATCH);
-        for (const user of due) {
-          const { expired } = await this.queue.expire(user, now);
-          this.events.dropped(user, expired, 'expired');
-          if (expired > 0) this.logger.log(`${user}: ${expired} queued messages expired (older than QUEUE_TTL_SECONDS=${this.options.queueTtlSeconds})`);
-          total += expired;
-        }
-        this.metrics.expired(total);
-      }
+      if (this.options.queueTtlSeconds > 0) await this.expireDue(now, tally);
       this.metrics.setBusiestQueues(await this.queue.oldestQueues(BUSIEST_REPORTED, now));
     } catch (error) {
       this.logger.warn(`Expiring queued messages failed: ${(error as Error).message}`);
     } finally {
       this.sweeping = false;
+      if (tally.unlogged > 0) {
+        this.logger.log(`${tally.unlogged} queued messages of ${tally.unloggedUsers} more users expired (older than QUEUE_TTL_SECONDS=${this.options.queueTtlSeconds})`);
+      }
     }
-    return total;
+    return tally.expired;
+  }
+
+  /**
+   * Pages through the due users until none is left or the budget is spent. A user done
+   * leaves the due range (its queue emptied, or filed under its new head); one whose call
+   * failed stays at the front of it, so the next page starts past those (`skip`) and
+   * one bad key stalls nobody; the next sweep tries it again.
+   */
+  private async expireDue(now: number, tally: { expired: number; users: number; unlogged: number; unloggedUsers: number }): Promise<void> {
+    const cutoff = now - this.options.queueTtlSeconds * 1000;
+    const deadline = Date.now() + SWEEP_BUDGET_MS;
+    let skip = 0;
+    while (Date.now() < deadline && this.shards.holds(0)) {
+      const due = await this.queue.queuedBefore(cutoff, SWEEP_PAGE, skip);
+      const results = await Promise.all(due.map((user) => this.queue.expire(user, now).catch((error: Error) => error)));
+      let expired = 0;
+      results.forEach((result, i) => {
+        const user = due[i];
+        if (result instanceof Error) {
+          skip++;
+          this.logger.warn(`Expiring the queued messages of ${user} failed (tried again next sweep): ${result.message}`);
+          return;
+        }
+        if (result.expired === 0) return;
+        this.events.dropped(user, result.expired, 'expired');
+        expired += result.expired;
+        if (tally.users++ < LOGGED_USERS) {
+          this.logger.log(`${user}: ${result.expired} queued messages expired (older than QUEUE_TTL_SECONDS=${this.options.queueTtlSeconds})`);
+        } else {
+          tally.unlogged += result.expired;
+          tally.unloggedUsers++;
+        }
+      });
+      this.metrics.expired(expired);
+      tally.expired += expired;
+      if (due.length < SWEEP_PAGE) break;
+    }
   }
 }

@@ -1,26 +1,33 @@
 --[[
-  Registers a connection of a user. The queue is not moved here: sockets take it over in
-  chunks as they read (read-5.lua), so an identify costs the same with ten queued messages
-  or a million. Expired entries at the head of the queue are dropped and counted first, and
-  when a queued message with its own ttl may have expired (the state's 't'), the queue is
-  swept of those, so `ready` counts only what will be delivered.
+  Registers a connection. The queue is not moved here: sockets take it over in chunks as they
+  read (read-5.lua), so an identify costs the same with ten queued messages or a million.
+  Expired entries at the head of the queue are dropped and counted first (at most 10,000),
+  and when a queued message with its own ttl may have expired (the state's 't'), the queue
+  is swept of those, a page of ARGV[8] entries here and the rest by sweep-5.lua from the
+  position answered, so `ready` counts only what will be delivered.
+
+  Worst case: HGETALL of the state; 10,000 LPOPs, or one sweep page (ARGV[8] entries read,
+  an LSET per expired one, one LREM; see includes/sweep.lua).
 
   KEYS[1] queue   KEYS[2] owed   KEYS[3] state   KEYS[4] dropped counter   KEYS[5] inbox mark (unused)
   ARGV[1] connection id   ARGV[2] instance id   ARGV[3] user id   ARGV[4] instance channel prefix
   ARGV[5] queue expiry cutoff (ms; 0 for none)   ARGV[6] most connections per user (0: no limit)
-  ARGV[7] now (ms)
+  ARGV[7] now (ms)   ARGV[8] entries per sweep page
 
   Returns: {messages owed (owed + queued), dropped since the last identify, first owed position,
             connections replaced (flat: conn, instance, ...), connections the user had before
-            this one (0: it is the user's first), entries that expired here}
+            this one (0: it is the user's first), entries that expired here, where the sweep
+            goes on (-1: done), the earliest ttl expiry the sweep kept so far (0: none)}
 ]]
 --- @include "args"
 --- @include "envelope"
 --- @include "state"
+--- @include "sweep"
 
 local queue, owed, state = KEYS[1], KEYS[2], KEYS[3]
 local conn, instance, user, prefix = argString(1), argString(2), argString(3), argString(4)
-local cutoff, maxConns, now = argNumber(5), argNumber(6), argNumber(7)
+local cutoff, maxConns, now, page = argNumber(5), argNumber(6), argNumber(7), argNumber(8)
+if page < 1 then argError(8, 'a positive number') end
 local st = readState(state)
 redis.call('HSET', state, 'c:' .. conn, instance)
 
@@ -41,26 +48,16 @@ if maxConns > 0 and excess > 0 then
   end
 end
 
-local expired = 0
+local expired, sweepFrom, earliest = 0, -1, nil
 if st.t and st.t <= now then
-  -- A message with its own ttl may have expired anywhere in the queue: keep the rest, in order.
-  local kept = {}
-  for _, entry in ipairs(redis.call('LRANGE', queue, 0, -1)) do
-    if isExpired(entry, cutoff, now) then expired = expired + 1 else kept[#kept + 1] = entry end
+  -- A message with its own ttl may have expired anywhere in the queue: its first page here,
+  -- the rest by sweep-5.lua calls from sweepFrom on ('t' stays due until the last page).
+  local done
+  expired, sweepFrom, earliest, done = sweepPage(queue, 0, page, cutoff, now)
+  if done then
+    sweepDone(state, earliest)
+    sweepFrom = -1
   end
-  if expired > 0 then
-    redis.call('DEL', queue)
-    if #kept > 0 then pushChunked(queue, kept) end
-  end
-  local earliest
-  for _, entry in ipairs(kept) do
-    local ttl = neverSent(entry) and string.match(entry, ',"ttl":(%d+)[,}]')
-    if ttl then
-      local at = envelopeTs(entry) + tonumber(ttl) * 1000
-      if not earliest or at < earliest then earliest = at end
-    end
-  end
-  if earliest then redis.call('HSET', state, 't', earliest) else redis.call('HDEL', state, 't') end
 else
   -- The queue is in age order: what is past the queue's time to live sits at its head.
   local head = cutoff > 0 and redis.call('LINDEX', queue, 0)
@@ -73,4 +70,4 @@ end
 
 local dropped = tonumber(redis.call('GETDEL', KEYS[4]) or '0') + expired
 local owedCount = redis.call('LLEN', owed) - st.nacked
-return {owedCount + redis.call('LLEN', queue), dropped, st.b, replaced, st.nconns, expired}
+return {owedCount + redis.call('LLEN', queue), dropped, st.b, replaced, st.nconns, expired, sweepFrom, earliest or 0}

@@ -1,20 +1,30 @@
 --[[
   Unregisters connections of a user: one connection, or every connection of one instance
-  (ARGV[1] = '*', when an instance is found dead). When no connection is left, every owed
-  message goes back to the head of the queue in its original order, ahead of anything queued
-  since, marked as sent (so neither its ttl nor a collapse key removes it any more).
+  (ARGV[1] = '*', when an instance is found dead). When no connection is left, owed messages
+  go back to the head of the queue in their original order, ahead of anything queued since,
+  marked as sent (so neither their ttl nor a collapse key removes them any more): at most
+  ARGV[3] per call, from the tail of owed, so what is still owed stays ahead of what went
+  back. The caller calls again while `more` says so; any call with no connection left
+  carries on (after a crash half way, the reaper's or the next detach), and a socket that
+  attaches in between reads what is still owed first, then the queue: order and
+  at-least-once hold at every step.
+
+  Worst case per call: HGETALL of the state (connections, ids acked out of order), LRANGE and
+  LPUSH of ARGV[3] entries, an LTRIM of owed's tail.
 
   KEYS[1] queue   KEYS[2] owed   KEYS[3] state   KEYS[4] dropped counter   KEYS[5] inbox mark (unused)
-  ARGV[1] connection id, or '*'   ARGV[2] instance id
+  ARGV[1] connection id, or '*'   ARGV[2] instance id   ARGV[3] most owed entries requeued per call
 
   Returns: {requeued count, connections left, ts of the queue's head (0 if none), connections
-            removed (0 left and 1+ removed: the user went offline)}
+            removed (0 left and 1+ removed: the user went offline), 1 if owed entries are left to requeue}
 ]]
+--- @include "args"
 --- @include "envelope"
 --- @include "state"
 
 local queue, owed, state = KEYS[1], KEYS[2], KEYS[3]
-local conn, instance = ARGV[1], ARGV[2]
+local conn, instance, page = argString(1), argString(2), argNumber(3)
+if page < 1 then argError(3, 'a positive number') end
 local st = readState(state)
 local left = 0
 for c, inst in pairs(st.conns) do
@@ -24,21 +34,37 @@ for c, inst in pairs(st.conns) do
     left = left + 1
   end
 end
-if left > 0 or st.nconns == 0 then return {0, left, 0, st.nconns - left} end
+local removed = st.nconns - left
+if left > 0 then return {0, left, 0, removed, 0} end
+local n = redis.call('LLEN', owed)
+if removed == 0 and n == 0 then return {0, 0, 0, 0, 0} end
 
--- LPUSH puts its last argument first: push from the newest back to the oldest, in chunks.
-local entries = redis.call('LRANGE', owed, 0, -1)
+-- The newest `page` owed entries go back; LPUSH puts its last argument first, so push from the newest back.
+local take = math.min(n, page)
+local entries = redis.call('LRANGE', owed, n - take, n - 1)
 local back = {}
 for i = #entries, 1, -1 do
   local id = envelopeId(entries[i])
-  if not (id and st.acked[id]) then back[#back + 1] = markSent(entries[i]) end
+  if id and st.acked[id] then
+    st.acked[id] = nil
+    st.nacked = st.nacked - 1
+  else
+    back[#back + 1] = markSent(entries[i])
+  end
 end
 callChunked('LPUSH', queue, back)
+local head = redis.call('LINDEX', queue, 0)
+local headTs = head and (envelopeTs(head) or 0) or 0
+if take < n then
+  -- Owed keeps its head position 'b'; ids acked out of order that went with this page leave 'x'.
+  redis.call('LTRIM', owed, 0, n - take - 1)
+  if st.nacked > 0 then redis.call('HSET', state, 'x', joinKeys(st.acked)) else redis.call('HDEL', state, 'x') end
+  return {#back, 0, headTs, removed, 1}
+end
 redis.call('DEL', owed, state)
 -- The route epoch outlives the connections while messages wait, so a stale route stays fenced.
-local head = redis.call('LINDEX', queue, 0)
 if head then
   if st.e then redis.call('HSET', state, 'e', st.e) end
   if st.t then redis.call('HSET', state, 't', st.t) end
 end
-return {#back, 0, head and (envelopeTs(head) or 0) or 0, st.nconns}
+return {#back, 0, headTs, removed, 0}
