@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
+import { RateLimitedLog } from '../logging/rate-limited-log';
 import type { SocketCloseCause } from '../metrics/metrics.constants';
 import { CloseCode, ErrorCode, FrameError } from '../protocol/frame-error';
 import type { ServerEventMap } from '../protocol/server-events';
@@ -30,7 +31,8 @@ const connections = new WeakMap<WebSocket, Connection>();
 const CLOSE_GRACE_MS = 2000;
 /** How often a stalled socket is looked at. */
 const DRAIN_CHECK_MS = 200;
-const logger = new Logger('Connection');
+/** One line a second per kind: many sockets can stall at once (a mobile network going bad). */
+const warnings = new RateLimitedLog(new Logger('Connection'));
 
 let created = 0;
 
@@ -164,7 +166,7 @@ export class Connection {
     this.slowSince = Date.now();
     this.mode = 'backlog';
     this.hold(Hold.Unsent);
-    logger.warn(`${this.user ?? this.remote}: socket ${this.remote} is not reading (${this.socket.bufferedAmount} bytes unsent); holding its messages in Redis`);
+    warnings.warn('stalled', `${this.user ?? this.remote}: socket ${this.remote} is not reading (${this.socket.bufferedAmount} bytes unsent); holding its messages in Redis`);
     this.drainTimer = setInterval(() => {
       if (!this.open) return clearInterval(this.drainTimer);
       if (this.socket.bufferedAmount <= policy.slowConsumerBytes / 2) {
@@ -174,7 +176,7 @@ export class Connection {
         if (this.state === 'ready') policy.drained(this);
       } else if (Date.now() - this.slowSince! > policy.slowConsumerTimeoutMs) {
         clearInterval(this.drainTimer);
-        logger.warn(`${this.user ?? this.remote}: closing socket ${this.remote}, still not reading after SLOW_CONSUMER_TIMEOUT_MS=${policy.slowConsumerTimeoutMs}`);
+        warnings.warn('slow-consumer', `${this.user ?? this.remote}: closing socket ${this.remote}, still not reading after SLOW_CONSUMER_TIMEOUT_MS=${policy.slowConsumerTimeoutMs}`);
         this.closeFor('slow_consumer', new FrameError(ErrorCode.SlowConsumer, 'Not reading fast enough', CloseCode.PolicyViolation));
       }
     }, DRAIN_CHECK_MS);

@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
 import type { Connection } from '../delivery/connection';
+import { RateLimitedLog } from '../logging/rate-limited-log';
 
 /**
  * The liveness check of every socket: a WebSocket ping each `intervalMs`; a socket
@@ -10,6 +11,8 @@ import type { Connection } from '../delivery/connection';
  */
 export class Heartbeat {
   private readonly logger = new Logger('Heartbeat');
+  /** A network that fails takes many sockets at once: one line a second (at log level), the rest counted in it. */
+  private readonly cuts = new RateLimitedLog({ warn: (line) => this.logger.log(line) });
   private timer?: NodeJS.Timeout;
 
   constructor(
@@ -39,7 +42,7 @@ export class Heartbeat {
       if (conn.held) continue;
       const silent = now - conn.heardAt;
       if (silent >= silentLimit) {
-        this.logger.log(`${conn.user ?? conn.remote}: nothing heard from ${conn.remote} for ${silent} ms (PING_INTERVAL_MS + PING_TIMEOUT_MS = ${silentLimit}); closing it as cut`);
+        this.cuts.warn('cut', `${conn.user ?? conn.remote}: nothing heard from ${conn.remote} for ${silent} ms (PING_INTERVAL_MS + PING_TIMEOUT_MS = ${silentLimit}); closing it as cut`);
         conn.cut();
       } else if (now - conn.pingedAt >= this.intervalMs) {
         conn.pingedAt = now;

@@ -26,6 +26,7 @@ import { MetricsService } from '../metrics/metrics.service';
 import { identifyOutcomeOf } from '../metrics/metrics.constants';
 import { ShutdownState } from '../health/shutdown-state';
 import { Heartbeat } from './heartbeat';
+import { RateLimitedLog } from '../logging/rate-limited-log';
 
 /** Counts a refusal of a socket that has not reached `ready` as an identify outcome. */
 function countRefusal(metrics: MetricsService, conn: Connection, code: string): void {
@@ -37,6 +38,7 @@ function countRefusal(metrics: MetricsService, conn: Connection, code: string): 
 @Catch()
 export class FrameExceptionFilter implements WsExceptionFilter {
   private readonly logger = new Logger('MessengerGateway');
+  private readonly warnings = new RateLimitedLog(this.logger);
 
   constructor(private readonly metrics: MetricsService) {}
 
@@ -45,7 +47,7 @@ export class FrameExceptionFilter implements WsExceptionFilter {
     if (!conn) return;
     countRefusal(this.metrics, conn, exception instanceof FrameError ? exception.code : ErrorCode.Unavailable);
     if (exception instanceof FrameError) return conn.refuse(exception);
-    this.logger.warn(`Frame from ${conn.remote} failed: ${(exception as Error)?.message ?? exception}`);
+    this.warnings.warn('frame-failed', `Frame from ${conn.remote} failed: ${(exception as Error)?.message ?? exception}`);
     // Redis is unreachable or failing: the client may retry later; nothing was lost.
     conn.refuse(new FrameError(ErrorCode.Unavailable, 'The server cannot reach its storage; try again later', conn.state === 'ready' ? undefined : CloseCode.TryAgainLater));
   }
@@ -59,6 +61,8 @@ export class FrameExceptionFilter implements WsExceptionFilter {
 @UseFilters(FrameExceptionFilter)
 export class MessengerGateway implements OnGatewayInit, OnGatewayConnection, OnGatewayDisconnect, FrameScreen, BeforeApplicationShutdown {
   private readonly logger = new Logger(MessengerGateway.name);
+  /** Refusals a crowd of clients can cause by the thousand: one line a second per kind. */
+  private readonly warnings = new RateLimitedLog(this.logger);
   private readonly connections = new Set<Connection>();
   private shuttingDown = false;
   private readonly connectionRate: RateLimiter;
@@ -96,11 +100,11 @@ export class MessengerGateway implements OnGatewayInit, OnGatewayConnection, OnG
     this.metrics.connectionOpened();
     if (this.shuttingDown) return conn.close(CloseCode.ShuttingDown, 'server shutting down');
     if (this.options.maxConnections > 0 && this.connections.size >= this.options.maxConnections) {
-      this.logger.warn(`Refusing a socket from ${address}: MAX_CONNECTIONS=${this.options.maxConnections} reached`);
+      this.warnings.warn('server-full', `Refusing a socket from ${address}: MAX_CONNECTIONS=${this.options.maxConnections} reached`);
       return conn.refuse(new FrameError(ErrorCode.ServerFull, 'This server is full; try another or later', CloseCode.TryAgainLater));
     }
     if (!this.connectionRate.take(address)) {
-      this.logger.warn(`Refusing a socket from ${address}: over CONNECTION_RATE_PER_MINUTE=${this.options.connectionRatePerMinute}`);
+      this.warnings.warn('connection-rate', `Refusing a socket from ${address}: over CONNECTION_RATE_PER_MINUTE=${this.options.connectionRatePerMinute}`);
       return conn.refuse(new FrameError(ErrorCode.TooManyAttempts, 'Too many connections from your address; slow down', CloseCode.TooManyAttempts));
     }
     this.connections.add(conn);
@@ -135,7 +139,7 @@ export class MessengerGateway implements OnGatewayInit, OnGatewayConnection, OnG
       clearTimeout(conn.identifyTimer);
       conn.identifyTimer = undefined; // an idle identified socket keeps no timer object alive
       if (!this.identifyRate.take(conn.address)) {
-        this.logger.warn(`Refusing an identify from ${conn.address}: over IDENTIFY_RATE_PER_MINUTE=${this.options.identifyRatePerMinute}`);
+        this.warnings.warn('identify-rate', `Refusing an identify from ${conn.address}: over IDENTIFY_RATE_PER_MINUTE=${this.options.identifyRatePerMinute}`);
         throw new FrameError(ErrorCode.TooManyAttempts, 'Too many identify attempts from your address; slow down', CloseCode.TooManyAttempts);
       }
       const dto = toIdentify(frame.data);

@@ -2,6 +2,7 @@ import { Injectable, Logger } from '@nestjs/common';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { DeliveryService } from '../delivery/delivery.service';
 import { EventsService } from '../events/events.service';
+import { RateLimitedLog } from '../logging/rate-limited-log';
 import { MetricsService } from '../metrics/metrics.service';
 import { QueueKeys } from '../queue/queue-keys';
 import { QueueService, RouteOutcome, UnusableKeys, type RouteGroup, type RouteResult } from '../queue/queue.service';
@@ -17,6 +18,8 @@ const UNUSABLE_LOG_MS = 1000;
 @Injectable()
 export class StoreService {
   private readonly logger = new Logger('RouterService');
+  /** A publisher can fill many queues at once: one line a second per kind. */
+  private readonly warnings = new RateLimitedLog(this.logger);
   private unusableLoggedAt = 0;
   private unusableSince = 0;
 
@@ -63,7 +66,7 @@ export class StoreService {
     this.metrics.dropped(this.options.queueOverflow === 'reject' ? 'rejected' : 'overflow', result.dropped + result.refused);
     if (result.dropped + result.refused > 0) {
       const what = this.options.queueOverflow === 'reject' ? 'refused new messages' : 'dropped its oldest messages';
-      this.logger.warn(`${user}: queue full (MAX_QUEUE_LENGTH=${this.options.maxQueueLength}), ${what} (${result.dropped + result.refused})`);
+      this.warnings.warn('queue-full', `${user}: queue full (MAX_QUEUE_LENGTH=${this.options.maxQueueLength}), ${what} (${result.dropped + result.refused})`);
     }
     switch (result.outcome) {
       case RouteOutcome.Owed:
