@@ -91,4 +91,21 @@ describe('liveness: a cut network is noticed', () => {
     expect(busy.isOpen).toBe(true);
     expect(await metric(server, CUT)).toBe(cutBefore);
   });
+
+  it("never cuts live clients for the server's own stall (SIGSTOP longer than interval + timeout)", async () => {
+    const clients2 = await Promise.all([0, 1, 2].map(() => TestClient.connect(server.wsUrl)));
+    clients.push(...clients2);
+    const users = clients2.map(() => uniqueId('stall'));
+    await Promise.all(clients2.map((c, i) => c.identify(users[i])));
+    const cutBefore = await metric(server, CUT);
+    server.kill('SIGSTOP');
+    await sleep(3 * (INTERVAL_MS + TIMEOUT_MS));
+    server.kill('SIGCONT');
+    // Long enough for a ping, its pong, and another check after the first one.
+    await sleep(2 * (INTERVAL_MS + TIMEOUT_MS));
+    expect(clients2.map((c) => c.isOpen)).toEqual([true, true, true]);
+    expect(await metric(server, CUT)).toBe(cutBefore);
+    await r.publish(`rm.users.${users[0]}`, 'still here');
+    expect((await clients2[0].messages(1))[0].data.payload).toBe('still here');
+  });
 });

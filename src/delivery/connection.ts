@@ -25,6 +25,8 @@ export interface SocketPolicy {
 export enum Hold {
   Frames = 1,
   Unsent = 2,
+  /** Closed for flooding: nothing it still sends is worth reading. */
+  Closed = 4,
 }
 
 const connections = new WeakMap<WebSocket, Connection>();

@@ -83,6 +83,7 @@ export class MessengerWsAdapter extends WsAdapter {
       conn.heardAt = now;
       if (!conn.takeFrame(now)) {
         conn.closeFor('rate_limited', new FrameError(ErrorCode.RateLimited, 'Too many frames per second; ack in batches', CloseCode.TooManyAttempts));
+        conn.hold(Hold.Closed); // the rest of the flood stays in the kernel until the close grace ends the socket
         return;
       }
       // Frames are handled one at a time: a socket that sends faster than that waits in its own TCP window, not in memory here.
