@@ -48,14 +48,14 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
   if (shared && !restartable) return sharedRedis(shared);
   // Opt-in, so that a machine which happens to run a Docker engine keeps the default.
   if (!restartable && process.env.REDIS_TEST_CONTAINERS === '1') {
-    if (await dockerAvailable()) {
+    if (containerFailed === undefined && (await dockerAvailable())) {
       try {
         return await containerRedis();
       } catch (err) {
-        dockerCheck = Promise.resolve(false); // do not pay for the same failure again
+        containerFailed = err; // do not pay for the same failure again in this file
         console.warn(`testcontainers Redis failed, using redis-server instead: ${String(err)}`);
       }
-    } else {
+    } else if (containerFailed === undefined) {
       warnOnce('REDIS_TEST_CONTAINERS=1 but no Docker engine answers `docker info`: using redis-server');
     }
   }
@@ -137,6 +137,7 @@ function sharedRedis(url: string): TestRedis {
 // testcontainers, when a Docker engine answers.
 
 let dockerCheck: Promise<boolean> | undefined;
+let containerFailed: unknown;
 const warned = new Set<string>();
 const warnOnce = (text: string): void => {
   if (!warned.has(text)) console.warn(text);
