@@ -1,12 +1,15 @@
 /**
- * The container files, checked without a Docker engine (none here, and hadolint is
- * not packaged by Debian): the Dockerfile and docker-compose.yml are parsed and
- * every reference they make is checked against the repository; the runtime stage's
- * dependency install is rehearsed with npm (registry or warm cache) and the built
- * server started from it; the HEALTHCHECK command itself is run against it.
- * What this cannot show: that `docker build` and `docker compose up` succeed.
+ * The container files. Everywhere (hadolint is not packaged by Debian): the Dockerfile
+ * and docker-compose.yml are parsed and every reference they make is checked against
+ * the repository; the runtime stage's dependency install is rehearsed with npm and the
+ * built server started from it; the HEALTHCHECK command itself is run against it.
+ * Where a Docker engine answers `docker info` (else skipped, saying so): the image is
+ * built and run against a Redis (/health, HEALTHCHECK healthy, a message delivered,
+ * `docker stop` exits 0 with the owed message back in its queue), and the compose
+ * stack's two instances deliver a message posted to one to a client of the other
+ * (CONTAINER_E2E=0 skips that part: the first build takes minutes).
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { cpSync, existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -15,8 +18,11 @@ import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import { ENVIRONMENT_KEYS, Environment, validateEnvironment } from '../src/config/environment';
 import { freePort, trackChild, trackDir, untrackDir } from './support/proc';
+import { uniqueId } from './support/ids';
+import { entryPayload, owedCount } from './support/queue-entries';
 import { startRedis, type TestRedis } from './support/redis';
-import { within } from './support/wait';
+import { waitFor, within } from './support/wait';
+import { TestClient } from './support/ws-client';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(__dirname, '..');
@@ -50,10 +56,18 @@ function parseDockerfile(text: string): Array<{ from: string; name?: string; ste
   return stages;
 }
 
-/** Whether .dockerignore leaves `file` in the build context (last matching pattern wins, `!` re-includes). */
+/** Whether .dockerignore leaves `file` in the build context (last matching pattern wins, `!` re-includes; a leading double star matches any depth, none included). */
 function inContext(file: string, patterns: string[]): boolean {
   const regex = (glob: string) =>
-    new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*\*/g, '\u0000').replace(/\*/g, '[^/]*').replace(/\u0000/g, '.*')}(/.*)?$`);
+    new RegExp(
+      `^${glob
+        .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+        .replace(/\*\*\//g, '\u0001')
+        .replace(/\*\*/g, '\u0000')
+        .replace(/\*/g, '[^/]*')
+        .replace(/\u0001/g, '(?:.*/)?')
+        .replace(/\u0000/g, '.*')}(/.*)?$`,
+    );
   let included = true;
   for (const raw of patterns) {
     const negated = raw.startsWith('!');
@@ -79,11 +93,17 @@ describe('container files', () => {
   const messengers = Object.entries(services).filter(([, s]) => s.build !== undefined);
 
   describe('Dockerfile', () => {
-    it('builds in one stage and runs node 20 in another, as a user that is not root', () => {
+    it('builds in one stage and runs Node 24 (the current LTS) in another, as a user that is not root', () => {
       expect(stages.length).toBeGreaterThanOrEqual(2);
       expect(build.name).toBe('build');
-      expect(runtime.from).toMatch(/^node:20-(slim|alpine)/);
+      expect(build.from).toBe('node:24-slim');
+      expect(runtime.from).toBe('node:24-slim');
       expect(build.steps.map((s) => s.args)).toEqual(expect.arrayContaining([expect.stringMatching(/^npm ci\b/), 'npm run build']));
+      // `npm run build` starts with the client SDK workspace: its package.json before npm ci, its sources before the build.
+      const copies = build.steps.map((s) => `${s.op} ${s.args}`);
+      expect(copies.indexOf('COPY client/package.json ./client/')).toBeLessThan(copies.findIndex((c) => c.startsWith('RUN npm ci')));
+      expect(copies.indexOf('COPY client ./client')).toBeGreaterThan(-1);
+      expect(copies.indexOf('COPY client ./client')).toBeLessThan(copies.indexOf('RUN npm run build'));
       expect(steps('RUN').map((s) => s.args).join(' ')).toMatch(/npm ci --omit=dev/);
       const user = steps('USER').pop()?.args;
       expect(user).toBeDefined();
@@ -109,7 +129,10 @@ describe('container files', () => {
         expect([source, existsSync(path.join(ROOT, source))]).toEqual([source, true]);
         expect([source, inContext(source.replace(/^\.\//, ''), ignore)]).toEqual([source, true]);
       }
-      for (const kept of ['node_modules', 'dist', '.git', 'config/.env']) expect([kept, inContext(kept, ignore)]).toEqual([kept, false]);
+      for (const kept of ['node_modules', 'dist', '.git', 'config/.env', 'client/dist']) expect([kept, inContext(kept, ignore)]).toEqual([kept, false]);
+      for (const needed of ['client/package.json', 'client/src/index.ts', 'client/tsconfig.build.json']) {
+        expect([needed, inContext(needed, ignore)]).toEqual([needed, true]);
+      }
     });
 
     it('exposes the default PORT and checks /health/live with node (no curl)', () => {
@@ -169,7 +192,10 @@ describe('container files', () => {
         const listening = [settings.PORT, settings.INTERNAL_PORT].filter((p) => p !== undefined).map(String);
         for (const mapping of service.ports as string[]) {
           expect([name, mapping, listening.includes(mapping.split(':').pop()!)]).toEqual([name, mapping, true]);
+          // AUTH_MODE=none and the demo: a trial stack, reachable from this machine only.
+          expect([name, mapping.split(':')[0]]).toEqual([name, '127.0.0.1']);
         }
+        expect([name, env.AUTH_MODE, env.DEMO, typeof env.PUBLISH_API_KEYS]).toEqual([name, 'none', 'true', 'string']);
         expect(listening).toContain(steps('EXPOSE')[0].args);
       }
     });
@@ -253,4 +279,169 @@ describe('container files', () => {
       expect(refused).toBe(1);
     }, 6 * 60_000);
   });
+});
+
+// ---------------------------------------------------------------------------
+// With a Docker engine: the image and the compose stack, for real.
+
+/** Why the engine tests cannot run here, or undefined when `docker info` answers. */
+function noEngine(): string | undefined {
+  try {
+    execFileSync('docker', ['info', '--format', '{{.ServerVersion}}'], { timeout: 10_000, stdio: 'pipe' });
+    return undefined;
+  } catch (error) {
+    const e = error as NodeJS.ErrnoException & { stderr?: Buffer };
+    return e.code === 'ENOENT' ? 'no docker command' : `no Docker engine answers \`docker info\` (${String(e.stderr ?? e.message).trim().split('\n').pop()})`;
+  }
+}
+
+/** The compose command: `docker compose` (v2) or `docker-compose` (v1), or why neither. */
+function composeCommand(): string[] | string {
+  for (const command of [['docker', 'compose'], ['docker-compose']]) {
+    try {
+      execFileSync(command[0], [...command.slice(1), 'version'], { timeout: 10_000, stdio: 'pipe' });
+      return command;
+    } catch {
+      // try the next
+    }
+  }
+  return 'neither `docker compose` nor `docker-compose` runs';
+}
+
+const engineMissing = process.env.CONTAINER_E2E === '0' ? 'CONTAINER_E2E=0' : noEngine();
+if (engineMissing) console.info(`container e2e with Docker: skipped, ${engineMissing}; the files' checks above still ran`);
+const withEngine = engineMissing ? describe.skip : describe;
+
+/** A docker (or compose) command's stdout; its stderr in the error. */
+async function docker(args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv; command?: string[] } = {}): Promise<string> {
+  const [file, ...pre] = opts.command ?? ['docker'];
+  try {
+    const { stdout } = await run(file, [...pre, ...args], {
+      cwd: ROOT,
+      env: opts.env ?? process.env,
+      timeout: opts.timeoutMs ?? 60_000,
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    return stdout.trim();
+  } catch (error) {
+    const e = error as Error & { stdout?: string; stderr?: string };
+    throw new Error(`${file} ${[...pre, ...args].join(' ')} failed: ${e.message}\n${tail(`${e.stdout ?? ''}\n${e.stderr ?? ''}`)}`);
+  }
+}
+
+const health = (containerId: string) => docker(['inspect', '-f', '{{if .State.Health}}{{.State.Health.Status}}{{end}}', containerId]);
+const tail = (text: string, max = 3000) => (text.length > max ? `…${text.slice(-max)}` : text);
+const BUILD_TIMEOUT_MS = 20 * 60_000;
+
+withEngine('the image, built and run by a Docker engine', () => {
+  const tag = 'redmessenger:e2e';
+  const name = `rm-e2e-${process.pid}`;
+  let redis: TestRedis;
+
+  beforeAll(async () => {
+    const started = Date.now();
+    await docker(['build', '-t', tag, '.'], { timeoutMs: BUILD_TIMEOUT_MS });
+    const size = Number(await docker(['image', 'inspect', '-f', '{{.Size}}', tag]));
+    console.info(`docker build: ${((Date.now() - started) / 1000).toFixed(0)} s; image ${(size / 1e6).toFixed(0)} MB`);
+    redis = await startRedis();
+  }, BUILD_TIMEOUT_MS + 60_000);
+
+  afterAll(async () => {
+    await docker(['rm', '-f', name]).catch(() => undefined);
+    await redis?.close();
+  });
+
+  it('runs Node 24 as user node, becomes healthy, delivers, and on docker stop returns the owed message and exits 0', async () => {
+    const port = await freePort();
+    // The host's network: the container reaches the test's Redis on 127.0.0.1 (or the mapped port of a container Redis).
+    await docker(['run', '-d', '--name', name, '--network', 'host', '-e', `REDIS_URL=${redis.url}`, '-e', 'AUTH_MODE=none',
+      '-e', `PORT=${port}`, '-e', `INSTANCE_ID=${name}`, tag]);
+    expect(await docker(['exec', name, 'node', '-p', 'process.version'])).toMatch(/^v24\./);
+    expect(await docker(['exec', name, 'id', '-un'])).toBe('node');
+
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/health`).catch(() => undefined))?.status === 200, 60_000, 'GET /health to answer 200');
+    // The first HEALTHCHECK runs 10 s after the start (--interval).
+    await waitFor(async () => (await health(name)) === 'healthy', 60_000, 'the HEALTHCHECK to report healthy');
+
+    const user = uniqueId('ctr');
+    const client = await TestClient.connect(`ws://127.0.0.1:${port}/`);
+    await client.identify(user);
+    const publisher = redis.client();
+    await publisher.publish(`rm.users.${user}`, 'hello from outside');
+    const [message] = await client.messages(1, 10_000);
+    expect(message.data.payload).toBe('hello from outside');
+    expect(await owedCount(publisher, user)).toBe(1); // delivered, not acked: owed
+
+    const stopping = Date.now();
+    await docker(['stop', '-t', '15', name], { timeoutMs: 30_000 });
+    const stopSeconds = (Date.now() - stopping) / 1000;
+    console.info(`docker stop: ${stopSeconds.toFixed(1)} s`);
+    expect((await client.closed(5000)).code).toBe(1001);
+    expect(await docker(['inspect', '-f', '{{.State.ExitCode}}', name])).toBe('0');
+    expect(stopSeconds).toBeLessThan(15); // within the grace period: not killed
+    const queued = await publisher.lrange(`rm:users:${user}:messages`, 0, -1);
+    expect(queued.map(entryPayload)).toEqual(['hello from outside']);
+    expect(await owedCount(publisher, user)).toBe(0);
+
+    // NODE_ENV=production: JSON lines by default, no colour codes.
+    const { stdout, stderr } = await run('docker', ['logs', name], { maxBuffer: 16 * 1024 * 1024 });
+    const lines = `${stdout}${stderr}`.split('\n').filter((line) => line !== '');
+    expect(lines.length).toBeGreaterThan(0);
+    for (const line of lines) expect([line, typeof JSON.parse(line).level]).toEqual([line, 'string']);
+    expect(`${stdout}${stderr}`).not.toContain('\u001b[');
+  }, 5 * 60_000);
+});
+
+withEngine('docker-compose.yml, brought up by a Docker engine', () => {
+  const compose = composeCommand();
+  const project = `rme2e${process.pid}`;
+  const stack = parse(read('docker-compose.yml'), { merge: true });
+  const key: string = stack.services['redmessenger-1'].environment.PUBLISH_API_KEYS.split(',')[0];
+  let env: NodeJS.ProcessEnv;
+  let ports: Record<string, number>;
+  const composeRun = (args: string[], timeoutMs?: number) => docker(['-p', project, ...args], { command: compose as string[], env, timeoutMs });
+
+  beforeAll(async () => {
+    if (typeof compose === 'string') return;
+    ports = { RM_PORT_1: await freePort(), RM_PORT_2: await freePort(), RM_INTERNAL_PORT_1: await freePort(), RM_INTERNAL_PORT_2: await freePort() };
+    env = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])) };
+    const started = Date.now();
+    await composeRun(['up', '-d', '--build'], BUILD_TIMEOUT_MS);
+    console.info(`${compose.join(' ')} up -d --build: ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  }, BUILD_TIMEOUT_MS + 60_000);
+
+  afterAll(async () => {
+    if (typeof compose !== 'string') await composeRun(['down', '-v', '--rmi', 'local'], 5 * 60_000).catch((e) => console.warn(String(e)));
+  }, 6 * 60_000);
+
+  it('runs Redis and two healthy instances on 127.0.0.1; a message POSTed to instance 1 reaches a client of instance 2', async () => {
+    if (typeof compose === 'string') {
+      console.info(`compose e2e: skipped, ${compose}`);
+      return;
+    }
+    const ids = { 1: await composeRun(['ps', '-q', 'redmessenger-1']), 2: await composeRun(['ps', '-q', 'redmessenger-2']) };
+    for (const id of Object.values(ids)) {
+      await waitFor(async () => (await health(id)) === 'healthy', 90_000, `container ${id} to be healthy`);
+      const bindings = JSON.parse(await docker(['inspect', '-f', '{{json .HostConfig.PortBindings}}', id]));
+      const hosts = Object.values<Array<{ HostIp: string }>>(bindings).flat().map((b) => b.HostIp);
+      expect(hosts).toEqual(['127.0.0.1', '127.0.0.1']);
+    }
+    const one = `http://127.0.0.1:${ports.RM_PORT_1}`;
+    const two = `http://127.0.0.1:${ports.RM_PORT_2}`;
+    for (const url of [one, two]) expect((await fetch(`${url}/health`)).status).toBe(200);
+
+    const user = uniqueId('cmp');
+    const client = await TestClient.connect(`ws://127.0.0.1:${ports.RM_PORT_2}/`, { autoAck: true });
+    await client.identify(user);
+    const res = await fetch(`${one}/v1/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: JSON.stringify({ to: user, payload: 'from instance 1' }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    expect(res.status).toBe(202);
+    const [message] = await client.messages(1, 15_000);
+    expect(message.data.payload).toBe('from instance 1');
+    await client.close();
+  }, 5 * 60_000);
 });

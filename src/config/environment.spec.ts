@@ -81,6 +81,16 @@ describe('validateEnvironment', () => {
     expect(validateEnvironment({ NODE_ENV: 'production', AUTH_MODE: 'none' }).AUTH_MODE).toBe('none');
   });
 
+  it('logs JSON by default when NODE_ENV=production, text otherwise; LOG_FORMAT wins either way', () => {
+    expect(validateEnvironment({}).LOG_FORMAT).toBe('text');
+    expect(validateEnvironment({ NODE_ENV: 'development' }).LOG_FORMAT).toBe('text');
+    expect(validateEnvironment({ NODE_ENV: 'production', AUTH_MODE: 'none' }).LOG_FORMAT).toBe('json');
+    expect(validateEnvironment({ NODE_ENV: 'production', AUTH_MODE: 'none', LOG_FORMAT: '' }).LOG_FORMAT).toBe('json');
+    expect(validateEnvironment({ NODE_ENV: 'production', AUTH_MODE: 'none', LOG_FORMAT: 'text' }).LOG_FORMAT).toBe('text');
+    expect(validateEnvironment({ LOG_FORMAT: 'json' }).LOG_FORMAT).toBe('json');
+    expect(() => validateEnvironment({ NODE_ENV: 'production', AUTH_MODE: 'none', LOG_FORMAT: 'xml' })).toThrow(/LOG_FORMAT must be one of/);
+  });
+
   it('requires a key for AUTH_MODE=jwt and never prints the secret', () => {
     expect(() => validateEnvironment({ AUTH_MODE: 'jwt' })).toThrow(/AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY/);
     const short = 'tiny-secret';

@@ -141,6 +141,7 @@ export class Environment {
   @IsInt() @Min(1000) @Max(600_000)
   PRESENCE_TTL_MS = 5000;
 
+  /** `json` by default when NODE_ENV=production (validateEnvironment). */
   @IsIn(LOG_FORMATS, { message: `LOG_FORMAT must be one of: ${LOG_FORMATS.join(', ')}` })
   LOG_FORMAT: LogFormat = 'text';
 
@@ -315,6 +316,8 @@ export function validateEnvironment(raw: Record<string, unknown>): Environment {
     if (value === undefined || value === '') continue;
     input[key] = parseValue(key, value);
   }
+  // In production logs go to a shipper, which wants one JSON object per line.
+  if (input.NODE_ENV === 'production') input.LOG_FORMAT ??= 'json';
   const problems: string[] = [];
   if (input.NODE_ENV === 'production' && input.AUTH_MODE === undefined) {
     problems.push('AUTH_MODE must be set explicitly when NODE_ENV=production (none, key or jwt)');

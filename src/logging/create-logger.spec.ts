@@ -1,5 +1,5 @@
 import { Logger, type LogLevel } from '@nestjs/common';
-import { createLogger } from './create-logger';
+import { colorsWanted, createLogger } from './create-logger';
 
 const ALL: LogLevel[] = ['error', 'warn', 'log', 'debug', 'verbose'];
 
@@ -83,5 +83,47 @@ describe('createLogger', () => {
     const { stdout } = capture(() => logger.log('hello', 'Ctx'));
 
     expect(stdout.replace(/\u001b\[[0-9;]*m/g, '')).toMatch(/LOG \[Ctx\] hello\n$/);
+  });
+
+  describe('text: colour only on a terminal', () => {
+    const ANSI = /\u001b\[[0-9;]*m/;
+    const original = Object.getOwnPropertyDescriptor(process.stdout, 'isTTY');
+    const setTTY = (value: boolean | undefined) => Object.defineProperty(process.stdout, 'isTTY', { value, configurable: true, writable: true });
+    const noColor = process.env.NO_COLOR;
+    beforeEach(() => delete process.env.NO_COLOR);
+    afterEach(() => {
+      if (original) Object.defineProperty(process.stdout, 'isTTY', original);
+      else delete (process.stdout as { isTTY?: boolean }).isTTY;
+      if (noColor === undefined) delete process.env.NO_COLOR;
+      else process.env.NO_COLOR = noColor;
+    });
+
+    it('no ANSI codes when stdout is not a terminal (a pipe, a file, a container log)', () => {
+      setTTY(undefined);
+      const { stdout, stderr } = capture(() => {
+        const logger = createLogger('text', ALL);
+        logger.log('hello', 'Ctx');
+        logger.warn('careful', 'Ctx');
+        logger.error('boom', 'a stack', 'Ctx');
+      });
+      expect(stdout).toMatch(/LOG \[Ctx\] hello\n/);
+      expect(stdout).not.toMatch(ANSI);
+      expect(stderr).toMatch(/ERROR \[Ctx\] boom/);
+      expect(stderr).not.toMatch(ANSI);
+    });
+
+    it('coloured on a terminal, unless NO_COLOR is set', () => {
+      setTTY(true);
+      expect(capture(() => createLogger('text', ALL).log('hello', 'Ctx')).stdout).toMatch(ANSI);
+      process.env.NO_COLOR = '1';
+      expect(capture(() => createLogger('text', ALL).log('hello', 'Ctx')).stdout).not.toMatch(ANSI);
+    });
+
+    it('colorsWanted: a TTY and no NO_COLOR', () => {
+      expect(colorsWanted({ isTTY: true }, {})).toBe(true);
+      expect(colorsWanted({ isTTY: false }, {})).toBe(false);
+      expect(colorsWanted({}, {})).toBe(false);
+      expect(colorsWanted({ isTTY: true }, { NO_COLOR: '1' })).toBe(false);
+    });
   });
 });

@@ -1,6 +1,7 @@
-// A Redis for e2e tests: a shared one from REDIS_URL_TEST, a testcontainers one when a
-// Docker engine answers, or a redis-server child process that tests can stop, restart
-// and SIGKILL.
+// A Redis for e2e tests: a shared one from REDIS_URL_TEST, a testcontainers one
+// (REDIS_TEST_CONTAINERS=1 and a Docker engine answers; image REDIS_TEST_IMAGE, default
+// redis:7-alpine), or a redis-server child process that tests can stop, restart and SIGKILL.
+// Only suites that never restart Redis get a container: its mapped port changes on restart.
 import { ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
@@ -10,7 +11,11 @@ import Redis, { RedisOptions } from 'ioredis';
 import { freePort, isRunning, sleep, stopChild, tail, trackChild, trackDir, untrackDir, waitExit } from './proc';
 import type { TestTls } from './tls';
 
+/** Which Redis a handle is: the REDIS_URL_TEST one, a testcontainers container, or a redis-server child. */
+export type RedisKind = 'shared' | 'container' | 'process';
+
 export interface TestRedis {
+  kind: RedisKind;
   /** redis://[:password@]127.0.0.1:port */
   url: string;
   port: number;
@@ -53,13 +58,17 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
   const restartable = !!(opts.restartable || opts.persistent || opts.password || opts.tls || opts.args);
   const shared = process.env.REDIS_URL_TEST;
   if (shared && !restartable) return sharedRedis(shared);
-  // A container's mapped port changes when it restarts, so restartable never uses one.
-  if (!restartable && (await dockerAvailable())) {
-    try {
-      return await containerRedis();
-    } catch (err) {
-      dockerCheck = Promise.resolve(false); // do not pay for the same failure again
-      console.warn(`testcontainers Redis failed, using redis-server instead: ${String(err)}`);
+  // Opt-in, so that a machine which happens to run a Docker engine keeps the default.
+  if (!restartable && process.env.REDIS_TEST_CONTAINERS === '1') {
+    if (containerFailed === undefined && (await dockerAvailable())) {
+      try {
+        return await containerRedis();
+      } catch (err) {
+        containerFailed = err; // do not pay for the same failure again in this file
+        console.warn(`testcontainers Redis failed, using redis-server instead: ${String(err)}`);
+      }
+    } else if (containerFailed === undefined) {
+      warnOnce('REDIS_TEST_CONTAINERS=1 but no Docker engine answers `docker info`: using redis-server');
     }
   }
   return spawnedRedis(opts);
@@ -69,6 +78,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
 // Common part: address and tracked clients.
 
 function makeHandle(
+  kind: RedisKind,
   url: string,
   ctl: Pick<TestRedis, 'stop' | 'start' | 'kill' | 'restartable' | 'tlsPort'> & { cleanup(): Promise<void>; signal?(sig: NodeJS.Signals): void },
 ): TestRedis {
@@ -88,6 +98,7 @@ function makeHandle(
   };
   let closing: Promise<void> | undefined;
   return {
+    kind,
     url,
     host: parsed.hostname,
     port: Number(parsed.port || 6379),
@@ -136,15 +147,22 @@ function notOwned(kind: string): () => Promise<void> {
 
 function sharedRedis(url: string): TestRedis {
   const refuse = notOwned('shared (REDIS_URL_TEST)');
-  return makeHandle(url, { restartable: false, stop: refuse, start: refuse, kill: refuse, cleanup: async () => {} });
+  return makeHandle('shared', url, { restartable: false, stop: refuse, start: refuse, kill: refuse, cleanup: async () => {} });
 }
 
 // ---------------------------------------------------------------------------
 // testcontainers, when a Docker engine answers.
 
 let dockerCheck: Promise<boolean> | undefined;
+let containerFailed: unknown;
+const warned = new Set<string>();
+const warnOnce = (text: string): void => {
+  if (!warned.has(text)) console.warn(text);
+  warned.add(text);
+};
 
-function dockerAvailable(): Promise<boolean> {
+/** Whether a Docker engine answers `docker info` (asked once per test file). */
+export function dockerAvailable(): Promise<boolean> {
   dockerCheck ??= new Promise((resolve) => {
     execFile('docker', ['info', '--format', '{{.ServerVersion}}'], { timeout: 3000 }, (err) => resolve(!err));
   });
@@ -152,12 +170,15 @@ function dockerAvailable(): Promise<boolean> {
 }
 
 async function containerRedis(): Promise<TestRedis> {
-  // Loaded lazily: most runs here have no Docker engine.
+  // Loaded lazily: only this opt-in path needs it.
   const { RedisContainer } = await import('@testcontainers/redis');
-  const container = await new RedisContainer(process.env.REDIS_TEST_IMAGE ?? 'redis:7-alpine').start();
+  const image = process.env.REDIS_TEST_IMAGE || 'redis:7-alpine';
+  const container = await new RedisContainer(image).start();
   const url = `redis://${container.getHost()}:${container.getPort()}`;
+  // Printed so that a run's output shows which suites had a container.
+  console.info(`testcontainers Redis ${image} (container ${container.getId().slice(0, 12)}) at ${url}`);
   const refuse = notOwned('a container');
-  return makeHandle(url, {
+  return makeHandle('container', url, {
     restartable: false,
     stop: refuse,
     start: refuse,
@@ -236,7 +257,7 @@ async function spawnedRedis({ persistent = false, password, tls, args: extra = [
   const stop = async (): Promise<void> => {
     if (child) await stopChild(child, 'SIGTERM', 10_000);
   };
-  return makeHandle(`redis://${password ? `:${encodeURIComponent(password)}@` : ''}127.0.0.1:${port}`, {
+  return makeHandle('process', `redis://${password ? `:${encodeURIComponent(password)}@` : ''}127.0.0.1:${port}`, {
     restartable: true,
     tlsPort: tls ? tlsPort : undefined,
     stop,

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { uniqueId } from './ids';
-import { startRedis, TestRedis } from './redis';
+import { dockerAvailable, startRedis, TestRedis } from './redis';
 import { waitFor } from './wait';
 import { TestClient } from './ws-client';
 
@@ -28,6 +28,21 @@ describe('startRedis', () => {
     await c.set(key, 'v1');
     expect(await c.get(key)).toBe('v1');
     expect(redis.url).toBe(`redis://${redis.host}:${redis.port}`);
+  });
+
+  it('says which Redis it is: a container with REDIS_TEST_CONTAINERS=1 and an engine, else a redis-server child', async () => {
+    const redis = await open();
+    const own = await open({ restartable: true });
+    const pid = async (r: TestRedis) => Number(/process_id:(\d+)/.exec(await r.client().info('server'))?.[1]);
+    console.info(`startRedis() gave a ${redis.kind} Redis at ${redis.url} (process_id ${await pid(redis)})`);
+    expect(own.kind).toBe('process'); // restartable: always a child process
+    if (process.env.REDIS_URL_TEST) return expect(redis.kind).toBe('shared');
+    const containers = process.env.REDIS_TEST_CONTAINERS === '1' && (await dockerAvailable());
+    expect(redis.kind).toBe(containers ? 'container' : 'process');
+    // In a container redis-server is PID 1 of its own PID namespace; a child process never is.
+    if (containers) expect(await pid(redis)).toBe(1);
+    else expect(await pid(redis)).not.toBe(1);
+    expect(await pid(own)).not.toBe(1);
   });
 
   it('keeps data across stop()/start() when persistent, on the same port', async () => {
