@@ -199,6 +199,7 @@ function serverReleased(serverPort, clientPort) {
 
 // --- the server's log: when it saw each socket stall and closed it (by address:port) -----------
 
+/** Per socket: its stalls ({ first, last, count }): a socket drained to half is read and sent to again, and may stall again. */
 const stalls = new Map();
 const slowCloses = new Map();
 /** Server log lines, and those that name one refused socket or identify each (a flood of them fills a disk). */
@@ -214,7 +215,10 @@ function watchLog(stream) {
       if (line.includes('Refusing a socket')) logLines.refusingSocket++;
       if (line.includes('Refusing an identify')) logLines.refusingIdentify++;
       let m = /socket (\S+) is not reading/.exec(line);
-      if (m && !stalls.has(m[1])) stalls.set(m[1], at);
+      if (m) {
+        const stall = stalls.get(m[1]) ?? { first: at, count: 0 };
+        stalls.set(m[1], Object.assign(stall, { last: at, count: stall.count + 1 }));
+      }
       m = /closing socket (\S+), still not reading/.exec(line);
       if (m) slowCloses.set(m[1], at);
     }
@@ -230,6 +234,7 @@ class Good {
   constructor(server, n) {
     Object.assign(this, { server, n, user: `hm-u${n}`, address: forwardedFor(1, n) });
     this.published = 0; // seq of the next PUBLISH
+    this.publishedAt = []; // seq -> when (ms)
     this.next = 0; // seq expected next
     this.firstGen = []; // seq -> connection generation it first arrived on
     this.gen = 0;
@@ -317,7 +322,7 @@ async function watchClose(round, gone, destroy) {
     round.survived = true;
     destroy();
   } else round.closedAt = closedAt;
-  if (verbose) log(`${round.kind}${round.variant ? ` (${round.variant})` : ''} ${round.slot} ${round.key ?? ''}: ${round.survived ? 'SURVIVED' : `gone after ${round.closedAt - round.start} ms`}${stalls.has(round.key) ? `, ${round.closedAt - stalls.get(round.key)} ms after its stall` : ''}`);
+  if (verbose) log(`${round.kind}${round.variant ? ` (${round.variant})` : ''} ${round.slot} ${round.key ?? ''}: ${round.survived ? 'SURVIVED' : `gone after ${round.closedAt - round.start} ms`}${stalls.has(round.key) ? `, ${round.closedAt - stalls.get(round.key).last} ms after its last stall (${stalls.get(round.key).count})` : ''}`);
 }
 
 async function flooderSlot(server, slot) {
@@ -517,6 +522,7 @@ async function main() {
       due += 10;
       for (let i = 0; i < rate / 100; i++) {
         const c = good[rr++ % good.length];
+        c.publishedAt.push(Date.now());
         void pub.publish(`rm.users.${c.user}`, `${c.published++}|${performance.now().toFixed(2)}|`);
       }
       await sleep(Math.max(0, due - performance.now()));
@@ -524,9 +530,15 @@ async function main() {
   })();
 
   const rss = [];
-  // Every second: the server's RSS, and its event-loop lag (prom-client's, reset at each scrape: the worst of that second).
+  // Every second: the server's RSS, its event-loop lag (prom-client's, reset at each scrape: the worst of that
+  // second), and a PING's round trip to Redis on a connection of its own (a stall of Redis stalls delivery too).
   const serverLag = [];
+  const redisRtt = [];
+  const probe = new Redis(redis.url);
   const sampler = setInterval(() => {
+    const pingedAt = performance.now();
+    const pingSecond = Math.floor((Date.now() - started) / 1000);
+    void probe.ping().then(() => (redisRtt[pingSecond] = performance.now() - pingedAt));
     rss.push({ at: Date.now(), kb: rssKb(server.pid) });
     const second = Math.floor((Date.now() - started) / 1000);
     void httpGet(server.port, '/metrics', 900).then((res) => res && (serverLag[second] = metricValue(res.body, 'nodejs_eventloop_lag_max_seconds') * 1000));
@@ -585,6 +597,20 @@ async function main() {
     }
     return { published: users.reduce((n, u) => n + u.published, 0), missing, usersOutOfOrder: unordered, stillOwed: owed };
   };
+  // Messages a well-behaved client never got: still stored for it (queue or owed), or nowhere; and when they were published.
+  const missing = { storedInRedis: 0, nowhere: 0, publishedAtSecond: {} };
+  for (const c of good) {
+    if (c.received === c.published) continue;
+    const entries = [...(await pub.lrange(`rm:users:${c.user}:messages`, 0, -1)), ...(await pub.lrange(`rm:users:${c.user}:owed`, 0, -1))];
+    const stored = new Set(entries.map((e) => Number(JSON.parse(e).rm.payload.split('|')[0])));
+    for (let seq = 0; seq < c.published; seq++) {
+      if (c.firstGen[seq] !== undefined) continue;
+      if (stored.has(seq)) missing.storedInRedis++;
+      else missing.nowhere++;
+      const second = Math.floor((c.publishedAt[seq] - started) / 1000);
+      missing.publishedAtSecond[second] = (missing.publishedAtSecond[second] ?? 0) + 1;
+    }
+  }
   const nrQueues = await queueCheck(nonReaders);
   const hoQueues = await queueCheck(halfOpen);
 
@@ -593,6 +619,7 @@ async function main() {
   proxy.close();
   await server.stop();
   pub.disconnect();
+  probe.disconnect();
   await redis.stop();
 
   // Figures and verdicts.
@@ -611,7 +638,10 @@ async function main() {
     errorFrames: good.reduce((n, c) => n + c.errors.length, 0),
     latencyMs: { p50: +pct(sorted, 50).toFixed(1), p99: +pct(sorted, 99).toFixed(1), p999: +pct(sorted, 99.9).toFixed(1), max: +sorted[sorted.length - 1]?.toFixed(1) },
   };
-  if (lost) failures.push(`${lost} messages lost to well-behaved clients`);
+  if (lost) {
+    wellBehaved.missing = missing;
+    failures.push(`${lost} messages lost to well-behaved clients (${missing.storedInRedis} still stored for them, ${missing.nowhere} nowhere; published at second ${Object.entries(missing.publishedAtSecond).map(([sec, n]) => `${sec}: ${n}`).join(', ')})`);
+  }
   if (wellBehaved.outOfOrder) failures.push(`${wellBehaved.outOfOrder} messages out of order`);
   if (wellBehaved.duplicatesSameSocket) failures.push(`${wellBehaved.duplicatesSameSocket} duplicates on the same socket`);
   if (wellBehaved.errorFrames) failures.push(`${wellBehaved.errorFrames} error frames to well-behaved clients: ${[...new Set(good.flatMap((c) => c.errors.map((e) => e.code)))].join(', ')}`);
@@ -626,8 +656,12 @@ async function main() {
   }
 
   const peakKb = Math.max(...rss.map((s) => s.kb));
-  const memory = { baselineMiB: +(baselineKb / 1024).toFixed(1), peakMiB: +(peakKb / 1024).toFixed(1), boundMiB: +(boundKb / 1024).toFixed(1), endMiB: +(rss[rss.length - 1].kb / 1024).toFixed(1) };
-  if (peakKb > boundKb) failures.push(`RSS peak ${memory.peakMiB} MiB over the bound ${memory.boundMiB} MiB`);
+  const peakAtSecond = Math.round((rss.find((s) => s.kb === peakKb).at - started) / 1000);
+  const memory = { baselineMiB: +(baselineKb / 1024).toFixed(1), peakMiB: +(peakKb / 1024).toFixed(1), boundMiB: +(boundKb / 1024).toFixed(1), peakAtSecond, endMiB: +(rss[rss.length - 1].kb / 1024).toFixed(1) };
+  if (peakKb > boundKb) {
+    const over = rss.filter((s) => s.kb > boundKb).map((s) => Math.round((s.at - started) / 1000));
+    failures.push(`RSS peak ${memory.peakMiB} MiB (at ${peakAtSecond} s) over the bound ${memory.boundMiB} MiB; over it in seconds ${over.join(', ')}`);
+  }
 
   const hostileSummary = {};
   for (const kind of ['flooder', 'non-reader', 'half-open']) {
@@ -639,14 +673,16 @@ async function main() {
     if (late.length) failures.push(`${late.length} ${kind} sockets open longer than ${bound} ms (slowest ${late[late.length - 1]} ms)`);
     if (entry.survived) failures.push(`${entry.survived} ${kind} sockets still open ${bound + 10000} ms after they began`);
     if (kind !== 'half-open') {
-      // From the server's "not reading" line to released: the slow-consumer bound.
+      // From the server's last "not reading" line to released: the slow-consumer bound.
       const stalled = these.filter((r) => r.closedAt && stalls.has(r.key));
-      const afterStall = stalled.map((r) => r.closedAt - stalls.get(r.key)).sort((a, b) => a - b);
+      const afterStall = stalled.map((r) => r.closedAt - stalls.get(r.key).last).sort((a, b) => a - b);
       entry.stalled = stalled.length;
+      entry.stallsPerSocket = { median: pct(stalled.map((r) => stalls.get(r.key).count).sort((a, b) => a - b), 50), max: Math.max(0, ...stalled.map((r) => stalls.get(r.key).count)) };
+      entry.firstStallToGoneMs = { max: Math.max(0, ...stalled.map((r) => r.closedAt - stalls.get(r.key).first)) };
       entry.closedAsSlowConsumer = these.filter((r) => slowCloses.has(r.key)).length;
-      entry.stallToGoneMs = { median: pct(afterStall, 50), max: afterStall[afterStall.length - 1], bound: BOUNDS.stalled };
+      entry.lastStallToGoneMs = { median: pct(afterStall, 50), max: afterStall[afterStall.length - 1], bound: BOUNDS.stalled };
       const lateStall = afterStall.filter((t) => t > BOUNDS.stalled);
-      if (lateStall.length) failures.push(`${lateStall.length} ${kind}s released more than ${BOUNDS.stalled} ms after their stall (slowest ${lateStall[lateStall.length - 1]} ms)`);
+      if (lateStall.length) failures.push(`${lateStall.length} ${kind}s released more than ${BOUNDS.stalled} ms after their last stall (slowest ${lateStall[lateStall.length - 1]} ms)`);
     }
     if (kind === 'flooder') {
       entry.framesWritten = { median: pct(these.map((r) => r.frames ?? 0).sort((a, b) => a - b), 50), max: Math.max(0, ...these.map((r) => r.frames ?? 0)) };
@@ -673,7 +709,7 @@ async function main() {
   const counted = {
     sockets_closed_total: counters,
     identify_rate_limited_total: metricValue(metrics, 'redmessenger_identify_total{outcome="rate_limited"}'),
-    messages_dropped_overload_total: metricValue(metrics, 'redmessenger_messages_dropped_total{reason="overload"}'),
+    messages_dropped_total: Object.fromEntries(['overflow', 'rejected', 'invalid_channel', 'invalid_member', 'overload', 'fenced'].map((r) => [r, metricValue(metrics, `redmessenger_messages_dropped_total{reason="${r}"}`)])),
     serverLogLines: { ...logLines, megabytes: +(logChars / 1e6).toFixed(1) },
   };
   // Every hostile socket the run saw released was closed by the server for one of these causes
@@ -686,7 +722,9 @@ async function main() {
   const lag = { p99Ms: +(harnessLag.percentile(99) / 1e6).toFixed(1), maxMs: +(harnessLag.max / 1e6).toFixed(1) };
   const serverLagSorted = serverLag.filter((x) => x !== undefined).sort((a, b) => a - b);
   const serverEventLoopLag = { worstSecondMs: +(serverLagSorted[serverLagSorted.length - 1] ?? NaN).toFixed(1), medianSecondMs: +pct(serverLagSorted, 50).toFixed(1) };
-  console.log(JSON.stringify({ seconds, settings: SETTINGS, wellBehaved, memory, hostile: hostileSummary, counted, serverCpuPctOfOneCore: serverCpuPct, serverEventLoopLag, harnessEventLoopLag: lag }, null, 2));
+  const rttSorted = redisRtt.filter((x) => x !== undefined).sort((a, b) => a - b);
+  const redisPingMs = { median: +pct(rttSorted, 50).toFixed(1), worst: +(rttSorted[rttSorted.length - 1] ?? NaN).toFixed(1) };
+  console.log(JSON.stringify({ seconds, settings: SETTINGS, wellBehaved, memory, hostile: hostileSummary, counted, serverCpuPctOfOneCore: serverCpuPct, serverEventLoopLag, redisPingMs, harnessEventLoopLag: lag }, null, 2));
   const row = (k, v) => `  ${k.padEnd(34)} ${v}`;
   console.log(
     [
@@ -708,7 +746,7 @@ async function main() {
     console.log(`server log (LOG_LEVEL ${process.env.CHAOS_LOG_LEVEL ?? 'log'}; each chunk prefixed with the run's second): ${file}`);
   }
   const slowSeconds = worstBySecond.map((ms, sec) => [sec, ms]).filter(([, ms]) => ms > 250);
-  if (slowSeconds.length) console.log(`seconds of the run with a receipt over 250 ms (and the server's worst event-loop lag then): ${slowSeconds.map(([sec, ms]) => `${sec} s: ${ms.toFixed(0)} ms (${serverLag[sec]?.toFixed(0) ?? '?'} ms)`).join(', ')}`);
+  if (slowSeconds.length) console.log(`seconds of the run with a receipt over 250 ms (in brackets: the server's worst event-loop lag then, and a Redis PING's round trip; ? when unanswered within the second): ${slowSeconds.map(([sec, ms]) => `${sec} s: ${ms.toFixed(0)} ms (${serverLag[sec]?.toFixed(0) ?? '?'}, ${redisRtt[sec]?.toFixed(0) ?? '?'})`).join(', ')}`);
   console.log(failures.length ? 'HOSTILE: FAIL' : 'HOSTILE: PASS');
   process.exit(failures.length ? 1 : 0);
 }
