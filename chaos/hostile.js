@@ -520,6 +520,14 @@ async function main() {
   for (let i = 0; i < good.length; i += 50) await Promise.all(good.slice(i, i + 50).map((c) => c.connect()));
   log(`${good.length} clients identified`);
 
+  // Where a late receipt was held: PUBLISH answered late (the way to Redis), or a subscriber of this process on
+  // one user's channel hears it late too (Redis's fan-out, or this process), or only the WebSocket is late (the server).
+  const publishReplies = [];
+  const tap = new Redis(redis.url);
+  const tapped = [];
+  await tap.subscribe(`rm.users.${good[0].user}`);
+  tap.on('message', (_channel, payload) => tapped.push(performance.now() - Number(payload.split('|')[1])));
+
   // Steady PUBLISHes, round robin over the well-behaved users: "<seq>|<performance.now()>|".
   let producing = true;
   let rr = 0;
@@ -529,7 +537,8 @@ async function main() {
       for (let i = 0; i < rate / 100; i++) {
         const c = good[rr++ % good.length];
         c.publishedAt.push(Date.now());
-        void pub.publish(`rm.users.${c.user}`, `${c.published++}|${performance.now().toFixed(2)}|`);
+        const at = performance.now();
+        void pub.publish(`rm.users.${c.user}`, `${c.published++}|${at.toFixed(2)}|`).then(() => publishReplies.push(performance.now() - at));
       }
       await sleep(Math.max(0, due - performance.now()));
     }
@@ -540,6 +549,7 @@ async function main() {
   // second), and a PING's round trip to Redis on a connection of its own (a stall of Redis stalls delivery too).
   const serverLag = [];
   const redisRtt = [];
+  const routeBuffer = []; // bytes heard and not yet routed (a router falling behind)
   const probe = new Redis(redis.url);
   const sampler = setInterval(() => {
     const pingedAt = performance.now();
@@ -547,7 +557,11 @@ async function main() {
     void probe.ping().then(() => (redisRtt[pingSecond] = performance.now() - pingedAt));
     rss.push({ at: Date.now(), kb: rssKb(server.pid) });
     const second = Math.floor((Date.now() - started) / 1000);
-    void httpGet(server.port, '/metrics', 900).then((res) => res && (serverLag[second] = metricValue(res.body, 'nodejs_eventloop_lag_max_seconds') * 1000));
+    void httpGet(server.port, '/metrics', 900).then((res) => {
+      if (!res) return;
+      serverLag[second] = metricValue(res.body, 'nodejs_eventloop_lag_max_seconds') * 1000;
+      routeBuffer[second] = metricValue(res.body, 'redmessenger_route_buffer_bytes');
+    });
   }, 1000);
   await sleep(10000);
   const baselineKb = Math.max(...rss.slice(-5).map((s) => s.kb));
@@ -555,17 +569,19 @@ async function main() {
   const boundKb = baselineKb + rssBoundOver(slots) / 1024;
   log(`RSS baseline ${(baselineKb / 1024).toFixed(0)} MiB (steady traffic, no hostiles yet); bound ${(boundKb / 1024).toFixed(0)} MiB`);
 
+  // Hostile users' PUBLISHes on a connection of their own: the well-behaved ones' answers time Redis alone.
+  const hostilePub = new Redis(redis.url);
   const proxy = startProxy(server.port);
   await proxy.listen();
   const hostiles = [];
   for (let s = 0; s < slots; s++) {
     if (kinds.includes('flooder')) hostiles.push(flooderSlot(server, s));
     if (kinds.includes('non-reader')) hostiles.push(nonReaderSlot(server, s));
-    if (kinds.includes('half-open')) hostiles.push(halfOpenSlot(server, proxy, pub, s));
+    if (kinds.includes('half-open')) hostiles.push(halfOpenSlot(server, proxy, hostilePub, s));
     // Two loops per spammer address: faster than IDENTIFY_RATE_PER_MINUTE lets through, even on a loaded machine.
     if (kinds.includes('spammer')) hostiles.push(spammerSlot(server, s), spammerSlot(server, s));
   }
-  const nrProducing = nonReaderProducer(pub);
+  const nrProducing = nonReaderProducer(hostilePub);
   const progress = setInterval(() => {
     const received = good.reduce((n, c) => n + c.next, 0);
     const last = rss[rss.length - 1];
@@ -626,6 +642,8 @@ async function main() {
   await server.stop();
   pub.disconnect();
   probe.disconnect();
+  tap.disconnect();
+  hostilePub.disconnect();
   await redis.stop();
 
   // Figures and verdicts.
@@ -735,7 +753,11 @@ async function main() {
   const serverEventLoopLag = { worstSecondMs: +(serverLagSorted[serverLagSorted.length - 1] ?? NaN).toFixed(1), medianSecondMs: +pct(serverLagSorted, 50).toFixed(1) };
   const rttSorted = redisRtt.filter((x) => x !== undefined).sort((a, b) => a - b);
   const redisPingMs = { median: +pct(rttSorted, 50).toFixed(1), worst: +(rttSorted[rttSorted.length - 1] ?? NaN).toFixed(1) };
-  console.log(JSON.stringify({ seconds, settings: SETTINGS, wellBehaved, memory, hostile: hostileSummary, counted, serverCpuPctOfOneCore: serverCpuPct, serverEventLoopLag, redisPingMs, harnessEventLoopLag: lag }, null, 2));
+  const sortedNumbers = (list) => list.slice().sort((a, b) => a - b);
+  const spread = (list) => ({ p50: +pct(sortedNumbers(list), 50).toFixed(1), p99: +pct(sortedNumbers(list), 99).toFixed(1), max: +Math.max(0, ...list).toFixed(1) });
+  const pathMs = { publishReply: spread(publishReplies), redisToSubscriberHere: spread(tapped), publishToWebSocket: wellBehaved.latencyMs };
+  const routeBufferPeakKB = Math.round(Math.max(0, ...routeBuffer.filter((x) => x !== undefined)) / 1024);
+  console.log(JSON.stringify({ seconds, settings: SETTINGS, wellBehaved, memory, hostile: hostileSummary, counted, serverCpuPctOfOneCore: serverCpuPct, serverEventLoopLag, redisPingMs, routeBufferPeakKB, latencyPathMs: pathMs, harnessEventLoopLag: lag }, null, 2));
   const row = (k, v) => `  ${k.padEnd(34)} ${v}`;
   console.log(
     [
@@ -757,7 +779,7 @@ async function main() {
     console.log(`server log (LOG_LEVEL ${process.env.CHAOS_LOG_LEVEL ?? 'log'}; each chunk prefixed with the run's second): ${file}`);
   }
   const slowSeconds = worstBySecond.map((ms, sec) => [sec, ms]).filter(([, ms]) => ms > 250);
-  if (slowSeconds.length) console.log(`seconds of the run with a receipt over 250 ms (in brackets: the server's worst event-loop lag then, and a Redis PING's round trip; ? when unanswered within the second): ${slowSeconds.map(([sec, ms]) => `${sec} s: ${ms.toFixed(0)} ms (${serverLag[sec]?.toFixed(0) ?? '?'}, ${redisRtt[sec]?.toFixed(0) ?? '?'})`).join(', ')}`);
+  if (slowSeconds.length) console.log(`seconds of the run with a receipt over 250 ms (in brackets: the server's worst event-loop lag then in ms, a Redis PING's round trip in ms, the route buffer in KB; ? when unanswered within the second): ${slowSeconds.map(([sec, ms]) => `${sec} s: ${ms.toFixed(0)} ms (${serverLag[sec]?.toFixed(0) ?? '?'}, ${redisRtt[sec]?.toFixed(0) ?? '?'}, ${routeBuffer[sec] === undefined ? '?' : (routeBuffer[sec] / 1024).toFixed(0)})`).join(', ')}`);
   console.log(failures.length ? 'HOSTILE: FAIL' : 'HOSTILE: PASS');
   process.exit(failures.length ? 1 : 0);
 }
