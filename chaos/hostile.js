@@ -25,6 +25,7 @@ const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const { monitorEventLoopDelay } = require('node:perf_hooks');
+const { Worker, isMainThread, parentPort, workerData } = require('node:worker_threads');
 const Redis = require('ioredis');
 const WebSocket = require('ws');
 const { cpuMs, httpGet, rssKb, sleep, startRedis, startServer } = require('../bench/lib/procs');
@@ -91,13 +92,13 @@ const seconds = arg('--seconds', 120);
 const clientCount = arg('--clients', 1000);
 const rate = arg('--rate', 500);
 const slots = arg('--slots', 4);
-const verbose = process.argv.includes('--verbose');
+const verbose = workerData?.verbose ?? process.argv.includes('--verbose');
 const KINDS = ['flooder', 'non-reader', 'half-open', 'spammer'];
 /** `--kinds flooder,spammer`: only these hostile kinds (to look at one at a time). */
 const kinds = process.argv.includes('--kinds') ? process.argv[process.argv.indexOf('--kinds') + 1].split(',') : KINDS;
 if (kinds.some((k) => !KINDS.includes(k))) throw new Error(`--kinds takes a list of ${KINDS.join(', ')}`);
 
-const started = Date.now();
+const started = workerData?.started ?? Date.now();
 const log = (line) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)} s] ${line}\n`);
 const jitter = (ms) => ms * (0.5 + Math.random());
 /** A distinct client address per virtual client, sent as X-Forwarded-For (the server trusts 127.0.0.1). */
@@ -349,6 +350,7 @@ async function flooderSlot(server, slot) {
     await watchClose(round, Promise.race([raw.gone, serverReleased(server.port, raw.localPort)]), () => undefined);
     raw.socket.destroy();
     round.frames = await flooding;
+    parentPort?.postMessage(round);
     await sleep(jitter(1000));
   }
 }
@@ -574,8 +576,20 @@ async function main() {
   const proxy = startProxy(server.port);
   await proxy.listen();
   const hostiles = [];
+  // Flooders write as fast as the server reads: on a thread of their own, so the well-behaved clients' pongs and
+  // receipts here are not held up behind their writes.
+  let stopFlooders = () => undefined;
+  if (kinds.includes('flooder') && slots > 0) {
+    const worker = new Worker(__filename, { workerData: { role: 'flooders', port: server.port, slots, started, verbose } });
+    stopFlooders = () => worker.postMessage('stop');
+    hostiles.push(
+      new Promise((resolve, reject) => {
+        worker.on('message', (m) => (m === 'done' ? resolve() : rounds.push(m)));
+        worker.on('error', reject);
+      }),
+    );
+  }
   for (let s = 0; s < slots; s++) {
-    if (kinds.includes('flooder')) hostiles.push(flooderSlot(server, s));
     if (kinds.includes('non-reader')) hostiles.push(nonReaderSlot(server, s));
     if (kinds.includes('half-open')) hostiles.push(halfOpenSlot(server, proxy, hostilePub, s));
     // Two loops per spammer address: faster than IDENTIFY_RATE_PER_MINUTE lets through, even on a loaded machine.
@@ -590,6 +604,7 @@ async function main() {
 
   await sleep(Math.max(0, seconds * 1000 - (Date.now() - started)));
   running = false;
+  stopFlooders();
   producing = false;
   await producer;
   log('stopping: no new hostile sockets; waiting for the open ones to close and for every message to arrive');
@@ -779,3 +794,12 @@ async function main() {
 }
 
 module.exports = { main };
+
+// The flooders' thread (see main).
+if (!isMainThread && workerData?.role === 'flooders') {
+  parentPort.on('message', (m) => m === 'stop' && (running = false));
+  Promise.all(Array.from({ length: workerData.slots }, (_, slot) => flooderSlot({ port: workerData.port }, slot))).then(() => {
+    clearInterval(releasePoller);
+    parentPort.postMessage('done');
+  });
+}
