@@ -7,6 +7,7 @@
 // every message answered 202 or added to the inbox was handled by a client or is still
 // stored, exactly once (one id per message); raw PUBLISHes are lost only within 2 s of a
 // SIGKILL (the take-over window). Exits 1 on any other loss or on a message stored twice.
+// `--hostile` runs the hostile-clients mix of chaos/hostile.js instead.
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
@@ -376,7 +377,8 @@ async function main() {
   process.exit(failed ? 1 : 0);
 }
 
-main().catch((error) => {
+// `--hostile`: the hostile-clients mix instead (chaos/hostile.js).
+(args.includes('--hostile') ? require('./hostile').main : main)().catch((error) => {
   console.error(`chaos run failed: ${error.stack}`);
   process.exit(2);
 });
