@@ -7,6 +7,8 @@
  * WebSocket clients.
  */
 import type Redis from 'ioredis';
+import WebSocket from 'ws';
+import { RedMessengerClient, type ClientOptions } from '../client/src/index';
 import { uniqueId } from './support/ids';
 import { PUBLISH_KEY, postMessage, retractMessage } from './support/http-publish';
 import { startRedis, type TestRedis } from './support/redis';
@@ -203,6 +205,44 @@ describe('DELETE /v1/messages/<id>', () => {
     const off = await retractMessage(b.url, id, { to: user });
     expect(off).toEqual({ status: 404, body: { statusCode: 404, error: 'Not Found', message: expect.stringMatching(/^Cannot DELETE \/v1\/messages\//) } });
     expect(await queueIds(user)).toEqual([id]); // none of these touched it
+  });
+
+  it('the SDK emits retract with the id, live and right after the next ready', async () => {
+    const user = uniqueId('sdk');
+    const sdk = new RedMessengerClient({ url: b.wsUrl, id: user, WebSocket: WebSocket as unknown as ClientOptions['WebSocket'] });
+    const handled: string[] = [];
+    const retracted: string[] = [];
+    sdk.on('message', (m) => {
+      handled.push(m.id);
+      if (m.payload === 'hold') return new Promise(() => undefined); // shown, never acked
+    });
+    sdk.on('retract', (id) => retracted.push(id));
+    try {
+      await sdk.connect();
+      const live = await post({ to: user, payload: 'live' });
+      await waitFor(() => handled.includes(live), 5000, 'the SDK handled it');
+      // Handled and acked by the SDK: nothing left to retract.
+      await waitFor(async () => (await view(user)).owed === 0, 5000, 'the SDK acked it');
+      expect((await retract(live, { to: user })).status).toBe(404);
+      const held = await post({ to: user, payload: 'hold' });
+      await waitFor(() => handled.includes(held), 5000, 'the SDK handing it out');
+      expect((await retract(held, { to: user })).body).toEqual({ retracted: 'sent' });
+      await waitFor(() => retracted.includes(held), 5000, 'the SDK emitted retract');
+
+      // Sent to a socket that closed unacked, retracted while the app was away: told after the next ready.
+      sdk.close();
+      const raw = await connect(b, user);
+      const away = await post({ to: user, payload: 'away' });
+      await raw.messages(1);
+      await raw.close();
+      await waitFor(async () => (await queueIds(user)).includes(away), 5000, 'the message back in the queue');
+      expect((await retract(away, { to: user })).body).toEqual({ retracted: 'sent' });
+      await sdk.connect();
+      await waitFor(() => retracted.includes(away), 5000, 'the SDK emitted retract');
+      expect(handled).toEqual([live, held]);
+    } finally {
+      sdk.close();
+    }
   });
 
   it('no unread event for a retracted message, queued or sent (UNREAD_AFTER_SECONDS=1)', async () => {
