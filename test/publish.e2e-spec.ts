@@ -46,21 +46,21 @@ describe('POST /v1/messages', () => {
       expect(await queued(to)).toEqual([{ id: answer.body.id, channel: `rm.users.${to}`, payload: 'Hello, world!', ts: expect.any(Number) }]);
     });
 
-    it('stores a group message for every member and answers how many', async () => {
+    it('stores a group message for every member under one id and answers it with how many', async () => {
       const cid = uniqueId('g');
       const members = [uniqueId('m'), uniqueId('m'), uniqueId('m')];
       await r.sadd(`rm:channels:${cid}:subscribers`, ...members);
 
       const answer = await post({ group: cid, payload: 'Meow!' });
 
-      expect(answer).toEqual({ status: 202, body: { recipients: 3 } });
+      expect(answer).toEqual({ status: 202, body: { id: expect.any(String), recipients: 3 } });
       for (const member of members) {
-        expect(await queued(member)).toEqual([{ id: expect.any(String), channel: `rm.channels.${cid}`, payload: 'Meow!', ts: expect.any(Number) }]);
+        expect(await queued(member)).toEqual([{ id: answer.body.id, channel: `rm.channels.${cid}`, payload: 'Meow!', ts: expect.any(Number) }]);
       }
     });
 
     it('a group without members stores nothing and answers 0 recipients', async () => {
-      expect(await post({ group: uniqueId('g'), payload: 'x' })).toEqual({ status: 202, body: { recipients: 0 } });
+      expect(await post({ group: uniqueId('g'), payload: 'x' })).toEqual({ status: 202, body: { id: expect.any(String), recipients: 0 } });
     });
 
     it('delivers to an online user as a PUBLISH would, ttl and collapseKey in the frame', async () => {
@@ -87,7 +87,7 @@ describe('POST /v1/messages', () => {
         return client;
       }));
 
-      expect((await post({ group: cid, payload: 'to both' })).body).toEqual({ recipients: 2 });
+      expect((await post({ group: cid, payload: 'to both' })).body).toEqual({ id: expect.any(String), recipients: 2 });
 
       for (const client of sockets) {
         const [message] = await client.messages(1);
@@ -297,9 +297,10 @@ describe('POST /v1/messages', () => {
       await r.sadd(`rm:channels:${cid}:subscribers`, a, b);
       const key = uniqueId('idem');
 
-      expect(await post({ group: cid, payload: 'g' }, { idempotencyKey: key })).toEqual({ status: 202, body: { recipients: 2 } });
+      const first = await post({ group: cid, payload: 'g' }, { idempotencyKey: key });
+      expect(first).toEqual({ status: 202, body: { id: expect.any(String), recipients: 2 } });
       await r.sadd(`rm:channels:${cid}:subscribers`, late);
-      expect(await post({ group: cid, payload: 'g' }, { idempotencyKey: key })).toEqual({ status: 202, body: { recipients: 2 } });
+      expect(await post({ group: cid, payload: 'g' }, { idempotencyKey: key })).toEqual({ status: 202, body: first.body });
 
       expect(await r.llen(`rm:users:${a}:messages`)).toBe(1);
       expect(await r.llen(`rm:users:${b}:messages`)).toBe(1);
@@ -317,7 +318,7 @@ describe('POST /v1/messages', () => {
       for (const record of records) if ((await r.get(record))!.includes('"recipients":2')) await r.del(record);
       await r.del(`rm:users:${b}:messages`, ...(await r.keys(`rm:users:${b}:idem:*`)));
 
-      expect(await post({ group: cid, payload: 'g' }, { idempotencyKey: key })).toEqual({ status: 202, body: { recipients: 2 } });
+      expect(await post({ group: cid, payload: 'g' }, { idempotencyKey: key })).toEqual({ status: 202, body: { id: expect.any(String), recipients: 2 } });
 
       expect(await r.llen(`rm:users:${a}:messages`)).toBe(1);
       expect(await r.llen(`rm:users:${b}:messages`)).toBe(1);

@@ -140,6 +140,33 @@ describe('RedMessengerClient timing (fake timers, scripted socket)', () => {
     await connected;
   }
 
+  it('retract: emitted with the id; a message not handled yet never reaches the handler', async () => {
+    client = new RedMessengerClient({ url: 'ws://x/', id: 'u1', WebSocket: FakeSocket });
+    const handled: string[] = [];
+    const retracted: string[] = [];
+    let release!: () => void;
+    client.on('message', (m) => {
+      handled.push(m.id);
+      if (m.id === 'm1') return new Promise<void>((resolve) => (release = resolve));
+    });
+    client.on('retract', (id) => retracted.push(id));
+    const connected = client.connect();
+    await settle();
+    last().open();
+    last().frame('ready', { id: 'u1', channel: 'rm.users.u1', queued: 0 });
+    await connected;
+    for (const id of ['m1', 'm2', 'm3']) last().frame('message', { id, channel: 'rm.users.u1', payload: id, ts: 1 });
+    await settle();
+
+    last().frame('retract', { id: 'm2' }); // waits behind m1's handler
+    last().frame('retract', { id: 'm1' }); // handled already: the app takes it down
+    release();
+    await settle();
+
+    expect(retracted).toEqual(['m2', 'm1']);
+    expect(handled).toEqual(['m1', 'm3']);
+  });
+
   it('after 1001 reconnects no sooner than 5 s and within 10 s, spread at random', async () => {
     for (const [random, at] of [[0, 5000], [0.5, 7500], [0.9999, 9999]]) {
       jest.spyOn(Math, 'random').mockReturnValue(random);

@@ -113,6 +113,8 @@ export interface ClientEvents {
   /** Resolve (or return) when the message is handled: it is acked then. Throw to leave it unacked. */
   message: (message: Message) => unknown;
   ready: (info: ReadyInfo) => void;
+  /** The server took a message back (DELETE /v1/messages/<id>): take down what showed it. A message not handled yet never reaches `message`. */
+  retract: (id: string) => void;
   state: (state: State) => void;
   error: (error: RedMessengerError) => void;
 }
@@ -213,7 +215,7 @@ export class RedMessengerClient {
   private readonly options: ClientOptions;
   private readonly backoff: ReconnectOptions;
   private readonly WS: WebSocketConstructor;
-  private readonly listeners: Listeners = { message: new Set(), ready: new Set(), state: new Set(), error: new Set() };
+  private readonly listeners: Listeners = { message: new Set(), ready: new Set(), retract: new Set(), state: new Set(), error: new Set() };
   private readonly recent: RecentIds;
   private current: State = 'closed';
   private stopped = true;
@@ -346,6 +348,14 @@ export class RedMessengerClient {
         return this.onReady(d);
       case 'refreshed':
         return this.scheduleRefresh(conn, Date.now() + MIN_REFRESH_GAP_MS);
+      case 'retract': {
+        const id = d.id;
+        if (typeof id !== 'string') return this.emitError(new RedMessengerError('PROTOCOL', 'The server sent a retract without a string id'));
+        // Not handled yet: it never reaches the handler (the server no longer owes it).
+        this.inbox = this.inbox.filter((item) => item.message.id !== id);
+        for (const fn of [...this.listeners.retract]) this.call(() => fn(id));
+        return;
+      }
       case 'message':
         if (typeof d.id !== 'string' || typeof d.payload !== 'string') {
           return this.emitError(new RedMessengerError('PROTOCOL', 'The server sent a message without a string id and payload'));

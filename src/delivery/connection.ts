@@ -31,6 +31,8 @@ export enum Hold {
 
 const connections = new WeakMap<WebSocket, Connection>();
 const CLOSE_GRACE_MS = 2000;
+/** Retracted ids a socket remembers, so a read under way when the retract came never sends one. */
+const RETRACTED_REMEMBERED = 100;
 /** How often a stalled socket is looked at. */
 const DRAIN_CHECK_MS = 200;
 /** One line a second per kind: many sockets can stall at once (a mobile network going bad). */
@@ -71,6 +73,10 @@ export class Connection {
   corked = false;
   /** Messages routed while a read was under way, offered once it is done. */
   pending: Array<{ position: number; envelope: string }> = [];
+  /** Retracted ids to tell the socket right after `ready` (retracted before it got there). */
+  retractsDue: string[] = [];
+  /** Retracted ids heard of lately (the newest RETRACTED_REMEMBERED): a read under way may still bring one, never sent. */
+  retracted?: Set<string>;
   /** The attach under way or done (true once registered in Redis), so that a detach never overtakes it. */
   attached?: Promise<boolean>;
   detached?: Promise<void>;
@@ -209,6 +215,20 @@ export class Connection {
       // A peer that does not answer the close (not reading, gone) must not hold the socket and its messages.
       setTimeout(() => this.socket.terminate(), CLOSE_GRACE_MS).unref();
     }
+  }
+
+  /**
+   * A message of the user was retracted: the socket is told when it was sent it (or `every`:
+   * when it may show it from a socket before it), and never sent it from now on.
+   */
+  retract(id: string, every: boolean): void {
+    this.retracted ??= new Set();
+    this.retracted.add(id);
+    if (this.retracted.size > RETRACTED_REMEMBERED) this.retracted.delete(this.retracted.values().next().value!);
+    const sent = this.inflight.delete(id);
+    if (!sent && !every) return;
+    if (this.state === 'ready') this.send('retract', { id });
+    else if (this.state !== 'closed') this.retractsDue.push(id);
   }
 
   /**

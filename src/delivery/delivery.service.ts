@@ -45,8 +45,9 @@ interface AckBatch {
  * routing (`deliver`), or as notices on the instance's channel from the instance
  * that routed them (`m|user|position|envelope`); other notices are
  * `a|user|ids` (acks taken by another instance), `s|user` (messages wait in a
- * queue the user's sockets must read) and `k|user|conn` (a socket replaced past
- * MAX_SOCKETS_PER_USER). Whatever a socket has no room for stays in Redis and is
+ * queue the user's sockets must read), `k|user|conn` (a socket replaced past
+ * MAX_SOCKETS_PER_USER) and `r|user|id` (a message retracted: the sockets sent it
+ * are told; `r|user|id|*`: every socket, it was sent to one before them). Whatever a socket has no room for stays in Redis and is
  * read when acks free room: the ack that frees it reads the next messages in the
  * same script call.
  */
@@ -103,7 +104,8 @@ export class DeliveryService implements OnModuleInit {
       conns.add(conn);
       // Noted before the socket is registered, so a crash after it is always reclaimed.
       await this.queue.registerUser(this.presence.instanceId, user, true);
-      const { owed, dropped, position, replaced, first, expired } = await this.queue.attach(user, conn.id, this.presence.instanceId);
+      const { owed, dropped, position, replaced, first, expired, retracted } = await this.queue.attach(user, conn.id, this.presence.instanceId);
+      conn.retractsDue.push(...retracted);
       if (first) this.events.online(user);
       this.events.dropped(user, expired, 'expired');
       conn.next = position;
@@ -300,6 +302,12 @@ export class DeliveryService implements OnModuleInit {
         }
       } else if (line[0] === 's') {
         this.sync(user);
+      } else if (line[0] === 'r') {
+        const [id, every] = line.slice(userEnd + 1).split('|');
+        for (const conn of conns) {
+          conn.retract(id, every === '*');
+          this.wake(conn); // room freed
+        }
       }
     }
   }
@@ -337,6 +345,7 @@ export class DeliveryService implements OnModuleInit {
     }
     conn.next = position + 1;
     const id = envelopeId(envelope);
+    if (id !== undefined && conn.retracted?.has(id)) return true; // read before the retract: never sent
     const held = id === undefined ? undefined : conn.inflight.get(id);
     if (held) {
       held.position = position; // read again after a rewind: the socket has it already, unacked
@@ -356,7 +365,8 @@ export class DeliveryService implements OnModuleInit {
         if (conn.state !== 'ready') continue;
         try {
           await this.queue.registerUser(this.presence.instanceId, user, true);
-          const { position } = await this.queue.attach(user, conn.id, this.presence.instanceId);
+          const { position, retracted } = await this.queue.attach(user, conn.id, this.presence.instanceId);
+          for (const id of retracted) conn.retract(id, true);
           conn.rewind(position);
         } catch (error) {
           this.logger.warn(`${user}: registering again after a Redis reconnect failed: ${(error as Error).message}`);

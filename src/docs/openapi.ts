@@ -17,7 +17,7 @@ export function buildOpenApiDocument(app: INestApplication): OpenAPIObject {
       'The HTTP routes of RedMessenger. Messages themselves travel as Redis PUBLISH and WebSocket frames (see the README, Protocol).',
     )
     .setVersion(version())
-    .addBearerAuth({ type: 'http', scheme: 'bearer', bearerFormat: 'key', description: 'POST /v1/messages: one of PUBLISH_API_KEYS; GET /v1/users/<id>: one of ADMIN_API_KEYS' })
+    .addBearerAuth({ type: 'http', scheme: 'bearer', bearerFormat: 'key', description: 'POST and DELETE /v1/messages: one of PUBLISH_API_KEYS; GET /v1/users/<id>: one of ADMIN_API_KEYS' })
     .build();
   return SwaggerModule.createDocument(app, config);
 }

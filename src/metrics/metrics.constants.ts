@@ -62,7 +62,7 @@ export const INBOX_OUTCOMES = ['stored', 'duplicate', 'dead', 'failed'] as const
 export type InboxOutcome = (typeof INBOX_OUTCOMES)[number];
 
 /** What a timed Redis call ran: one of the Lua scripts, the router lease, or anything else. */
-export const REDIS_COMMANDS = ['route', 'attach', 'detach', 'ack', 'read', 'expire', 'unread', 'shards', 'other'] as const;
+export const REDIS_COMMANDS = ['route', 'attach', 'detach', 'ack', 'read', 'expire', 'unread', 'retract', 'shards', 'other'] as const;
 export type RedisCommand = (typeof REDIS_COMMANDS)[number];
 
 /** The types of the entries written to EVENTS_STREAM (README, Events). */

@@ -48,12 +48,24 @@ export class PublishedToUserDto {
 }
 
 export class PublishedToGroupDto {
+  @ApiProperty({ description: 'The message id, the same for every member (the `id` of each member\'s `message` frame).', example: 'k2x9f0a1.2' })
+  id!: string;
+
   @ApiProperty({ description: 'How many members the message was stored for.', example: 3 })
   recipients!: number;
 }
 
+export class RetractedDto {
+  @ApiProperty({
+    description: 'For `to`: `queued` (removed before it was sent) or `sent` (no longer owed; the sockets sent it got a `retract` frame). For `group`: how many members it was retracted for.',
+    oneOf: [{ type: 'string', enum: ['queued', 'sent'] }, { type: 'integer', minimum: 1 }],
+    example: 'queued',
+  })
+  retracted!: 'queued' | 'sent' | number;
+}
+
 export class PublishErrorDetail {
-  @ApiProperty({ enum: ['BAD_REQUEST', 'UNAUTHORIZED', 'PAYLOAD_TOO_LARGE', 'CONFLICT', 'UNAVAILABLE'] })
+  @ApiProperty({ enum: ['BAD_REQUEST', 'UNAUTHORIZED', 'NOT_FOUND', 'PAYLOAD_TOO_LARGE', 'CONFLICT', 'UNAVAILABLE'] })
   code!: string;
   @ApiProperty({ description: 'What is wrong (names the field for a 400).' })
   message!: string;

@@ -57,8 +57,8 @@ export class PublishService {
   /** Stores items in order; a user's messages of one call are stored in item order. */
   async storeAll(items: Item[]): Promise<ItemResult[]> {
     const cids = [...new Set(items.map((item) => item.publication.group).filter((cid): cid is string => cid !== undefined))];
-    const sets = cids.length > 0 ? await this.queue.members(cids) : [];
-    const members = new Map(cids.map((cid, i) => [cid, sets[i].filter(isValidId).sort()]));
+    const sets = cids.length > 0 ? await this.members(cids) : [];
+    const members = new Map(cids.map((cid, i) => [cid, sets[i]]));
     const groups: RouteGroup[] = [];
     const owner: number[] = [];
     items.forEach(({ publication, id, ts, inboxEntry, idempotency }, i) => {
@@ -90,6 +90,16 @@ export class PublishService {
       if (!(result instanceof Error) && result.unreplicated) item.failed ??= result.unreplicated;
     });
     return results;
+  }
+
+  /** The valid members of groups, each sorted (one SMEMBERS each). */
+  async members(cids: string[]): Promise<string[][]> {
+    return (await this.queue.members(cids)).map((set) => set.filter(isValidId).sort());
+  }
+
+  /** Retracts a message of one user (see QueueService.retract). */
+  retract(user: string, id: string): Promise<'queued' | 'sent' | undefined> {
+    return this.queue.retract(user, id);
   }
 
   /** Digests naming an idempotency record: the API key and Idempotency-Key (scope), and the body (hash). */

@@ -15,13 +15,14 @@ type Args = (string | number)[];
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     rmRoute(numKeys: number, ...args: Args): Result<[string, ...Array<number | string>], Context>;
-    rmAttach(...args: Args): Result<[number, number, number, string[], number, number, number, number], Context>;
+    rmAttach(...args: Args): Result<[number, number, number, string[], number, number, number, number, string], Context>;
     rmSweep(...args: Args): Result<[number, number, number], Context>;
     rmDetach(...args: Args): Result<[number, number, number, number, number], Context>;
     rmExpire(...args: Args): Result<[number, number, number], Context>;
     rmAck(...args: Args): Result<Array<number | string>, Context>;
     rmRead(...args: Args): Result<Array<number | string>, Context>;
     rmUnread(...args: Args): Result<Array<number | string>, Context>;
+    rmRetract(...args: Args): Result<string, Context>;
   }
 }
 
@@ -120,6 +121,8 @@ const CALL_BYTES = 4 * 1024 * 1024;
 export const REQUEUE_PAGE = 1000;
 /** Queued entries one call of an identify's ttl sweep reads (attach-5.lua, sweep-5.lua). */
 export const SWEEP_PAGE = 1000;
+/** Ids retracted after they were sent, kept for a user's next socket while it has none (retract-5.lua): the newest. */
+export const RETRACTS_KEPT = 100;
 /** A read's byte budget when SLOW_CONSUMER_BYTES is 0 (no slow-consumer limit). */
 const DEFAULT_READ_BYTES = 8 * 1024 * 1024;
 
@@ -156,7 +159,7 @@ export class QueueService implements OnApplicationShutdown {
     readonly keys: QueueKeys,
     private readonly metrics: MetricsService,
   ) {
-    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-5.lua', 'detach-5.lua', 'ack-5.lua', 'read-5.lua', 'expire-5.lua', 'unread-5.lua', 'sweep-5.lua']);
+    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-5.lua', 'detach-5.lua', 'ack-5.lua', 'read-5.lua', 'expire-5.lua', 'unread-5.lua', 'sweep-5.lua', 'retract-5.lua']);
     this.ttlMs = options.queueTtlSeconds * 1000;
     this.readBytes = options.slowConsumerBytes || DEFAULT_READ_BYTES;
     if (options.publishWaitReplicas > 0) {
@@ -285,7 +288,8 @@ export class QueueService implements OnApplicationShutdown {
    * whether it is the user's first connection (on any instance), and how many
    * queued messages expired in this call. A ttl sweep the script began goes on
    * here, `page` entries per call, before the answer (its expired ones are this
-   * `ready`'s: counted in dropped, not in owed).
+   * `ready`'s: counted in dropped, not in owed). `retracted`: ids retracted after they were
+   * sent while the user had no socket, for this one to be told (once).
    */
   async attach(
     user: string,
@@ -293,10 +297,10 @@ export class QueueService implements OnApplicationShutdown {
     instance: string,
     now = Date.now(),
     page = SWEEP_PAGE,
-  ): Promise<{ owed: number; dropped: number; position: number; replaced: Array<{ conn: string; instance: string }>; first: boolean; expired: number }> {
+  ): Promise<{ owed: number; dropped: number; position: number; replaced: Array<{ conn: string; instance: string }>; first: boolean; expired: number; retracted: string[] }> {
     const cutoff = this.cutoff(now);
     const keys = this.keys.userKeys(user);
-    const [owed, dropped, position, flat, before, expired, sweepFrom, earliest] = await this.time(
+    const [owed, dropped, position, flat, before, expired, sweepFrom, earliest, retracted] = await this.time(
       'attach',
       this.redis.rmAttach(...keys, conn, instance, user, this.keys.instanceChannelPrefix, cutoff, this.options.maxSocketsPerUser, now, page),
     );
@@ -308,7 +312,10 @@ export class QueueService implements OnApplicationShutdown {
     }
     const replaced = [];
     for (let i = 0; i < flat.length; i += 2) replaced.push({ conn: flat[i], instance: flat[i + 1] });
-    return { owed: Math.max(0, owed - swept), dropped: dropped + swept, position, replaced, first: before === 0, expired: expired + swept };
+    return {
+      owed: Math.max(0, owed - swept), dropped: dropped + swept, position, replaced, first: before === 0, expired: expired + swept,
+      retracted: retracted ? retracted.split(',') : [],
+    };
   }
 
   /**
@@ -364,6 +371,16 @@ export class QueueService implements OnApplicationShutdown {
       this.redis.rmRead(...this.keys.userKeys(user), position, limit, JSON.stringify(this.keys.userChannel(user)), now, this.cutoff(now), this.ttlMs, this.ids.rawPrefix(), this.readBytes),
     );
     return readResult(flat);
+  }
+
+  /**
+   * Retracts a message of a user (retract-5.lua): 'queued' (removed, never sent), 'sent' (no
+   * longer owed; the sockets that were sent it are told), or undefined when the user has no
+   * such message waiting (acked, retracted already, or never stored for the user).
+   */
+  async retract(user: string, id: string): Promise<'queued' | 'sent' | undefined> {
+    const outcome = await this.time('retract', this.redis.rmRetract(...this.keys.userKeys(user), this.keys.instanceChannelPrefix, user, id, RETRACTS_KEPT));
+    return outcome === 'q' ? 'queued' : outcome === 's' ? 'sent' : undefined;
   }
 
   /** Drops the expired head of a user's queue (QUEUE_TTL_SECONDS); returns how many went and how many are left. */

@@ -30,3 +30,24 @@ export async function postMessage(
   }
   return { status: response.status, body: parsed };
 }
+
+/** DELETE /v1/messages/<id> with a query (`to` or `group`), as postMessage answers. */
+export async function retractMessage(baseUrl: string, id: string, query: Record<string, string>, opts: { key?: string | null } = {}): Promise<Answer> {
+  const headers: Record<string, string> = {};
+  const key = opts.key === undefined ? PUBLISH_KEY : opts.key;
+  if (key !== null) headers.authorization = `Bearer ${key}`;
+  const search = new URLSearchParams(query).toString();
+  const response = await fetch(`${baseUrl}/v1/messages/${encodeURIComponent(id)}${search ? `?${search}` : ''}`, {
+    method: 'DELETE',
+    headers,
+    signal: AbortSignal.timeout(10_000),
+  });
+  const text = await response.text();
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // not JSON: kept as text
+  }
+  return { status: response.status, body: parsed };
+}

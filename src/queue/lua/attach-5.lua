@@ -17,7 +17,8 @@
   Returns: {messages owed (owed + queued), dropped since the last identify, first owed position,
             connections replaced (flat: conn, instance, ...), connections the user had before
             this one (0: it is the user's first), entries that expired here, where the sweep
-            goes on (-1: done), the earliest ttl expiry the sweep kept so far (0: none)}
+            goes on (-1: done), the earliest ttl expiry the sweep kept so far (0: none),
+            ids retracted since the last identify after they were sent (comma-separated, '' for none)}
 ]]
 --- @include "args"
 --- @include "envelope"
@@ -70,4 +71,6 @@ end
 
 local dropped = tonumber(redis.call('GETDEL', KEYS[4]) or '0') + expired
 local owedCount = redis.call('LLEN', owed) - st.nacked
-return {owedCount + redis.call('LLEN', queue), dropped, st.b, replaced, st.nconns, expired, sweepFrom, earliest or 0}
+-- Retracted after they were sent while the user had no socket: this one tells the app, after `ready`.
+if st.r then redis.call('HDEL', state, 'r') end
+return {owedCount + redis.call('LLEN', queue), dropped, st.b, replaced, st.nconns, expired, sweepFrom, earliest or 0, st.r or ''}

@@ -62,6 +62,8 @@ if take < n then
   return {#back, 0, headTs, removed, 1}
 end
 redis.call('DEL', owed, state)
+-- Retracts the next socket must hear of outlive the connections.
+if st.r then redis.call('HSET', state, 'r', st.r) end
 -- The route epoch outlives the connections while messages wait, so a stale route stays fenced.
 if head then
   if st.e then redis.call('HSET', state, 'e', st.e) end

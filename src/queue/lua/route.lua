@@ -25,7 +25,8 @@
   Cost: O(groups + messages) commands, each O(1) or O(what it moves) (the checks: up to seven
   TYPE/GET per group); a collapse that replaces costs an LREM from the tail, O(distance of the
   replaced entry from the tail) compared in Redis (an indexed entry that already left the queue:
-  one pass over the queue, in Redis, never copied into Lua).
+  one pass over the queue, in Redis, never copied into Lua); owed entries dropped past the cap
+  while ids are acked out of order are read once, to keep the rest of those ids skipped.
 
   KEYS[6(g-1)+1..6g]  group g: queue, owed, state, dropped counter, inbox mark, collapse index;
           after every group's six, the idempotency records the groups name (each one of its user's keys)
@@ -175,9 +176,19 @@ while a <= #ARGV do
         refused = math.min(excess, #envelopes)
         redis.call('RPOP', owed, refused)
       elseif excess > 0 then
+        -- Ids acked out of order (or retracted) among the dropped leave 'x'; the rest stay skipped.
+        if st.nacked > 0 then
+          for _, gone in ipairs(redis.call('LRANGE', owed, 0, excess - 1)) do
+            local id = envelopeId(gone)
+            if id and st.acked[id] then
+              st.acked[id] = nil
+              st.nacked = st.nacked - 1
+            end
+          end
+          if st.nacked > 0 then redis.call('HSET', state, 'x', joinKeys(st.acked)) else redis.call('HDEL', state, 'x') end
+        end
         redis.call('LTRIM', owed, excess, -1)
         redis.call('HINCRBY', state, 'b', excess)
-        if st.nacked > 0 then redis.call('HDEL', state, 'x') end -- those ids come again: at least once
         dropped = excess
       end
       position = st.b + len - #envelopes

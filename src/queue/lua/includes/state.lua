@@ -1,7 +1,8 @@
 -- A user's state hash: 'c:<conn>' -> instance for each connection, 'b' the absolute
 -- position of the head of owed, 'e' the route epoch, 'x' ids acked out of order
--- (comma-separated, not yet trimmed from owed), 't' the earliest expiry of a queued
--- message with a ttl.
+-- (comma-separated, not yet trimmed from owed; retracted owed ids too), 't' the earliest
+-- expiry of a queued message with a ttl, 'r' ids retracted after they were sent while the user
+-- had no connection (comma-separated, at most RETRACTS_KEPT): the next socket is told, after `ready`.
 local function readState(key)
   local all = redis.call('HGETALL', key)
   local st = { conns = {}, instances = {}, nconns = 0, b = 0, acked = {}, nacked = 0 }
@@ -18,6 +19,7 @@ local function readState(key)
     elseif f == 'b' then st.b = tonumber(v)
     elseif f == 'e' then st.e = tonumber(v)
     elseif f == 't' then st.t = tonumber(v)
+    elseif f == 'r' then st.r = v
     elseif f == 'x' then
       for id in string.gmatch(v, '[^,]+') do
         st.acked[id] = true
