@@ -3,7 +3,7 @@ import { Test } from '@nestjs/testing';
 import { Redis } from 'ioredis';
 import type { AddressInfo } from 'node:net';
 import { startRedis, type TestRedis } from '../../test/support/redis';
-import { REDIS_CLIENT } from '../redis/redis.constants';
+import { REDIS_CLIENT, REDIS_SUBSCRIBER } from '../redis/redis.constants';
 import { HealthModule } from './health.module';
 import { ShutdownState } from './shutdown-state';
 
@@ -29,8 +29,9 @@ describe('HealthModule', () => {
     client.on('error', () => undefined);
     clients.push(client);
     if (waitReady) await new Promise((resolve) => client.once('ready', resolve));
-    // The client stands where RedisModule's would (a global provider of REDIS_CLIENT).
-    const redisModule = { module: class TestRedisModule {}, global: true, providers: [{ provide: REDIS_CLIENT, useValue: client }], exports: [REDIS_CLIENT] };
+    // The client stands where RedisModule's two would (global providers of REDIS_CLIENT and REDIS_SUBSCRIBER).
+    const providers = [REDIS_CLIENT, REDIS_SUBSCRIBER].map((provide) => ({ provide, useValue: client }));
+    const redisModule = { module: class TestRedisModule {}, global: true, providers, exports: [REDIS_CLIENT, REDIS_SUBSCRIBER] };
     const moduleRef = await Test.createTestingModule({ imports: [redisModule, HealthModule] }).compile();
     const app = moduleRef.createNestApplication({ logger: false });
     await app.listen(0, '127.0.0.1');

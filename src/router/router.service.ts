@@ -156,7 +156,8 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
 
   /** A subscriber that drops was not there to hear what was published meanwhile: say so, once per outage. */
   private watchSubscriber(): void {
-    let up = false;
+    // Watched once the app is up: the connection may be ready already.
+    let up = this.subscriber.status === 'ready';
     this.subscriber.on('ready', () => (up = true));
     this.subscriber.on('close', () => {
       if (!up || this.stopped) return;
