@@ -110,8 +110,10 @@ class Traffic {
     for (let seq = 0; this.running; seq++) {
       const user = pick(this.users);
       const payload = `raw:${seq}`;
-      this.sent.raw.set(payload, { user, at: Date.now() });
-      pub.publish(`rm.users.${user}`, payload).catch(() => this.sent.raw.delete(payload)); // not sent: nothing to expect
+      const sent = { user, at: Date.now() };
+      this.sent.raw.set(payload, sent);
+      // When Redis took it, and how many subscribers it reached there (0: nobody heard it).
+      pub.publish(`rm.users.${user}`, payload).then((n) => Object.assign(sent, { acceptedAt: Date.now(), receivers: n }), () => this.sent.raw.delete(payload)); // not sent: nothing to expect
       await sleep(10);
     }
   }
@@ -236,14 +238,16 @@ class Traffic {
     const ids = (payload) => new Set([...(this.handled.get(payload) ?? []), ...(stored.get(payload) ?? [])]);
     const report = {};
     for (const [pathName, messages] of Object.entries(this.sent)) {
-      const r = { sent: messages.size, deliveredToClients: 0, stillStored: 0, lost: 0, storedTwice: 0, lostAt: [], twiceAt: [] };
-      for (const [payload, { at }] of messages) {
+      const r = { sent: messages.size, deliveredToClients: 0, stillStored: 0, lost: 0, storedTwice: 0, lostAt: [], twiceAt: [], lostSent: [] };
+      for (const [payload, entry] of messages) {
+        const { at } = entry;
         if (this.handled.has(payload)) r.deliveredToClients++;
         else if (stored.has(payload)) r.stillStored++;
         const n = ids(payload).size;
         if (n === 0) {
           r.lost++;
           r.lostAt.push(at);
+          r.lostSent.push(entry);
         }
         if (n > 1) {
           r.storedTwice++;
