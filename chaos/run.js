@@ -49,7 +49,7 @@ async function startRedis() {
 }
 
 const traffic = new Traffic(USERS);
-const { sent, unanswered, handled, counts } = traffic;
+const { sent, unanswered, counts } = traffic;
 const kills = [];
 const restarts = [];
 
@@ -100,29 +100,15 @@ async function main() {
   await Promise.all(instances.map((i) => i.stop())); // owed messages go back to the queues
   const stored = await storedMessages(producer, USERS);
 
+  const tally = traffic.tally(stored);
   const report = {};
   let failed = false;
-  const lostRaw = [];
-  for (const [pathName, messages] of Object.entries(sent)) {
-    let lost = 0;
-    let twice = 0;
-    let delivered = 0;
-    let left = 0;
-    for (const [payload, { at }] of messages) {
-      const ids = new Set([...(handled.get(payload) ?? []), ...(stored.get(payload) ?? [])]);
-      if (handled.has(payload)) delivered++;
-      else if (stored.has(payload)) left++;
-      if (ids.size === 0) {
-        lost++;
-        if (pathName === 'raw') lostRaw.push(at);
-      }
-      if (ids.size > 1) twice++;
-    }
-    report[pathName] = { sent: messages.size, deliveredToClients: delivered, stillStored: left, lost, storedTwice: twice };
-    if (twice > 0 || (pathName !== 'raw' && lost > 0)) failed = true;
+  for (const [pathName, r] of Object.entries(tally.report)) {
+    report[pathName] = { sent: r.sent, deliveredToClients: r.deliveredToClients, stillStored: r.stillStored, lost: r.lost, storedTwice: r.storedTwice };
+    if (r.storedTwice > 0 || (pathName !== 'raw' && r.lost > 0)) failed = true;
   }
-  let unansweredTwice = 0;
-  for (const payload of unanswered) if (new Set([...(handled.get(payload) ?? []), ...(stored.get(payload) ?? [])]).size > 1) unansweredTwice++;
+  const lostRaw = tally.report.raw.lostAt;
+  const { unansweredTwice } = tally;
   if (unansweredTwice > 0) failed = true;
   const inWindow = (at) => kills.some((k) => at >= k.at - WINDOW_BEFORE_MS && at <= k.at + WINDOW_AFTER_MS);
   const rawOutside = lostRaw.filter((at) => !inWindow(at)).length;
