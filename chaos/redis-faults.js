@@ -307,11 +307,26 @@ async function startPartitioned() {
 
 // ---------------------------------------------------------------- a scenario
 
+/** Why inbox entries went unconfirmed: message -> count. */
+const inboxTrouble = new Map();
+
 /** XADD and WAIT 1 on the same connection (a pipeline goes to the node of rm:inbox): confirmed once a replica has it. */
 async function xaddReplicated(redis, fields) {
-  const [[addError], [waitError, replicas]] = await redis.pipeline().xadd('rm:inbox', '*', ...fields).call('WAIT', 1, 1000).exec();
-  if (addError || waitError) throw addError ?? waitError;
-  return replicas >= 1;
+  // An ioredis Cluster pipeline to a node that dies can stay unsettled: unconfirmed after 10 s.
+  let timer;
+  const timeout = new Promise((resolve, reject) => (timer = setTimeout(() => reject(new Error('XADD + WAIT: no answer in 10 s')), 10000)));
+  const replies = redis.pipeline().xadd('rm:inbox', '*', ...fields).call('WAIT', 1, 1000).exec();
+  try {
+    const [[addError], [waitError, replicas]] = await Promise.race([replies, timeout]).finally(() => clearTimeout(timer));
+    if (addError || waitError) throw addError ?? waitError;
+    if (replicas < 1) throw new Error('WAIT 1: no replica has it');
+    return true;
+  } catch (error) {
+    // The pipeline does not follow MOVED (WAIT has no key): learn the new slot map for the next one.
+    if (/MOVED|CLUSTERDOWN/.test(error.message)) redis.refreshSlotsCache?.();
+    inboxTrouble.set(error.message, (inboxTrouble.get(error.message) ?? 0) + 1);
+    return false;
+  }
 }
 
 async function run(name, topology) {
@@ -378,6 +393,8 @@ async function run(name, topology) {
   lines.push(...rows);
   const unconfirmed = [...traffic.unanswered].filter((p) => p.startsWith('inbox:')).length;
   lines.push(`  unanswered POSTs ${traffic.unanswered.size - unconfirmed}, inbox entries not confirmed on a replica ${unconfirmed} (either stored twice: ${unansweredTwice}); POST retries ${counts.httpRetries} (503: ${counts.http503}, other: ${counts.httpErrors})`);
+  if (inboxTrouble.size) lines.push(`  inbox entries unconfirmed because: ${[...inboxTrouble].map(([m, n]) => `${n} × ${m}`).join('; ')}`);
+  inboxTrouble.clear();
   lines.push(`  clients: ${counts.connects} connects, ${counts.received} messages received, ${counts.acked} acked, ${counts.dropped} dropped unacked, ${counts.identifyFailed} error frames`);
   lines.push(`  windows (${WINDOW_BEFORE_MS} ms before a fault .. ${WINDOW_AFTER_MS} ms after it is over):`);
   for (const f of faults) {
@@ -386,7 +403,12 @@ async function run(name, topology) {
     const twiceHere = report.raw.twiceAt.filter((at) => at >= from && at <= to).length;
     lines.push(`    ${secondsOf(f.at)} s ${f.what}; over after ${f.over ? f.over - f.at : '?'} ms${f.note ? ` (${f.note})` : ''}: window ${secondsOf(from)}-${secondsOf(to)} s, raw lost ${lostHere}, twice ${twiceHere}`);
   }
+  // Which ids a message stored twice carries (an id starts with the tag of the process that gave it).
+  const twice = [...sent.raw.keys()].map((p) => [p, new Set([...(traffic.handled.get(p) ?? []), ...(stored.get(p) ?? [])])]).filter(([, ids]) => ids.size > 1);
+  if (twice.length) lines.push(`  raw stored under two ids, e.g.: ${twice.slice(0, 3).map(([p, ids]) => `${p} ${[...ids].join(' and ')}`).join('; ')}`);
   for (const p of problems) lines.push(`  problem: ${p}`);
+  const twiceOutside = report.raw.twiceAt.filter((at) => !inWindow(at)).sort((a, b) => a - b);
+  if (twiceOutside.length) lines.push(`    raw under two ids outside the windows, sent from ${secondsOf(twiceOutside[0])} s to ${secondsOf(twiceOutside.at(-1))} s`);
   const outside = [...report.raw.lostSent, ...report.http.lostSent, ...report.inbox.lostSent].filter((e) => !inWindow(e.acceptedAt ?? e.at)).sort((a, b) => a.at - b.at);
   for (const e of outside.slice(0, 12)) lines.push(`    lost: to ${e.user}, sent at ${secondsOf(e.at)} s${e.acceptedAt ? `, taken by Redis at ${secondsOf(e.acceptedAt)} s, reached ${e.receivers} subscribers` : ''}`);
   if (outside.length) {
