@@ -79,12 +79,17 @@ class Node {
   }
 
   async start(extra = []) {
+    this.earlier = `${this.earlier ?? ''}${this.proc?.logs() ?? ''}--- start ${secondsOf(Date.now())} s ${extra.join(' ')}\n`;
     this.proc = track(spawn('redis-server', [...this.args, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] }), `redis ${this.port}`);
     await until(`redis-server on ${this.port}`, 10000, async () => (await ask(this.port, 'PING')) === 'PONG');
   }
 
   running() {
     return this.proc?.running() ?? false;
+  }
+
+  logs() {
+    return `${this.earlier ?? ''}${this.proc?.logs() ?? ''}`;
   }
 
   async kill() {
@@ -198,6 +203,7 @@ async function startSentinelSet() {
       await oldNode.start(['--replicaof', HOST, String(next.port)]);
       await until('the old master in sync as a replica', 30000, inSync);
     },
+    nodes: [sentinel, ...data],
     stop: () => [sentinel, ...data].forEach((n) => n.remove()),
   };
 }
@@ -266,6 +272,7 @@ async function startCluster() {
         await until('the killed node back as a replica', 30000, healthy);
       }
     },
+    nodes,
     stop: () => nodes.forEach((n) => n.remove()),
   };
 }
@@ -297,6 +304,7 @@ async function startPartitioned() {
       );
       log(`${f.what}: ${f.note}`);
     },
+    nodes: [node],
     heal: () => proxy.heal(),
     stop: () => {
       proxy.close();
@@ -409,6 +417,10 @@ async function run(name, topology) {
   const twice = [...sent.raw.keys()].map((p) => [p, new Set([...(traffic.handled.get(p) ?? []), ...(stored.get(p) ?? [])])]).filter(([, ids]) => ids.size > 1);
   if (twice.length) lines.push(`  raw stored under two ids, e.g.: ${twice.slice(0, 3).map(([p, ids]) => `${p} ${[...ids].join(' and ')}`).join('; ')}`);
   for (const p of problems) lines.push(`  problem: ${p}`);
+  for (const pathName of ['http', 'inbox']) {
+    const at = report[pathName].lostAt.sort((a, b) => a - b);
+    if (at.length) lines.push(`    ${pathName} lost: ${at.length}, sent from ${secondsOf(at[0])} s to ${secondsOf(at.at(-1))} s`);
+  }
   const twiceOutside = report.raw.twiceAt.filter((at) => !inWindow(at)).sort((a, b) => a - b);
   if (twiceOutside.length) lines.push(`    raw under two ids outside the windows, sent from ${secondsOf(twiceOutside[0])} s to ${secondsOf(twiceOutside.at(-1))} s`);
   const outside = [...report.raw.lostSent, ...report.http.lostSent, ...report.inbox.lostSent].filter((e) => !inWindow(e.acceptedAt ?? e.at)).sort((a, b) => a.at - b.at);
@@ -420,6 +432,7 @@ async function run(name, topology) {
   if (problems.length) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), `rm-chaos-${name}-logs-`));
     for (const instance of instances) fs.writeFileSync(path.join(dir, `instance-${instance.n}.log`), instance.logs);
+    for (const node of topology.nodes) fs.writeFileSync(path.join(dir, `redis-${node.port}.log`), node.logs());
     lines.push(`  instance logs: ${dir}`);
   }
   console.log(lines.join('\n'));
