@@ -186,7 +186,22 @@ async function startSentinelSet() {
     return replicas.some((r) => r.includes(String(other.port)) && r[r.indexOf('flags') + 1] === 'slave');
   };
   await until('the replica in sync and known to the Sentinel', 30000, inSync);
+  // A failover this run did not cause (a loaded machine: a master slow to answer PING for down-after 1 s) may promote a replica
+  // restarted empty, and the old master then resyncs from it: what was stored is gone. Watched, to tell such a loss apart.
+  let expected = master.port;
+  let planned = 0; // bumped when a fault starts and when it is over: an answer asked for across either is stale
+  const unplanned = [];
+  const watcher = setInterval(async () => {
+    const asked = planned;
+    const m = await masterPort().catch(() => NaN);
+    if (asked % 2 === 0 && asked === planned && m && m !== expected) {
+      unplanned.push({ at: Date.now(), from: expected, to: m });
+      log(`the Sentinel failed over on its own: ${expected} -> ${m}`);
+      expected = m;
+    }
+  }, 250);
   return {
+    unplanned,
     env: { REDIS_SENTINELS: `${HOST}:${sentinelPort}`, REDIS_SENTINEL_MASTER: 'mymaster', PUBLISH_WAIT_REPLICAS: '1' },
     client: () => quiet(new Redis({ sentinels: [{ host: HOST, port: sentinelPort }], name: 'mymaster', maxRetriesPerRequest: 2 })),
     /** SIGKILL the master; the fault is over once the Sentinel names the replica and it answers ROLE master. */
@@ -196,15 +211,21 @@ async function startSentinelSet() {
       const next = data.find((n) => n.port !== old);
       const f = { what: `SIGKILL master ${old}`, at: Date.now() };
       faults.push(f);
+      planned++;
       await oldNode.kill();
       await until('the promotion', 30000, async () => (await masterPort()) === next.port && (await ask(next.port, 'ROLE'))?.[0] === 'master');
       f.over = Date.now();
+      expected = next.port;
+      planned++;
       log(`${f.what}: ${next.port} promoted after ${f.over - f.at} ms`);
       await oldNode.start(['--replicaof', HOST, String(next.port)]);
       await until('the old master in sync as a replica', 30000, inSync);
     },
     nodes: [sentinel, ...data],
-    stop: () => [sentinel, ...data].forEach((n) => n.remove()),
+    stop: () => {
+      clearInterval(watcher);
+      [sentinel, ...data].forEach((n) => n.remove());
+    },
   };
 }
 
@@ -385,6 +406,7 @@ async function run(name, topology) {
   const inWindow = (at) => faults.some((f) => at >= windowOf(f)[0] && at <= windowOf(f)[1]);
   const problems = [];
   if (faultError) problems.push(`fault injection failed: ${faultError.message}`);
+  for (const u of topology.unplanned ?? []) problems.push(`the Sentinel failed over on its own at ${secondsOf(u.at)} s, ${u.from} -> ${u.to} (a replica restarted empty may have been promoted: losses on every path are then Redis's)`);
   if (unansweredTwice > 0) problems.push(`${unansweredTwice} unconfirmed messages stored under two ids`);
   const rows = [];
   // A raw PUBLISH counts from when Redis took it (one the publisher's client held while it reconnected was published then).
