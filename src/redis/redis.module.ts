@@ -21,6 +21,14 @@ const retryStrategy = (attempt: number) => Math.min(100 * 2 ** Math.min(attempt,
  * The subscriber's backoff stops at 500 ms: every PUBLISH sent while it is away is lost, so
  * after a failover (Sentinel promotes within seconds) it must not sleep up to 2 s more.
  */
+/**
+ * The subscriber skips ioredis's ready check (an INFO after connecting): ioredis 5.8.2 may send
+ * it after a subscribe made while connecting has put the connection in subscriber mode, which
+ * fails the connection over and over ("Connection in subscriber mode, only subscriber commands
+ * may be used": redis/ioredis#2037) and leaves the instance deaf to PUBLISHes meanwhile.
+ */
+const NO_READY_CHECK: RedisOptions = { enableReadyCheck: false };
+
 const subscriberRetryStrategy = (attempt: number) => Math.min(100 * 2 ** Math.min(attempt, 5), 500);
 
 /** What a connection is made with: where Redis is, its credentials and TLS, and how long a command may take. */
@@ -50,6 +58,7 @@ export function createRedis(options: RedisSettings, role: Role): RedisClient {
     // subscriptions wait for it, and ioredis renews them after every reconnect.
     maxRetriesPerRequest: role === 'subscriber' ? null : 2,
     retryStrategy: role === 'subscriber' ? subscriberRetryStrategy : retryStrategy,
+    ...(role === 'subscriber' ? NO_READY_CHECK : {}),
     ...timeouts(options.redisCommandTimeoutMs, role),
     ...defined({ username: options.redisUsername, password: options.redisPassword, tls }),
   };
@@ -217,6 +226,7 @@ export async function clusterSubscriber(cluster: Cluster, waitMs = 5000): Promis
     connectionName: 'redmessenger-subscriber',
     maxRetriesPerRequest: null,
     commandTimeout: undefined, // it waits for messages
+    ...NO_READY_CHECK,
     retryStrategy: (attempt) => {
       retarget();
       return subscriberRetryStrategy(attempt);
@@ -244,7 +254,7 @@ export async function clusterSubscriber(cluster: Cluster, waitMs = 5000): Promis
         if (client instanceof Cluster) return clusterSubscriber(client);
         const own = options.redis;
         if (!own) return createRedis(options, 'subscriber');
-        return resubscribing((own as Redis).duplicate({ maxRetriesPerRequest: null, commandTimeout: undefined })); // a Cluster of the host's is handled above
+        return resubscribing((own as Redis).duplicate({ maxRetriesPerRequest: null, commandTimeout: undefined, ...NO_READY_CHECK })); // a Cluster of the host's is handled above
       },
     },
     {
