@@ -17,8 +17,13 @@ declare module 'ioredis' {
 /** A shard lease lasts this long unless renewed; renewals come every tick. A dead instance's shards move within about TTL + TICK. */
 export const SHARD_TTL_MS = 1500;
 const SHARD_TICK_MS = 300;
-/** A message of a shard being handed to this instance waits at most this long for the hand-over to complete. */
-const HANDOVER_WAIT_MS = 2 * SHARD_TTL_MS;
+/**
+ * A message of a shard being handed to this instance waits at most this long for the hand-over to
+ * complete (the previous holder announces it once its last routes of the shard are stored). A
+ * loaded machine or a Redis failover can delay that announcement by seconds; past this, the
+ * message is dropped, so waiting longer only costs that shard's latency in the rare slow case.
+ */
+const HANDOVER_WAIT_MS = 10_000;
 /** A message of a shard whose lease this instance could not renew (Redis away) waits this long for Redis to answer. */
 const LAPSED_WAIT_MS = 30_000;
 
