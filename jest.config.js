@@ -6,6 +6,9 @@ const tsJest = ['ts-jest', { tsconfig: 'tsconfig.json', transpilation: true }];
 
 module.exports = {
   testTimeout: 60000,
+  // A suite that leaves a handle open (a client socket in its last close, a child's pipe) must not
+  // keep CI waiting after every test has run; each suite's afterAll still stops what it started.
+  forceExit: true,
   projects: [
     {
       displayName: 'unit',
