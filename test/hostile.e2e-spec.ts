@@ -8,6 +8,7 @@ import type { Redis } from 'ioredis';
 import { uniqueId } from './support/ids';
 import { flood, openRaw, textFrame } from './support/raw-ws';
 import { startRedis, type TestRedis } from './support/redis';
+import { monitorRedis } from './support/redis-monitor';
 import { startServer, type TestServer } from './support/server';
 import { metric, sleep } from './support/traffic';
 import { waitFor } from './support/wait';
@@ -173,11 +174,8 @@ describe('hostile clients', () => {
     const [real] = await client.messages(1);
 
     // Every command that names the user's keys, while a loop of large bogus acks runs.
-    const monitor = await r.duplicate().monitor();
-    const touching: string[] = [];
-    monitor.on('monitor', (_time: string, args: string[]) => {
-      if (args.some((arg) => arg.includes(user))) touching.push(args.slice(0, 3).join(' '));
-    });
+    const monitor = await monitorRedis(redis.port, (line) => line.includes(user), redis.host);
+    const touching = monitor.lines;
     const statsBefore = await r.info('commandstats');
     const bogus = Array.from({ length: 10_000 }, (_, i) => `${real.data.id}x${i}`);
     for (let i = 0; i < 20; i++) client.ack(bogus);
@@ -193,6 +191,6 @@ describe('hostile clients', () => {
     expect(touching.length).toBeGreaterThan(0);
     const calls = (stats: string) => Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0);
     console.log(`bogus acks: 20 frames x 10,000 ids; evalsha calls over the whole check (periodic work included): ${calls(await r.info('commandstats')) - calls(statsBefore)}`);
-    monitor.disconnect();
+    monitor.close();
   });
 });
