@@ -371,6 +371,56 @@ describe('route shards (shards-1.lua)', () => {
       await expect(a.whenHeld(moving[0])).resolves.toBe(NOT_MINE);
     });
 
+    it("keeps a shard taken by a completion line when the answer to a tick Redis ran before the completion arrives after the line", async () => {
+      const idA = uniqueId('a');
+      const idB = uniqueId('b');
+      const a = make(idA);
+      // b's own connection, whose tick answers are held back: the completion line (heard on the
+      // subscriber connection) overtakes the answer to a tick Redis ran before the completion.
+      const bClient = redis.client();
+      const keys = Object.assign(new QueueKeys(false), { shards: key, controlChannel: control });
+      const b = new ShardsService(bClient, withDefaults({ instanceId: idB }), keys, metrics);
+      services.push(b);
+      b.listen();
+      await tickOf(a);
+      await tickOf(b);
+      const moving = shardsOf(idB, [idA, idB]);
+      await tickOf(a);
+      const handed: number[] = [];
+      for (const line of await lines()) {
+        const shard = a.control(line);
+        b.control(line);
+        if (shard !== undefined) handed.push(shard);
+      }
+
+      const run = bClient.rmShards.bind(bClient);
+      let ran!: () => void;
+      let release!: () => void;
+      const executed = new Promise<void>((resolve) => (ran = resolve));
+      const held = new Promise<void>((resolve) => (release = resolve));
+      bClient.rmShards = ((...args: (string | number)[]) =>
+        run(...args).then(async (answer) => {
+          ran();
+          await held;
+          return answer;
+        })) as typeof bClient.rmShards;
+      const stale = tickOf(b);
+      await executed; // Redis ran b's tick: a still holds the moving shards
+      for (const shard of handed) await a.complete(shard);
+      for (const line of await lines()) b.control(line);
+      const afterLine = moving.map((s) => b.epochFor(s));
+      release();
+      await stale;
+
+      expect(afterLine).toEqual(moving.map(() => 2));
+      expect(moving.map((s) => b.epochFor(s))).toEqual(moving.map(() => 2));
+      expect(moving.map((s) => a.epochFor(s))).toEqual(moving.map(() => NOT_MINE));
+      // The next answer (asked after the line) is authoritative again, and agrees.
+      bClient.rmShards = run as typeof bClient.rmShards;
+      await tickOf(b);
+      expect(moving.map((s) => b.epochFor(s))).toEqual(moving.map(() => 2));
+    });
+
     it('announces every shard it holds on leave', async () => {
       const idA = uniqueId('a');
       const idB = uniqueId('b');

@@ -50,6 +50,15 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
   private readonly handing = new Set<number>();
   /** Shards whose hand-over Redis announced for this instance, until the announcement is heard (then `handing`). */
   private readonly announced = new Set<number>();
+  /**
+   * Shards taken by a completion line ('t'), with how many ticks had been sent when it was
+   * heard. The line comes on the subscriber connection and a tick's answer on the command
+   * one: the answer to a tick Redis ran before the completion can arrive after the line, and
+   * must not take the shard away again (this instance and the previous holder would both
+   * ignore its messages until the next tick).
+   */
+  private readonly taken = new Map<number, number>();
+  private ticksSent = 0;
   private readonly waiters = new Set<() => void>();
   private leaseUntil = 0;
   private timer?: NodeJS.Timeout;
@@ -161,6 +170,7 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
       }
     } else if (kind === 't' && toMe) {
       this.owned.set(shard, epoch);
+      this.taken.set(shard, this.ticksSent);
       this.incoming.delete(shard);
       this.wake();
       // The lease is fresh as of the hand-over; the next tick renews it.
@@ -196,12 +206,13 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
     const run = async () => {
       await this.ticking;
       const askedAt = Date.now();
+      const tickNo = ++this.ticksSent;
       try {
         const [, ...flat] = await this.metrics.timeRedis(
           'shards',
           this.redis.rmShards(this.keys.shards, this.instanceId, SHARD_TTL_MS, SHARD_COUNT, this.keys.controlChannel, this.leaving ? 'leave' : 'tick', ...completes),
         );
-        this.apply(flat, askedAt);
+        this.apply(flat, askedAt, tickNo);
         if (this.failing) this.logger.log('Route shard leases are renewed again');
         this.failing = false;
       } catch (error) {
@@ -214,7 +225,7 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
     return current;
   }
 
-  private apply(flat: number[], askedAt: number): void {
+  private apply(flat: number[], askedAt: number, tickNo: number): void {
     const held = new Map<number, { epoch: number; handing: boolean }>();
     for (let i = 0; i < flat.length; i += 3) held.set(flat[i], { epoch: flat[i + 1], handing: flat[i + 2] === 1 });
     const before = this.owned.size;
@@ -225,7 +236,10 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
       this.owned.set(shard, epoch);
       this.incoming.delete(shard);
     }
-    for (const shard of [...this.owned.keys()]) if (!held.has(shard)) this.owned.delete(shard);
+    // A shard taken after this tick was sent is missing from its answer only because Redis ran the tick first.
+    const takenSince = (shard: number) => (this.taken.get(shard) ?? -1) >= tickNo;
+    for (const shard of [...this.owned.keys()]) if (!held.has(shard) && !takenSince(shard)) this.owned.delete(shard);
+    for (const shard of [...this.taken.keys()]) if (!takenSince(shard)) this.taken.delete(shard);
     for (const shard of [...this.handing]) if (!held.has(shard)) this.handing.delete(shard);
     for (const shard of [...this.announced]) if (!held.has(shard) || !this.owned.has(shard)) this.announced.delete(shard);
     // Counted from before the request: no lease in Redis outlives this.
