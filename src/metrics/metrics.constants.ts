@@ -65,7 +65,7 @@ export type InboxOutcome = (typeof INBOX_OUTCOMES)[number];
 export const REDIS_COMMANDS = ['route', 'attach', 'detach', 'ack', 'read', 'expire', 'unread', 'retract', 'shards', 'other'] as const;
 export type RedisCommand = (typeof REDIS_COMMANDS)[number];
 
-/** The types of the entries written to EVENTS_STREAM (README, Events). */
+/** The types of the entries written to EVENTS_STREAM (docs/events.md). */
 export const EVENT_TYPES = ['acked', 'unread', 'dropped', 'online', 'offline'] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 

@@ -56,7 +56,7 @@ const stringBytes = (s: string): number => (16 + s.length * (TWO_BYTE.test(s) ? 
 /** What ROUTE_BUFFER_BYTES counts of a heard message: what it holds in the heap. */
 const heldBytes = (channel: string, payload: string): number => ITEM_OVERHEAD_BYTES + stringBytes(channel) + stringBytes(payload);
 
-/** The pub/sub output buffer limit the README advises (512 MiB hard). */
+/** The pub/sub output buffer limit docs/architecture.md advises (512 MiB hard). */
 const PUBSUB_LIMIT_ADVISED = 512 * 1024 * 1024;
 
 const PATTERNS = [`${USER_CHANNEL_PREFIX}*`, `${GROUP_CHANNEL_PREFIX}*`];
@@ -129,7 +129,7 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     }
     if (hard > 0 && hard <= PUBSUB_LIMIT_ADVISED / 8) {
       this.logger.log(
-        `Redis's client-output-buffer-limit for pubsub is ${Math.round(hard / 1048576)} MiB: a burst of PUBLISHes larger than that, pipelined faster than Redis flushes them, disconnects the subscriber and loses them; consider "client-output-buffer-limit pubsub 512mb 128mb 60" (see README, Overload)`,
+        `Redis's client-output-buffer-limit for pubsub is ${Math.round(hard / 1048576)} MiB: a burst of PUBLISHes larger than that, pipelined faster than Redis flushes them, disconnects the subscriber and loses them; consider "client-output-buffer-limit pubsub 512mb 128mb 60" (see docs/architecture.md, Overload)`,
       );
     }
   }
