@@ -221,6 +221,14 @@ export class Environment {
   @IsInt() @Min(0) @Max(30 * 86400)
   UNREAD_AFTER_SECONDS = 0;
 
+  /** One `notify` event per absence: the user not looking this long while a message waited this long (0: off). */
+  @IsInt() @Min(0) @Max(30 * 86400)
+  NOTIFY_AFTER_SECONDS = 0;
+
+  /** Within an absence, a further `notify` this long after the last one when the count changed (0: one per absence). */
+  @IsInt() @Min(0) @Max(30 * 86400)
+  NOTIFY_REPEAT_SECONDS = 0;
+
   /** Bearer keys for GET /v1/users/<id> (unset: the route answers 404). */
   @IsOptional()
   @Matches(/^\s*[^\s,]{16,}\s*(?:,\s*[^\s,]{16,}\s*)*$/, { message: 'ADMIN_API_KEYS must be a comma-separated list of keys of at least 16 characters each (no spaces)' })
@@ -346,6 +354,9 @@ export function validateEnvironment(raw: Record<string, unknown>): Environment {
   }
   if (typeof input.UNREAD_AFTER_SECONDS === 'number' && input.UNREAD_AFTER_SECONDS > 0 && input.EVENTS_STREAM === undefined) {
     problems.push('UNREAD_AFTER_SECONDS needs EVENTS_STREAM (unread events are written to that stream)');
+  }
+  if (typeof input.NOTIFY_AFTER_SECONDS === 'number' && input.NOTIFY_AFTER_SECONDS > 0 && input.EVENTS_STREAM === undefined) {
+    problems.push('NOTIFY_AFTER_SECONDS needs EVENTS_STREAM (notify and resolved events are written to that stream)');
   }
   if (typeof input.AUTH_JWKS_URL === 'string' && HTTP_URL.test(input.AUTH_JWKS_URL) && !URL.canParse(input.AUTH_JWKS_URL)) {
     problems.push('AUTH_JWKS_URL must be an http:// or https:// URL');

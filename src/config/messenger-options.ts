@@ -85,6 +85,9 @@ export interface MessengerOptions {
   eventsStream?: string;
   eventsMaxLen: number;
   unreadAfterSeconds: number;
+  /** Absences (`notify` / `resolved`): after how long away with a message waiting (0: off), and the repeat within one (0: none). */
+  notifyAfterSeconds: number;
+  notifyRepeatSeconds: number;
   /** Bearer keys of GET /v1/users/<id>, 16+ characters each (empty: the route answers 404). */
   adminApiKeys: string[];
   /** How often presence is refreshed, and how long it lives without refresh. */
@@ -154,6 +157,8 @@ export function optionsFromEnvironment(env: Environment): MessengerOptions {
     eventsStream: env.EVENTS_STREAM,
     eventsMaxLen: env.EVENTS_MAXLEN,
     unreadAfterSeconds: env.UNREAD_AFTER_SECONDS,
+    notifyAfterSeconds: env.NOTIFY_AFTER_SECONDS,
+    notifyRepeatSeconds: env.NOTIFY_REPEAT_SECONDS,
     adminApiKeys: list(env.ADMIN_API_KEYS),
     // Refreshed often enough that a busy event loop or a slow Redis never lets a live instance look dead.
     heartbeatMs: Math.min(1000, Math.floor(env.PRESENCE_TTL_MS / 4)),

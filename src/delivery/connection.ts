@@ -73,6 +73,8 @@ export class Connection {
   corked = false;
   /** Messages routed while a read was under way, offered once it is done. */
   pending: Array<{ position: number; envelope: string }> = [];
+  /** What the socket last said in a `visibility` frame (a socket counts as visible until it says otherwise). */
+  visible = true;
   /** Retracted ids to tell the socket right after `ready` (retracted before it got there). */
   retractsDue: string[] = [];
   /** Retracted ids heard of lately (the newest RETRACTED_REMEMBERED): a read under way may still bring one, never sent. */

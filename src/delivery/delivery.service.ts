@@ -104,8 +104,9 @@ export class DeliveryService implements OnModuleInit {
       conns.add(conn);
       // Noted before the socket is registered, so a crash after it is always reclaimed.
       await this.queue.registerUser(this.presence.instanceId, user, true);
-      const { owed, dropped, position, replaced, first, expired, retracted } = await this.queue.attach(user, conn.id, this.presence.instanceId);
+      const { owed, dropped, position, replaced, first, expired, retracted, lookingChanged } = await this.queue.attach(user, conn.id, this.presence.instanceId, undefined, undefined, conn.visible);
       conn.retractsDue.push(...retracted);
+      if (lookingChanged) this.events.lookingChanged(user);
       if (first) this.events.online(user);
       this.events.dropped(user, expired, 'expired');
       conn.next = position;
@@ -126,14 +127,27 @@ export class DeliveryService implements OnModuleInit {
       conns?.delete(conn);
       if (conns?.size === 0) this.byUser.delete(user);
       if (!registered) return;
-      const { requeued, left, removed } = await this.queue.detach(user, conn.id, this.presence.instanceId);
+      const { requeued, left, removed, lookingChanged } = await this.queue.detach(user, conn.id, this.presence.instanceId);
       if (left === 0 && removed > 0) this.events.offline(user);
+      if (lookingChanged) this.events.lookingChanged(user);
       // Another socket of the user may have attached here meanwhile: then the user stays noted.
       if (!this.byUser.has(user)) await this.queue.registerUser(this.presence.instanceId, user, false);
       this.metrics.requeued(requeued);
       if (left === 0 && requeued > 0) this.logger.log(`${user}: Client is no longer online, recommitting ${requeued} messages to queue`);
     })();
     return conn.detached;
+  }
+
+  /**
+   * A `visibility` frame: noted on the socket, and in Redis while absences are tracked
+   * (NOTIFY_AFTER_SECONDS), where every instance's sockets of the user count.
+   */
+  async visibility(conn: Connection, visible: boolean): Promise<void> {
+    if (conn.visible === visible) return;
+    conn.visible = visible;
+    if (!this.events.tracksAbsences || !(await conn.attached)) return;
+    const { lookingChanged } = await this.queue.visibility(conn.user!, conn.id, visible);
+    if (lookingChanged) this.events.lookingChanged(conn.user!);
   }
 
   /**
@@ -199,6 +213,8 @@ export class DeliveryService implements OnModuleInit {
       const answer = await this.queue.ack(user, [...batch.ids], this.presence.instanceId, reader ? { position: reader.next, limit: room } : undefined, now, details);
       ({ acked, read } = answer);
       if (answer.details) this.events.acked(user, answer.details);
+      // An absence with a notify written may have ended (nothing waits) or changed its count.
+      if (answer.notified && acked > 0) this.events.absenceChanged(user);
     } finally {
       if (reader) reader.reading = false;
     }
@@ -365,7 +381,8 @@ export class DeliveryService implements OnModuleInit {
         if (conn.state !== 'ready') continue;
         try {
           await this.queue.registerUser(this.presence.instanceId, user, true);
-          const { position, retracted } = await this.queue.attach(user, conn.id, this.presence.instanceId);
+          const { position, retracted, lookingChanged } = await this.queue.attach(user, conn.id, this.presence.instanceId, undefined, undefined, conn.visible);
+          if (lookingChanged) this.events.lookingChanged(user);
           for (const id of retracted) conn.retract(id, true);
           conn.rewind(position);
         } catch (error) {

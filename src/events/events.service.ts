@@ -4,7 +4,7 @@ import type { EventType } from '../metrics/metrics.constants';
 import { MetricsService } from '../metrics/metrics.service';
 import { envelopeChannel, envelopeId, envelopeTs } from '../protocol/envelope';
 import { QueueKeys } from '../queue/queue-keys';
-import { RouteOutcome, type MessageFact, type RouteGroup, type RouteResult } from '../queue/queue.service';
+import { RouteOutcome, type AbsenceCheck, type MessageFact, type RouteGroup, type RouteResult } from '../queue/queue.service';
 import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
 import { DeliveryListener, type DropCause } from './delivery-listener';
@@ -25,6 +25,10 @@ export class EventsService {
   private readonly logger = new Logger('Events');
   private readonly stream?: string;
   private readonly unreadAfterMs: number;
+  /** NOTIFY_AFTER_SECONDS in ms (0: absences are not tracked). */
+  readonly notifyAfterMs: number;
+  /** NOTIFY_REPEAT_SECONDS in ms (0: one notify per absence). */
+  readonly notifyRepeatMs: number;
   private failing = false;
 
   constructor(
@@ -36,6 +40,13 @@ export class EventsService {
   ) {
     this.stream = options.eventsStream || undefined;
     this.unreadAfterMs = this.stream ? options.unreadAfterSeconds * 1000 : 0;
+    this.notifyAfterMs = this.stream ? options.notifyAfterSeconds * 1000 : 0;
+    this.notifyRepeatMs = options.notifyRepeatSeconds * 1000;
+  }
+
+  /** Absence bookkeeping is on (EVENTS_STREAM and NOTIFY_AFTER_SECONDS > 0). */
+  get tracksAbsences(): boolean {
+    return this.notifyAfterMs > 0;
   }
 
   /** Unread bookkeeping is on (EVENTS_STREAM and UNREAD_AFTER_SECONDS > 0). */
@@ -61,6 +72,10 @@ export class EventsService {
     if (!STORED.has(result.outcome)) return;
     const queued = messages.length - result.refused - result.replaced;
     if (QUEUED.has(result.outcome) && queued > 0 && this.listener?.queued) this.hook('queued', { user, count: queued });
+    if (this.tracksAbsences) {
+      const ts = envelopeTs(messages[0].envelope);
+      if (ts !== undefined) this.checkAbsence(user, ts + this.notifyAfterMs);
+    }
     if (!this.tracksUnread) return;
     // Every message of the group: one refused or replaced is simply not found when it is due.
     const scored: Array<number | string> = [];
@@ -102,6 +117,34 @@ export class EventsService {
 
   unread(user: string, id: string, channel: string, ageSeconds: number): void {
     this.write('unread', ['user', user, 'id', id, 'channel', channel, 'age_s', ageSeconds]);
+  }
+
+  /** The user started or stopped looking (a socket's visibility, a socket came or went): an absence may start or end `after` from now. */
+  lookingChanged(user: string): void {
+    if (this.tracksAbsences) this.checkAbsence(user, Date.now() + this.notifyAfterMs);
+  }
+
+  /** What waits for a user in a notified absence changed (acked, retracted): it may have ended, or its count changed. */
+  absenceChanged(user: string): void {
+    if (this.tracksAbsences) this.checkAbsence(user, Date.now());
+  }
+
+  /** One absence's notify (see queue/lua/notify-5.lua for the fields). */
+  notify(user: string, check: AbsenceCheck): void {
+    // first_id and last_id are '' when no waiting message has an id (raw entries are counted, not named).
+    this.write('notify', ['user', user, 'count', check.count, 'first_id', check.firstId, 'last_id', check.lastId, 'collapse_keys', check.collapseKeys, 'age_s', check.ageSeconds]);
+  }
+
+  resolved(user: string): void {
+    this.write('resolved', ['user', user]);
+  }
+
+  /**
+   * Files the user's absence check for `at` (ms) in `rm:notify`, or earlier if one is filed
+   * already (ZADD LT): NotifyService decides when it falls due, from the user's keys alone.
+   */
+  private checkAbsence(user: string, at: number): void {
+    this.redis.zadd(this.keys.notifyIndex, 'LT', at, user).catch((error: Error) => this.failed('the absence index', error));
   }
 
   private write(type: EventType, fields: Array<string | number>): void {

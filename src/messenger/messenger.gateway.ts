@@ -19,7 +19,7 @@ import { userChannel } from '../protocol/ids';
 import { RouterService } from '../router/router.service';
 import { CloseCode, ErrorCode, FrameError } from '../protocol/frame-error';
 import { clientAddress } from './client-address';
-import { AckDto, Frame, IdentifyDto, RefreshDto, toAck, toIdentify, toRefresh } from '../protocol/frames';
+import { AckDto, Frame, IdentifyDto, RefreshDto, VisibilityDto, toAck, toIdentify, toRefresh, toVisibility } from '../protocol/frames';
 import { RateLimiter } from './rate-limiter';
 import { framesHandled, type FrameScreen } from './messenger-ws.adapter';
 import { MetricsService } from '../metrics/metrics.service';
@@ -148,6 +148,7 @@ export class MessengerGateway implements OnGatewayInit, OnGatewayConnection, OnG
     }
     if (conn.state !== 'ready') throw new FrameError(ErrorCode.NotIdentified, 'The first frame must be identify', CloseCode.BadFrame);
     if (frame.event === 'ack') return toAck(frame.data);
+    if (frame.event === 'visibility') return toVisibility(frame.data);
     if (frame.event === 'refresh' && this.lifetime.enabled) return toRefresh(frame.data);
     throw new FrameError(ErrorCode.UnknownEvent, `Unknown event ${JSON.stringify(frame.event.slice(0, 64))}`);
   }
@@ -187,6 +188,12 @@ export class MessengerGateway implements OnGatewayInit, OnGatewayConnection, OnG
   @SubscribeMessage('ack')
   async ack(@ConnectedSocket() socket: WebSocket, @MessageBody() { ids }: AckDto): Promise<void> {
     await this.delivery.ack(Connection.of(socket)!, ids);
+  }
+
+  /** Whether the app is in front of the user: absences (`notify`) count only sockets that are not visible. */
+  @SubscribeMessage('visibility')
+  async visibility(@ConnectedSocket() socket: WebSocket, @MessageBody() { visible }: VisibilityDto): Promise<void> {
+    await this.delivery.visibility(Connection.of(socket)!, visible);
   }
 
   /** AUTH_MODE=jwt: a new token for the same id moves the socket's expiry (TokenLifetime). */

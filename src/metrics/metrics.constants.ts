@@ -62,11 +62,11 @@ export const INBOX_OUTCOMES = ['stored', 'duplicate', 'dead', 'failed'] as const
 export type InboxOutcome = (typeof INBOX_OUTCOMES)[number];
 
 /** What a timed Redis call ran: one of the Lua scripts, the router lease, or anything else. */
-export const REDIS_COMMANDS = ['route', 'attach', 'detach', 'ack', 'read', 'expire', 'unread', 'retract', 'shards', 'other'] as const;
+export const REDIS_COMMANDS = ['route', 'attach', 'detach', 'ack', 'read', 'expire', 'unread', 'retract', 'visibility', 'notify', 'shards', 'other'] as const;
 export type RedisCommand = (typeof REDIS_COMMANDS)[number];
 
 /** The types of the entries written to EVENTS_STREAM (docs/events.md). */
-export const EVENT_TYPES = ['acked', 'unread', 'dropped', 'online', 'offline'] as const;
+export const EVENT_TYPES = ['acked', 'unread', 'dropped', 'online', 'offline', 'notify', 'resolved'] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
 /** The label value recorded for anything outside a bounded set. */

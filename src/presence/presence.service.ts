@@ -235,8 +235,9 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
     if (users.length === 0) return false;
     await Promise.all(
       users.map(async (user) => {
-        const { requeued, left, removed } = await this.queue.detach(user, '*', instance);
+        const { requeued, left, removed, lookingChanged } = await this.queue.detach(user, '*', instance);
         if (left === 0 && removed > 0) this.events.offline(user);
+        if (lookingChanged) this.events.lookingChanged(user);
         if (requeued > 0) this.logger.log(`${user}: Client is no longer online, recommitting ${requeued} messages to queue`);
       }),
     );

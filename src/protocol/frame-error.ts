@@ -20,6 +20,7 @@ export enum ErrorCode {
   AlreadyIdentified = 'ALREADY_IDENTIFIED',
   UnknownEvent = 'UNKNOWN_EVENT',
   BadAck = 'BAD_ACK',
+  BadVisibility = 'BAD_VISIBILITY',
   Unauthorized = 'UNAUTHORIZED',
   IdentifyTimeout = 'IDENTIFY_TIMEOUT',
   Unavailable = 'UNAVAILABLE',

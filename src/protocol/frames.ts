@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer';
 import { plainToInstance } from 'class-transformer';
-import { ArrayMaxSize, IsArray, IsString, Matches, ValidateIf, validateSync } from 'class-validator';
+import { ArrayMaxSize, IsArray, IsBoolean, IsString, Matches, ValidateIf, validateSync } from 'class-validator';
 import { ID_PATTERN } from './ids';
 import { CloseCode, ErrorCode, FrameError } from './frame-error';
 
@@ -19,6 +19,11 @@ export const MAX_ACK_IDS = 10000;
 export class AckDto {
   @IsArray() @ArrayMaxSize(MAX_ACK_IDS) @IsString({ each: true })
   ids: string[];
+}
+
+export class VisibilityDto {
+  @IsBoolean()
+  visible: boolean;
 }
 
 export class RefreshDto {
@@ -98,4 +103,10 @@ export function toAck(data: Record<string, unknown>): AckDto {
 export function toRefresh(data: Record<string, unknown>): RefreshDto {
   if (typeof data.token !== 'string') throw FrameError.badFrame(`refresh "token" must be a string, not ${kind(data.token)}`);
   return { token: data.token };
+}
+
+// A bad visibility frame is answered and changes nothing; the socket stays open.
+export function toVisibility(data: Record<string, unknown>): VisibilityDto {
+  if (typeof data.visible !== 'boolean') throw new FrameError(ErrorCode.BadVisibility, `visibility "visible" must be a boolean, not ${kind(data.visible)}`);
+  return { visible: data.visible };
 }

@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { createHash } from 'node:crypto';
+import { EventsService } from '../events/events.service';
 import { QueueKeys } from '../queue/queue-keys';
 import { QueueService, RouteOutcome, UnusableKeys, type Idempotency, type RouteGroup, type RouteResult } from '../queue/queue.service';
 import type { RedisClient } from '../redis/lua-scripts';
@@ -48,6 +49,7 @@ export class PublishService {
     private readonly queue: QueueService,
     private readonly keys: QueueKeys,
     @InjectRedis() private readonly redis: RedisClient,
+    private readonly events: EventsService,
   ) {}
 
   newId(): string {
@@ -97,9 +99,11 @@ export class PublishService {
     return (await this.queue.members(cids)).map((set) => set.filter(isValidId).sort());
   }
 
-  /** Retracts a message of one user (see QueueService.retract). */
-  retract(user: string, id: string): Promise<'queued' | 'sent' | undefined> {
-    return this.queue.retract(user, id);
+  /** Retracts a message of one user (see QueueService.retract); an absence notified for it may end or change its count. */
+  async retract(user: string, id: string): Promise<'queued' | 'sent' | undefined> {
+    const outcome = await this.queue.retract(user, id);
+    if (outcome) this.events.absenceChanged(user);
+    return outcome;
   }
 
   /** Digests naming an idempotency record: the API key and Idempotency-Key (scope), and the body (hash). */

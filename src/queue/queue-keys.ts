@@ -19,6 +19,8 @@ export class QueueKeys {
   readonly queueIndex = 'rm:queues';
   /** Messages that become `unread` events unless acked first: `<user>|<id>` scored by when they are due (UNREAD_AFTER_SECONDS). */
   readonly unreadIndex = 'rm:unread';
+  /** Users whose absence (NOTIFY_AFTER_SECONDS) must be checked, scored by when (ms). */
+  readonly notifyIndex = 'rm:notify';
   /** Pub/sub channel prefix on which an instance hears about its own sockets' users. */
   readonly instanceChannelPrefix = 'rm:instance:';
   /** Pub/sub channel on which shard hand-overs are announced, in order with the published messages. */

@@ -15,14 +15,16 @@ type Args = (string | number)[];
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     rmRoute(numKeys: number, ...args: Args): Result<[string, ...Array<number | string>], Context>;
-    rmAttach(...args: Args): Result<[number, number, number, string[], number, number, number, number, string], Context>;
+    rmAttach(...args: Args): Result<[number, number, number, string[], number, number, number, number, string, number], Context>;
     rmSweep(...args: Args): Result<[number, number, number], Context>;
-    rmDetach(...args: Args): Result<[number, number, number, number, number], Context>;
+    rmDetach(...args: Args): Result<[number, number, number, number, number, number], Context>;
     rmExpire(...args: Args): Result<[number, number, number], Context>;
     rmAck(...args: Args): Result<Array<number | string>, Context>;
     rmRead(...args: Args): Result<Array<number | string>, Context>;
     rmUnread(...args: Args): Result<Array<number | string>, Context>;
     rmRetract(...args: Args): Result<string, Context>;
+    rmVisibility(...args: Args): Result<[number, number], Context>;
+    rmNotify(...args: Args): Result<[string, number, number, string, string, string, number], Context>;
   }
 }
 
@@ -114,6 +116,19 @@ export interface MessageFact {
   channel: string;
 }
 
+/** What notify-5.lua decided for a user's absence. */
+export interface AbsenceCheck {
+  action?: 'notify' | 'resolved';
+  /** When to check again (ms, Redis's clock), 0 for not until something changes. */
+  next: number;
+  count: number;
+  firstId: string;
+  lastId: string;
+  /** A JSON array of the distinct collapse keys among the waiting messages (at most 10). */
+  collapseKeys: string;
+  ageSeconds: number;
+}
+
 /** The most messages, and bytes, of one route script call: keeps each call short for Redis. */
 const CALL_MESSAGES = 1000;
 const CALL_BYTES = 4 * 1024 * 1024;
@@ -159,7 +174,7 @@ export class QueueService implements OnApplicationShutdown {
     readonly keys: QueueKeys,
     private readonly metrics: MetricsService,
   ) {
-    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-5.lua', 'detach-5.lua', 'ack-5.lua', 'read-5.lua', 'expire-5.lua', 'unread-5.lua', 'sweep-5.lua', 'retract-5.lua']);
+    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-5.lua', 'detach-5.lua', 'ack-5.lua', 'read-5.lua', 'expire-5.lua', 'unread-5.lua', 'sweep-5.lua', 'retract-5.lua', 'visibility-5.lua', 'notify-5.lua']);
     this.ttlMs = options.queueTtlSeconds * 1000;
     this.readBytes = options.slowConsumerBytes || DEFAULT_READ_BYTES;
     if (options.publishWaitReplicas > 0) {
@@ -289,7 +304,8 @@ export class QueueService implements OnApplicationShutdown {
    * queued messages expired in this call. A ttl sweep the script began goes on
    * here, `page` entries per call, before the answer (its expired ones are this
    * `ready`'s: counted in dropped, not in owed). `retracted`: ids retracted after they were
-   * sent while the user had no socket, for this one to be told (once).
+   * sent while the user had no socket, for this one to be told (once). `visible`: what the
+   * socket said (a new one is visible); `lookingChanged`: the user started or stopped looking.
    */
   async attach(
     user: string,
@@ -297,12 +313,15 @@ export class QueueService implements OnApplicationShutdown {
     instance: string,
     now = Date.now(),
     page = SWEEP_PAGE,
-  ): Promise<{ owed: number; dropped: number; position: number; replaced: Array<{ conn: string; instance: string }>; first: boolean; expired: number; retracted: string[] }> {
+    visible = true,
+  ): Promise<{
+    owed: number; dropped: number; position: number; replaced: Array<{ conn: string; instance: string }>; first: boolean; expired: number; retracted: string[]; lookingChanged: boolean;
+  }> {
     const cutoff = this.cutoff(now);
     const keys = this.keys.userKeys(user);
-    const [owed, dropped, position, flat, before, expired, sweepFrom, earliest, retracted] = await this.time(
+    const [owed, dropped, position, flat, before, expired, sweepFrom, earliest, retracted, lookingChanged] = await this.time(
       'attach',
-      this.redis.rmAttach(...keys, conn, instance, user, this.keys.instanceChannelPrefix, cutoff, this.options.maxSocketsPerUser, now, page),
+      this.redis.rmAttach(...keys, conn, instance, user, this.keys.instanceChannelPrefix, cutoff, this.options.maxSocketsPerUser, now, page, visible ? '1' : '0'),
     );
     let swept = 0;
     for (let from = sweepFrom, kept = earliest; from >= 0; ) {
@@ -314,7 +333,7 @@ export class QueueService implements OnApplicationShutdown {
     for (let i = 0; i < flat.length; i += 2) replaced.push({ conn: flat[i], instance: flat[i + 1] });
     return {
       owed: Math.max(0, owed - swept), dropped: dropped + swept, position, replaced, first: before === 0, expired: expired + swept,
-      retracted: retracted ? retracted.split(',') : [],
+      retracted: retracted ? retracted.split(',') : [], lookingChanged: lookingChanged === 1,
     };
   }
 
@@ -324,12 +343,12 @@ export class QueueService implements OnApplicationShutdown {
    * script call (each call short for Redis; order holds between them, see detach-5.lua).
    * `removed` counts the connections unregistered (with none left: the user went offline).
    */
-  async detach(user: string, conn: string, instance: string, page = REQUEUE_PAGE): Promise<{ requeued: number; left: number; removed: number }> {
+  async detach(user: string, conn: string, instance: string, page = REQUEUE_PAGE): Promise<{ requeued: number; left: number; removed: number; lookingChanged: boolean }> {
     let requeued = 0;
-    let first: { left: number; removed: number } | undefined;
+    let first: { left: number; removed: number; lookingChanged: boolean } | undefined;
     for (;;) {
-      const [moved, left, headTs, removed, more] = await this.time('detach', this.redis.rmDetach(...this.keys.userKeys(user), conn, instance, page));
-      first ??= { left, removed };
+      const [moved, left, headTs, removed, more, changed] = await this.time('detach', this.redis.rmDetach(...this.keys.userKeys(user), conn, instance, page));
+      first ??= { left, removed, lookingChanged: changed === 1 };
       requeued += moved;
       // Each page goes in front of the one before: its head is older, so the index takes the lower score.
       if (moved > 0) await this.index(user, headTs, 'older');
@@ -349,15 +368,15 @@ export class QueueService implements OnApplicationShutdown {
     read?: { position: number; limit: number },
     now = Date.now(),
     details = false,
-  ): Promise<{ acked: number; read?: ReadResult; details?: MessageFact[] }> {
+  ): Promise<{ acked: number; read?: ReadResult; details?: MessageFact[]; notified: boolean }> {
     const args: Args = [
       this.keys.instanceChannelPrefix, instance, user, read ? read.position : -1, read ? read.limit : 0,
       JSON.stringify(this.keys.userChannel(user)), now, this.cutoff(now), this.ttlMs, this.ids.rawPrefix(), details ? '1' : '0', this.readBytes,
     ];
     for (const [id, position] of acks) args.push(id, position);
-    const [acked, ...rest] = await this.time('ack', this.redis.rmAck(...this.keys.userKeys(user), ...args));
+    const [acked, notified, ...rest] = await this.time('ack', this.redis.rmAck(...this.keys.userKeys(user), ...args));
     const facts = details ? messageFacts(rest.pop() as unknown as Array<number | string>) : undefined;
-    return { acked: Number(acked), read: read ? readResult(rest) : undefined, details: facts };
+    return { acked: Number(acked), read: read ? readResult(rest) : undefined, details: facts, notified: notified === 1 };
   }
 
   /**
@@ -384,6 +403,18 @@ export class QueueService implements OnApplicationShutdown {
   }
 
   /** Drops the expired head of a user's queue (QUEUE_TTL_SECONDS); returns how many went and how many are left. */
+  /** A socket said whether the app is in front of the user (visibility-5.lua). */
+  async visibility(user: string, conn: string, visible: boolean): Promise<{ registered: boolean; lookingChanged: boolean }> {
+    const [registered, changed] = await this.time('visibility', this.redis.rmVisibility(...this.keys.userKeys(user), conn, visible ? '1' : '0'));
+    return { registered: registered === 1, lookingChanged: changed === 1 };
+  }
+
+  /** Decides the user's absence now (notify-5.lua): a notify or resolved to write, and when to look again (Redis's clock, 0: on the next change). */
+  async absence(user: string, afterMs: number, repeatMs: number, scan: number): Promise<AbsenceCheck> {
+    const [action, next, count, firstId, lastId, collapseKeys, ageSeconds] = await this.time('notify', this.redis.rmNotify(...this.keys.userKeys(user), afterMs, repeatMs, scan));
+    return { action: action === 'notify' || action === 'resolved' ? action : undefined, next: Number(next), count: Number(count), firstId, lastId, collapseKeys, ageSeconds: Number(ageSeconds) };
+  }
+
   async expire(user: string, now = Date.now()): Promise<{ expired: number; left: number }> {
     const [expired, left, headTs] = await this.time('expire', this.redis.rmExpire(...this.keys.userKeys(user), this.cutoff(now), now, this.ttlMs));
     if (left === 0) await this.redis.zrem(this.keys.queueIndex, user);

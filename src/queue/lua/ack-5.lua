@@ -14,7 +14,8 @@
   ARGV[12] most bytes of entries to read (one entry at least)
   ARGV[13..] pairs: message id, its position as the acking instance knows it (-1 if unknown)
 
-  Returns: {acked count, more (0/1), next position, position1, envelope1, ...}, and with
+  Returns: {acked count, 1 if a notify was written in the user's absence (see notify-5.lua),
+            more (0/1), next position, position1, envelope1, ...}, and with
   ARGV[11] = '1' one last element: {id1, ts1, channel1, ...} of the messages acked by this call
 ]]
 --- @include "args"
@@ -114,6 +115,7 @@ if readPos >= 0 then
 end
 table.insert(out, 1, nextPos)
 table.insert(out, 1, more and 1 or 0)
+table.insert(out, 1, st.notified and 1 or 0)
 table.insert(out, 1, #acked)
 if details then out[#out + 1] = details end
 return out

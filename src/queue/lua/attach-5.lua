@@ -12,13 +12,14 @@
   KEYS[1] queue   KEYS[2] owed   KEYS[3] state   KEYS[4] dropped counter   KEYS[5] inbox mark (unused)
   ARGV[1] connection id   ARGV[2] instance id   ARGV[3] user id   ARGV[4] instance channel prefix
   ARGV[5] queue expiry cutoff (ms; 0 for none)   ARGV[6] most connections per user (0: no limit)
-  ARGV[7] now (ms)   ARGV[8] entries per sweep page
+  ARGV[7] now (ms)   ARGV[8] entries per sweep page   ARGV[9] '0' when the socket said it is not visible, else '1'
 
   Returns: {messages owed (owed + queued), dropped since the last identify, first owed position,
             connections replaced (flat: conn, instance, ...), connections the user had before
             this one (0: it is the user's first), entries that expired here, where the sweep
             goes on (-1: done), the earliest ttl expiry the sweep kept so far (0: none),
-            ids retracted since the last identify after they were sent (comma-separated, '' for none)}
+            ids retracted since the last identify after they were sent (comma-separated, '' for none),
+            1 if the user started or stopped looking (see includes/state.lua), else 0}
 ]]
 --- @include "args"
 --- @include "envelope"
@@ -29,20 +30,27 @@ local queue, owed, state = KEYS[1], KEYS[2], KEYS[3]
 local conn, instance, user, prefix = argString(1), argString(2), argString(3), argString(4)
 local cutoff, maxConns, now, page = argNumber(5), argNumber(6), argNumber(7), argNumber(8)
 if page < 1 then argError(8, 'a positive number') end
+local visible = argString(9) ~= '0'
 local st = readState(state)
+local registered = st.conns[conn] ~= nil
 redis.call('HSET', state, 'c:' .. conn, instance)
-
+if visible and st.hidden[conn] then
+  redis.call('HDEL', state, 'h:' .. conn)
+elseif not visible then
+  redis.call('HSET', state, 'h:' .. conn, '1')
+end
 -- Past the per-user limit the oldest connections go (connection ids sort by creation time).
 local replaced = {}
 -- A connection registered already (attaching again after a Redis reconnect) is not one more.
-local excess = st.nconns + (st.conns[conn] and 0 or 1) - maxConns
+local excess = st.nconns + (registered and 0 or 1) - maxConns
 if maxConns > 0 and excess > 0 then
   local ids = {}
   for c in pairs(st.conns) do if c ~= conn then ids[#ids + 1] = c end end
   table.sort(ids)
   for i = 1, excess do
     local owner = st.conns[ids[i]]
-    redis.call('HDEL', state, 'c:' .. ids[i])
+    redis.call('HDEL', state, 'c:' .. ids[i], 'h:' .. ids[i])
+    st.conns[ids[i]] = nil
     replaced[#replaced + 1] = ids[i]
     replaced[#replaced + 1] = owner
     redis.call('PUBLISH', prefix .. owner, 'k|' .. user .. '|' .. ids[i])
@@ -73,4 +81,7 @@ local dropped = tonumber(redis.call('GETDEL', KEYS[4]) or '0') + expired
 local owedCount = redis.call('LLEN', owed) - st.nacked
 -- Retracted after they were sent while the user had no socket: this one tells the app, after `ready`.
 if st.r then redis.call('HDEL', state, 'r') end
-return {owedCount + redis.call('LLEN', queue), dropped, st.b, replaced, st.nconns, expired, sweepFrom, earliest or 0, st.r or ''}
+st.conns[conn] = instance
+st.hidden[conn] = (not visible) or nil
+local lookingChanged = noteLooking(state, st) and 1 or 0
+return {owedCount + redis.call('LLEN', queue), dropped, st.b, replaced, st.nconns, expired, sweepFrom, earliest or 0, st.r or '', lookingChanged}

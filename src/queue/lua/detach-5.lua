@@ -16,7 +16,8 @@
   ARGV[1] connection id, or '*'   ARGV[2] instance id   ARGV[3] most owed entries requeued per call
 
   Returns: {requeued count, connections left, ts of the queue's head (0 if none), connections
-            removed (0 left and 1+ removed: the user went offline), 1 if owed entries are left to requeue}
+            removed (0 left and 1+ removed: the user went offline), 1 if owed entries are left to requeue,
+            1 if the user stopped looking (see includes/state.lua), else 0}
 ]]
 --- @include "args"
 --- @include "envelope"
@@ -29,15 +30,17 @@ local st = readState(state)
 local left = 0
 for c, inst in pairs(st.conns) do
   if c == conn or (conn == '*' and inst == instance) then
-    redis.call('HDEL', state, 'c:' .. c)
+    redis.call('HDEL', state, 'c:' .. c, 'h:' .. c)
+    st.conns[c] = nil
   else
     left = left + 1
   end
 end
 local removed = st.nconns - left
-if left > 0 then return {0, left, 0, removed, 0} end
+local changed = noteLooking(state, st) and 1 or 0
+if left > 0 then return {0, left, 0, removed, 0, changed} end
 local n = redis.call('LLEN', owed)
-if removed == 0 and n == 0 then return {0, 0, 0, 0, 0} end
+if removed == 0 and n == 0 then return {0, 0, 0, 0, 0, changed} end
 
 -- The newest `page` owed entries go back; LPUSH puts its last argument first, so push from the newest back.
 local take = math.min(n, page)
@@ -59,7 +62,7 @@ if take < n then
   -- Owed keeps its head position 'b'; ids acked out of order that went with this page leave 'x'.
   redis.call('LTRIM', owed, 0, n - take - 1)
   if st.nacked > 0 then redis.call('HSET', state, 'x', joinKeys(st.acked)) else redis.call('HDEL', state, 'x') end
-  return {#back, 0, headTs, removed, 1}
+  return {#back, 0, headTs, removed, 1, changed}
 end
 redis.call('DEL', owed, state)
 -- Retracts the next socket must hear of outlive the connections.
@@ -68,5 +71,9 @@ if st.r then redis.call('HSET', state, 'r', st.r) end
 if head then
   if st.e then redis.call('HSET', state, 'e', st.e) end
   if st.t then redis.call('HSET', state, 't', st.t) end
+  -- When the user stopped looking: an absence is counted from then.
+  redis.call('HSET', state, 'L', '0|' .. st.since)
 end
-return {#back, 0, headTs, removed, 0}
+-- An absence with a notify written ends with a `resolved`, whatever happens to the keys.
+if st.notified then redis.call('HSET', state, 'N', st.notified.at .. '|' .. st.notified.count) end
+return {#back, 0, headTs, removed, 0, changed}

@@ -22,9 +22,9 @@ while head and expired < 10000 and isExpired(head, cutoff, now) do
 end
 countDropped(KEYS[4], expired, counterTtl)
 -- No queue and no connection: only the route epoch and the ttl hint would be left (retracts
--- the next socket must hear of stay).
+-- the next socket must hear of, and an absence's notify, stay).
 if not head then
   local st = readState(KEYS[3])
-  if st.nconns == 0 and not st.r then redis.call('DEL', KEYS[3]) end
+  if st.nconns == 0 and not st.r and not st.notified then redis.call('DEL', KEYS[3]) end
 end
 return {expired, redis.call('LLEN', KEYS[1]), head and (envelopeTs(head) or 0) or 0}

@@ -42,6 +42,17 @@ local function envelopeTs(entry)
   return tonumber(string.match(tail, ',"ts":(%d+)}$'))
 end
 
+-- The collapse key as it is written in the envelope (a JSON string, quotes included), or nil.
+-- It sits just before ts; a payload's own '"collapseKey":' is JSON-escaped, so a match in the
+-- tail is always the envelope's. Collapse keys are short (MAX_COLLAPSE_KEY_CHARS): the tail suffices.
+local function envelopeCollapseKey(entry)
+  local stop = envelopeId(entry) and envelopeEnd(entry)
+  if not stop then return nil end
+  local tail = string.sub(entry, math.max(1, stop - 1100), stop)
+  local at = string.find(tail, ',"collapseKey":"', 1, true)
+  return at and string.match(tail, '^(".*"),"ts":%d+}$', at + 15)
+end
+
 local function markSent(entry)
   if neverSent(entry) and envelopeId(entry) then return string.sub(entry, 1, -2) .. SENT end
   return entry
