@@ -16,6 +16,10 @@ import { QueueService, RouteOutcome, UnusableKeys, type RouteGroup, type StoredM
  * per script, through the QueueService methods that run them. Every user is a new id,
  * so the tests share one Redis.
  */
+/** The state's 'L' (includes/state.lua): looking, or not, since a time of Redis's clock. */
+const LOOKING = expect.stringMatching(/^1\|\d+$/);
+const AWAY = expect.stringMatching(/^0\|\d+$/);
+
 describe('queue scripts', () => {
   let redis: TestRedis;
   let client: Redis;
@@ -517,10 +521,10 @@ describe('queue scripts', () => {
       await capped.read(user, 0, 1);
       const second = await capped.attach(user, 'c2', OTHER);
 
-      expect(first).toEqual({ owed: 2, dropped: 1, position: 0, replaced: [], first: true, expired: 0, retracted: [] });
-      expect(second).toEqual({ owed: 2, dropped: 0, position: 0, replaced: [], first: false, expired: 0, retracted: [] });
+      expect(first).toEqual({ owed: 2, dropped: 1, position: 0, replaced: [], first: true, expired: 0, retracted: [], lookingChanged: true });
+      expect(second).toEqual({ owed: 2, dropped: 0, position: 0, replaced: [], first: false, expired: 0, retracted: [], lookingChanged: false });
       expect(await client.exists(keys.dropped(user))).toBe(0);
-      expect(await state(user)).toEqual({ [`c:c1`]: ME, [`c:c2`]: OTHER });
+      expect(await state(user)).toEqual({ [`c:c1`]: ME, [`c:c2`]: OTHER, L: LOOKING });
     });
 
     it('answers the absolute position of the head of owed after acks', async () => {
@@ -550,7 +554,7 @@ describe('queue scripts', () => {
       const result = await limited.attach(user, 'conn-3', ME);
 
       expect(result.replaced).toEqual([{ conn: 'conn-1', instance: OTHER }]);
-      expect(await state(user)).toEqual({ 'c:conn-2': ME, 'c:conn-3': ME });
+      expect(await state(user)).toEqual({ 'c:conn-2': ME, 'c:conn-3': ME, L: LOOKING });
       expect(await notices()).toEqual([[OTHER, `k|${user}|conn-1`]]);
     });
 
@@ -563,7 +567,7 @@ describe('queue scripts', () => {
       const again = await limited.attach(user, 'conn-1', ME);
 
       expect(again.replaced).toEqual([]);
-      expect(await state(user)).toEqual({ 'c:conn-1': ME, 'c:conn-2': OTHER });
+      expect(await state(user)).toEqual({ 'c:conn-1': ME, 'c:conn-2': OTHER, L: LOOKING });
       expect(await notices()).toEqual([]);
     });
 
@@ -635,7 +639,7 @@ describe('queue scripts', () => {
       const third = await sweepPage(user, second[1], second[2]);
 
       // Page one: x0 x3 x6 x9 gone, six kept, the sweep goes on at 6 with k1's expiry the earliest so far.
-      expect(first.slice(5)).toEqual([4, 6, NOW + 3601_000, '']);
+      expect(first.slice(5)).toEqual([4, 6, NOW + 3601_000, '', 1]);
       expect(first[0]).toBe(21);
       expect(afterFirst.t).toBe(String(NOW - 4000));
       expect(afterFirst.queue.slice(0, 7)).toEqual(['k1', 'k2', 'k4', 'k5', 'k7', 'k8', 'k10']);
@@ -858,7 +862,7 @@ describe('queue scripts', () => {
 
       const result = await queue.ack(user, [[owedIdList[0], 0], [owedIdList[1], 1]], OTHER);
 
-      expect(result).toEqual({ acked: 2, read: undefined });
+      expect(result).toEqual({ acked: 2, read: undefined, details: undefined, notified: false });
       expect((await state(user)).b).toBe('2');
       expect(await owedIds(client, user)).toEqual([owedIdList[2]]);
       expect(await client.llen(keys.owed(user))).toBe(1);
@@ -960,10 +964,10 @@ describe('queue scripts', () => {
 
       const result = await queue.detach(user, 'c1', OTHER);
 
-      expect(result).toEqual({ requeued: 0, left: 1, removed: 1 });
+      expect(result).toEqual({ requeued: 0, left: 1, removed: 1, lookingChanged: false });
       expect(await owed(user)).toEqual(envelopes(stored));
       expect(await queued(user)).toEqual([]);
-      expect(await state(user)).toEqual({ 'c:c2': ME });
+      expect(await state(user)).toEqual({ 'c:c2': ME, L: LOOKING });
     });
 
     it('puts what is owed back at the head of the queue in order, marked sent, ahead of what was queued, without acked ids', async () => {
@@ -977,12 +981,12 @@ describe('queue scripts', () => {
 
       const result = await queue.detach(user, 'c1', ME);
 
-      expect(result).toEqual({ requeued: 2, left: 0, removed: 1 });
+      expect(result).toEqual({ requeued: 2, left: 0, removed: 1, lookingChanged: true });
       const back = await queued(user);
       expect(back).toEqual([markSent(stored[1].envelope), markSent(stored[3].envelope), stored[4].envelope, stored[5].envelope]);
       expect(JSON.parse(back[0])).toEqual({ rm: JSON.parse(stored[1].envelope).rm, sent: true });
       expect(await client.exists(keys.owed(user))).toBe(0);
-      expect(await state(user)).toEqual({ e: '7' });
+      expect(await state(user)).toEqual({ e: '7', L: AWAY });
       expect(await connectionCount(client, user)).toBe(0);
     });
 
@@ -996,7 +1000,7 @@ describe('queue scripts', () => {
       await queue.detach(waiting, 'c1', ME);
       await queue.detach(idle, 'c1', ME);
 
-      expect(await state(waiting)).toEqual({ t: String(NOW + 600_000) });
+      expect(await state(waiting)).toEqual({ t: String(NOW + 600_000), L: AWAY });
       expect(await client.exists(keys.state(idle), keys.owed(idle), keys.queue(idle))).toBe(0);
     });
 
@@ -1009,9 +1013,9 @@ describe('queue scripts', () => {
       const afterOther = await state(user);
       const mine = await queue.detach(user, '*', ME);
 
-      expect(other).toEqual({ requeued: 0, left: 1, removed: 2 });
-      expect(afterOther).toEqual({ 'c:c3': ME });
-      expect(mine).toEqual({ requeued: 2, left: 0, removed: 1 });
+      expect(other).toEqual({ requeued: 0, left: 1, removed: 2, lookingChanged: false });
+      expect(afterOther).toEqual({ 'c:c3': ME, L: LOOKING });
+      expect(mine).toEqual({ requeued: 2, left: 0, removed: 1, lookingChanged: true });
       expect(await queued(user)).toEqual(envelopes(stored).map(markSent));
     });
     describe('in pages', () => {
@@ -1034,14 +1038,15 @@ describe('queue scripts', () => {
         const rest = await queue.detach(user, 'c1', OTHER, PAGE);
 
         // The newest 10 (one acked: 9 back), ts of the queue head, 1 connection removed, more to come.
-        expect(firstCall).toEqual([9, 0, envelopeTs(stored[15].envelope), 1, 1]);
+        expect(firstCall).toEqual([9, 0, envelopeTs(stored[15].envelope), 1, 1, 1]);
         expect(afterFirst.owed).toEqual(envelopes(stored.slice(0, 15)));
         expect(afterFirst.queue).toEqual([...back.slice(14), behind.envelope]);
         // Still owed keeps its head position and its own out-of-order ack; the one that went left 'x'.
-        expect(afterFirst.state).toEqual({ x: envelopeId(stored[3].envelope) });
-        expect(rest).toEqual({ requeued: 14, left: 0, removed: 0 });
+        expect(afterFirst.state).toEqual({ x: envelopeId(stored[3].envelope), L: AWAY });
+        expect(rest).toEqual({ requeued: 14, left: 0, removed: 0, lookingChanged: false });
         expect(await queued(user)).toEqual([...back, behind.envelope]);
-        expect(await client.exists(keys.owed(user), keys.state(user))).toBe(0);
+        expect(await client.exists(keys.owed(user))).toBe(0);
+        expect(await state(user)).toEqual({ L: AWAY });
         expect(Number(await client.zscore(keys.queueIndex, user))).toBe(envelopeTs(stored[0].envelope));
       });
 
@@ -1056,7 +1061,7 @@ describe('queue scripts', () => {
         expect(attached).toMatchObject({ owed: 24, position: 0, first: true });
         const expected = [...stored.filter((_, i) => i !== 3 && i !== 20), behind].map((m) => envelopeId(m.envelope));
         expect(read.rows.map((row) => envelopeId(row.envelope))).toEqual(expected);
-        expect(late).toEqual({ requeued: 0, left: 1, removed: 0 });
+        expect(late).toEqual({ requeued: 0, left: 1, removed: 0, lookingChanged: false });
         expect(await state(user)).toMatchObject({ 'c:c2': ME });
       });
 
@@ -1066,9 +1071,10 @@ describe('queue scripts', () => {
 
         const reaped = await queue.detach(user, '*', THIRD, PAGE);
 
-        expect(reaped).toEqual({ requeued: 14, left: 0, removed: 0 });
+        expect(reaped).toEqual({ requeued: 14, left: 0, removed: 0, lookingChanged: false });
         expect(await queued(user)).toEqual([...back, behind.envelope]);
-        expect(await client.exists(keys.owed(user), keys.state(user))).toBe(0);
+        expect(await client.exists(keys.owed(user))).toBe(0);
+        expect(await state(user)).toEqual({ L: AWAY }); // when the user stopped looking: absences count from then
       });
     });
   });
@@ -1240,7 +1246,7 @@ describe('queue scripts', () => {
       const result = await expire(user);
 
       expect(result).toEqual([1, 0, 0]);
-      expect(await state(user)).toEqual({ e: '4', 'c:c1': ME });
+      expect(await state(user)).toEqual({ e: '4', 'c:c1': ME, L: LOOKING });
     });
   });
 
@@ -1331,9 +1337,9 @@ describe('queue scripts', () => {
       expect(read.rows.map((r) => r.position)).toEqual([0, 1]);
       expect(acked.acked).toBe(1);
       expect(acked.read!.rows).toEqual([{ position: 2, envelope: stored[2].envelope }]);
-      expect(detached).toEqual({ requeued: 2, left: 0, removed: 1 });
+      expect(detached).toEqual({ requeued: 2, left: 0, removed: 1, lookingChanged: true });
       expect(await queued(user, tk)).toEqual([markSent(stored[1].envelope), markSent(stored[2].envelope)]);
-      expect(await state(user, tk)).toEqual({ e: '2' });
+      expect(await state(user, tk)).toEqual({ e: '2', L: AWAY });
       expect(await client.exists(keys.queue(user), keys.state(user), keys.owed(user))).toBe(0);
     });
   });

@@ -12,7 +12,7 @@
   KEYS[1] queue   KEYS[2] owed   KEYS[3] state   KEYS[4] dropped counter   KEYS[5] inbox mark (unused)
   ARGV[1] connection id   ARGV[2] instance id   ARGV[3] user id   ARGV[4] instance channel prefix
   ARGV[5] queue expiry cutoff (ms; 0 for none)   ARGV[6] most connections per user (0: no limit)
-  ARGV[7] now (ms)   ARGV[8] entries per sweep page   ARGV[9] '0' when the socket said it is not visible, else '1'
+  ARGV[7] now (ms)   ARGV[8] entries per sweep page   ARGV[9] '0' when the socket said it is not visible, else (or absent) visible
 
   Returns: {messages owed (owed + queued), dropped since the last identify, first owed position,
             connections replaced (flat: conn, instance, ...), connections the user had before
@@ -30,7 +30,7 @@ local queue, owed, state = KEYS[1], KEYS[2], KEYS[3]
 local conn, instance, user, prefix = argString(1), argString(2), argString(3), argString(4)
 local cutoff, maxConns, now, page = argNumber(5), argNumber(6), argNumber(7), argNumber(8)
 if page < 1 then argError(8, 'a positive number') end
-local visible = argString(9) ~= '0'
+local visible = ARGV[9] ~= '0' -- absent: visible
 local st = readState(state)
 local registered = st.conns[conn] ~= nil
 redis.call('HSET', state, 'c:' .. conn, instance)
