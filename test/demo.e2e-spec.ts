@@ -1,6 +1,8 @@
 // The demo page (DEMO=true) in headless Debian Chromium driven by playwright-core: two
-// pages as two users, a message queued while a page is closed, a screenshot; and the
-// SDK loaded as an ES module in the browser, receiving a published message and acking it.
+// pages as two users, a message queued while a page is closed, a screenshot; a message
+// taken back by its sender while unread on a hidden page, the visibility badge and the
+// SDK's visibility frame; and the SDK loaded as an ES module in the browser, receiving a
+// published message and acking it.
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -66,6 +68,21 @@ async function identify(page: Page, id: string): Promise<void> {
 }
 
 const message = (page: Page, text: string) => page.locator('#messages li', { hasText: text });
+const sentMessage = (page: Page, text: string) => page.locator('#sent-messages li', { hasText: text });
+/** Headless pages are always visible: this makes one look hidden (or visible again) to its scripts, as a background tab does. */
+const setHidden = (page: Page, hidden: boolean) =>
+  // A string: the test's tsconfig has no DOM types.
+  page.evaluate(`(() => {
+    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => ${JSON.stringify(hidden ? 'hidden' : 'visible')} });
+    Object.defineProperty(document, 'hidden', { configurable: true, get: () => ${hidden} });
+    document.dispatchEvent(new Event('visibilitychange'));
+  })()`);
+/** The frames a page sends on its WebSockets, parsed; listen before the page connects. */
+function framesSent(page: Page): Array<{ event: string; data: Record<string, unknown> }> {
+  const frames: Array<{ event: string; data: Record<string, unknown> }> = [];
+  page.on('websocket', (ws) => ws.on('framesent', ({ payload }) => frames.push(JSON.parse(String(payload)))));
+  return frames;
+}
 const waitAllAcked = (id: string) => waitFor(async () => (await leftoverKeys(r, id)).length === 0, 10_000, `no owed or queued keys left for ${id}`);
 
 describe('demo page', () => {
@@ -115,6 +132,91 @@ describe('demo page', () => {
     await b.locator('#state', { hasText: /^closed$/ }).waitFor();
     await a.close();
     await b.close();
+  });
+
+  it('take back: unread on a hidden page, a message goes from it when its sender takes it back; a read one is too late; the visibility badge and frames', async () => {
+    const alice = uniqueId('alice');
+    const bob = uniqueId('bob');
+    const a = await openDemo();
+    await identify(a, alice);
+    const b = await openDemo();
+    const frames = framesSent(b);
+    const visibility = () => frames.filter((f) => f.event === 'visibility').map((f) => f.data);
+    await identify(b, bob);
+    expect(await a.locator('#visibility').innerText()).toBe('visible');
+    expect(await b.locator('#visibility').innerText()).toBe('visible');
+    expect(visibility()).toEqual([]); // visible is what the server takes a new socket for
+
+    // Bob's page goes to the background: the badge says so, and the SDK tells the server.
+    await setHidden(b, true);
+    await b.locator('#visibility', { hasText: /^hidden$/ }).waitFor();
+    await waitFor(() => visibility().length > 0, 5_000, 'a visibility frame from the hidden page');
+    expect(visibility()).toEqual([{ visible: false }]);
+
+    // Sent to the hidden page: shown there, unread, so not acked. (Alice's page in front: a click on a page behind another waits about 2 s here.)
+    await a.bringToFront();
+    await a.fill('#to', bob);
+    await a.fill('#payload', 'take me back');
+    await a.click('#send-button');
+    const shown = message(b, 'take me back');
+    await shown.waitFor();
+    expect(await shown.getAttribute('class')).toBe('unread');
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the SDK would have acked by now (10 ms) on a visible page
+    expect(await r.llen(`rm:users:${bob}:owed`)).toBe(1);
+
+    // Alice takes it back: it goes from bob's page, and nothing is owed any more.
+    const id = await sentMessage(a, 'take me back').getAttribute('data-id');
+    expect(id).toEqual(expect.any(String));
+    expect(await shown.getAttribute('data-id')).toBe(id);
+    await sentMessage(a, 'take me back').locator('button.take-back').click();
+    await sentMessage(a, 'take me back').locator('.outcome', { hasText: 'taken back: gone from their screen' }).waitFor();
+    await shown.waitFor({ state: 'detached' });
+    await b.locator('#log li', { hasText: `taken back by its sender: #${id}` }).waitFor();
+    await waitAllAcked(bob);
+
+    // One more while hidden, then bob looks: read (acked) then, and too late to take back.
+    await a.fill('#payload', 'read when you are back');
+    await a.click('#send-button');
+    const later = message(b, 'read when you are back');
+    await later.waitFor();
+    expect(await later.getAttribute('class')).toBe('unread');
+    await setHidden(b, false);
+    await b.locator('#visibility', { hasText: /^visible$/ }).waitFor();
+    await waitFor(() => visibility().length === 2, 5_000, 'the second visibility frame');
+    expect(visibility()).toEqual([{ visible: false }, { visible: true }]);
+    await waitAllAcked(bob);
+    expect(await later.getAttribute('class')).toBe('');
+    await sentMessage(a, 'read when you are back').locator('button.take-back').click();
+    await sentMessage(a, 'read when you are back').locator('.outcome', { hasText: 'too late: already read' }).waitFor();
+    expect(await later.isVisible()).toBe(true);
+
+    // Nothing but identify, acks and visibility went out; the socket stayed up throughout (the
+    // server's answer to visibility, whatever it is, did not close it).
+    expect([...new Set(frames.map((f) => f.event))].sort()).toEqual(['ack', 'identify', 'visibility']);
+    expect(frames.filter((f) => f.event === 'identify')).toHaveLength(1);
+    expect(await b.locator('#state').innerText()).toBe('ready');
+    await a.close();
+    await b.close();
+  });
+
+  it('the take-back route: 404 for an unknown message, 400 without a valid to, 200 queued for a user who is away', async () => {
+    const unknown = await fetch(`${server.url}/demo/messages/no.such.id?to=${uniqueId('nobody')}`, { method: 'DELETE' });
+    expect(unknown.status).toBe(404);
+    expect(((await unknown.json()) as { message: string }).message).toMatch(/^message no\.such\.id is not waiting for /);
+    for (const query of ['', '?to=.starts-with-dot']) {
+      const res = await fetch(`${server.url}/demo/messages/x${query}`, { method: 'DELETE' });
+      expect(res.status).toBe(400);
+    }
+    // Queued (the user is away): taken back before it reached them.
+    const user = uniqueId('away');
+    const sent = await fetch(`${server.url}/demo/messages`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ to: user, payload: 'never mind' }) });
+    expect(sent.status).toBe(202);
+    const { id, channel } = (await sent.json()) as { id: string; channel: string };
+    expect(channel).toBe(`rm.users.${user}`);
+    expect(await r.llen(`rm:users:${user}:messages`)).toBe(1);
+    const taken = await fetch(`${server.url}/demo/messages/${id}?to=${user}`, { method: 'DELETE' });
+    expect([taken.status, await taken.json()]).toEqual([200, { retracted: 'queued' }]);
+    expect(await r.llen(`rm:users:${user}:messages`)).toBe(0);
   });
 
   it('the send form says why a bad recipient is refused (400 from POST /demo/messages)', async () => {
@@ -206,6 +308,7 @@ describe('without DEMO', () => {
       expect((await fetch(`${plain.url}/demo/client.js`)).status).toBe(404);
       const post = await fetch(`${plain.url}/demo/messages`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"to":"a","payload":"b"}' });
       expect(post.status).toBe(404);
+      expect((await fetch(`${plain.url}/demo/messages/x?to=a`, { method: 'DELETE' })).status).toBe(404);
     } finally {
       await plain.stop();
     }

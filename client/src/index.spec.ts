@@ -1,6 +1,6 @@
 // The SDK's pure parts (the backoff schedule, the bounded dedupe memory, when a token is
 // refreshed), and its timing on a scripted socket with fake timers: the jittered reconnect
-// after 1001, the refresh ahead of exp, TOKEN_EXPIRED as a reconnect.
+// after 1001, the refresh ahead of exp, TOKEN_EXPIRED as a reconnect, visibility.
 // Its behaviour on a real server is in test/client.e2e-spec.ts.
 import { DEFAULT_RECONNECT, RecentIds, RedMessengerClient, type RedMessengerError, reconnectDelay, refreshAt, tokenTimes, type WebSocketLike } from './index';
 
@@ -246,5 +246,182 @@ describe('RedMessengerClient timing (fake timers, scripted socket)', () => {
     await ready(() => 'a-plain-key');
     await jest.advanceTimersByTimeAsync(120_000);
     expect(last().sent.filter((f) => f.event === 'refresh')).toEqual([]);
+  });
+});
+
+describe('visibility (fake timers, scripted socket)', () => {
+  let client: RedMessengerClient | undefined;
+  let errors: RedMessengerError[];
+  const last = () => FakeSocket.all[FakeSocket.all.length - 1];
+  const settle = () => jest.advanceTimersByTimeAsync(0);
+  const visibility = (socket: FakeSocket) => socket.sent.filter((f) => f.event === 'visibility').map((f) => f.data);
+
+  beforeEach(() => {
+    jest.useFakeTimers({ now: 1_700_000_000_000 });
+    FakeSocket.all = [];
+    errors = [];
+  });
+  afterEach(() => {
+    client?.close();
+    client = undefined;
+    delete (globalThis as { document?: unknown }).document;
+    jest.useRealTimers();
+    jest.restoreAllMocks();
+  });
+
+  function create(): RedMessengerClient {
+    client = new RedMessengerClient({ url: 'ws://x/', id: 'u1', WebSocket: FakeSocket });
+    client.on('error', (e) => errors.push(e));
+    client.on('message', () => undefined);
+    return client;
+  }
+
+  /** Opens the last socket and answers its identify with ready. */
+  async function answerReady(): Promise<FakeSocket> {
+    await settle();
+    last().open();
+    last().frame('ready', { id: 'u1', channel: 'rm.users.u1', queued: 0 });
+    await settle();
+    return last();
+  }
+
+  it('visible by default: nothing is sent at ready; a change after ready is sent at once, an unchanged call sends nothing', async () => {
+    const c = create();
+    expect(c.visible).toBe(true);
+    const connected = c.connect();
+    const socket = await answerReady();
+    await connected;
+    expect(socket.sent.map((f) => f.event)).toEqual(['identify']);
+
+    c.setVisible(true); // unchanged
+    expect(visibility(socket)).toEqual([]);
+    c.setVisible(false);
+    expect(c.visible).toBe(false);
+    c.setVisible(false); // unchanged
+    c.setVisible(true);
+    c.setVisible(true); // unchanged
+    expect(visibility(socket)).toEqual([{ visible: false }, { visible: true }]);
+    expect(errors).toEqual([]);
+  });
+
+  it('hidden before ready: remembered, and sent right after ready (before the ready listeners run)', async () => {
+    const c = create();
+    const order: string[] = [];
+    c.on('ready', () => order.push(`ready listener after ${last().sent.map((f) => f.event).join(',')}`));
+    c.setVisible(false); // not connected: remembered, nothing to send to
+    const connected = c.connect();
+    await settle();
+    last().open();
+    c.setVisible(true); // connecting: remembered
+    c.setVisible(false);
+    expect(visibility(last())).toEqual([]);
+    last().frame('ready', { id: 'u1', channel: 'rm.users.u1', queued: 0 });
+    await connected;
+    expect(last().sent).toEqual([
+      { event: 'identify', data: { id: 'u1' } },
+      { event: 'visibility', data: { visible: false } },
+    ]);
+    expect(order).toEqual(['ready listener after identify,visibility']);
+  });
+
+  it('hidden then visible again before ready: nothing is sent (a new socket counts as visible)', async () => {
+    const c = create();
+    const connected = c.connect();
+    await settle();
+    c.setVisible(false);
+    c.setVisible(true);
+    const socket = await answerReady();
+    await connected;
+    expect(visibility(socket)).toEqual([]);
+  });
+
+  it('re-sent after every reconnect while hidden; a change while reconnecting is remembered for the next ready', async () => {
+    jest.spyOn(Math, 'random').mockReturnValue(0.5);
+    const c = create();
+    const connected = c.connect();
+    const first = await answerReady();
+    await connected;
+    c.setVisible(false);
+    expect(visibility(first)).toEqual([{ visible: false }]);
+
+    first.serverClose(1006);
+    expect(c.state).toBe('reconnecting');
+    await jest.advanceTimersByTimeAsync(1_000);
+    const second = await answerReady();
+    expect(second).not.toBe(first);
+    expect(visibility(second)).toEqual([{ visible: false }]); // the server took the new socket for visible
+
+    second.serverClose(1006);
+    c.setVisible(true); // while reconnecting: not sent anywhere, remembered
+    expect(visibility(second)).toEqual([{ visible: false }]);
+    await jest.advanceTimersByTimeAsync(2_000);
+    const third = await answerReady();
+    expect(visibility(third)).toEqual([]); // visible is what a new socket is taken for
+    expect(c.visible).toBe(true);
+  });
+
+  it("a server that does not know visibility answers UNKNOWN_EVENT: no error event, the client stays ready; other UNKNOWN_EVENTs are still reported", async () => {
+    const c = create();
+    const connected = c.connect();
+    const socket = await answerReady();
+    await connected;
+    c.setVisible(false);
+    socket.frame('error', { code: 'UNKNOWN_EVENT', message: 'Unknown event "visibility"' });
+    expect(errors).toEqual([]);
+    expect(c.state).toBe('ready');
+    socket.frame('error', { code: 'UNKNOWN_EVENT', message: 'Unknown event "other"' });
+    expect(errors.map((e) => [e.code, e.fatal])).toEqual([['UNKNOWN_EVENT', false]]);
+    expect(c.state).toBe('ready');
+    // Still sends changes and still receives.
+    c.setVisible(true);
+    expect(visibility(socket)).toEqual([{ visible: false }, { visible: true }]);
+  });
+
+  it('in a browser: follows document.visibilityState (visibilitychange), hidden at connect is sent after ready, and stops listening at close()', async () => {
+    const listeners = new Set<() => void>();
+    const doc = {
+      visibilityState: 'hidden',
+      addEventListener: (type: string, fn: () => void) => type === 'visibilitychange' && listeners.add(fn),
+      removeEventListener: (type: string, fn: () => void) => type === 'visibilitychange' && listeners.delete(fn),
+    };
+    const change = (state: string) => {
+      doc.visibilityState = state;
+      for (const fn of [...listeners]) fn();
+    };
+    (globalThis as { document?: unknown }).document = doc;
+
+    const c = create();
+    expect(c.visible).toBe(false); // read at construction
+    const connected = c.connect();
+    expect(listeners.size).toBe(1);
+    const socket = await answerReady();
+    await connected;
+    expect(visibility(socket)).toEqual([{ visible: false }]);
+
+    change('visible');
+    change('visible'); // no change
+    change('hidden');
+    change('prerender'); // not in front of the user either: no change
+    expect(visibility(socket)).toEqual([{ visible: false }, { visible: true }, { visible: false }]);
+    expect(c.visible).toBe(false);
+
+    c.setVisible(true); // the app may say otherwise, until the document's next change
+    change('hidden');
+    expect(visibility(socket)).toEqual([{ visible: false }, { visible: true }, { visible: false }, { visible: true }, { visible: false }]);
+
+    c.close();
+    expect(listeners.size).toBe(0);
+    change('visible');
+    expect(visibility(socket)).toHaveLength(5);
+  });
+
+  it('a document without visibilityState (not a browser page) is not followed', async () => {
+    (globalThis as { document?: unknown }).document = { addEventListener: jest.fn(), removeEventListener: jest.fn() };
+    const c = create();
+    const connected = c.connect();
+    const socket = await answerReady();
+    await connected;
+    expect(c.visible).toBe(true);
+    expect(visibility(socket)).toEqual([]);
   });
 });

@@ -3,7 +3,9 @@
  * reconnects with backoff, hands messages to your handler in order and one at a
  * time, acks them (batched) once the handler has settled, and hands each id over
  * only once even when the server sends it again after a reconnect. With a token
- * function and a JWT, it refreshes the token ahead of its `exp`.
+ * function and a JWT, it refreshes the token ahead of its `exp`. It tells the server
+ * whether the app is in front of the user (`visibility`): in browsers from
+ * `document.visibilityState`, elsewhere from `setVisible()`.
  *
  * No dependencies: it runs on the platform's WebSocket (browsers, Node 22+) or on
  * a constructor you pass in (`ws` on Node 20).
@@ -137,6 +139,24 @@ const STOP_CODES: Record<number, string> = {
 /** Error frames after which the socket stays open. */
 const NON_FATAL = new Set(['UNKNOWN_EVENT', 'BAD_ACK', 'UNAVAILABLE']);
 
+/** A server older than 1.2 answers a `visibility` frame with this (the socket stays open): not worth an error event. */
+const VISIBILITY_UNKNOWN = 'Unknown event "visibility"';
+
+/** The part of a browser's `document` the client reads: whether the page is in front of the user, and when that changes. */
+interface VisibilitySource {
+  readonly visibilityState: string;
+  addEventListener(type: 'visibilitychange', listener: () => void): void;
+  removeEventListener(type: 'visibilitychange', listener: () => void): void;
+}
+
+/** The global `document` when it has what the client reads (browsers), else undefined (Node, workers, React Native). */
+function visibilitySource(): VisibilitySource | undefined {
+  const doc = (globalThis as { document?: Partial<VisibilitySource> }).document;
+  return doc && typeof doc.visibilityState === 'string' && typeof doc.addEventListener === 'function' && typeof doc.removeEventListener === 'function'
+    ? (doc as VisibilitySource)
+    : undefined;
+}
+
 const OPEN = 1;
 /** setTimeout's longest delay (about 24.8 days): a later refresh is reached in steps. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -234,6 +254,11 @@ export class RedMessengerClient {
   private timers: Partial<Record<TimerName, Timer>> = {};
   /** The token the current socket identified with, then the one of its last refresh sent. */
   private token?: Obtained;
+  /** Whether the app is in front of the user; a new socket counts as visible until told otherwise. */
+  private isVisible = true;
+  /** The browser's document while connect()ed, and the listener following its visibilitychange. */
+  private readonly document = visibilitySource();
+  private readonly onVisibilityChange = () => this.setVisible(this.document!.visibilityState === 'visible');
 
   constructor(options: ClientOptions) {
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
@@ -242,10 +267,29 @@ export class RedMessengerClient {
     this.options = options;
     this.backoff = { ...DEFAULT_RECONNECT, ...options.reconnect };
     this.recent = new RecentIds(options.dedupeSize ?? 10_000);
+    if (this.document) this.isVisible = this.document.visibilityState === 'visible';
   }
 
   get state(): State {
     return this.current;
+  }
+
+  /** Whether the server is (or, once ready, will be) told that the app is in front of the user. */
+  get visible(): boolean {
+    return this.isVisible;
+  }
+
+  /**
+   * Tells the server whether the app is in front of the user (a `visibility` frame), when
+   * it changes. While not ready it is remembered and sent after the next `ready` if not
+   * visible (a new socket counts as visible). In browsers the client follows
+   * `document.visibilityState` by itself; a call overrides it until the next change there.
+   */
+  setVisible(visible: boolean): void {
+    visible = Boolean(visible);
+    if (visible === this.isVisible) return;
+    this.isVisible = visible;
+    if (this.current === 'ready') this.sendVisibility();
   }
 
   on<K extends keyof ClientEvents>(event: K, listener: ClientEvents[K]): this {
@@ -270,6 +314,10 @@ export class RedMessengerClient {
     let reject!: (e: RedMessengerError) => void;
     const promise = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
     this.first = { promise, resolve, reject };
+    if (this.document) {
+      this.document.addEventListener('visibilitychange', this.onVisibilityChange);
+      this.isVisible = this.document.visibilityState === 'visible';
+    }
     this.setState('connecting');
     void this.open();
     return promise;
@@ -365,6 +413,8 @@ export class RedMessengerClient {
         return;
       case 'error': {
         const error = new RedMessengerError(String(d.code ?? 'ERROR'), String(d.message ?? 'error frame without a message'));
+        // A server older than 1.2 does not know `visibility`; it stays open and the client goes on without it.
+        if (this.current === 'ready' && error.code === 'UNKNOWN_EVENT' && error.message === VISIBILITY_UNKNOWN) return;
         // Before ready every error closes the socket, after it most do: report it with that close.
         if (this.current === 'ready' && NON_FATAL.has(error.code)) this.emitError(error);
         else this.held = error;
@@ -377,6 +427,8 @@ export class RedMessengerClient {
 
   private onReady(d: Record<string, unknown>): void {
     this.clearTimers('ready');
+    // The server counts a new socket as visible: say so if the app is not (before any listener runs).
+    if (!this.isVisible) this.sendVisibility();
     this.timers.stable = setTimeout(() => (this.attempt = 0), this.backoff.stableAfterMs);
     this.setState('ready');
     this.scheduleRefresh(this.conn);
@@ -444,6 +496,7 @@ export class RedMessengerClient {
 
   private stop(error: RedMessengerError): void {
     this.stopped = true;
+    this.document?.removeEventListener('visibilitychange', this.onVisibilityChange);
     this.conn++;
     this.clearTimers('retry', 'ready', 'stable', 'ack', 'refresh');
     this.setState('closed');
@@ -482,6 +535,12 @@ export class RedMessengerClient {
     if (conn !== this.conn || !this.ws || this.ws.readyState !== OPEN) return;
     this.token = { token, at };
     this.ws.send(JSON.stringify({ event: 'refresh', data: { token } }));
+  }
+
+  /** Tells the current socket whether the app is visible (after its `ready` only). */
+  private sendVisibility(): void {
+    if (!this.ws || this.ws.readyState !== OPEN) return; // the next ready says it
+    this.ws.send(JSON.stringify({ event: 'visibility', data: { visible: this.isVisible } }));
   }
 
   // -------------------------------------------------------------------------

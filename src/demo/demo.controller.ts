@@ -1,11 +1,10 @@
-import { Body, Controller, Get, Header, HttpCode, Inject, Post, ServiceUnavailableException, ValidationPipe } from '@nestjs/common';
+import { Body, Controller, Delete, Get, Header, HttpCode, NotFoundException, Param, Post, Query, ServiceUnavailableException, ValidationPipe } from '@nestjs/common';
 import { IsString, Matches, MaxLength } from 'class-validator';
-import type { Redis } from 'ioredis';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
-import { ID_PATTERN, USER_CHANNEL_PREFIX } from '../queue/queue-keys';
-import { REDIS_CLIENT } from '../redis/redis.constants';
+import { PublishService } from '../publish/publish.service';
+import { ID_PATTERN, USER_CHANNEL_PREFIX, isValidId } from '../queue/queue-keys';
 
 export class SendMessageDto {
   @IsString({ message: 'to must be a string' })
@@ -17,16 +16,22 @@ export class SendMessageDto {
   payload: string;
 }
 
+export class RetractQueryDto {
+  @IsString({ message: 'to must be a string' })
+  @Matches(ID_PATTERN, { message: 'to must be a user id: 1 to 128 of A-Z a-z 0-9 . _ @ -, starting with a letter or a digit' })
+  to: string;
+}
+
 const PUBLIC = join(__dirname, 'public');
 const NO_CACHE = 'no-store';
 
-/** The page, its script and style, and the SDK's ESM build; read once, on first request. */
+/** The page, its script and style, the SDK's ESM build (read once, on first request), and its send and take-back routes. */
 @Controller('demo')
 export class DemoController {
   private readonly files = new Map<string, string>();
 
   constructor(
-    @Inject(REDIS_CLIENT) private readonly redis: Redis,
+    private readonly publisher: PublishService,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
   ) {}
 
@@ -64,18 +69,33 @@ export class DemoController {
     }
   }
 
-  /** Demo only: anyone may send to anyone. */
+  /**
+   * Demo only: anyone may send to anyone. Stored as POST /v1/messages stores (without its
+   * key): answered once stored, with the message's id, which the page's "take back" needs.
+   */
   @Post('messages')
   @HttpCode(202)
-  async send(@Body(new ValidationPipe({ forbidUnknownValues: true })) body: SendMessageDto): Promise<{ channel: string }> {
-    return { channel: await this.publish(body.to, body.payload) };
+  async send(@Body(new ValidationPipe({ forbidUnknownValues: true })) body: SendMessageDto): Promise<{ channel: string; id: string }> {
+    const id = this.publisher.newId();
+    const [result] = await this.publisher.storeAll([{ publication: { to: body.to, payload: body.payload }, id, ts: Date.now() }]);
+    if (result.failed) throw new ServiceUnavailableException(`Redis did not store the message (${result.failed.message}); retry`);
+    if (result.refused > 0) throw new ServiceUnavailableException(`the queue of ${body.to} is full: not stored`);
+    return { channel: `${USER_CHANNEL_PREFIX}${body.to}`, id: result.answer ?? id };
   }
 
-  /** The one place the demo sends: a plain PUBLISH, as any app would (POST /v1/messages can replace it). */
-  private async publish(to: string, payload: string): Promise<string> {
-    const channel = `${USER_CHANNEL_PREFIX}${to}`;
-    await this.redis.publish(channel, payload);
-    return channel;
+  /**
+   * Demo only, as the send route: takes a message back for a user, as DELETE /v1/messages/<id>?to=<user>
+   * does (without its key). 404 once it is acked: a message read cannot be taken back.
+   */
+  @Delete('messages/:id')
+  @HttpCode(200)
+  async retract(
+    @Param('id') id: string,
+    @Query(new ValidationPipe({ forbidUnknownValues: true })) query: RetractQueryDto,
+  ): Promise<{ retracted: 'queued' | 'sent' }> {
+    const retracted = isValidId(id) ? await this.publisher.retract(query.to, id) : undefined;
+    if (retracted === undefined) throw new NotFoundException(`message ${id} is not waiting for ${query.to} (read already, taken back already, or never sent to them)`);
+    return { retracted };
   }
 
   private read(name: string, file: string): string {

@@ -7,7 +7,7 @@ import { PublishController } from './publish.controller';
 import { PublishService } from './publish.service';
 
 /** The publish paths that cannot lose a message: POST /v1/messages and the inbox stream rm:inbox. */
-@Module({ imports: [QueueModule, RouterModule], controllers: [PublishController], providers: [PublishService, InboxService] })
+@Module({ imports: [QueueModule, RouterModule], controllers: [PublishController], providers: [PublishService, InboxService], exports: [PublishService] })
 export class PublishModule implements NestModule {
   configure(consumer: MiddlewareConsumer): void {
     consumer.apply(PublishBodyMiddleware).forRoutes({ path: PUBLISH_PATH.slice(1), method: RequestMethod.POST });

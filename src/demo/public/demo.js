@@ -8,18 +8,33 @@ const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.hos
 
 let client;
 let queuedLeft = 0; // messages of the current ready's backlog still to arrive
+/** Messages shown while the page was hidden, not acked yet: id -> what lets the SDK ack it. */
+const unread = new Map();
 
-/** The demo's only way to send (switch it to POST /v1/messages when that exists). */
+/** The demo's way to send: stored like POST /v1/messages, answered with the message's id. */
 async function send(to, payload) {
   const res = await fetch('/demo/messages', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ to, payload }),
   });
+  return answer(res);
+}
+
+/** Takes a message back for its recipient (as DELETE /v1/messages/<id>?to=<user>): 404 once it was read. */
+async function takeBack(id, to) {
+  const res = await fetch(`/demo/messages/${encodeURIComponent(id)}?to=${encodeURIComponent(to)}`, { method: 'DELETE' });
+  return answer(res);
+}
+
+async function answer(res) {
   const body = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error([].concat(body.message ?? res.statusText).join('; '));
+  if (!res.ok) throw Object.assign(new Error([].concat(body.message ?? res.statusText).join('; ')), { status: res.status });
   return body;
 }
+
+/** What the SDK tells the server too: the page counts as visible only while it is in front of you. */
+const pageVisible = () => document.visibilityState === 'visible';
 
 function log(text, isError = false) {
   const li = document.createElement('li');
@@ -42,9 +57,30 @@ function age(ts) {
   return s < 60 ? `${s.toFixed(1)} s ago` : `${Math.round(s / 60)} min ago`;
 }
 
+function showVisibility() {
+  const visible = pageVisible();
+  $('visibility').textContent = visible ? 'visible' : 'hidden';
+  $('visibility').className = `visibility ${visible ? 'visible' : 'hidden'}`;
+}
+
+/** Resolves when the message has been on a visible page: the SDK acks it then. */
+function read(id) {
+  if (pageVisible()) return undefined;
+  return new Promise((resolve) => unread.set(id, resolve));
+}
+
+function markRead(id) {
+  unread.get(id)?.();
+  unread.delete(id);
+  messageElement(id)?.classList.remove('unread');
+}
+
+const messageElement = (id) => [...document.querySelectorAll('#messages li')].find((li) => li.dataset.id === id);
+
 function showMessage(m, queued) {
   const li = document.createElement('li');
   li.dataset.id = m.id;
+  if (!pageVisible()) li.className = 'unread';
   li.dataset.ts = String(m.ts);
   const text = document.createElement('span');
   text.className = 'payload';
@@ -66,6 +102,45 @@ function showMessage(m, queued) {
   $('messages').prepend(li);
 }
 
+/** A sent message, with the button that takes it back from its recipient. */
+function showSent(id, to, payload) {
+  const li = document.createElement('li');
+  li.dataset.id = id;
+  const text = document.createElement('span');
+  text.className = 'payload';
+  text.textContent = payload;
+  const meta = document.createElement('span');
+  meta.className = 'meta';
+  meta.textContent = `#${id} to ${to} `;
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'take-back';
+  button.textContent = 'take back';
+  const outcome = document.createElement('span');
+  outcome.className = 'outcome';
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    try {
+      const { retracted } = await takeBack(id, to);
+      outcome.textContent = retracted === 'queued' ? 'taken back before it reached them' : 'taken back: gone from their screen';
+      li.classList.add('retracted');
+      button.remove();
+    } catch (e) {
+      outcome.textContent = e.status === 404 ? 'too late: already read' : `not taken back: ${e.message}`;
+      if (e.status === 404) button.remove();
+      else button.disabled = false;
+    }
+  });
+  meta.append(button, outcome);
+  li.append(text, meta);
+  $('sent-messages').prepend(li);
+}
+
+document.addEventListener('visibilitychange', () => {
+  showVisibility();
+  if (pageVisible()) for (const id of [...unread.keys()]) markRead(id);
+});
+
 // Ages move on while the page is open.
 setInterval(() => {
   for (const el of document.querySelectorAll('#messages li')) el.querySelector('.age').textContent = age(Number(el.dataset.ts));
@@ -84,7 +159,14 @@ $('identify').addEventListener('submit', async (event) => {
   client.on('message', (m) => {
     showMessage(m, queuedLeft > 0);
     if (queuedLeft > 0) queuedLeft--;
-  }); // returns at once: the SDK acks it
+    return read(m.id);
+  }); // at once on a visible page, else when the page is visible again: the SDK acks it then
+  client.on('retract', (id) => {
+    // The sender took it back: it goes from the screen (and is no longer waiting to be read).
+    markRead(id);
+    messageElement(id)?.remove();
+    log(`taken back by its sender: #${id}`);
+  });
   client.on('error', (e) => log(`${e.code}: ${e.message}`, true));
   try {
     await client.connect();
@@ -103,13 +185,15 @@ $('send').addEventListener('submit', async (event) => {
   const to = $('to').value.trim();
   const payload = $('payload').value;
   try {
-    const { channel } = await send(to, payload);
+    const { channel, id } = await send(to, payload);
     $('sent').textContent = `Sent to ${channel}.`;
     $('payload').value = '';
+    showSent(id, to, payload);
   } catch (e) {
     $('sent').textContent = `Not sent: ${e.message}`;
   }
 });
 
 showState('closed');
+showVisibility();
 window.demoReady = true; // for tests: the module has loaded
