@@ -375,6 +375,7 @@ describe('route shards (shards-1.lua)', () => {
       const idA = uniqueId('a');
       const idB = uniqueId('b');
       const a = make(idA);
+      await tickOf(a); // a holds every shard before b joins (b's own connection: no race with a's first tick)
       // b's own connection, whose tick answers are held back: the completion line (heard on the
       // subscriber connection) overtakes the answer to a tick Redis ran before the completion.
       const bClient = redis.client();
@@ -418,6 +419,38 @@ describe('route shards (shards-1.lua)', () => {
       // The next answer (asked after the line) is authoritative again, and agrees.
       bClient.rmShards = run as typeof bClient.rmShards;
       await tickOf(b);
+      expect(moving.map((s) => b.epochFor(s))).toEqual(moving.map(() => 2));
+    });
+
+    it('sends a completion again with the next tick when the tick that carried it failed (Redis away)', async () => {
+      const idA = uniqueId('a');
+      const idB = uniqueId('b');
+      const aClient = redis.client();
+      const keys = Object.assign(new QueueKeys(false), { shards: key, controlChannel: control });
+      const a = new ShardsService(aClient, withDefaults({ instanceId: idA }), keys, metrics);
+      services.push(a);
+      a.listen();
+      await tickOf(a); // a holds every shard before b joins (its own connection: no race with b's first tick)
+      const b = make(idB);
+      await tickOf(b);
+      const moving = shardsOf(idB, [idA, idB]);
+      await tickOf(a);
+      const handed: number[] = [];
+      for (const line of await lines()) {
+        const shard = a.control(line);
+        b.control(line);
+        if (shard !== undefined) handed.push(shard);
+      }
+
+      const run = aClient.rmShards.bind(aClient);
+      aClient.rmShards = (() => Promise.reject(new Error('Connection is closed.'))) as typeof aClient.rmShards;
+      for (const shard of handed) await a.complete(shard);
+      const whileAway = (await lines()).filter((line) => line.startsWith('t|'));
+      aClient.rmShards = run as typeof aClient.rmShards;
+      await tickOf(a);
+      for (const line of await lines()) b.control(line);
+
+      expect(whileAway).toEqual([]);
       expect(moving.map((s) => b.epochFor(s))).toEqual(moving.map(() => 2));
     });
 

@@ -58,6 +58,8 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
    * ignore its messages until the next tick).
    */
   private readonly taken = new Map<number, number>();
+  /** Hand-overs this instance finished routing up to their announcement, until a tick has told Redis (one may fail: Redis away). */
+  private readonly completing = new Set<number>();
   private ticksSent = 0;
   private readonly waiters = new Set<() => void>();
   private leaseUntil = 0;
@@ -182,7 +184,8 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
   /** This instance has routed everything it heard before handing `shard` over: the new holder takes it now. */
   async complete(shard: number): Promise<void> {
     this.handing.delete(shard);
-    await this.tick([shard]);
+    this.completing.add(shard);
+    await this.tick();
   }
 
   /** Shutting down: hand every shard over now (the router then routes up to each announcement and completes). */
@@ -201,17 +204,20 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
     return this.handing.size > 0 || this.announced.size > 0;
   }
 
-  private tick(completes: number[] = []): Promise<void> {
+  private tick(): Promise<void> {
     if (!this.listening) return Promise.resolve(); // never joined: nothing held, nothing to leave
     const run = async () => {
       await this.ticking;
       const askedAt = Date.now();
       const tickNo = ++this.ticksSent;
+      // Sent with every tick until one succeeds: a completion lost to a failed call would leave the new holder waiting.
+      const completes = [...this.completing];
       try {
         const [, ...flat] = await this.metrics.timeRedis(
           'shards',
           this.redis.rmShards(this.keys.shards, this.instanceId, SHARD_TTL_MS, SHARD_COUNT, this.keys.controlChannel, this.leaving ? 'leave' : 'tick', ...completes),
         );
+        for (const shard of completes) this.completing.delete(shard);
         this.apply(flat, askedAt, tickNo);
         if (this.failing) this.logger.log('Route shard leases are renewed again');
         this.failing = false;
