@@ -180,7 +180,7 @@ function serverReleased(serverPort, clientPort) {
   releasePoller ??= setInterval(() => {
     const held = new Set();
     for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-      let text = '';
+      let text;
       try {
         text = fs.readFileSync(file, 'utf8');
       } catch {
@@ -416,7 +416,10 @@ function startProxy(targetPort) {
     pairOf: (localPort) => pairs.get(localPort),
     listen: () => new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((proxy.port = server.address().port)))),
     close: () => {
-      for (const p of pairs.values()) p.client.destroy(), p.upstream.destroy();
+      for (const p of pairs.values()) {
+        p.client.destroy();
+        p.upstream.destroy();
+      }
       server.close();
     },
   };

@@ -516,7 +516,7 @@ async function soak(opts) {
   const live = new Set();
   let churning = true;
   const rand = (a, b) => a + Math.random() * (b - a);
-  async function churner(slot) {
+  async function churner() {
     await sleep(rand(0, 3000)); // ramp up over 3 s
     let backoff = 100;
     for (let guard = 0; churning && guard < 1_000_000; guard++) {
@@ -540,9 +540,7 @@ async function soak(opts) {
 
   // --- publisher ------------------------------------------------------------
   let publishing = true;
-  let pubBatches = 0;
   let pubInFlight = 0;
-  let pubFailures = 0;
   const pubStart = Date.now();
   const publisherDone = (async () => {
     const perTickCap = Math.max(1, Math.ceil(opts.rate / 20));
@@ -561,14 +559,12 @@ async function soak(opts) {
           pipe.publish(`rm.users.${userIds[u]}`, JSON.stringify({ g, u, n: Math.floor(g / opts.users), t: now }));
         }
         pubInFlight++;
-        pubBatches++;
         pipe
           .exec()
           .then((results) => {
             results.forEach(([err, receivers], k) => pubState.set(from + k, err ? PUB.failed : receivers > 0 ? PUB.accepted : PUB.noSubscriber));
           })
           .catch(() => {
-            pubFailures++;
             for (let k = 0; k < n; k++) pubState.set(from + k, PUB.failed);
           })
           .finally(() => pubInFlight--);
@@ -625,7 +621,7 @@ async function soak(opts) {
   }, 15_000);
 
   // --- the run --------------------------------------------------------------
-  const churners = Array.from({ length: opts.connections }, (_, i) => churner(i));
+  const churners = Array.from({ length: opts.connections }, () => churner());
   const killDue = opts.kill ? t0 + Math.round(durationMs * opts.killAt) : Infinity;
   const endAt = t0 + durationMs;
   while (Date.now() < endAt) {

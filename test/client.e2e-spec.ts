@@ -3,7 +3,7 @@
 // handler, refused tokens, replacement, dedupe across a reconnect, and a server
 // SIGKILLed mid-purge. The built ESM package itself is run once in a plain node process.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
 import WebSocket from 'ws';
@@ -361,7 +361,7 @@ describe('client SDK: token lifetime (AUTH_MODE=jwt)', () => {
 
 describe('the built package', () => {
   it('imports as ESM in plain Node (exports, types) and receives and acks a message', async () => {
-    const pkg = require('../client/package.json');
+    const pkg = JSON.parse(readFileSync(path.join(ROOT, 'client/package.json'), 'utf8'));
     expect(pkg.type).toBe('module');
     expect(pkg.dependencies ?? {}).toEqual({});
     for (const file of [pkg.exports['.'].default, pkg.exports['.'].types]) expect(existsSync(path.join(ROOT, 'client', file))).toBe(true);

@@ -105,7 +105,7 @@ describe('inbox stream rm:inbox', () => {
     await acked(r);
 
     const dead = await r.xrange('rm:inbox:dead', '-', '+');
-    bad.forEach(([fields, reason], i) => {
+    bad.forEach(([fields, reason]) => {
       const entry = dead.find(([, deadFields]) => JSON.stringify(deadFields.slice(0, -2)) === JSON.stringify(fields));
       expect(entry).toBeDefined();
       expect(entry![1].slice(-2, -1)).toEqual(['reason']);

@@ -111,7 +111,7 @@ describe('validateEnvironment', () => {
     expect(validateEnvironment({ AUTH_MODE: 'jwt', AUTH_JWKS_URL: jwks })).toMatchObject({ AUTH_MODE: 'jwt', AUTH_JWKS_URL: jwks });
     expect(validateEnvironment({ AUTH_MODE: 'jwt', AUTH_JWKS_URL: 'http://127.0.0.1:8081/jwks' }).AUTH_JWKS_URL).toBe('http://127.0.0.1:8081/jwks');
     for (const bad of ['ftp://idp.example/jwks', 'idp.example/jwks', 'https://', 'https://idp example/jwks', 'http://[::1/jwks']) {
-      expect(() => validateEnvironment({ AUTH_MODE: 'jwt', AUTH_JWKS_URL: bad })).toThrow(/^Invalid configuration:\n  - AUTH_JWKS_URL must be an http:\/\/ or https:\/\/ URL$/);
+      expect(() => validateEnvironment({ AUTH_MODE: 'jwt', AUTH_JWKS_URL: bad })).toThrow(/^Invalid configuration:\n {2}- AUTH_JWKS_URL must be an http:\/\/ or https:\/\/ URL$/);
     }
   });
 

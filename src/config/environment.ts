@@ -38,7 +38,7 @@ export class Environment {
   @IsInt() @Min(0) @Max(65535)
   PORT = 8080;
 
-  @IsOptional() @Matches(/^[A-Za-z0-9.:\-\[\]]{1,255}$/, { message: 'HOST must be a host name or an IP address' })
+  @IsOptional() @Matches(/^[A-Za-z0-9.:\-[\]]{1,255}$/, { message: 'HOST must be a host name or an IP address' })
   HOST?: string;
 
   /** When set, /metrics, /docs and admin routes are served on this port only (see src/http/internal-port.ts). */
