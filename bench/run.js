@@ -28,7 +28,13 @@ function parseArgs(argv) {
     else if (a === '--ack-delay') args.ackDelayMs = Math.max(1, Number(argv[++i]) || 1);
     else if (a === '--only') {
       // "redis" (Redis cost) is measured by the online scenario.
-      args.only = [...new Set(String(argv[++i]).split(',').map((s) => (s === 'redis' ? 'online' : s)))];
+      args.only = [
+        ...new Set(
+          String(argv[++i])
+            .split(',')
+            .map((s) => (s === 'redis' ? 'online' : s)),
+        ),
+      ];
       for (const s of args.only) if (!SCENARIOS.includes(s)) throw new Error(`--only: unknown scenario ${s} (${SCENARIOS.join(', ')}, redis)`);
     } else if (a === '--help' || a === '-h') {
       console.log('node bench/run.js [--quick] [--repeat N] [--only online,burst,latency,drain,idle,instances,publish,redis] [--profile] [--deadline S] [--ack-batch N] [--ack-delay MS] [--max-noise PCT]');
@@ -86,7 +92,9 @@ function machine() {
   const model = (/^model name\s*:\s*(.*)$/m.exec(cpuinfo) || [])[1] || os.cpus()[0]?.model;
   const git = (args) => {
     try {
-      return execFileSync('git', args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+      return execFileSync('git', args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] })
+        .toString()
+        .trim();
     } catch {
       return undefined;
     }
@@ -163,7 +171,15 @@ const FIGURES = [
   { s: 'drain', name: '100 users × 1k: msg/s', key: 'many_msgPerSec', f: fmt.int, target: { min: 150000 }, quickName: 'N users: msg/s' },
   { s: 'drain', name: '100 users: time to first ms, p50', key: 'many_firstMsP50', f: fmt.f1, quickName: 'N users: time to first ms, p50' },
   { s: 'drain', name: '100 users: time to first ms, max', key: 'many_firstMsMax', f: fmt.f1, quickName: 'N users: time to first ms, max' },
-  { s: 'drain', name: 'lost / dup / ooo', key: 'one_lost', agg: worst, f: fmt.int, target: { zero: true }, combo: ['one_lost', 'one_duplicated', 'one_outOfOrder', 'many_lost', 'many_duplicated', 'many_outOfOrder'] },
+  {
+    s: 'drain',
+    name: 'lost / dup / ooo',
+    key: 'one_lost',
+    agg: worst,
+    f: fmt.int,
+    target: { zero: true },
+    combo: ['one_lost', 'one_duplicated', 'one_outOfOrder', 'many_lost', 'many_duplicated', 'many_outOfOrder'],
+  },
   { s: 'drain', name: 'server CPU µs/msg (1 user)', key: 'one_serverCpuUsPerMsg', f: fmt.f1 },
   { s: 'idle', name: 'RSS KB per idle socket', key: 'rssKbPerSocket', f: fmt.f2, target: { ratioMax: 1.15 } },
   { s: 'idle', name: 'server RSS MB with all open', key: 'rssKbAfter', f: (x) => (x === undefined ? 'n/a' : (x / 1024).toFixed(0)) },
@@ -241,14 +257,25 @@ function table(results, { repeat, quick, ackBatch, ackDelayMs, maxNoisePct }) {
     const ratio = rm !== undefined && base !== undefined && base !== 0 && !fig.combo && !fig.pick && !fig.target?.zero ? `${(rm / base).toFixed(2)}×` : '';
     const name = quick && fig.quickName ? fig.quickName : fig.name;
     rows.push([fig.s, name, per.redmessenger.text, per.baseline.text, ratio, targetText(fig.target), verdict(fig.target, rm, base)]);
-    summary.push({ scenario: fig.s, figure: name, redmessenger: rm, baseline: base, ratio: ratio || undefined, target: targetText(fig.target) || undefined, verdict: verdict(fig.target, rm, base) || undefined });
+    summary.push({
+      scenario: fig.s,
+      figure: name,
+      redmessenger: rm,
+      baseline: base,
+      ratio: ratio || undefined,
+      target: targetText(fig.target) || undefined,
+      verdict: verdict(fig.target, rm, base) || undefined,
+    });
   }
   const head = ['scenario', 'figure', 'RedMessenger', 'baseline', 'RM/base', 'target', 'verdict'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells) => `| ${cells.map((c, i) => (i >= 2 && i <= 4 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(' | ')} |`;
   const out = [line(head), `|${widths.map((w, i) => (i >= 2 && i <= 4 ? `${'-'.repeat(w + 1)}:` : '-'.repeat(w + 2))).join('|')}|`, ...rows.map(line)];
   if (anyNoisy) out.push('', `* measured while other processes on the machine took over ${maxNoisePct}% of a core (the quietest of up to 3 attempts, 1 with --quick): take with care.`);
-  out.push('', `Medians of ${repeat} run${repeat > 1 ? 's' : ''} (lost / dup / ooo: worst run)${quick ? '; --quick counts, not the issue\'s' : ''}. CPU % are of one core. Clients ack every ${ackBatch} messages or ${ackDelayMs} ms, whichever comes first.`);
+  out.push(
+    '',
+    `Medians of ${repeat} run${repeat > 1 ? 's' : ''} (lost / dup / ooo: worst run)${quick ? "; --quick counts, not the issue's" : ''}. CPU % are of one core. Clients ack every ${ackBatch} messages or ${ackDelayMs} ms, whichever comes first.`,
+  );
   return { text: out.join('\n'), summary };
 }
 
@@ -334,7 +361,9 @@ async function main() {
   }
   const { text, summary } = table(results, args);
   write({ type: 'summary', seconds: (Date.now() - started) / 1000, figures: summary });
-  console.log(`\nRedMessenger vs baseline — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${info.nproc} × ${info.cpu}, node ${info.node}, commit ${info.commit}${info.srcDirty ? ' (src modified)' : ''}\n`);
+  console.log(
+    `\nRedMessenger vs baseline — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${info.nproc} × ${info.cpu}, node ${info.node}, commit ${info.commit}${info.srcDirty ? ' (src modified)' : ''}\n`,
+  );
   console.log(text);
   console.log(`\nTotal ${((Date.now() - started) / 1000).toFixed(0)} s. Results: ${path.relative(process.cwd(), resultsFile)}`);
   for (const file of profileFiles) {

@@ -329,7 +329,10 @@ async function watchClose(round, gone, destroy) {
     round.survived = true;
     destroy();
   } else round.closedAt = closedAt;
-  if (verbose) log(`${round.kind}${round.variant ? ` (${round.variant})` : ''} ${round.slot} ${round.key ?? ''}: ${round.survived ? 'SURVIVED' : `gone after ${round.closedAt - round.start} ms`}${stalls.has(round.key) ? `, ${round.closedAt - stalls.get(round.key).last} ms after its last stall (${stalls.get(round.key).count})` : ''}`);
+  if (verbose)
+    log(
+      `${round.kind}${round.variant ? ` (${round.variant})` : ''} ${round.slot} ${round.key ?? ''}: ${round.survived ? 'SURVIVED' : `gone after ${round.closedAt - round.start} ms`}${stalls.has(round.key) ? `, ${round.closedAt - stalls.get(round.key).last} ms after its last stall (${stalls.get(round.key).count})` : ''}`,
+    );
 }
 
 async function flooderSlot(server, slot) {
@@ -364,7 +367,7 @@ const nonReaders = [];
 async function nonReaderSlot(server, slot) {
   const user = { user: `hm-nr${slot}`, published: 0, open: false };
   nonReaders.push(user);
-  for (; running; ) {
+  for (; running;) {
     const address = forwardedFor(3, slot);
     const raw = await openRaw(server.port, address);
     const key = `${address}:${raw.localPort}`;
@@ -537,7 +540,7 @@ async function main() {
   let producing = true;
   let rr = 0;
   const producer = (async () => {
-    for (let due = performance.now(); producing; ) {
+    for (let due = performance.now(); producing;) {
       due += 10;
       for (let i = 0; i < rate / 100; i++) {
         const c = good[rr++ % good.length];
@@ -602,7 +605,9 @@ async function main() {
   const progress = setInterval(() => {
     const received = good.reduce((n, c) => n + c.next, 0);
     const last = rss[rss.length - 1];
-    log(`received ${received}; hostile sockets ${rounds.length} (${rounds.filter((r) => !r.closedAt && !r.survived).length} open); spam ok ${spam.identified} refused ${spam.refused}; RSS ${(last.kb / 1024).toFixed(0)} MiB`);
+    log(
+      `received ${received}; hostile sockets ${rounds.length} (${rounds.filter((r) => !r.closedAt && !r.survived).length} open); spam ok ${spam.identified} refused ${spam.refused}; RSS ${(last.kb / 1024).toFixed(0)} MiB`,
+    );
   }, 10000);
 
   await sleep(Math.max(0, seconds * 1000 - (Date.now() - started)));
@@ -682,7 +687,11 @@ async function main() {
   };
   if (lost) {
     wellBehaved.missing = missing;
-    failures.push(`${lost} messages lost to well-behaved clients (${missing.storedInRedis} still stored for them, ${missing.nowhere} nowhere; published at second ${Object.entries(missing.publishedAtSecond).map(([sec, n]) => `${sec}: ${n}`).join(', ')})`);
+    failures.push(
+      `${lost} messages lost to well-behaved clients (${missing.storedInRedis} still stored for them, ${missing.nowhere} nowhere; published at second ${Object.entries(missing.publishedAtSecond)
+        .map(([sec, n]) => `${sec}: ${n}`)
+        .join(', ')})`,
+    );
   }
   if (wellBehaved.outOfOrder) failures.push(`${wellBehaved.outOfOrder} messages out of order`);
   if (wellBehaved.duplicatesSameSocket) failures.push(`${wellBehaved.duplicatesSameSocket} duplicates on the same socket`);
@@ -690,16 +699,23 @@ async function main() {
   if (wellBehaved.closedByServer) {
     // Grouped by second and close code: a mass close at one moment is the server's stall, not the clients'.
     const groups = new Map();
-    for (const c of good) for (const e of c.closedByServer) {
-      const key = `${((e.at - started) / 1000).toFixed(0)} s: ${e.code}`;
-      groups.set(key, (groups.get(key) ?? 0) + 1);
-    }
+    for (const c of good)
+      for (const e of c.closedByServer) {
+        const key = `${((e.at - started) / 1000).toFixed(0)} s: ${e.code}`;
+        groups.set(key, (groups.get(key) ?? 0) + 1);
+      }
     failures.push(`well-behaved sockets closed by the server (second of the run: close code x sockets): ${[...groups].map(([k, n]) => `${k} x ${n}`).join(', ')}`);
   }
 
   const peakKb = Math.max(...rss.map((s) => s.kb));
   const peakAtSecond = Math.round((rss.find((s) => s.kb === peakKb).at - started) / 1000);
-  const memory = { baselineMiB: +(baselineKb / 1024).toFixed(1), peakMiB: +(peakKb / 1024).toFixed(1), boundMiB: +(boundKb / 1024).toFixed(1), peakAtSecond, endMiB: +(rss[rss.length - 1].kb / 1024).toFixed(1) };
+  const memory = {
+    baselineMiB: +(baselineKb / 1024).toFixed(1),
+    peakMiB: +(peakKb / 1024).toFixed(1),
+    boundMiB: +(boundKb / 1024).toFixed(1),
+    peakAtSecond,
+    endMiB: +(rss[rss.length - 1].kb / 1024).toFixed(1),
+  };
   if (peakKb > boundKb) {
     const over = rss.filter((s) => s.kb > boundKb).map((s) => Math.round((s.at - started) / 1000));
     failures.push(`RSS peak ${memory.peakMiB} MiB (at ${peakAtSecond} s) over the bound ${memory.boundMiB} MiB; over it in seconds ${over.join(', ')}`);
@@ -708,9 +724,17 @@ async function main() {
   const hostileSummary = {};
   for (const kind of ['flooder', 'non-reader', 'half-open']) {
     const these = rounds.filter((r) => r.kind === kind);
-    const lifetimes = these.filter((r) => r.closedAt).map((r) => r.closedAt - r.start).sort((a, b) => a - b);
+    const lifetimes = these
+      .filter((r) => r.closedAt)
+      .map((r) => r.closedAt - r.start)
+      .sort((a, b) => a - b);
     const bound = BOUNDS[kind];
-    const entry = { sockets: these.length, closed: lifetimes.length, survived: these.filter((r) => r.survived).length, lifetimeMs: { min: lifetimes[0], median: pct(lifetimes, 50), max: lifetimes[lifetimes.length - 1], bound } };
+    const entry = {
+      sockets: these.length,
+      closed: lifetimes.length,
+      survived: these.filter((r) => r.survived).length,
+      lifetimeMs: { min: lifetimes[0], median: pct(lifetimes, 50), max: lifetimes[lifetimes.length - 1], bound },
+    };
     const late = lifetimes.filter((t) => t > bound);
     if (late.length) failures.push(`${late.length} ${kind} sockets open longer than ${bound} ms (slowest ${late[late.length - 1]} ms)`);
     if (entry.survived) failures.push(`${entry.survived} ${kind} sockets still open ${survivalMs(kind)} ms after they began`);
@@ -719,16 +743,31 @@ async function main() {
       const stalled = these.filter((r) => r.closedAt && stalls.has(r.key));
       const afterStall = stalled.map((r) => r.closedAt - stalls.get(r.key).last).sort((a, b) => a - b);
       entry.stalled = stalled.length;
-      entry.stallsPerSocket = { median: pct(stalled.map((r) => stalls.get(r.key).count).sort((a, b) => a - b), 50), max: Math.max(0, ...stalled.map((r) => stalls.get(r.key).count)) };
+      entry.stallsPerSocket = {
+        median: pct(
+          stalled.map((r) => stalls.get(r.key).count).sort((a, b) => a - b),
+          50,
+        ),
+        max: Math.max(0, ...stalled.map((r) => stalls.get(r.key).count)),
+      };
       entry.firstStallToGoneMs = { max: Math.max(0, ...stalled.map((r) => r.closedAt - stalls.get(r.key).first)) };
       entry.closedAsSlowConsumer = these.filter((r) => slowCloses.has(r.key)).length;
       entry.lastStallToGoneMs = { median: pct(afterStall, 50), max: afterStall[afterStall.length - 1], expected: STALLED_MS };
       // The server writes at most one stall line a second: these figures are approximate, not judged.
     }
     if (kind === 'flooder') {
-      entry.framesWritten = { median: pct(these.map((r) => r.frames ?? 0).sort((a, b) => a - b), 50), max: Math.max(0, ...these.map((r) => r.frames ?? 0)) };
+      entry.framesWritten = {
+        median: pct(
+          these.map((r) => r.frames ?? 0).sort((a, b) => a - b),
+          50,
+        ),
+        max: Math.max(0, ...these.map((r) => r.frames ?? 0)),
+      };
       for (const variant of ['junk', 'bogus-ack']) {
-        const v = these.filter((r) => r.variant === variant && r.closedAt).map((r) => r.closedAt - r.start).sort((a, b) => a - b);
+        const v = these
+          .filter((r) => r.variant === variant && r.closedAt)
+          .map((r) => r.closedAt - r.start)
+          .sort((a, b) => a - b);
         entry[`${variant}LifetimeMs`] = { median: pct(v, 50), max: v[v.length - 1] };
       }
     }
@@ -736,7 +775,10 @@ async function main() {
   }
   hostileSummary['non-reader'].queues = nrQueues;
   hostileSummary['half-open'].queues = hoQueues;
-  for (const [kind, q] of [['non-reader', nrQueues], ['half-open', hoQueues]]) {
+  for (const [kind, q] of [
+    ['non-reader', nrQueues],
+    ['half-open', hoQueues],
+  ]) {
     if (q.missing || q.usersOutOfOrder || q.stillOwed) failures.push(`${kind} users' queues: ${q.missing} of ${q.published} messages missing, ${q.usersOutOfOrder} out of order, ${q.stillOwed} still owed`);
   }
 
@@ -750,7 +792,9 @@ async function main() {
   const counted = {
     sockets_closed_total: counters,
     identify_rate_limited_total: metricValue(metrics, 'redmessenger_identify_total{outcome="rate_limited"}'),
-    messages_dropped_total: Object.fromEntries(['overflow', 'rejected', 'invalid_channel', 'invalid_member', 'overload', 'fenced'].map((r) => [r, metricValue(metrics, `redmessenger_messages_dropped_total{reason="${r}"}`)])),
+    messages_dropped_total: Object.fromEntries(
+      ['overflow', 'rejected', 'invalid_channel', 'invalid_member', 'overload', 'fenced'].map((r) => [r, metricValue(metrics, `redmessenger_messages_dropped_total{reason="${r}"}`)]),
+    ),
     serverLogLines: { ...logLines, megabytes: +(logChars / 1e6).toFixed(1) },
   };
   // Every hostile socket the run saw released was closed by the server for one of these causes
@@ -769,7 +813,26 @@ async function main() {
   const spread = (list) => ({ p50: +pct(sortedNumbers(list), 50).toFixed(1), p99: +pct(sortedNumbers(list), 99).toFixed(1), max: +Math.max(0, ...list).toFixed(1) });
   const pathMs = { publishReply: spread(publishReplies), redisToSubscriberHere: spread(tapped), publishToWebSocket: wellBehaved.latencyMs };
   const routeBufferPeakKB = Math.round(Math.max(0, ...routeBuffer.filter((x) => x !== undefined)) / 1024);
-  console.log(JSON.stringify({ seconds, settings: SETTINGS, wellBehaved, memory, hostile: hostileSummary, counted, serverCpuPctOfOneCore: serverCpuPct, serverEventLoopLag, redisPingMs, routeBufferPeakKB, latencyPathMs: pathMs, harnessEventLoopLag: lag }, null, 2));
+  console.log(
+    JSON.stringify(
+      {
+        seconds,
+        settings: SETTINGS,
+        wellBehaved,
+        memory,
+        hostile: hostileSummary,
+        counted,
+        serverCpuPctOfOneCore: serverCpuPct,
+        serverEventLoopLag,
+        redisPingMs,
+        routeBufferPeakKB,
+        latencyPathMs: pathMs,
+        harnessEventLoopLag: lag,
+      },
+      null,
+      2,
+    ),
+  );
   const row = (k, v) => `  ${k.padEnd(34)} ${v}`;
   console.log(
     [
@@ -779,7 +842,9 @@ async function main() {
       row('publish->receipt p50 / p99 / max', `${wellBehaved.latencyMs.p50} / ${wellBehaved.latencyMs.p99} / ${wellBehaved.latencyMs.max} ms`),
       row('RSS baseline / peak / bound', `${memory.baselineMiB} / ${memory.peakMiB} / ${memory.boundMiB} MiB`),
       row('server CPU (hostile phase)', `${serverCpuPct} % of one core`),
-      ...['flooder', 'non-reader', 'half-open'].map((k) => row(`${k}s closed / survived`, `${hostileSummary[k].closed} / ${hostileSummary[k].survived}, slowest ${hostileSummary[k].lifetimeMs.max ?? '-'} ms (bound ${BOUNDS[k]} ms)`)),
+      ...['flooder', 'non-reader', 'half-open'].map((k) =>
+        row(`${k}s closed / survived`, `${hostileSummary[k].closed} / ${hostileSummary[k].survived}, slowest ${hostileSummary[k].lifetimeMs.max ?? '-'} ms (bound ${BOUNDS[k]} ms)`),
+      ),
       row('spammer identifies ok / refused', `${spam.identified} / ${spam.refused} (+${spam.garbageClosed} garbage closed)`),
       row('server closes cut / rate / slow', `${counters.cut} / ${counters.rate_limited} / ${counters.slow_consumer}`),
     ].join('\n'),
@@ -791,7 +856,10 @@ async function main() {
     console.log(`server log (LOG_LEVEL ${process.env.CHAOS_LOG_LEVEL ?? 'log'}; each chunk prefixed with the run's second): ${file}`);
   }
   const slowSeconds = worstBySecond.map((ms, sec) => [sec, ms]).filter(([, ms]) => ms > 250);
-  if (slowSeconds.length) console.log(`seconds of the run with a receipt over 250 ms (in brackets: the server's worst event-loop lag then in ms, a Redis PING's round trip in ms, the route buffer in KB; ? when unanswered within the second): ${slowSeconds.map(([sec, ms]) => `${sec} s: ${ms.toFixed(0)} ms (${serverLag[sec]?.toFixed(0) ?? '?'}, ${redisRtt[sec]?.toFixed(0) ?? '?'}, ${routeBuffer[sec] === undefined ? '?' : (routeBuffer[sec] / 1024).toFixed(0)})`).join(', ')}`);
+  if (slowSeconds.length)
+    console.log(
+      `seconds of the run with a receipt over 250 ms (in brackets: the server's worst event-loop lag then in ms, a Redis PING's round trip in ms, the route buffer in KB; ? when unanswered within the second): ${slowSeconds.map(([sec, ms]) => `${sec} s: ${ms.toFixed(0)} ms (${serverLag[sec]?.toFixed(0) ?? '?'}, ${redisRtt[sec]?.toFixed(0) ?? '?'}, ${routeBuffer[sec] === undefined ? '?' : (routeBuffer[sec] / 1024).toFixed(0)})`).join(', ')}`,
+    );
   console.log(failures.length ? 'HOSTILE: FAIL' : 'HOSTILE: PASS');
   process.exit(failures.length ? 1 : 0);
 }

@@ -77,7 +77,15 @@ function post(port, body, idempotencyKey) {
   return new Promise((resolve) => {
     const data = JSON.stringify(body);
     const req = http.request(
-      { host: '127.0.0.1', port, path: '/v1/messages', method: 'POST', timeout: 8000, agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), authorization: `Bearer ${KEY}`, 'idempotency-key': idempotencyKey } },
+      {
+        host: '127.0.0.1',
+        port,
+        path: '/v1/messages',
+        method: 'POST',
+        timeout: 8000,
+        agent: false,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), authorization: `Bearer ${KEY}`, 'idempotency-key': idempotencyKey },
+      },
       (res) => {
         let text = '';
         res.on('data', (d) => (text += d));
@@ -113,7 +121,10 @@ class Traffic {
       const sent = { user, at: Date.now() };
       this.sent.raw.set(payload, sent);
       // When Redis took it, and how many subscribers it reached there (0: nobody heard it).
-      pub.publish(`rm.users.${user}`, payload).then((n) => Object.assign(sent, { acceptedAt: Date.now(), receivers: n }), () => this.sent.raw.delete(payload)); // not sent: nothing to expect
+      pub.publish(`rm.users.${user}`, payload).then(
+        (n) => Object.assign(sent, { acceptedAt: Date.now(), receivers: n }),
+        () => this.sent.raw.delete(payload),
+      ); // not sent: nothing to expect
       await sleep(10);
     }
   }

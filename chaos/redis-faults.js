@@ -172,7 +172,19 @@ async function startSentinelSet() {
   const sentinelPort = await freePort();
   const sentinel = new Node(sentinelPort, () => []);
   const conf = path.join(sentinel.dir, 'sentinel.conf');
-  fs.writeFileSync(conf, [`port ${sentinelPort}`, `bind ${HOST}`, 'protected-mode no', `dir ${sentinel.dir}`, `sentinel monitor mymaster ${HOST} ${master.port} 1`, 'sentinel down-after-milliseconds mymaster 1000', 'sentinel failover-timeout mymaster 5000', ''].join('\n'));
+  fs.writeFileSync(
+    conf,
+    [
+      `port ${sentinelPort}`,
+      `bind ${HOST}`,
+      'protected-mode no',
+      `dir ${sentinel.dir}`,
+      `sentinel monitor mymaster ${HOST} ${master.port} 1`,
+      'sentinel down-after-milliseconds mymaster 1000',
+      'sentinel failover-timeout mymaster 5000',
+      '',
+    ].join('\n'),
+  );
   sentinel.args = [conf, '--sentinel'];
   await sentinel.start();
   const data = [master, replica];
@@ -252,7 +264,10 @@ async function startCluster() {
       if (!info.includes('cluster_state:ok') || !info.includes('cluster_slots_assigned:16384') || !info.includes('cluster_known_nodes:6')) return false;
       const role = await ask(n.port, 'ROLE');
       if (role?.[0] === 'slave' && role[3] !== 'connected') return false;
-      const map = ((await ask(n.port, 'CLUSTER', 'SLOTS')) ?? []).map(([s, e, m]) => `${s}-${e}:${m[1]}`).sort().join(',');
+      const map = ((await ask(n.port, 'CLUSTER', 'SLOTS')) ?? [])
+        .map(([s, e, m]) => `${s}-${e}:${m[1]}`)
+        .sort()
+        .join(',');
       maps.add(map);
     }
     if (maps.size !== 1) return false;
@@ -264,7 +279,13 @@ async function startCluster() {
   return {
     tagged: true,
     env: { REDIS_CLUSTER_NODES: nodes.map((n) => `${HOST}:${n.port}`).join(','), PUBLISH_WAIT_REPLICAS: '1' },
-    client: () => quiet(new Redis.Cluster(nodes.map((n) => ({ host: HOST, port: n.port })), { redisOptions: { maxRetriesPerRequest: 2 } })),
+    client: () =>
+      quiet(
+        new Redis.Cluster(
+          nodes.map((n) => ({ host: HOST, port: n.port })),
+          { redisOptions: { maxRetriesPerRequest: 2 } },
+        ),
+      ),
     /** In turn: CLUSTER FAILOVER on the home node's replica, SIGKILL of the home node, SIGKILL of another master. */
     async fault(faults) {
       const kind = turn++ % 3;
@@ -344,7 +365,11 @@ async function xaddReplicated(redis, fields) {
   // An ioredis Cluster pipeline to a node that dies can stay unsettled: unconfirmed after 10 s.
   let timer;
   const timeout = new Promise((resolve, reject) => (timer = setTimeout(() => reject(new Error('XADD + WAIT: no answer in 10 s')), 10000)));
-  const replies = redis.pipeline().xadd('rm:inbox', '*', ...fields).call('WAIT', 1, 1000).exec();
+  const replies = redis
+    .pipeline()
+    .xadd('rm:inbox', '*', ...fields)
+    .call('WAIT', 1, 1000)
+    .exec();
   try {
     const [[addError], [waitError, replicas]] = await Promise.race([replies, timeout]).finally(() => clearTimeout(timer));
     if (addError || waitError) throw addError ?? waitError;
@@ -384,7 +409,10 @@ async function run(name, topology) {
   for (let w = 0; w < HTTP_WORKERS; w++) tasks.push(traffic.httpProducer(instances, w));
   tasks.push(...Array.from({ length: CLIENT_SLOTS }, () => traffic.clientSlot(instances)));
   const { sent, counts } = traffic;
-  const progress = setInterval(() => log(`sent raw ${sent.raw.size} http ${sent.http.size} inbox ${sent.inbox.size}; clients received ${counts.received}, acked ${counts.acked}; faults ${faults.length}`), 10000);
+  const progress = setInterval(
+    () => log(`sent raw ${sent.raw.size} http ${sent.http.size} inbox ${sent.inbox.size}; clients received ${counts.received}, acked ${counts.acked}; faults ${faults.length}`),
+    10000,
+  );
   while (Date.now() - begun < seconds * 1000 && !faultError) await sleep(200);
   traffic.running = false;
   log('stopping producers and clients; letting everything settle');
@@ -406,7 +434,8 @@ async function run(name, topology) {
   const inWindow = (at) => faults.some((f) => at >= windowOf(f)[0] && at <= windowOf(f)[1]);
   const problems = [];
   if (faultError) problems.push(`fault injection failed: ${faultError.message}`);
-  for (const u of topology.unplanned ?? []) problems.push(`the Sentinel failed over on its own at ${secondsOf(u.at)} s, ${u.from} -> ${u.to} (a replica restarted empty may have been promoted: losses on every path are then Redis's)`);
+  for (const u of topology.unplanned ?? [])
+    problems.push(`the Sentinel failed over on its own at ${secondsOf(u.at)} s, ${u.from} -> ${u.to} (a replica restarted empty may have been promoted: losses on every path are then Redis's)`);
   if (unansweredTwice > 0) problems.push(`${unansweredTwice} unconfirmed messages stored under two ids`);
   const rows = [];
   // A raw PUBLISH counts from when Redis took it (one the publisher's client held while it reconnected was published then).
@@ -417,13 +446,17 @@ async function run(name, topology) {
     const allowed = pathName === 'raw';
     if (allowed ? lostOutside > 0 : r.lost > 0) problems.push(`${pathName}: ${allowed ? lostOutside : r.lost} lost${allowed ? ' outside the windows' : ''}`);
     if (allowed ? twiceOutside > 0 : r.storedTwice > 0) problems.push(`${pathName}: ${allowed ? twiceOutside : r.storedTwice} under two ids${allowed ? ' outside the windows' : ''}`);
-    rows.push(`  ${pathName.padEnd(6)}${String(r.sent).padStart(7)}${String(r.deliveredToClients).padStart(11)}${String(r.stillStored).padStart(8)}${String(r.lost).padStart(6)}${String(lostOutside).padStart(9)}${String(r.storedTwice).padStart(7)}`);
+    rows.push(
+      `  ${pathName.padEnd(6)}${String(r.sent).padStart(7)}${String(r.deliveredToClients).padStart(11)}${String(r.stillStored).padStart(8)}${String(r.lost).padStart(6)}${String(lostOutside).padStart(9)}${String(r.storedTwice).padStart(7)}`,
+    );
   }
   const lines = [`== scenario ${name}: ${seconds} s, ${faults.length} faults; ${problems.length ? 'FAIL' : 'PASS'}`];
   lines.push('  path     sent  delivered  stored  lost  outside  twice');
   lines.push(...rows);
   const unconfirmed = [...traffic.unanswered].filter((p) => p.startsWith('inbox:')).length;
-  lines.push(`  unanswered POSTs ${traffic.unanswered.size - unconfirmed}, inbox entries not confirmed on a replica ${unconfirmed} (either stored twice: ${unansweredTwice}); POST retries ${counts.httpRetries} (503: ${counts.http503}, other: ${counts.httpErrors})`);
+  lines.push(
+    `  unanswered POSTs ${traffic.unanswered.size - unconfirmed}, inbox entries not confirmed on a replica ${unconfirmed} (either stored twice: ${unansweredTwice}); POST retries ${counts.httpRetries} (503: ${counts.http503}, other: ${counts.httpErrors})`,
+  );
   if (settled) lines.push(`  the inbox group had not settled 60 s after the load stopped (nothing lost or stored twice is judged by what is stored): XINFO GROUPS ${JSON.stringify(settled)}`);
   if (inboxTrouble.size) lines.push(`  inbox entries unconfirmed because: ${[...inboxTrouble].map(([m, n]) => `${n} × ${m}`).join('; ')}`);
   inboxTrouble.clear();
@@ -433,11 +466,19 @@ async function run(name, topology) {
     const [from, to] = windowOf(f);
     const lostHere = report.raw.lostAt.filter((at) => at >= from && at <= to).length;
     const twiceHere = report.raw.twiceAt.filter((at) => at >= from && at <= to).length;
-    lines.push(`    ${secondsOf(f.at)} s ${f.what}; over after ${f.over ? f.over - f.at : '?'} ms${f.note ? ` (${f.note})` : ''}: window ${secondsOf(from)}-${secondsOf(to)} s, raw lost ${lostHere}, twice ${twiceHere}`);
+    lines.push(
+      `    ${secondsOf(f.at)} s ${f.what}; over after ${f.over ? f.over - f.at : '?'} ms${f.note ? ` (${f.note})` : ''}: window ${secondsOf(from)}-${secondsOf(to)} s, raw lost ${lostHere}, twice ${twiceHere}`,
+    );
   }
   // Which ids a message stored twice carries (an id starts with the tag of the process that gave it).
   const twice = [...sent.raw.keys()].map((p) => [p, new Set([...(traffic.handled.get(p) ?? []), ...(stored.get(p) ?? [])])]).filter(([, ids]) => ids.size > 1);
-  if (twice.length) lines.push(`  raw stored under two ids, e.g.: ${twice.slice(0, 3).map(([p, ids]) => `${p} ${[...ids].join(' and ')}`).join('; ')}`);
+  if (twice.length)
+    lines.push(
+      `  raw stored under two ids, e.g.: ${twice
+        .slice(0, 3)
+        .map(([p, ids]) => `${p} ${[...ids].join(' and ')}`)
+        .join('; ')}`,
+    );
   for (const p of problems) lines.push(`  problem: ${p}`);
   for (const pathName of ['http', 'inbox']) {
     const at = report[pathName].lostAt.sort((a, b) => a - b);
@@ -446,7 +487,8 @@ async function run(name, topology) {
   const twiceOutside = report.raw.twiceAt.filter((at) => !inWindow(at)).sort((a, b) => a - b);
   if (twiceOutside.length) lines.push(`    raw under two ids outside the windows, sent from ${secondsOf(twiceOutside[0])} s to ${secondsOf(twiceOutside.at(-1))} s`);
   const outside = [...report.raw.lostSent, ...report.http.lostSent, ...report.inbox.lostSent].filter((e) => !inWindow(e.acceptedAt ?? e.at)).sort((a, b) => a.at - b.at);
-  for (const e of outside.slice(0, 12)) lines.push(`    lost: to ${e.user}, sent at ${secondsOf(e.at)} s${e.acceptedAt ? `, taken by Redis at ${secondsOf(e.acceptedAt)} s, reached ${e.receivers} subscribers` : ''}`);
+  for (const e of outside.slice(0, 12))
+    lines.push(`    lost: to ${e.user}, sent at ${secondsOf(e.at)} s${e.acceptedAt ? `, taken by Redis at ${secondsOf(e.acceptedAt)} s, reached ${e.receivers} subscribers` : ''}`);
   if (outside.length) {
     const dropped = instances.map((i) => `instance ${i.n}: ${(i.logs.match(/did not complete; a message heard meanwhile is dropped/g) ?? []).length}`);
     lines.push(`    "hand-over ... did not complete ... dropped" log lines: ${dropped.join(', ')}`);

@@ -46,7 +46,15 @@ async function startRedis() {
       await sleep(100);
     }
   }
-  return { port, url: `redis://127.0.0.1:${port}`, client, stop: () => { child.kill('SIGKILL'); fs.rmSync(dir, { recursive: true, force: true }); } };
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    client,
+    stop: () => {
+      child.kill('SIGKILL');
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 const traffic = new Traffic(USERS);
@@ -119,14 +127,18 @@ async function main() {
     return `${((k.at - started) / 1000).toFixed(1)} s instance ${k.instance}: ${lostHere} raw lost`;
   });
 
-  console.log(JSON.stringify({ seconds, instances: INSTANCES, users: USERS.length, kills: kills.length, ...report, httpUnanswered: unanswered.size, httpUnansweredStoredTwice: unansweredTwice, ...counts }, null, 2));
+  console.log(
+    JSON.stringify({ seconds, instances: INSTANCES, users: USERS.length, kills: kills.length, ...report, httpUnanswered: unanswered.size, httpUnansweredStoredTwice: unansweredTwice, ...counts }, null, 2),
+  );
   console.log(`take-over windows (${-WINDOW_BEFORE_MS} ms .. +${WINDOW_AFTER_MS} ms around each SIGKILL):\n  ${windows.join('\n  ') || '(none)'}`);
   console.log(`raw PUBLISH lost outside the windows: ${rawOutside}`);
   const nearest = (list, at) => list.reduce((best, e) => (Math.abs(at - e.at) < Math.abs(at - (best?.at ?? Infinity)) ? e : best), undefined);
   for (const at of lostRaw.filter((t) => !inWindow(t)).slice(0, 20)) {
     const k = nearest(kills, at);
     const r = nearest(restarts, at);
-    console.log(`  lost at ${((at - started) / 1000).toFixed(2)} s: ${k ? `${at - k.at} ms from the SIGKILL of ${k.instance}` : 'no kill'}, ${r ? `${at - r.at} ms from the restart of ${r.instance}` : 'no restart'}`);
+    console.log(
+      `  lost at ${((at - started) / 1000).toFixed(2)} s: ${k ? `${at - k.at} ms from the SIGKILL of ${k.instance}` : 'no kill'}, ${r ? `${at - r.at} ms from the restart of ${r.instance}` : 'no restart'}`,
+    );
   }
   if (failed) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-chaos-logs-'));

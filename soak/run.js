@@ -74,19 +74,45 @@ function parseArgs(argv) {
     const [flag, inline] = argv[i].split('=', 2);
     const value = () => (inline !== undefined ? inline : argv[++i]);
     switch (flag) {
-      case '--minutes': opts.minutes = num('minutes', value()); break;
-      case '--connections': opts.connections = Math.round(num('connections', value())); break;
-      case '--users': opts.users = Math.max(1, Math.round(num('users', value()))); break;
-      case '--rate': opts.rate = num('rate', value()); break;
-      case '--kill-at': opts.killAt = num('kill-at', value()); break;
-      case '--no-kill': opts.kill = false; break;
-      case '--ack-ratio': opts.ackRatio = num('ack-ratio', value()); break;
-      case '--stay-min': opts.stayMinS = num('stay-min', value()); break;
-      case '--stay-max': opts.stayMaxS = num('stay-max', value()); break;
-      case '--drain-timeout': opts.drainTimeoutS = num('drain-timeout', value()); break;
-      case '--max-sockets-per-user': opts.maxSocketsPerUser = Math.round(num('max-sockets-per-user', value())); break;
-      case '--out': opts.out = path.resolve(value()); break;
-      case '--no-snapshot': opts.snapshot = false; break;
+      case '--minutes':
+        opts.minutes = num('minutes', value());
+        break;
+      case '--connections':
+        opts.connections = Math.round(num('connections', value()));
+        break;
+      case '--users':
+        opts.users = Math.max(1, Math.round(num('users', value())));
+        break;
+      case '--rate':
+        opts.rate = num('rate', value());
+        break;
+      case '--kill-at':
+        opts.killAt = num('kill-at', value());
+        break;
+      case '--no-kill':
+        opts.kill = false;
+        break;
+      case '--ack-ratio':
+        opts.ackRatio = num('ack-ratio', value());
+        break;
+      case '--stay-min':
+        opts.stayMinS = num('stay-min', value());
+        break;
+      case '--stay-max':
+        opts.stayMaxS = num('stay-max', value());
+        break;
+      case '--drain-timeout':
+        opts.drainTimeoutS = num('drain-timeout', value());
+        break;
+      case '--max-sockets-per-user':
+        opts.maxSocketsPerUser = Math.round(num('max-sockets-per-user', value()));
+        break;
+      case '--out':
+        opts.out = path.resolve(value());
+        break;
+      case '--no-snapshot':
+        opts.snapshot = false;
+        break;
       case '-h':
       case '--help':
         console.log(fs.readFileSync(__filename, 'utf8').split('*/')[0]);
@@ -130,10 +156,10 @@ function rssKb(pid) {
 }
 
 function startRedis(dir) {
-  return procs.launchRedis(
-    ['--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--loglevel', 'warning', '--maxclients', '10000'],
-    { bin: process.env.REDIS_SERVER_BIN || 'redis-server', logChars: 100_000 },
-  );
+  return procs.launchRedis(['--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--loglevel', 'warning', '--maxclients', '10000'], {
+    bin: process.env.REDIS_SERVER_BIN || 'redis-server',
+    logChars: 100_000,
+  });
 }
 
 /** dist/ copied once (retrying while a concurrent build is rewriting it), so the restart runs the same code. */
@@ -326,9 +352,26 @@ async function soak(opts) {
   const dup = { before: zero(), after: zero() };
   const inFlightAtFailure = new Set(); // g received before the kill, not settled, received again after
   const counters = {
-    receipts: 0, unique: 0, orderViolations: 0, misrouted: 0, idChanged: 0, unparsedPayload: 0,
-    identifies: 0, identifyFailures: 0, connectFailures: 0, connectFailureReasons: {}, errorFrames: {}, closeCodes: {}, acksSent: 0, ackFrames: 0,
-    sessions: 0, sessionsAck: 0, sessionsDrop: 0, closedByClient: 0, terminatedByClient: 0, closedByServer: 0,
+    receipts: 0,
+    unique: 0,
+    orderViolations: 0,
+    misrouted: 0,
+    idChanged: 0,
+    unparsedPayload: 0,
+    identifies: 0,
+    identifyFailures: 0,
+    connectFailures: 0,
+    connectFailureReasons: {},
+    errorFrames: {},
+    closeCodes: {},
+    acksSent: 0,
+    ackFrames: 0,
+    sessions: 0,
+    sessionsAck: 0,
+    sessionsDrop: 0,
+    closedByClient: 0,
+    terminatedByClient: 0,
+    closedByServer: 0,
   };
   const examples = { orderViolations: [], misrouted: [], idChanged: [], afterSettledAck: [], sameSocket: [], lost: [] };
   const example = (kind, v) => {
@@ -389,7 +432,8 @@ async function soak(opts) {
         }
       }
       bucket[cause]++;
-      if (cause === 'afterSettledAck') example('afterSettledAck', { g, user, id: data.id, ackedAt: ackAt.get(g) - t0, ackBy: ackSock.get(g), socket: s.index, identifiedAt: s.identifiedAt - t0, receivedAt: now - t0 });
+      if (cause === 'afterSettledAck')
+        example('afterSettledAck', { g, user, id: data.id, ackedAt: ackAt.get(g) - t0, ackBy: ackSock.get(g), socket: s.index, identifiedAt: s.identifiedAt - t0, receivedAt: now - t0 });
       if (cause === 'sameSocket') example('sameSocket', { g, user, id: data.id, socket: s.index, receivedAt: now - t0 });
       if (killAt && now >= killAt && firstAt.get(g) < killAt) {
         const acked = ackAt.get(g);
@@ -430,8 +474,18 @@ async function soak(opts) {
   function session({ user, acks, stayMs, terminate, onReady, onCreate }) {
     return new Promise((resolve) => {
       const s = {
-        index: sockets++, user, acks, ws: null, identifiedAt: Infinity, lastG: -1,
-        received: new Set(), pending: [], pendingG: [], readyQueued: -1, ended: false, receivedCount: 0,
+        index: sockets++,
+        user,
+        acks,
+        ws: null,
+        identifiedAt: Infinity,
+        lastG: -1,
+        received: new Set(),
+        pending: [],
+        pendingG: [],
+        readyQueued: -1,
+        ended: false,
+        receivedCount: 0,
       };
       counters.sessions++;
       let stayTimer;
@@ -673,17 +727,20 @@ async function soak(opts) {
       let sock;
       let ready = false;
       const closed = session({ user, acks: true, onCreate: (s) => (sock = s), onReady: () => (ready = true) });
-      const done = await Promise.race([closed.then(() => 'closed'), (async () => {
-        for (;;) {
-          if (Date.now() > deadline) return 'timeout';
-          if (sock.ended) return 'closed';
-          if (ready && sock.receivedCount >= sock.readyQueued) {
-            const [[, q], [, o]] = await admin.multi().llen(`rm:users:${user}:messages`).zcard(`rm:users:${user}:owed`).exec();
-            if (q === 0 && o === 0) return 'drained';
+      const done = await Promise.race([
+        closed.then(() => 'closed'),
+        (async () => {
+          for (;;) {
+            if (Date.now() > deadline) return 'timeout';
+            if (sock.ended) return 'closed';
+            if (ready && sock.receivedCount >= sock.readyQueued) {
+              const [[, q], [, o]] = await admin.multi().llen(`rm:users:${user}:messages`).zcard(`rm:users:${user}:owed`).exec();
+              if (q === 0 && o === 0) return 'drained';
+            }
+            await sleep(100);
           }
-          await sleep(100);
-        }
-      })()]);
+        })(),
+      ]);
       if (ready) drainStats.queuedAtReady += Math.max(0, sock.readyQueued);
       if (done === 'drained' || done === 'timeout') {
         if (done === 'timeout') drainStats.timedOut.push(user);
@@ -753,7 +810,11 @@ async function soak(opts) {
 
   // Server health over time: RSS from /proc every 5 s, event loop from the probe.
   const probes = fs.existsSync(probeFile)
-    ? fs.readFileSync(probeFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+    ? fs
+        .readFileSync(probeFile, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l))
     : [];
   const stats = (xs) => {
     const v = xs.filter((x) => Number.isFinite(x));
@@ -783,14 +844,21 @@ async function soak(opts) {
     options: { ...opts, out: undefined },
     machine: { cpus: os.cpus().length, node: process.version, loadavgAtStart: loadStart.map((x) => Math.round(x * 100) / 100), loadavgAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100) },
     server: {
-      port, mainJs, instanceId: serverEnv.INSTANCE_ID, runs: perRun, killedPid, killAtS: killAt ? (killAt - t0) / 1000 : null,
+      port,
+      mainJs,
+      instanceId: serverEnv.INSTANCE_ID,
+      runs: perRun,
+      killedPid,
+      killAtS: killAt ? (killAt - t0) / 1000 : null,
       restartHealthyMs: killAt && server.healthy ? restartedAt - killAt : null,
       restartFirstClientReadyMs: firstReadyAfterKill ? firstReadyAfterKill - killAt : null,
       health: {
         probes: healthLog.length,
         non200: healthLog.filter((h) => h.status !== 200).length,
         slowestMs: Math.max(0, ...healthLog.map((h) => h.ms)),
-        answers: Object.entries(healthLog.reduce((a, h) => ((a[h.status] = (a[h.status] ?? 0) + 1), a), {})).map(([k, v]) => `${k}:${v}`).join(' '),
+        answers: Object.entries(healthLog.reduce((a, h) => ((a[h.status] = (a[h.status] ?? 0) + 1), a), {}))
+          .map(([k, v]) => `${k}:${v}`)
+          .join(' '),
         examplesNon200: healthLog.filter((h) => h.status !== 200).slice(0, 8),
       },
       logTail: server.logs().slice(-3000),
@@ -830,18 +898,40 @@ async function soak(opts) {
       unparsedPayload: counters.unparsedPayload,
     },
     clients: {
-      sessions: counters.sessions, ackingSessions: counters.sessionsAck, droppingSessions: counters.sessionsDrop, identifies: counters.identifies,
-      connectFailures: counters.connectFailures, connectFailureReasons: counters.connectFailureReasons, identifyFailures: counters.identifyFailures, closedByClient: counters.closedByClient,
-      terminatedByClient: counters.terminatedByClient, closedByServer: counters.closedByServer, closeCodes: counters.closeCodes,
-      errorFrames: counters.errorFrames, ackFrames: counters.ackFrames, idsAcked: counters.acksSent,
+      sessions: counters.sessions,
+      ackingSessions: counters.sessionsAck,
+      droppingSessions: counters.sessionsDrop,
+      identifies: counters.identifies,
+      connectFailures: counters.connectFailures,
+      connectFailureReasons: counters.connectFailureReasons,
+      identifyFailures: counters.identifyFailures,
+      closedByClient: counters.closedByClient,
+      terminatedByClient: counters.terminatedByClient,
+      closedByServer: counters.closedByServer,
+      closeCodes: counters.closeCodes,
+      errorFrames: counters.errorFrames,
+      ackFrames: counters.ackFrames,
+      idsAcked: counters.acksSent,
     },
-    drain: { users: drainStats.users, queuedAtReady: drainStats.queuedAtReady, seconds: Math.round(drainMs / 100) / 10, timedOut: drainStats.timedOut, usersWithKeysLeft: drainStats.leftover.length, examplesLeft: drainStats.leftover.slice(0, 10) },
+    drain: {
+      users: drainStats.users,
+      queuedAtReady: drainStats.queuedAtReady,
+      seconds: Math.round(drainMs / 100) / 10,
+      timedOut: drainStats.timedOut,
+      usersWithKeysLeft: drainStats.leftover.length,
+      examplesLeft: drainStats.leftover.slice(0, 10),
+    },
     samples,
     examples,
   };
   results.ok =
-    lost - lostAtKill === 0 && unexpected(dup.before) === 0 && unexpected(dup.after) === 0 && counters.orderViolations === 0 &&
-    counters.misrouted === 0 && counters.idChanged === 0 && drainStats.timedOut.length === 0;
+    lost - lostAtKill === 0 &&
+    unexpected(dup.before) === 0 &&
+    unexpected(dup.after) === 0 &&
+    counters.orderViolations === 0 &&
+    counters.misrouted === 0 &&
+    counters.idChanged === 0 &&
+    drainStats.timedOut.length === 0;
 
   fs.mkdirSync(opts.out, { recursive: true });
   const outFile = path.join(opts.out, `${stamp}.json`);
@@ -881,7 +971,11 @@ function printSummary(r, outFile) {
   row('  at any other time', m.lostOutsideFailure, m.lostOutsideFailure ? 'MUST BE 0' : 'ok');
   row('duplicates, before failure', JSON.stringify(d.beforeFailure));
   row('duplicates, after failure', JSON.stringify(d.afterFailure));
-  row('  unexpected (after settled ack, same socket)', `${d.unexpectedBeforeFailure} before / ${d.unexpectedAfterFailure} after`, d.unexpectedBeforeFailure + d.unexpectedAfterFailure === 0 ? 'ok' : 'MUST BE 0');
+  row(
+    '  unexpected (after settled ack, same socket)',
+    `${d.unexpectedBeforeFailure} before / ${d.unexpectedAfterFailure} after`,
+    d.unexpectedBeforeFailure + d.unexpectedAfterFailure === 0 ? 'ok' : 'MUST BE 0',
+  );
   row('  in flight at the failure, redelivered', d.inFlightAtFailureRedelivered, 'distinct messages');
   row('order violations (per socket)', r.checks.orderViolationsPerSocket, r.checks.orderViolationsPerSocket ? 'MUST BE 0' : 'ok');
   row('misrouted / id changed', `${r.checks.misrouted} / ${r.checks.idChanged}`);

@@ -20,8 +20,7 @@ const configDir = join(__dirname, '..', 'config');
     RedMessengerModule.forRootAsync({
       imports: [ConfigModule],
       inject: [ConfigService],
-      useFactory: (config: ConfigService) =>
-        optionsFromEnvironment(Object.fromEntries(ENVIRONMENT_KEYS.map((key) => [key, config.get(key)])) as unknown as Environment),
+      useFactory: (config: ConfigService) => optionsFromEnvironment(Object.fromEntries(ENVIRONMENT_KEYS.map((key) => [key, config.get(key)])) as unknown as Environment),
     }),
     // Evaluated once the env files are loaded; validation has turned DEMO into "true" or "false".
     ConditionalModule.registerWhen(DemoModule, (env) => env.DEMO === 'true', { debug: false }),

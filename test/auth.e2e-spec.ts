@@ -104,8 +104,7 @@ async function refused(server: TestServer, data: Record<string, unknown>, closeC
   return { error, close };
 }
 
-const unauthorized = (server: TestServer, id: string, token?: unknown) =>
-  refused(server, token === undefined ? { id } : { id, token }, 4401);
+const unauthorized = (server: TestServer, id: string, token?: unknown) => refused(server, token === undefined ? { id } : { id, token }, 4401);
 
 describe('AUTH_MODE=none', () => {
   it('accepts an identify without a token', async () => {

@@ -64,19 +64,22 @@ describe('a WRONGTYPE key among 100 users', () => {
 
       await waitFor(async () => clients.every((c) => messagesOf(c).length >= 20), PROMPT_MS, 'the online users to get their 20 messages');
       await waitFor(async () => (await Promise.all(offline.map((u) => r.llen(q(u))))).every((n) => n >= 20), PROMPT_MS, 'the offline users to have 20 queued');
-      await waitFor(async () => (await dropped(server)) === 20, PROMPT_MS, 'the bad user\'s 20 messages counted');
+      await waitFor(async () => (await dropped(server)) === 20, PROMPT_MS, "the bad user's 20 messages counted");
       await sleep(500); // anything stored twice would show by now
       clients.forEach((c, i) => expectSequence(payloadsOf(messagesOf(c)), range(20), `online user ${online[i]}`));
       for (const user of offline) expectSequence((await r.lrange(q(user), 0, -1)).map(entryPayload), range(20), `offline user ${user}`);
       expect(await r.get(q(bad))).toBe('foo');
-      const lines = server.logs().split('\n').filter((line) => line.includes(`keys of ${bad} are unusable`));
+      const lines = server
+        .logs()
+        .split('\n')
+        .filter((line) => line.includes(`keys of ${bad} are unusable`));
       expect(lines.length).toBeGreaterThanOrEqual(1);
       expect(lines.length).toBeLessThanOrEqual(5); // at most one line a second
       expect(lines[0]).toContain(`${q(bad)} is a string, not a list`);
     });
   });
 
-  it('HTTP: an error for the bad user\'s message only', async () => {
+  it("HTTP: an error for the bad user's message only", async () => {
     await withLogs([server], async () => {
       const answer = await postMessage(server.url, { to: bad, payload: 'http' });
       expect(answer.status).toBe(503);

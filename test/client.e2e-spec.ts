@@ -81,11 +81,9 @@ async function publish(id: string, payloads: string[]): Promise<void> {
   }
 }
 
-const waitQueued = (id: string, n: number) =>
-  waitFor(async () => (await r.llen(`rm:users:${id}:messages`)) === n, 10_000, `${n} messages queued for ${id}`);
+const waitQueued = (id: string, n: number) => waitFor(async () => (await r.llen(`rm:users:${id}:messages`)) === n, 10_000, `${n} messages queued for ${id}`);
 /** Nothing owed, nothing queued: every message was acked. */
-const waitAllAcked = (id: string, timeoutMs = 10_000) =>
-  waitFor(async () => (await leftoverKeys(r, id)).length === 0, timeoutMs, `no owed or queued keys left for ${id}`);
+const waitAllAcked = (id: string, timeoutMs = 10_000) => waitFor(async () => (await leftoverKeys(r, id)).length === 0, timeoutMs, `no owed or queued keys left for ${id}`);
 
 beforeAll(async () => {
   redis = await startRedis();
@@ -187,7 +185,14 @@ describe('client SDK: stops where reconnecting cannot help', () => {
     const id = uniqueId('sdk');
     const c = newClient({ url: server.wsUrl, id });
 
-    const err = await within(c.client.connect().then(() => undefined, (e: RedMessengerError) => e), 10_000, 'connect() to settle');
+    const err = await within(
+      c.client.connect().then(
+        () => undefined,
+        (e: RedMessengerError) => e,
+      ),
+      10_000,
+      'connect() to settle',
+    );
     expect(err).toMatchObject({ code: 'UNAUTHORIZED', closeCode: 4401, fatal: true, message: expect.stringMatching(/not reconnecting/) });
     expect(c.client.state).toBe('closed');
     expect(c.states).toEqual(['connecting', 'closed']);
@@ -240,10 +245,7 @@ describe('client SDK while Redis is down', () => {
       const c = newClient({ url: server.wsUrl, id: uniqueId('sdk') });
       const connected = c.client.connect();
       await waitFor(() => c.wire.sockets.length >= 3, 20_000, 'three identify attempts');
-      expect(c.errors.slice(0, 2)).toEqual([
-        expect.objectContaining({ code: 'UNAVAILABLE', closeCode: 1013, fatal: false }),
-        expect.objectContaining({ code: 'UNAVAILABLE', closeCode: 1013, fatal: false }),
-      ]);
+      expect(c.errors.slice(0, 2)).toEqual([expect.objectContaining({ code: 'UNAVAILABLE', closeCode: 1013, fatal: false }), expect.objectContaining({ code: 'UNAVAILABLE', closeCode: 1013, fatal: false })]);
       expect(c.client.state).toBe('reconnecting');
       // setTimeout never fires early: each retry came at least busyDelayMs after the previous socket.
       for (let i = 1; i < 3; i++) expect(c.wire.openedAt[i] - c.wire.openedAt[i - 1]).toBeGreaterThanOrEqual(FAST.busyDelayMs);
@@ -320,14 +322,13 @@ describe('client SDK through server crashes', () => {
 describe('client SDK: token lifetime (AUTH_MODE=jwt)', () => {
   const SECRET = 'an-hs256-secret-that-is-at-least-32-characters-long';
   /** A 6 s HS256 token: the SDK refreshes it at half its life (3 s); the server (skew 0) closes at exp. */
-  const shortToken = (sub: string) =>
-    new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setIssuedAt().setExpirationTime('6s').sign(new TextEncoder().encode(SECRET));
+  const shortToken = (sub: string) => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setIssuedAt().setExpirationTime('6s').sign(new TextEncoder().encode(SECRET));
   let server: TestServer;
   beforeAll(async () => {
     server = await newServer({ AUTH_MODE: 'jwt', AUTH_JWT_SECRET: SECRET, AUTH_CLOCK_SKEW_S: '0' });
   });
 
-  it('refreshes the token by itself: one socket, still served well past the first tokens\' exp', async () => {
+  it("refreshes the token by itself: one socket, still served well past the first tokens' exp", async () => {
     const id = uniqueId('sdk');
     let asked = 0;
     const c = newClient({ url: server.wsUrl, id, token: () => (asked++, shortToken(id)) });

@@ -72,8 +72,7 @@ describe('on a Redis Cluster of three masters', () => {
     await cl.identify(id);
     return cl;
   };
-  const waitQueued = (id: string, n: number, timeoutMs = 10_000) =>
-    waitFor(async () => (await c.llen(q(id))) === n, timeoutMs, `${n} entries in ${q(id)}`);
+  const waitQueued = (id: string, n: number, timeoutMs = 10_000) => waitFor(async () => (await c.llen(q(id))) === n, timeoutMs, `${n} entries in ${q(id)}`);
   const queuedPayloads = async (id: string) => (await c.lrange(q(id), 0, -1)).map(entryPayload);
 
   it('delivers online to every socket of the id, in publish order', async () => {
@@ -209,7 +208,12 @@ describe('on a Redis Cluster of three masters', () => {
         expect((await c.lrange(q(id), 0, -1)).map((e) => JSON.parse(e).rm.channel)).toEqual([`rm.channels.${cid}`, `rm.channels.${cid}`]);
       }
       // One envelope per message for every member: the same id everywhere.
-      const ids = sockets.map((s) => s.frames.filter((f) => f.event === 'message').map((f) => f.data.id).join());
+      const ids = sockets.map((s) =>
+        s.frames
+          .filter((f) => f.event === 'message')
+          .map((f) => f.data.id)
+          .join(),
+      );
       expect(new Set(ids).size).toBe(1);
     });
   });
@@ -300,10 +304,14 @@ describe('on a Redis Cluster of three masters', () => {
         expect(subscribers.filter(([, k]) => k > 0)).toEqual([[home, 2]]);
         const sentBy = new Map<string, typeof publisher.sent>();
         for (const s of publisher.sent) sentBy.set(s.user, [...(sentBy.get(s.user) ?? []), s]);
-        await waitFor(async () => {
-          for (const u of users) if ((await c.llen(q(u))) < (sentBy.get(u)?.length ?? 0)) return false;
-          return true;
-        }, 15_000, 'every message queued');
+        await waitFor(
+          async () => {
+            for (const u of users) if ((await c.llen(q(u))) < (sentBy.get(u)?.length ?? 0)) return false;
+            return true;
+          },
+          15_000,
+          'every message queued',
+        );
         let lost = 0;
         for (const u of users) {
           const res = checkUser(sentBy.get(u) ?? [], await queuedPayloads(u));

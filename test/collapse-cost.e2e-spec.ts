@@ -63,8 +63,13 @@ describe('collapse updates to a 50,000-message queue', () => {
       expect((await lrangeCalls(r)) - lranges).toBe(0);
       const entries = (await r.slowlog('GET', -1)) as Array<[number, number, number, string[]]>;
       await r.config('SET', 'slowlog-log-slower-than', '10000');
-      const route = createHash('sha1').update(loadScript(join(__dirname, '../src/queue/lua'), 'route.lua')).digest('hex');
-      const us = entries.filter(([, , , args]) => args[0].toLowerCase() === 'evalsha' && args[1] === route).map(([, , micros]) => micros).sort((a, b) => a - b);
+      const route = createHash('sha1')
+        .update(loadScript(join(__dirname, '../src/queue/lua'), 'route.lua'))
+        .digest('hex');
+      const us = entries
+        .filter(([, , , args]) => args[0].toLowerCase() === 'evalsha' && args[1] === route)
+        .map(([, , micros]) => micros)
+        .sort((a, b) => a - b);
       const over = us.filter((micros) => micros > 10_000);
       console.log(
         `${us.length} route calls for ${UPDATES} collapse updates to a ${QUEUED}-message queue: median ${us[us.length >> 1]} µs, ` +

@@ -104,7 +104,11 @@ describe('container files', () => {
       expect(copies.indexOf('COPY client/package.json ./client/')).toBeLessThan(copies.findIndex((c) => c.startsWith('RUN npm ci')));
       expect(copies.indexOf('COPY client ./client')).toBeGreaterThan(-1);
       expect(copies.indexOf('COPY client ./client')).toBeLessThan(copies.indexOf('RUN npm run build'));
-      expect(steps('RUN').map((s) => s.args).join(' ')).toMatch(/npm ci --omit=dev/);
+      expect(
+        steps('RUN')
+          .map((s) => s.args)
+          .join(' '),
+      ).toMatch(/npm ci --omit=dev/);
       const user = steps('USER').pop()?.args;
       expect(user).toBeDefined();
       expect(user).not.toMatch(/^(root|0)(:|$)/);
@@ -217,67 +221,71 @@ describe('container files', () => {
       untrackDir(work);
     });
 
-    it('installs Nest with the production dependencies, and the server runs and passes the HEALTHCHECK command', async () => {
-      // What the runtime stage does: package files, the rewrite script, npm ci --omit=dev, dist/.
-      for (const file of ['package.json', 'package-lock.json', 'scripts/runtime-package.js', 'dist']) {
-        cpSync(path.join(ROOT, file), path.join(work, file), { recursive: true });
-      }
-      const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^npm_/i.test(key)));
-      await run(process.execPath, ['scripts/runtime-package.js'], { cwd: work });
-      await run('npm', ['ci', '--omit=dev', '--no-audit', '--no-fund', '--ignore-scripts', '--prefer-offline'], {
-        cwd: work,
-        env,
-        timeout: 5 * 60_000,
-      });
-      const pkg = JSON.parse(readFileSync(path.join(work, 'package.json'), 'utf8'));
-      const lock = JSON.parse(read('package-lock.json'));
-      for (const name of Object.keys(JSON.parse(read('package.json')).peerDependencies)) {
-        const installed = JSON.parse(readFileSync(path.join(work, 'node_modules', name, 'package.json'), 'utf8')).version;
-        expect([name, installed]).toEqual([name, lock.packages[`node_modules/${name}`].version]);
-        expect([name, pkg.dependencies[name]]).toEqual([name, installed]);
-      }
-      expect(existsSync(path.join(work, 'node_modules/jest'))).toBe(false);
-      expect(existsSync(path.join(work, 'node_modules/@nestjs/cli'))).toBe(false);
-
-      // The server from that install (startServer runs ROOT's dist/main.js, so spawn this one directly).
-      const port = await freePort();
-      const server = execFile(process.execPath, ['dist/main.js'], {
-        cwd: work,
-        env: { ...env, NODE_ENV: 'production', AUTH_MODE: 'none', REDIS_URL: redis.url, PORT: String(port), LOG_LEVEL: 'warn' },
-      });
-      trackChild(server);
-      let output = '';
-      server.stdout?.on('data', (d) => (output += d));
-      server.stderr?.on('data', (d) => (output += d));
-      const exited = new Promise((resolve) => server.once('close', resolve));
-      try {
-        const [, , code] = execForm(steps('HEALTHCHECK').pop()!.args);
-        const healthcheck = () =>
-          run(process.execPath, ['-e', code], { env: { ...env, PORT: String(port) }, timeout: 10_000 }).then(
-            () => 0,
-            (error: { code?: number }) => error.code ?? -1,
-          );
-        const deadline = Date.now() + 20_000;
-        while ((await healthcheck()) !== 0) {
-          if (server.exitCode !== null) throw new Error(`The server exited early:\n${output}`);
-          if (Date.now() > deadline) throw new Error(`HEALTHCHECK did not pass within 20 s:\n${output}`);
-          await new Promise((resolve) => setTimeout(resolve, 200));
+    it(
+      'installs Nest with the production dependencies, and the server runs and passes the HEALTHCHECK command',
+      async () => {
+        // What the runtime stage does: package files, the rewrite script, npm ci --omit=dev, dist/.
+        for (const file of ['package.json', 'package-lock.json', 'scripts/runtime-package.js', 'dist']) {
+          cpSync(path.join(ROOT, file), path.join(work, file), { recursive: true });
         }
-        const res = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(5000) });
-        expect(res.status).toBe(200);
-      } finally {
-        server.kill('SIGTERM');
-        await within(exited, 10_000, 'the server to exit on SIGTERM').catch(() => server.kill('SIGKILL'));
-      }
+        const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^npm_/i.test(key)));
+        await run(process.execPath, ['scripts/runtime-package.js'], { cwd: work });
+        await run('npm', ['ci', '--omit=dev', '--no-audit', '--no-fund', '--ignore-scripts', '--prefer-offline'], {
+          cwd: work,
+          env,
+          timeout: 5 * 60_000,
+        });
+        const pkg = JSON.parse(readFileSync(path.join(work, 'package.json'), 'utf8'));
+        const lock = JSON.parse(read('package-lock.json'));
+        for (const name of Object.keys(JSON.parse(read('package.json')).peerDependencies)) {
+          const installed = JSON.parse(readFileSync(path.join(work, 'node_modules', name, 'package.json'), 'utf8')).version;
+          expect([name, installed]).toEqual([name, lock.packages[`node_modules/${name}`].version]);
+          expect([name, pkg.dependencies[name]]).toEqual([name, installed]);
+        }
+        expect(existsSync(path.join(work, 'node_modules/jest'))).toBe(false);
+        expect(existsSync(path.join(work, 'node_modules/@nestjs/cli'))).toBe(false);
 
-      // The same command fails where nothing answers.
-      const [, , code] = execForm(steps('HEALTHCHECK').pop()!.args);
-      const refused = await run(process.execPath, ['-e', code], { env: { ...env, PORT: String(await freePort()) }, timeout: 10_000 }).then(
-        () => 0,
-        (error: { code?: number }) => error.code,
-      );
-      expect(refused).toBe(1);
-    }, 6 * 60_000);
+        // The server from that install (startServer runs ROOT's dist/main.js, so spawn this one directly).
+        const port = await freePort();
+        const server = execFile(process.execPath, ['dist/main.js'], {
+          cwd: work,
+          env: { ...env, NODE_ENV: 'production', AUTH_MODE: 'none', REDIS_URL: redis.url, PORT: String(port), LOG_LEVEL: 'warn' },
+        });
+        trackChild(server);
+        let output = '';
+        server.stdout?.on('data', (d) => (output += d));
+        server.stderr?.on('data', (d) => (output += d));
+        const exited = new Promise((resolve) => server.once('close', resolve));
+        try {
+          const [, , code] = execForm(steps('HEALTHCHECK').pop()!.args);
+          const healthcheck = () =>
+            run(process.execPath, ['-e', code], { env: { ...env, PORT: String(port) }, timeout: 10_000 }).then(
+              () => 0,
+              (error: { code?: number }) => error.code ?? -1,
+            );
+          const deadline = Date.now() + 20_000;
+          while ((await healthcheck()) !== 0) {
+            if (server.exitCode !== null) throw new Error(`The server exited early:\n${output}`);
+            if (Date.now() > deadline) throw new Error(`HEALTHCHECK did not pass within 20 s:\n${output}`);
+            await new Promise((resolve) => setTimeout(resolve, 200));
+          }
+          const res = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(5000) });
+          expect(res.status).toBe(200);
+        } finally {
+          server.kill('SIGTERM');
+          await within(exited, 10_000, 'the server to exit on SIGTERM').catch(() => server.kill('SIGKILL'));
+        }
+
+        // The same command fails where nothing answers.
+        const [, , code] = execForm(steps('HEALTHCHECK').pop()!.args);
+        const refused = await run(process.execPath, ['-e', code], { env: { ...env, PORT: String(await freePort()) }, timeout: 10_000 }).then(
+          () => 0,
+          (error: { code?: number }) => error.code,
+        );
+        expect(refused).toBe(1);
+      },
+      6 * 60_000,
+    );
   });
 });
 
@@ -291,7 +299,12 @@ function noEngine(): string | undefined {
     return undefined;
   } catch (error) {
     const e = error as NodeJS.ErrnoException & { stderr?: Buffer };
-    return e.code === 'ENOENT' ? 'no docker command' : `no Docker engine answers \`docker info\` (${String(e.stderr ?? e.message).trim().split('\n').pop()})`;
+    return e.code === 'ENOENT'
+      ? 'no docker command'
+      : `no Docker engine answers \`docker info\` (${String(e.stderr ?? e.message)
+          .trim()
+          .split('\n')
+          .pop()})`;
   }
 }
 
@@ -351,45 +364,48 @@ withEngine('the image, built and run by a Docker engine', () => {
     await redis?.close();
   });
 
-  it('runs Node 24 as user node, becomes healthy, delivers, and on docker stop returns the owed message and exits 0', async () => {
-    const port = await freePort();
-    // The host's network: the container reaches the test's Redis on 127.0.0.1 (or the mapped port of a container Redis).
-    await docker(['run', '-d', '--name', name, '--network', 'host', '-e', `REDIS_URL=${redis.url}`, '-e', 'AUTH_MODE=none',
-      '-e', `PORT=${port}`, '-e', `INSTANCE_ID=${name}`, tag]);
-    expect(await docker(['exec', name, 'node', '-p', 'process.version'])).toMatch(/^v24\./);
-    expect(await docker(['exec', name, 'id', '-un'])).toBe('node');
+  it(
+    'runs Node 24 as user node, becomes healthy, delivers, and on docker stop returns the owed message and exits 0',
+    async () => {
+      const port = await freePort();
+      // The host's network: the container reaches the test's Redis on 127.0.0.1 (or the mapped port of a container Redis).
+      await docker(['run', '-d', '--name', name, '--network', 'host', '-e', `REDIS_URL=${redis.url}`, '-e', 'AUTH_MODE=none', '-e', `PORT=${port}`, '-e', `INSTANCE_ID=${name}`, tag]);
+      expect(await docker(['exec', name, 'node', '-p', 'process.version'])).toMatch(/^v24\./);
+      expect(await docker(['exec', name, 'id', '-un'])).toBe('node');
 
-    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/health`).catch(() => undefined))?.status === 200, 60_000, 'GET /health to answer 200');
-    // The first HEALTHCHECK runs 10 s after the start (--interval).
-    await waitFor(async () => (await health(name)) === 'healthy', 60_000, 'the HEALTHCHECK to report healthy');
+      await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/health`).catch(() => undefined))?.status === 200, 60_000, 'GET /health to answer 200');
+      // The first HEALTHCHECK runs 10 s after the start (--interval).
+      await waitFor(async () => (await health(name)) === 'healthy', 60_000, 'the HEALTHCHECK to report healthy');
 
-    const user = uniqueId('ctr');
-    const client = await TestClient.connect(`ws://127.0.0.1:${port}/`);
-    await client.identify(user);
-    const publisher = redis.client();
-    await publisher.publish(`rm.users.${user}`, 'hello from outside');
-    const [message] = await client.messages(1, 10_000);
-    expect(message.data.payload).toBe('hello from outside');
-    expect(await owedCount(publisher, user)).toBe(1); // delivered, not acked: owed
+      const user = uniqueId('ctr');
+      const client = await TestClient.connect(`ws://127.0.0.1:${port}/`);
+      await client.identify(user);
+      const publisher = redis.client();
+      await publisher.publish(`rm.users.${user}`, 'hello from outside');
+      const [message] = await client.messages(1, 10_000);
+      expect(message.data.payload).toBe('hello from outside');
+      expect(await owedCount(publisher, user)).toBe(1); // delivered, not acked: owed
 
-    const stopping = Date.now();
-    await docker(['stop', '-t', '15', name], { timeoutMs: 30_000 });
-    const stopSeconds = (Date.now() - stopping) / 1000;
-    console.info(`docker stop: ${stopSeconds.toFixed(1)} s`);
-    expect((await client.closed(5000)).code).toBe(1001);
-    expect(await docker(['inspect', '-f', '{{.State.ExitCode}}', name])).toBe('0');
-    expect(stopSeconds).toBeLessThan(15); // within the grace period: not killed
-    const queued = await publisher.lrange(`rm:users:${user}:messages`, 0, -1);
-    expect(queued.map(entryPayload)).toEqual(['hello from outside']);
-    expect(await owedCount(publisher, user)).toBe(0);
+      const stopping = Date.now();
+      await docker(['stop', '-t', '15', name], { timeoutMs: 30_000 });
+      const stopSeconds = (Date.now() - stopping) / 1000;
+      console.info(`docker stop: ${stopSeconds.toFixed(1)} s`);
+      expect((await client.closed(5000)).code).toBe(1001);
+      expect(await docker(['inspect', '-f', '{{.State.ExitCode}}', name])).toBe('0');
+      expect(stopSeconds).toBeLessThan(15); // within the grace period: not killed
+      const queued = await publisher.lrange(`rm:users:${user}:messages`, 0, -1);
+      expect(queued.map(entryPayload)).toEqual(['hello from outside']);
+      expect(await owedCount(publisher, user)).toBe(0);
 
-    // NODE_ENV=production: JSON lines by default, no colour codes.
-    const { stdout, stderr } = await run('docker', ['logs', name], { maxBuffer: 16 * 1024 * 1024 });
-    const lines = `${stdout}${stderr}`.split('\n').filter((line) => line !== '');
-    expect(lines.length).toBeGreaterThan(0);
-    for (const line of lines) expect([line, typeof JSON.parse(line).level]).toEqual([line, 'string']);
-    expect(`${stdout}${stderr}`).not.toContain('\u001b[');
-  }, 5 * 60_000);
+      // NODE_ENV=production: JSON lines by default, no colour codes.
+      const { stdout, stderr } = await run('docker', ['logs', name], { maxBuffer: 16 * 1024 * 1024 });
+      const lines = `${stdout}${stderr}`.split('\n').filter((line) => line !== '');
+      expect(lines.length).toBeGreaterThan(0);
+      for (const line of lines) expect([line, typeof JSON.parse(line).level]).toEqual([line, 'string']);
+      expect(`${stdout}${stderr}`).not.toContain('\u001b[');
+    },
+    5 * 60_000,
+  );
 });
 
 withEngine('docker-compose.yml, brought up by a Docker engine', () => {
@@ -414,34 +430,40 @@ withEngine('docker-compose.yml, brought up by a Docker engine', () => {
     if (typeof compose !== 'string') await composeRun(['down', '-v', '--rmi', 'local'], 5 * 60_000).catch((e) => console.warn(String(e)));
   }, 6 * 60_000);
 
-  it('runs Redis and two healthy instances on 127.0.0.1; a message POSTed to instance 1 reaches a client of instance 2', async () => {
-    if (typeof compose === 'string') {
-      console.info(`compose e2e: skipped, ${compose}`);
-      return;
-    }
-    const ids = { 1: await composeRun(['ps', '-q', 'redmessenger-1']), 2: await composeRun(['ps', '-q', 'redmessenger-2']) };
-    for (const id of Object.values(ids)) {
-      await waitFor(async () => (await health(id)) === 'healthy', 90_000, `container ${id} to be healthy`);
-      const bindings = JSON.parse(await docker(['inspect', '-f', '{{json .HostConfig.PortBindings}}', id]));
-      const hosts = Object.values<Array<{ HostIp: string }>>(bindings).flat().map((b) => b.HostIp);
-      expect(hosts).toEqual(['127.0.0.1', '127.0.0.1']);
-    }
-    const one = `http://127.0.0.1:${ports.RM_PORT_1}`;
-    const two = `http://127.0.0.1:${ports.RM_PORT_2}`;
-    for (const url of [one, two]) expect((await fetch(`${url}/health`)).status).toBe(200);
+  it(
+    'runs Redis and two healthy instances on 127.0.0.1; a message POSTed to instance 1 reaches a client of instance 2',
+    async () => {
+      if (typeof compose === 'string') {
+        console.info(`compose e2e: skipped, ${compose}`);
+        return;
+      }
+      const ids = { 1: await composeRun(['ps', '-q', 'redmessenger-1']), 2: await composeRun(['ps', '-q', 'redmessenger-2']) };
+      for (const id of Object.values(ids)) {
+        await waitFor(async () => (await health(id)) === 'healthy', 90_000, `container ${id} to be healthy`);
+        const bindings = JSON.parse(await docker(['inspect', '-f', '{{json .HostConfig.PortBindings}}', id]));
+        const hosts = Object.values<Array<{ HostIp: string }>>(bindings)
+          .flat()
+          .map((b) => b.HostIp);
+        expect(hosts).toEqual(['127.0.0.1', '127.0.0.1']);
+      }
+      const one = `http://127.0.0.1:${ports.RM_PORT_1}`;
+      const two = `http://127.0.0.1:${ports.RM_PORT_2}`;
+      for (const url of [one, two]) expect((await fetch(`${url}/health`)).status).toBe(200);
 
-    const user = uniqueId('cmp');
-    const client = await TestClient.connect(`ws://127.0.0.1:${ports.RM_PORT_2}/`, { autoAck: true });
-    await client.identify(user);
-    const res = await fetch(`${one}/v1/messages`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: JSON.stringify({ to: user, payload: 'from instance 1' }),
-      signal: AbortSignal.timeout(10_000),
-    });
-    expect(res.status).toBe(202);
-    const [message] = await client.messages(1, 15_000);
-    expect(message.data.payload).toBe('from instance 1');
-    await client.close();
-  }, 5 * 60_000);
+      const user = uniqueId('cmp');
+      const client = await TestClient.connect(`ws://127.0.0.1:${ports.RM_PORT_2}/`, { autoAck: true });
+      await client.identify(user);
+      const res = await fetch(`${one}/v1/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+        body: JSON.stringify({ to: user, payload: 'from instance 1' }),
+        signal: AbortSignal.timeout(10_000),
+      });
+      expect(res.status).toBe(202);
+      const [message] = await client.messages(1, 15_000);
+      expect(message.data.payload).toBe('from instance 1');
+      await client.close();
+    },
+    5 * 60_000,
+  );
 });

@@ -42,13 +42,11 @@ afterAll(async () => {
 });
 
 /** A payload per index, some with characters that JSON must escape and non-ASCII text. */
-const payloadFor = (tag: string, i: number): string =>
-  i % 97 === 0 ? `${tag}-${i} "quoted" \\ back\nslash é✓ 🚀` : `${tag}-${i}`;
+const payloadFor = (tag: string, i: number): string => (i % 97 === 0 ? `${tag}-${i} "quoted" \\ back\nslash é✓ 🚀` : `${tag}-${i}`);
 
 async function rpushAll(r: Redis, key: string, payloads: string[]): Promise<void> {
   for (let i = 0; i < payloads.length; i += 500) await r.rpush(key, ...payloads.slice(i, i + 500));
 }
-
 
 /** Waits for n messages in all, acking each batch as it arrives. */
 async function receiveAcking(c: TestClient, n: number, timeoutMs: number): Promise<Frame[]> {
@@ -81,7 +79,6 @@ function health(url: string, timeoutMs = 3000): Promise<{ status: number; body: 
 
 /** Resolves with p's value, or rejects if it has not settled within ms (the timer never outlives the wait). */
 
-
 // ---------------------------------------------------------------------------
 
 describe('server SIGKILLed mid-purge', () => {
@@ -107,7 +104,11 @@ describe('server SIGKILLed mid-purge', () => {
       const first = await slow.messages(100, 15_000);
       slow.ack(first.slice(0, 50).map((f) => f.data.id));
       const got1 = await slow.messages(150, 15_000);
-      expectSequence(got1.map((f) => f.data.payload), all.slice(0, 150), 'slow client');
+      expectSequence(
+        got1.map((f) => f.data.payload),
+        all.slice(0, 150),
+        'slow client',
+      );
       const acked = new Set(got1.slice(0, 50).map((f) => f.data.id));
       const inflight = new Set(got1.slice(50).map((f) => f.data.id));
       const idOf = new Map(got1.map((f) => [f.data.payload as string, f.data.id as string]));
@@ -147,7 +148,11 @@ describe('server SIGKILLed mid-purge', () => {
       const ready2 = await fast.identify(user);
       expect(ready2.data).toEqual(expect.objectContaining({ id: user, queued: expectedQueue.length }));
       const got2 = await fast.messages(expectedQueue.length, 30_000);
-      expectSequence(got2.map((f) => f.data.payload), expectedQueue, 'reconnected client');
+      expectSequence(
+        got2.map((f) => f.data.payload),
+        expectedQueue,
+        'reconnected client',
+      );
       for (const f of got2) {
         expect(typeof f.data.id).toBe('string');
         expect(f.data.channel).toBe(channelOf(user));
@@ -233,7 +238,11 @@ describe('server SIGKILLed and not restarted, another instance alive', () => {
       const d = await TestClient.connect(b.wsUrl, { autoAck: true });
       expect((await d.identify(user)).data.queued).toBe(expected.length);
       const got2 = await d.messages(expected.length, 20_000);
-      expectSequence(got2.map((f) => f.data.payload), expected, 'delivered by the surviving instance');
+      expectSequence(
+        got2.map((f) => f.data.payload),
+        expected,
+        'delivered by the surviving instance',
+      );
       for (const f of got2) if (idOf.has(f.data.payload)) expect(f.data.id).toBe(idOf.get(f.data.payload));
       await waitFor(async () => (await leftoverKeys(r, user)).length === 0, 10_000, 'keys empty after acks');
       await d.close();
@@ -306,7 +315,9 @@ describe('Redis stopped and started again', () => {
         throw new Error(`${err.message}; received ${JSON.stringify(messagesOf(a).map((f) => f.data.payload))}`);
       });
       const seen = new Set<string>();
-      const deduped = messagesOf(a).filter((f) => !seen.has(f.data.id) && seen.add(f.data.id)).map((f) => f.data.payload);
+      const deduped = messagesOf(a)
+        .filter((f) => !seen.has(f.data.id) && seen.add(f.data.id))
+        .map((f) => f.data.payload);
       const missing = heard.filter((p) => !deduped.includes(p));
       if (missing.length > 0) {
         throw new Error(
@@ -319,7 +330,11 @@ describe('Redis stopped and started again', () => {
       // The offline user's queue survived the restart and is delivered in order.
       const b = await TestClient.connect(server.wsUrl, { autoAck: true });
       expect((await b.identify(offline)).data.queued).toBe(20);
-      expectSequence((await b.messages(20, 15_000)).map((f) => f.data.payload), queuedBefore, 'offline user after the Redis restart');
+      expectSequence(
+        (await b.messages(20, 15_000)).map((f) => f.data.payload),
+        queuedBefore,
+        'offline user after the Redis restart',
+      );
 
       await waitFor(async () => (await leftoverKeys(r, offline)).length === 0, 10_000, 'offline user keys empty after acks');
       await waitFor(async () => (await leftoverKeys(r, online)).length === 0, 10_000, 'online user keys empty after acks');
@@ -358,12 +373,20 @@ describe('purge interrupted and purge with live traffic', () => {
 
       const idOf = new Map<string, string>();
       // Drop 1: after 10 messages. Drop 2: with a full window (MAX_INFLIGHT). Drop 3: right after ready.
-      for (const [round, take] of [[1, 10], [2, 100], [3, 0]] as const) {
+      for (const [round, take] of [
+        [1, 10],
+        [2, 100],
+        [3, 0],
+      ] as const) {
         const c = await TestClient.connect(server.wsUrl);
         const ready = await c.identify(user);
         expect({ round, queued: ready.data.queued }).toEqual({ round, queued: all.length });
         const got = take > 0 ? await c.messages(take, 10_000) : [];
-        expectSequence(got.map((f) => f.data.payload), blockOrder.slice(0, take), `round ${round}`);
+        expectSequence(
+          got.map((f) => f.data.payload),
+          blockOrder.slice(0, take),
+          `round ${round}`,
+        );
         for (const f of got) {
           if (idOf.has(f.data.payload)) expect(f.data.id).toBe(idOf.get(f.data.payload));
           idOf.set(f.data.payload, f.data.id);
@@ -376,7 +399,11 @@ describe('purge interrupted and purge with live traffic', () => {
       const ready = await c.identify(user);
       expect(ready.data.queued).toBe(all.length);
       const got = await c.messages(all.length, 20_000);
-      expectSequence(got.map((f) => f.data.payload), blockOrder, 'final client');
+      expectSequence(
+        got.map((f) => f.data.payload),
+        blockOrder,
+        'final client',
+      );
       expect(new Set(got.map((f) => f.data.id)).size).toBe(all.length);
       for (const f of got) if (idOf.has(f.data.payload)) expect(f.data.id).toBe(idOf.get(f.data.payload));
       await waitFor(async () => (await leftoverKeys(r, user)).length === 0, 10_000, 'keys empty after acks');
@@ -400,7 +427,11 @@ describe('purge interrupted and purge with live traffic', () => {
       // Published one by one while the purge runs (acks flowing), not as one batch.
       for (const p of live) await r.publish(channelOf(user), p);
       const got = await c.messages(2200, 30_000);
-      expectSequence(got.map((f) => f.data.payload), [...queued, ...live], 'purge + live');
+      expectSequence(
+        got.map((f) => f.data.payload),
+        [...queued, ...live],
+        'purge + live',
+      );
       expect(new Set(got.map((f) => f.data.id)).size).toBe(2200);
       // Nothing more arrives (no duplicates after the last one).
       await waitFor(async () => (await leftoverKeys(r, user)).length === 0, 10_000, 'keys empty after acks');
@@ -426,7 +457,11 @@ describe('purge interrupted and purge with live traffic', () => {
       await waitFor(async () => (await storedCount()) === 2200, 10_000, 'the 200 live messages to be stored');
       expect(messagesOf(c)).toHaveLength(100);
       const got = await receiveAcking(c, 2200, 30_000);
-      expectSequence(got.map((f) => f.data.payload), [...queued, ...live], 'stalled purge + live');
+      expectSequence(
+        got.map((f) => f.data.payload),
+        [...queued, ...live],
+        'stalled purge + live',
+      );
       expect(new Set(got.map((f) => f.data.id)).size).toBe(2200);
       await waitFor(async () => (await leftoverKeys(r, user)).length === 0, 10_000, 'keys empty after acks');
       expect(messagesOf(c)).toHaveLength(2200);

@@ -18,10 +18,7 @@ import { waitFor, within } from './support/wait';
 jest.setTimeout(120_000);
 
 const CHROMIUM = '/usr/bin/chromium';
-const ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-  '--disable-sync', '--disable-quic', '--no-first-run',
-];
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'];
 const UI_TIMEOUT_MS = 15_000;
 const SCREENSHOT = path.resolve(__dirname, '..', 'test-artifacts', 'demo.png');
 
@@ -253,7 +250,11 @@ describe('SDK in the browser', () => {
       await client.connect();
     })()`);
     await r.publish(`rm.users.${id}`, 'to the browser');
-    const received = await within(page.evaluate(() => (globalThis as unknown as { received: Promise<unknown> }).received), UI_TIMEOUT_MS, 'the message in the browser');
+    const received = await within(
+      page.evaluate(() => (globalThis as unknown as { received: Promise<unknown> }).received),
+      UI_TIMEOUT_MS,
+      'the message in the browser',
+    );
     expect(received).toEqual({ id: expect.any(String), channel: `rm.users.${id}`, payload: 'to the browser', ts: expect.any(Number) });
     await waitAllAcked(id);
     await page.evaluate(() => (globalThis as unknown as { sdkClient: { close(): void } }).sdkClient.close());
@@ -263,7 +264,7 @@ describe('SDK in the browser', () => {
 
 describe('SDK in the browser on a jwt server', () => {
   const SECRET = 'an-hs256-secret-that-is-at-least-32-characters-long';
-  it('refreshes its token by itself and stays connected on one socket past the first token\'s exp', async () => {
+  it("refreshes its token by itself and stays connected on one socket past the first token's exp", async () => {
     const jwtServer = await startServer({ REDIS_URL: redis.url, LOG_LEVEL: 'log', DEMO: 'true', AUTH_MODE: 'jwt', AUTH_JWT_SECRET: SECRET, AUTH_CLOCK_SKEW_S: '0' });
     try {
       const id = uniqueId('browser');
@@ -288,7 +289,11 @@ describe('SDK in the browser on a jwt server', () => {
       })()`);
       await new Promise((resolve) => setTimeout(resolve, 14_000)); // past the exp of the first two tokens
       await r.publish(`rm.users.${id}`, 'still connected');
-      const received = await within(page.evaluate(() => (globalThis as unknown as { received: Promise<{ payload: string }> }).received), UI_TIMEOUT_MS, 'the message in the browser');
+      const received = await within(
+        page.evaluate(() => (globalThis as unknown as { received: Promise<{ payload: string }> }).received),
+        UI_TIMEOUT_MS,
+        'the message in the browser',
+      );
       expect(received.payload).toBe('still connected');
       expect(await page.evaluate(() => (globalThis as unknown as { log: string[] }).log)).toEqual(['state connecting', 'state ready']);
       expect(minted).toBeGreaterThanOrEqual(4);

@@ -29,10 +29,14 @@ beforeAll(async () => {
   clients.push(probe);
   const warm = uniqueId('warm');
   await probe.identify(warm);
-  await waitFor(async () => {
-    await c.publish(`rm.users.${warm}`, 'probe');
-    return probe.frames.some((f) => f.event === 'message');
-  }, 15_000, 'the server to route a published message');
+  await waitFor(
+    async () => {
+      await c.publish(`rm.users.${warm}`, 'probe');
+      return probe.frames.some((f) => f.event === 'message');
+    },
+    15_000,
+    'the server to route a published message',
+  );
 });
 
 afterAll(async () => {
@@ -42,13 +46,10 @@ afterAll(async () => {
 });
 
 async function eventsOf(user: string): Promise<Array<Record<string, string>>> {
-  return (await c.xrange(STREAM, '-', '+'))
-    .map(([, flat]) => Object.fromEntries(flat.flatMap((v, i) => (i % 2 ? [] : [[v, flat[i + 1]]]))))
-    .filter((e) => e.user === user);
+  return (await c.xrange(STREAM, '-', '+')).map(([, flat]) => Object.fromEntries(flat.flatMap((v, i) => (i % 2 ? [] : [[v, flat[i + 1]]])))).filter((e) => e.user === user);
 }
 
-const view = async (user: string): Promise<any> =>
-  (await fetch(`${server.url}/v1/users/${user}`, { headers: { authorization: `Bearer ${KEY}` }, signal: AbortSignal.timeout(5000) })).json();
+const view = async (user: string): Promise<any> => (await fetch(`${server.url}/v1/users/${user}`, { headers: { authorization: `Bearer ${KEY}` }, signal: AbortSignal.timeout(5000) })).json();
 
 it('writes online, acked and offline for a user who reads, and unread for one who does not', async () => {
   const reader = uniqueId('reader');

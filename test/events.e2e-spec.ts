@@ -257,11 +257,7 @@ describe('EVENTS_MAXLEN', () => {
     await pipeline.exec();
     await client.messages(300, 20_000);
 
-    await waitFor(
-      async () => /^redmessenger_events_total\{type="acked"\} 300$/m.test(await (await fetch(`${server.url}/metrics`)).text()),
-      10_000,
-      '300 acked events written',
-    );
+    await waitFor(async () => /^redmessenger_events_total\{type="acked"\} 300$/m.test(await (await fetch(`${server.url}/metrics`)).text()), 10_000, '300 acked events written');
     const length = await r.xlen(STREAM);
     expect(length).toBeGreaterThanOrEqual(20);
     expect(length).toBeLessThanOrEqual(20 + 10);

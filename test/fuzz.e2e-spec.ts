@@ -230,18 +230,93 @@ class FuzzSocket {
 const ALNUM = [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'];
 const ID_REST = [...ALNUM, '.', '_', '@', '-'];
 const FORBIDDEN = [
-  '*', '?', '[', ']', ':', ' ', '\t', '\n', '\r', '\0', '/', '\\', '"', "'", '{', '}', '#', '$', '%', '^', '&', '(', ')',
-  '+', '=', ',', ';', '<', '>', '|', '~', '`', '!', 'é', 'ß', 'а' /* Cyrillic */, 'Ａ' /* fullwidth */, '٣', '\u200b',
-  '\ufeff', '\u2028', '😀', '\ud800' /* lone surrogate */, '\x7f',
+  '*',
+  '?',
+  '[',
+  ']',
+  ':',
+  ' ',
+  '\t',
+  '\n',
+  '\r',
+  '\0',
+  '/',
+  '\\',
+  '"',
+  "'",
+  '{',
+  '}',
+  '#',
+  '$',
+  '%',
+  '^',
+  '&',
+  '(',
+  ')',
+  '+',
+  '=',
+  ',',
+  ';',
+  '<',
+  '>',
+  '|',
+  '~',
+  '`',
+  '!',
+  'é',
+  'ß',
+  'а' /* Cyrillic */,
+  'Ａ' /* fullwidth */,
+  '٣',
+  '\u200b',
+  '\ufeff',
+  '\u2028',
+  '😀',
+  '\ud800' /* lone surrogate */,
+  '\x7f',
 ];
 const HUGE_NUMBERS = [
-  '1e400', '-1e400', '1e-400', '1.7976931348623157e308', '9007199254740993', '-9007199254740993',
-  '123456789012345678901234567890123456789', '-0', '0.0000000000000000000001', '1E+2', '4e9999999999',
+  '1e400',
+  '-1e400',
+  '1e-400',
+  '1.7976931348623157e308',
+  '9007199254740993',
+  '-9007199254740993',
+  '123456789012345678901234567890123456789',
+  '-0',
+  '0.0000000000000000000001',
+  '1E+2',
+  '4e9999999999',
 ];
 const UNKNOWN_EVENTS = [
-  'Identify', 'IDENTIFY', 'identify ', ' identify', 'identify\u0000', 'ack ', 'Ack', 'ACK', 'acks', 'message', 'ready',
-  'error', 'subscribe', 'publish', 'ping', 'close', '', ' ', '__proto__', 'constructor', 'toString', 'hasOwnProperty',
-  'valueOf', 'then', 'identify\u200b', 'ідентифікувати', '😀', 'x'.repeat(4000),
+  'Identify',
+  'IDENTIFY',
+  'identify ',
+  ' identify',
+  'identify\u0000',
+  'ack ',
+  'Ack',
+  'ACK',
+  'acks',
+  'message',
+  'ready',
+  'error',
+  'subscribe',
+  'publish',
+  'ping',
+  'close',
+  '',
+  ' ',
+  '__proto__',
+  'constructor',
+  'toString',
+  'hasOwnProperty',
+  'valueOf',
+  'then',
+  'identify\u200b',
+  'ідентифікувати',
+  '😀',
+  'x'.repeat(4000),
 ];
 
 const j = (v: unknown) => JSON.stringify(v);
@@ -249,19 +324,15 @@ const j = (v: unknown) => JSON.stringify(v);
 const obj = (entries: Array<[string, string]>) => `{${entries.map(([k, v]) => `${j(k)}:${v}`).join(',')}}`;
 const text = (label: string, s: string, binary = false): FuzzFrame => ({ label, bytes: Buffer.from(s, 'utf8'), binary, splits: [] });
 
-const validIdOfLength = (len: number) =>
-  fc.tuple(fc.constantFrom(...ALNUM), fc.string({ unit: fc.constantFrom(...ID_REST), minLength: len - 1, maxLength: len - 1 })).map(([a, b]) => a + b);
-const validId = fc.oneof(
-  { arbitrary: fc.integer({ min: 1, max: 128 }).chain(validIdOfLength), weight: 3 },
-  { arbitrary: fc.constantFrom(1, 127, 128).chain(validIdOfLength), weight: 2 },
-);
+const validIdOfLength = (len: number) => fc.tuple(fc.constantFrom(...ALNUM), fc.string({ unit: fc.constantFrom(...ID_REST), minLength: len - 1, maxLength: len - 1 })).map(([a, b]) => a + b);
+const validId = fc.oneof({ arbitrary: fc.integer({ min: 1, max: 128 }).chain(validIdOfLength), weight: 3 }, { arbitrary: fc.constantFrom(1, 127, 128).chain(validIdOfLength), weight: 2 });
 const invalidId = fc.oneof(
   fc.constantFrom(129, 130, 256, 4000).chain(validIdOfLength),
   fc.constant(''),
   // a valid id of at most 127 characters with one forbidden character at the start, middle or end
-  fc.tuple(fc.integer({ min: 1, max: 127 }).chain(validIdOfLength), fc.constantFrom(...FORBIDDEN), fc.constantFrom('start', 'middle', 'end')).map(
-    ([id, c, where]) => (where === 'start' ? c + id : where === 'end' ? id + c : id.slice(0, id.length >> 1) + c + id.slice(id.length >> 1)),
-  ),
+  fc
+    .tuple(fc.integer({ min: 1, max: 127 }).chain(validIdOfLength), fc.constantFrom(...FORBIDDEN), fc.constantFrom('start', 'middle', 'end'))
+    .map(([id, c, where]) => (where === 'start' ? c + id : where === 'end' ? id + c : id.slice(0, id.length >> 1) + c + id.slice(id.length >> 1))),
   // every forbidden character, alone
   fc.constantFrom(...FORBIDDEN),
   // a first character that is only allowed later
@@ -274,11 +345,7 @@ const nonStringRaw = fc.oneof(
   fc.constantFrom('null', 'true', 'false', '0', '1', '-1', '[]', '{}', '[""]', '["a"]', '{"id":"a"}', '1.5', ...HUGE_NUMBERS),
   anyJson(2).filter((s) => !s.startsWith('"')),
 );
-const idRaw = fc.oneof(
-  { arbitrary: validId.map(j), weight: 3 },
-  { arbitrary: invalidId.map(j), weight: 5 },
-  { arbitrary: nonStringRaw, weight: 2 },
-);
+const idRaw = fc.oneof({ arbitrary: validId.map(j), weight: 3 }, { arbitrary: invalidId.map(j), weight: 5 }, { arbitrary: nonStringRaw, weight: 2 });
 const tokenRaw = fc.option(
   fc.oneof(
     { arbitrary: fc.string({ maxLength: 60 }).map(j), weight: 3 },
@@ -295,7 +362,13 @@ function identifyFrame(): fc.Arbitrary<FuzzFrame> {
     const entries: Array<[string, string]> = [['id', id]];
     if (token !== undefined) entries.push(['token', token]);
     if (!idFirst) entries.reverse();
-    return text('identify', obj([['event', j('identify')], ['data', obj([...entries, ...extras])]]));
+    return text(
+      'identify',
+      obj([
+        ['event', j('identify')],
+        ['data', obj([...entries, ...extras])],
+      ]),
+    );
   });
 }
 
@@ -309,7 +382,8 @@ function ackFrame(knownIds: () => string[]): fc.Arbitrary<FuzzFrame> {
   );
   const goodIds = fc.array(oddId, { maxLength: 12 }).map(j);
   const badIds = fc.oneof(
-    fc.array(fc.oneof(oddId.map(j), nonStringRaw), { minLength: 1, maxLength: 6 })
+    fc
+      .array(fc.oneof(oddId.map(j), nonStringRaw), { minLength: 1, maxLength: 6 })
       .filter((items) => items.some((s) => !s.startsWith('"')))
       .map((items) => `[${items.join(',')}]`),
     nonStringRaw.filter((s) => !s.startsWith('[')),
@@ -317,7 +391,13 @@ function ackFrame(knownIds: () => string[]): fc.Arbitrary<FuzzFrame> {
   );
   const idsRaw = fc.option(fc.oneof(goodIds, badIds), { nil: undefined, freq: 8 });
   return fc.tuple(idsRaw, extraEntries).map(([ids, extras]) =>
-    text('ack', obj([['event', j('ack')], ['data', obj([...(ids === undefined ? [] : ([['ids', ids]] as Array<[string, string]>)), ...extras])]])),
+    text(
+      'ack',
+      obj([
+        ['event', j('ack')],
+        ['data', obj([...(ids === undefined ? [] : ([['ids', ids]] as Array<[string, string]>)), ...extras])],
+      ]),
+    ),
   );
 }
 
@@ -334,26 +414,44 @@ function structureFrame(): fc.Arbitrary<FuzzFrame> {
     { arbitrary: nonStringRaw, weight: 3 },
     { arbitrary: fc.string({ maxLength: 10 }).map(j), weight: 1 },
   );
-  const shaped = fc
-    .tuple(fc.option(eventRaw, { nil: undefined, freq: 8 }), fc.option(dataRaw, { nil: undefined, freq: 8 }), extraEntries, fc.boolean())
-    .map(([e, d, extras, swap]) => {
-      const entries: Array<[string, string]> = [];
-      if (e !== undefined) entries.push(['event', e]);
-      if (d !== undefined) entries.push(['data', d]);
-      if (swap) entries.reverse();
-      return text('shape', obj([...entries, ...extras]));
-    });
-  const notJson = fc.oneof(
-    fc.string({ maxLength: 40 }),
-    fc.constantFrom(
-      '', ' ', 'null', 'true', '1', '"identify"', '[]', '{}', 'undefined', 'NaN', "{'event':'identify','data':{}}",
-      '{event:"identify",data:{}}', '{"event":"identify","data":{"id":"a"},}', '{"event":"identify","data":{"id":"a"}}garbage',
-      '{"event":"identify","data":{"id":"a"}}{"event":"ack","data":{"ids":[]}}', '[{"event":"identify","data":{"id":"a"}}]',
-      '{"event":"identify","data":{"id":"a"', '{"event":"identify","data":{"id":"a"}}\n', ' \t{"event":"identify","data":{"id":"a"}} ',
-      '\ufeff{"event":"identify","data":{"id":"a"}}', '{"event":"identify","data":{"id":"a"}}\u0000', '/*c*/{"event":"ack","data":{}}',
-      '{"event":"identify","event":"ack","data":{"ids":[]}}', '{"event":"identify","data":{"id":"a"},"data":[]}',
-    ),
-  ).map((s) => text('not-json-or-odd', s));
+  const shaped = fc.tuple(fc.option(eventRaw, { nil: undefined, freq: 8 }), fc.option(dataRaw, { nil: undefined, freq: 8 }), extraEntries, fc.boolean()).map(([e, d, extras, swap]) => {
+    const entries: Array<[string, string]> = [];
+    if (e !== undefined) entries.push(['event', e]);
+    if (d !== undefined) entries.push(['data', d]);
+    if (swap) entries.reverse();
+    return text('shape', obj([...entries, ...extras]));
+  });
+  const notJson = fc
+    .oneof(
+      fc.string({ maxLength: 40 }),
+      fc.constantFrom(
+        '',
+        ' ',
+        'null',
+        'true',
+        '1',
+        '"identify"',
+        '[]',
+        '{}',
+        'undefined',
+        'NaN',
+        "{'event':'identify','data':{}}",
+        '{event:"identify",data:{}}',
+        '{"event":"identify","data":{"id":"a"},}',
+        '{"event":"identify","data":{"id":"a"}}garbage',
+        '{"event":"identify","data":{"id":"a"}}{"event":"ack","data":{"ids":[]}}',
+        '[{"event":"identify","data":{"id":"a"}}]',
+        '{"event":"identify","data":{"id":"a"',
+        '{"event":"identify","data":{"id":"a"}}\n',
+        ' \t{"event":"identify","data":{"id":"a"}} ',
+        '\ufeff{"event":"identify","data":{"id":"a"}}',
+        '{"event":"identify","data":{"id":"a"}}\u0000',
+        '/*c*/{"event":"ack","data":{}}',
+        '{"event":"identify","event":"ack","data":{"ids":[]}}',
+        '{"event":"identify","data":{"id":"a"},"data":[]}',
+      ),
+    )
+    .map((s) => text('not-json-or-odd', s));
   const topLevel = fc.jsonValue({ maxDepth: 3 }).map((v) => text('json-value', j(v)));
   return fc.oneof({ arbitrary: shaped, weight: 4 }, { arbitrary: notJson, weight: 3 }, { arbitrary: topLevel, weight: 1 });
 }
@@ -362,37 +460,129 @@ function hostileFrame(knownIds: () => string[]): fc.Arbitrary<FuzzFrame> {
   const nestArray = (d: number) => '['.repeat(d) + ']'.repeat(d);
   const nestObject = (d: number) => '{"a":'.repeat(d) + '1' + '}'.repeat(d);
   // Arrays nest in 2 bytes a level, so up to ~4000 levels fit in MAX_FRAME_BYTES; objects in 6, up to ~1300.
-  const depth = fc
-    .oneof(fc.constantFrom(10, 100, 500, 1000, 1300), fc.integer({ min: 1, max: 4000 }), fc.constantFrom(1400, 1500, 2000, 3000, 4000))
-    .map((d) => Math.min(d, MAX_DEPTH));
+  const depth = fc.oneof(fc.constantFrom(10, 100, 500, 1000, 1300), fc.integer({ min: 1, max: 4000 }), fc.constantFrom(1400, 1500, 2000, 3000, 4000)).map((d) => Math.min(d, MAX_DEPTH));
   const deep = fc.tuple(depth, fc.integer({ min: 0, max: 3 })).map(([d, kind]) => (kind > 0 ? nestArray(d) : nestObject(Math.min(d, 1300))));
   const slot = fc.constantFrom('identify.id', 'identify.token', 'identify.extra', 'ack.ids', 'ack.ids[0]', 'ack.extra', 'unknown.data', 'data', 'event', 'extra');
   const place = (where: string, v: string): string => {
     switch (where) {
-      case 'identify.id': return obj([['event', j('identify')], ['data', obj([['id', v]])]]);
-      case 'identify.token': return obj([['event', j('identify')], ['data', obj([['id', j('fuzzer')], ['token', v]])]]);
-      case 'identify.extra': return obj([['event', j('identify')], ['data', obj([['id', j('fuzzer')], ['extra', v]])]]);
-      case 'ack.ids': return obj([['event', j('ack')], ['data', obj([['ids', v]])]]);
-      case 'ack.ids[0]': return obj([['event', j('ack')], ['data', obj([['ids', `[${v}]`]])]]);
-      case 'ack.extra': return obj([['event', j('ack')], ['data', obj([['ids', '[]'], ['extra', v]])]]);
-      case 'unknown.data': return obj([['event', j('fz.unknown')], ['data', obj([['x', v]])]]);
-      case 'data': return obj([['event', j('identify')], ['data', v]]);
-      case 'event': return obj([['event', v], ['data', '{}']]);
-      default: return obj([['event', j('ack')], ['data', obj([['ids', '[]']])], ['extra', v]]);
+      case 'identify.id':
+        return obj([
+          ['event', j('identify')],
+          ['data', obj([['id', v]])],
+        ]);
+      case 'identify.token':
+        return obj([
+          ['event', j('identify')],
+          [
+            'data',
+            obj([
+              ['id', j('fuzzer')],
+              ['token', v],
+            ]),
+          ],
+        ]);
+      case 'identify.extra':
+        return obj([
+          ['event', j('identify')],
+          [
+            'data',
+            obj([
+              ['id', j('fuzzer')],
+              ['extra', v],
+            ]),
+          ],
+        ]);
+      case 'ack.ids':
+        return obj([
+          ['event', j('ack')],
+          ['data', obj([['ids', v]])],
+        ]);
+      case 'ack.ids[0]':
+        return obj([
+          ['event', j('ack')],
+          ['data', obj([['ids', `[${v}]`]])],
+        ]);
+      case 'ack.extra':
+        return obj([
+          ['event', j('ack')],
+          [
+            'data',
+            obj([
+              ['ids', '[]'],
+              ['extra', v],
+            ]),
+          ],
+        ]);
+      case 'unknown.data':
+        return obj([
+          ['event', j('fz.unknown')],
+          ['data', obj([['x', v]])],
+        ]);
+      case 'data':
+        return obj([
+          ['event', j('identify')],
+          ['data', v],
+        ]);
+      case 'event':
+        return obj([
+          ['event', v],
+          ['data', '{}'],
+        ]);
+      default:
+        return obj([
+          ['event', j('ack')],
+          ['data', obj([['ids', '[]']])],
+          ['extra', v],
+        ]);
     }
   };
   const hugeNumber = fc.constantFrom(...HUGE_NUMBERS);
-  const protoData = fc.constantFrom(
-    '{"id":"fuzzer","__proto__":{"token":5}}', '{"__proto__":{"id":"fuzzer"}}', '{"id":"fuzzer","constructor":{"prototype":{"token":5}}}',
-    '{"__proto__":{"ids":["1"]}}', '{"ids":["1"],"__proto__":[]}', '{"id":"fuzzer","token":"t","__proto__":null}',
-  ).chain((d) => fc.constantFrom('identify', 'ack').map((e) => obj([['event', j(e)], ['data', d]])));
-  const wide = fc.constantFrom(
-    () => obj([['event', j('ack')], ['data', obj([['ids', j(Array.from({ length: 1500 }, (_, i) => String(i)))]])]]),
-    () => obj([['event', j('identify')], ['data', obj([['id', j('fuzzer')], ...Array.from({ length: 600 }, (_, i) => [`k${i}`, '0'] as [string, string])])]]),
-    () => obj([['event', j('ack')], ['data', obj([['ids', j(Array.from({ length: 2000 }, () => ''))]])]]),
-    () => obj([['event', j('x'.repeat(8000))], ['data', '{}']]),
-    () => obj([['event', j('ack')], ['data', obj([['ids', j(knownIds().concat(knownIds(), knownIds()))]])]]),
-  ).map((f) => f());
+  const protoData = fc
+    .constantFrom(
+      '{"id":"fuzzer","__proto__":{"token":5}}',
+      '{"__proto__":{"id":"fuzzer"}}',
+      '{"id":"fuzzer","constructor":{"prototype":{"token":5}}}',
+      '{"__proto__":{"ids":["1"]}}',
+      '{"ids":["1"],"__proto__":[]}',
+      '{"id":"fuzzer","token":"t","__proto__":null}',
+    )
+    .chain((d) =>
+      fc.constantFrom('identify', 'ack').map((e) =>
+        obj([
+          ['event', j(e)],
+          ['data', d],
+        ]),
+      ),
+    );
+  const wide = fc
+    .constantFrom(
+      () =>
+        obj([
+          ['event', j('ack')],
+          ['data', obj([['ids', j(Array.from({ length: 1500 }, (_, i) => String(i)))]])],
+        ]),
+      () =>
+        obj([
+          ['event', j('identify')],
+          ['data', obj([['id', j('fuzzer')], ...Array.from({ length: 600 }, (_, i) => [`k${i}`, '0'] as [string, string])])],
+        ]),
+      () =>
+        obj([
+          ['event', j('ack')],
+          ['data', obj([['ids', j(Array.from({ length: 2000 }, () => ''))]])],
+        ]),
+      () =>
+        obj([
+          ['event', j('x'.repeat(8000))],
+          ['data', '{}'],
+        ]),
+      () =>
+        obj([
+          ['event', j('ack')],
+          ['data', obj([['ids', j(knownIds().concat(knownIds(), knownIds()))]])],
+        ]),
+    )
+    .map((f) => f());
   return fc.oneof(
     { arbitrary: fc.tuple(slot, deep).map(([s, v]) => text(`deep@${s}`, place(s, v))), weight: 6 },
     { arbitrary: fc.tuple(slot, hugeNumber).map(([s, v]) => text(`number@${s}`, place(s, v))), weight: 2 },
@@ -405,10 +595,16 @@ function hostileFrame(knownIds: () => string[]): fc.Arbitrary<FuzzFrame> {
 /** A small pool of well-formed frames to corrupt, pad or re-encode. */
 function baseFrameText(knownIds: () => string[]): fc.Arbitrary<string> {
   return fc.oneof(
-    fc.tuple(validId, fc.option(fc.string({ maxLength: 20 }), { nil: undefined })).map(([id, token]) =>
-      j({ event: 'identify', data: token === undefined ? { id } : { id, token } }),
-    ),
-    fc.array(fc.oneof(fc.nat({ max: 10000 }).map(String), fc.constant(null).chain(() => fc.constantFrom(...knownIds()))), { maxLength: 5 }).map((ids) => j({ event: 'ack', data: { ids } })),
+    fc.tuple(validId, fc.option(fc.string({ maxLength: 20 }), { nil: undefined })).map(([id, token]) => j({ event: 'identify', data: token === undefined ? { id } : { id, token } })),
+    fc
+      .array(
+        fc.oneof(
+          fc.nat({ max: 10000 }).map(String),
+          fc.constant(null).chain(() => fc.constantFrom(...knownIds())),
+        ),
+        { maxLength: 5 },
+      )
+      .map((ids) => j({ event: 'ack', data: { ids } })),
     fc.constantFrom(...UNKNOWN_EVENTS.slice(0, 12)).map((event) => j({ event, data: { note: 'zß😀€' } })),
     fc.constantFrom(j({ event: 'ack', data: { ids: [1] } }), j({ event: 'ack', data: {} }), j({ event: 'identify', data: { id: 'ünïcode' } })),
   );
@@ -421,9 +617,23 @@ const splitsFor = (len: number) =>
   );
 
 const INVALID_UTF8 = [
-  [0xff], [0xfe], [0x80], [0xbf], [0xc0, 0x80] /* overlong NUL */, [0xc1, 0xbf], [0xe0, 0x80, 0x80], [0xed, 0xa0, 0x80] /* surrogate */,
-  [0xed, 0xbf, 0xbf], [0xf4, 0x90, 0x80, 0x80] /* > U+10FFFF */, [0xf5, 0x80, 0x80, 0x80], [0xf8, 0x88, 0x80, 0x80, 0x80],
-  [0xc3] /* truncated */, [0xe2, 0x82] /* truncated € */, [0xf0, 0x9f, 0x98] /* truncated emoji */, [0xc3, 0x28], [0xe2, 0x28, 0xa1],
+  [0xff],
+  [0xfe],
+  [0x80],
+  [0xbf],
+  [0xc0, 0x80] /* overlong NUL */,
+  [0xc1, 0xbf],
+  [0xe0, 0x80, 0x80],
+  [0xed, 0xa0, 0x80] /* surrogate */,
+  [0xed, 0xbf, 0xbf],
+  [0xf4, 0x90, 0x80, 0x80] /* > U+10FFFF */,
+  [0xf5, 0x80, 0x80, 0x80],
+  [0xf8, 0x88, 0x80, 0x80, 0x80],
+  [0xc3] /* truncated */,
+  [0xe2, 0x82] /* truncated € */,
+  [0xf0, 0x9f, 0x98] /* truncated emoji */,
+  [0xc3, 0x28],
+  [0xe2, 0x28, 0xa1],
 ].map((b) => Buffer.from(b));
 
 function encodingFrame(knownIds: () => string[]): fc.Arbitrary<FuzzFrame> {
@@ -444,10 +654,7 @@ function encodingFrame(knownIds: () => string[]): fc.Arbitrary<FuzzFrame> {
     }),
     // well-formed multi-byte text, to be split across fragments (possibly inside a character)
     base.map((s) => text('multibyte', s)),
-    fc.constantFrom(
-      { label: 'empty text', bytes: Buffer.alloc(0), binary: false, splits: [] },
-      { label: 'empty binary', bytes: Buffer.alloc(0), binary: true, splits: [] },
-    ),
+    fc.constantFrom({ label: 'empty text', bytes: Buffer.alloc(0), binary: false, splits: [] }, { label: 'empty binary', bytes: Buffer.alloc(0), binary: true, splits: [] }),
     base.map((s) => ({ label: 'utf16le', bytes: Buffer.from(s, 'utf16le'), binary: false, splits: [] })),
     base.map((s) => ({ label: 'bom', bytes: Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(s)]), binary: false, splits: [] })),
     base.map((s) => ({ label: 'latin1', bytes: Buffer.from(s, 'latin1'), binary: false, splits: [] })),
@@ -467,8 +674,7 @@ function sizedFrame(knownIds: () => string[]): fc.Arbitrary<FuzzFrame> {
   const pad = fc.constantFrom('ascii', 'whitespace', 'multibyte', 'ids');
   return fc.tuple(kind, target, pad, validId, fc.boolean(), fc.integer({ min: 0, max: 19 })).chain(([k, size, how, id, binary, binaryDie]) => {
     const event = k === 'identify' || k === 'bad-id' ? 'identify' : k === 'unknown' ? 'fz.sized' : 'ack';
-    const dataBase: Record<string, unknown> =
-      k === 'identify' ? { id } : k === 'bad-id' ? { id: `${id}*` } : k === 'ack' ? { ids: knownIds().slice(0, 2) } : k === 'bad-ack' ? { ids: [1] } : { n: 1 };
+    const dataBase: Record<string, unknown> = k === 'identify' ? { id } : k === 'bad-id' ? { id: `${id}*` } : k === 'ack' ? { ids: knownIds().slice(0, 2) } : k === 'bad-ack' ? { ids: [1] } : { n: 1 };
     let s: string;
     if (how === 'whitespace') {
       const core = j({ event, data: dataBase });
@@ -697,7 +903,9 @@ describe('fuzz: random and mutated frames against the wire contract', () => {
   });
 
   afterAll(async () => {
-    const by = Object.entries(totals.byAnswer).map(([k, n]) => `${k}=${n}`).join(', ');
+    const by = Object.entries(totals.byAnswer)
+      .map(([k, n]) => `${k}=${n}`)
+      .join(', ');
     console.log(
       `fuzz: ${totals.cases} cases (${totals.frames} frames, each before identify and after ready) with FUZZ_SEED=${SEED}, FUZZ_SCALE=${SCALE}\n` +
         `  by expected answer: ${by}\n  by batch: ${batchCounts.map(([b, n]) => `${b}=${n}`).join(', ')}`,
@@ -856,14 +1064,12 @@ describe('fuzz: random and mutated frames against the wire contract', () => {
     return batch('identify', 2, runs(70), identifyFrame(), examples);
   });
 
-  it('acks with odd ids (other users\' included) and ids of the wrong type', () => {
+  it("acks with odd ids (other users' included) and ids of the wrong type", () => {
     const ack = (label: string, data: unknown) => text(label, j({ event: 'ack', data }));
     const examples = [
-      ack('ack of other users\' owed and queued ids', { ids: knownIds() }),
+      ack("ack of other users' owed and queued ids", { ids: knownIds() }),
       ...['', '0', '-1', '1e3', '9'.repeat(40), '*', 'rm:seq'].map((id) => ack(`ack of ${j(id)}`, { ids: [id] })),
-      ...[{}, { ids: 'x' }, { ids: [1, 2] }, { ids: null }, { ids: [['1']] }, { ids: { 0: '1', length: 1 } }, { ids: [knownIds()[0], 1] }].map((d) =>
-        ack(`bad ack ${j(d)}`, d),
-      ),
+      ...[{}, { ids: 'x' }, { ids: [1, 2] }, { ids: null }, { ids: [['1']] }, { ids: { 0: '1', length: 1 } }, { ids: [knownIds()[0], 1] }].map((d) => ack(`bad ack ${j(d)}`, d)),
     ];
     return batch('ack', 3, runs(50), ackFrame(knownIds), examples);
   });

@@ -21,8 +21,7 @@ async function get(server: TestServer, path: string): Promise<Health> {
 }
 
 /** Resolves true once the promise settles, false if it has not after ms. */
-const settlesWithin = (p: Promise<unknown>, ms: number) =>
-  Promise.race([p.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
+const settlesWithin = (p: Promise<unknown>, ms: number) => Promise.race([p.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
 
 describe('health routes', () => {
   let redis: TestRedis;

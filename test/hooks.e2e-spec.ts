@@ -128,6 +128,8 @@ describe('DeliveryListener in a host application', () => {
     expect((await client.messages(1))[0].data.payload).toBe('still delivered');
     await waitFor(() => heardBy(user).some((h) => h.hook === 'acked'), 5000, 'the acked hook');
     await waitFor(async () => (await own.llen(`rm:users:${user}:owed`)) === 0, 5000, 'the ack to be stored');
-    expect(errors).toEqual(expect.arrayContaining([expect.stringMatching(/DeliveryListener\.delivered failed \(ignored\): listener broke on delivered/), expect.stringMatching(/DeliveryListener\.acked failed/)]));
+    expect(errors).toEqual(
+      expect.arrayContaining([expect.stringMatching(/DeliveryListener\.delivered failed \(ignored\): listener broke on delivered/), expect.stringMatching(/DeliveryListener\.acked failed/)]),
+    );
   });
 });

@@ -93,7 +93,9 @@ describe('hostile clients', () => {
         },
       );
       await Promise.race([raw.gone, sleep(5000)]);
-      console.log(`hostile flood (full speed): ${sent} frames of 1 KB written; RSS ${mib(figures.rssBefore)} -> peak ${mib(figures.rssPeak)} MiB (+${mib(figures.growth)}); bystander slowest ${figures.slowest} ms`);
+      console.log(
+        `hostile flood (full speed): ${sent} frames of 1 KB written; RSS ${mib(figures.rssBefore)} -> peak ${mib(figures.rssPeak)} MiB (+${mib(figures.growth)}); bystander slowest ${figures.slowest} ms`,
+      );
       expect(await metric(server, closedFor('rate_limited'))).toBe(1);
       expect(figures.growth).toBeLessThan(48 * 2 ** 20);
     });

@@ -13,12 +13,17 @@ import { waitFor } from './support/wait';
 import { TestClient } from './support/ws-client';
 
 const payloads = async (r: Redis, id: string) => (await r.lrange(`rm:users:${id}:messages`, 0, -1)).map(entryPayload);
-const acked = (r: Redis) => waitFor(async () => {
-  const groups = (await r.xinfo('GROUPS', 'rm:inbox')) as unknown[][];
-  const info = groups.map((flat) => Object.fromEntries(Array.from({ length: flat.length / 2 }, (_, i) => [flat[2 * i], flat[2 * i + 1]])));
-  const group = info.find((g) => g.name === 'redmessenger');
-  return !!group && group.pending === 0 && group.lag === 0;
-}, 20_000, 'every inbox entry read and acknowledged');
+const acked = (r: Redis) =>
+  waitFor(
+    async () => {
+      const groups = (await r.xinfo('GROUPS', 'rm:inbox')) as unknown[][];
+      const info = groups.map((flat) => Object.fromEntries(Array.from({ length: flat.length / 2 }, (_, i) => [flat[2 * i], flat[2 * i + 1]])));
+      const group = info.find((g) => g.name === 'redmessenger');
+      return !!group && group.pending === 0 && group.lag === 0;
+    },
+    20_000,
+    'every inbox entry read and acknowledged',
+  );
 
 describe('inbox stream rm:inbox', () => {
   let redis: TestRedis;
@@ -163,10 +168,14 @@ describe('inbox: the reading instance is SIGKILLed with entries pending', () => 
       const watcher = redis.client();
       const pipelined = pipeline.exec();
       let pendingOnVictim = 0;
-      await waitFor(async () => {
-        const [count] = (await watcher.xpending('rm:inbox', 'redmessenger')) as [number];
-        return count > 0;
-      }, 10_000, 'entries pending on the victim');
+      await waitFor(
+        async () => {
+          const [count] = (await watcher.xpending('rm:inbox', 'redmessenger')) as [number];
+          return count > 0;
+        },
+        10_000,
+        'entries pending on the victim',
+      );
       victim.kill('SIGKILL');
       await victim.exited();
       await pipelined;

@@ -74,14 +74,18 @@ describe('three instances on one Redis', () => {
   const settledQueues = async (users: string[]): Promise<Map<string, string[]>> => {
     let last = '';
     let stableSince = Date.now();
-    await waitFor(async () => {
-      const lens = (await Promise.all(users.map((u) => r.llen(q(u))))).join();
-      if (lens !== last) {
-        last = lens;
-        stableSince = Date.now();
-      }
-      return Date.now() - stableSince > 1000;
-    }, 30_000, 'the queues to stop growing');
+    await waitFor(
+      async () => {
+        const lens = (await Promise.all(users.map((u) => r.llen(q(u))))).join();
+        if (lens !== last) {
+          last = lens;
+          stableSince = Date.now();
+        }
+        return Date.now() - stableSince > 1000;
+      },
+      30_000,
+      'the queues to stop growing',
+    );
     const out = new Map<string, string[]>();
     for (const u of users) out.set(u, (await r.lrange(q(u), 0, -1)).map(entryPayload));
     return out;
@@ -112,7 +116,11 @@ describe('three instances on one Redis', () => {
       const p = r.pipeline();
       for (const u of users) p.publish(ch(u), 'one');
       await p.exec();
-      await waitFor(async () => (await Promise.all(live.map((s) => metric(s, 'redmessenger_messages_routed_total')))).reduce((a, b) => a + b, 0) - before.reduce((a, b) => a + b, 0) >= 3000, 15_000, '3,000 routed');
+      await waitFor(
+        async () => (await Promise.all(live.map((s) => metric(s, 'redmessenger_messages_routed_total')))).reduce((a, b) => a + b, 0) - before.reduce((a, b) => a + b, 0) >= 3000,
+        15_000,
+        '3,000 routed',
+      );
       const after = await Promise.all(live.map((s) => metric(s, 'redmessenger_messages_routed_total')));
       const share = after.map((v, i) => v - before[i]);
       console.log(`routing share of 3,000 users: ${share.join(' / ')} (shards ${(await Promise.all(live.map(shards))).join(' / ')})`);

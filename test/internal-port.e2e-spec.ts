@@ -88,10 +88,7 @@ describe('INTERNAL_PORT', () => {
     ['not a port', 'ninety', /INTERNAL_PORT must be an integer port/],
   ])('refuses an INTERNAL_PORT %s, naming the variable', async (_, value, message) => {
     const port = await freePort();
-    const server = await startServer(
-      { REDIS_URL: 'redis://127.0.0.1:1', PORT: String(port), INTERNAL_PORT: value === 'same' ? String(port) : value },
-      { waitReady: false },
-    );
+    const server = await startServer({ REDIS_URL: 'redis://127.0.0.1:1', PORT: String(port), INTERNAL_PORT: value === 'same' ? String(port) : value }, { waitReady: false });
 
     expect((await server.exited()).code).not.toBe(0);
     expect(server.logs()).toMatch(message);

@@ -44,8 +44,7 @@ describe('limits', () => {
   const publish = async (id: string, ...payloads: string[]) => {
     for (const payload of payloads) await publisher.publish(`rm.users.${id}`, payload);
   };
-  const waitQueued = (id: string, n: number) =>
-    waitFor(async () => (await publisher.llen(`rm:users:${id}:messages`)) === n, 5000, `${n} queued for ${id}`);
+  const waitQueued = (id: string, n: number) => waitFor(async () => (await publisher.llen(`rm:users:${id}:messages`)) === n, 5000, `${n} queued for ${id}`);
   const queuedPayloads = async (id: string) => (await publisher.lrange(`rm:users:${id}:messages`, 0, -1)).map((e) => JSON.parse(e).rm.payload);
 
   describe('queue cap, TTL and sockets per user', () => {

@@ -40,12 +40,13 @@ describe('logs', () => {
     client.terminate();
     await server.waitForLog(new RegExp(`${id}: Client is no longer online, recommitting 2 messages to queue`));
 
-    const lines = server.logs().split('\n').filter((line) => line.trim() !== '');
+    const lines = server
+      .logs()
+      .split('\n')
+      .filter((line) => line.trim() !== '');
     const entries = lines.map((line) => JSON.parse(line));
     for (const entry of entries) {
-      expect(entry).toEqual(
-        expect.objectContaining({ level: expect.any(String), pid: expect.any(Number), timestamp: expect.any(Number), message: expect.any(String) }),
-      );
+      expect(entry).toEqual(expect.objectContaining({ level: expect.any(String), pid: expect.any(Number), timestamp: expect.any(Number), message: expect.any(String) }));
     }
     // Lines of the services name their context.
     expect(entries.find((entry) => String(entry.message).startsWith('Assigning id'))).toHaveProperty('context', expect.any(String));
@@ -74,7 +75,11 @@ describe('logs', () => {
     client.terminate(); // gone before acking: a drop mid-purge
     await server.waitForLog(new RegExp(`${id}: Client is no longer online, recommitting 2 messages to queue`));
 
-    const messages = server.logs().split('\n').filter((line) => line.trim() !== '').map((line) => JSON.parse(line).message as string);
+    const messages = server
+      .logs()
+      .split('\n')
+      .filter((line) => line.trim() !== '')
+      .map((line) => JSON.parse(line).message as string);
     const remote = messages.find((m) => m.startsWith(`Assigning id ${id} to socket `))!.slice(`Assigning id ${id} to socket `.length);
     expect(remote).toMatch(/^127\.0\.0\.1:\d+$/);
     const sequence = [
@@ -117,7 +122,12 @@ describe('logs under a flood', () => {
     await pipeline.exec();
 
     // Every line of the flood names an invalid channel, and says how many more like it it stands for.
-    const lines = () => server.logs().slice(before).split('\n').filter((line) => line.trim() !== '');
+    const lines = () =>
+      server
+        .logs()
+        .slice(before)
+        .split('\n')
+        .filter((line) => line.trim() !== '');
     const told = () => warningsTold(server.logs().slice(before), /Dropping message on invalid channel/);
     await waitFor(() => told() >= FLOOD, 30_000, 'the lines to account for every dropped message');
 

@@ -49,7 +49,10 @@ describe('message options: ttl and collapseKey', () => {
     return { client, ready };
   };
   /** Past a moment: the ttl is measured from when the message was stored. */
-  const after = (ms: number) => { const until = Date.now() + ms; return waitFor(() => Date.now() > until, ms + 1000, `${ms} ms`); };
+  const after = (ms: number) => {
+    const until = Date.now() + ms;
+    return waitFor(() => Date.now() > until, ms + 1000, `${ms} ms`);
+  };
 
   describe('ttl', () => {
     it.each(['http', 'inbox'])('(%s) an offline user back after the ttl gets it counted in ready.dropped, not delivered', async (path) => {

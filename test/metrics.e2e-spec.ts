@@ -95,13 +95,13 @@ describe('GET /metrics', () => {
 
     await expectSamples({
       'redmessenger_identify_total{outcome="ok"}': 1,
-      'redmessenger_messages_routed_total': 1,
-      'redmessenger_messages_delivered_total': 1,
-      'redmessenger_messages_queued_total': 0,
-      'redmessenger_messages_acked_total': 1,
-      'redmessenger_delivery_latency_seconds_count': 1,
-      'redmessenger_connections': 1,
-      'redmessenger_identified_connections': 1,
+      redmessenger_messages_routed_total: 1,
+      redmessenger_messages_delivered_total: 1,
+      redmessenger_messages_queued_total: 0,
+      redmessenger_messages_acked_total: 1,
+      redmessenger_delivery_latency_seconds_count: 1,
+      redmessenger_connections: 1,
+      redmessenger_identified_connections: 1,
     });
     const samples = await scrape();
     expect(samples.get('redmessenger_redis_command_duration_seconds_count{command="route"}')).toBeGreaterThanOrEqual(1);
@@ -109,7 +109,7 @@ describe('GET /metrics', () => {
     expect(samples.get('redmessenger_delivery_latency_seconds_bucket{le="60"}')).toBe(1);
   });
 
-  it("counts a message for an offline user as queued, and as delivered once the user comes", async () => {
+  it('counts a message for an offline user as queued, and as delivered once the user comes', async () => {
     const id = uniqueId();
     const before = await scrape();
 
@@ -171,12 +171,7 @@ describe('GET /metrics', () => {
 
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
-    for (const [name, type] of [
-      ...REDMESSENGER_METRICS,
-      ['nodejs_eventloop_lag_seconds', 'gauge'],
-      ['process_cpu_user_seconds_total', 'counter'],
-      ['process_resident_memory_bytes', 'gauge'],
-    ]) {
+    for (const [name, type] of [...REDMESSENGER_METRICS, ['nodejs_eventloop_lag_seconds', 'gauge'], ['process_cpu_user_seconds_total', 'counter'], ['process_resident_memory_bytes', 'gauge']]) {
       expect(text).toContain(`# TYPE ${name} ${type}\n`);
     }
     const samples = parse(text);

@@ -33,10 +33,7 @@ describe('notify and resolved (NOTIFY_AFTER_SECONDS)', () => {
     redis = await startRedis();
     r = redis.client();
     const env = { REDIS_URL: redis.url, EVENTS_STREAM: STREAM, NOTIFY_AFTER_SECONDS: '1', LOG_LEVEL: 'log' };
-    [a, b] = await Promise.all([
-      startServer({ ...env, INSTANCE_ID: uniqueId('a'), PUBLISH_API_KEYS: PUBLISH_KEY }),
-      startServer({ ...env, INSTANCE_ID: uniqueId('b') }),
-    ]);
+    [a, b] = await Promise.all([startServer({ ...env, INSTANCE_ID: uniqueId('a'), PUBLISH_API_KEYS: PUBLISH_KEY }), startServer({ ...env, INSTANCE_ID: uniqueId('b') })]);
   });
 
   afterEach(() => {

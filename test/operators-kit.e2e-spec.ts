@@ -18,11 +18,12 @@ const RULES = path.join(ROOT, 'deploy/prometheus/alerts.yml');
 
 /** PromQL's (and Grafana's label_values) words that are not metric names. */
 const PROMQL_WORDS = new Set(
-  ('sum min max avg count group stddev stdvar topk bottomk quantile count_values rate irate increase delta idelta deriv ' +
+  (
+    'sum min max avg count group stddev stdvar topk bottomk quantile count_values rate irate increase delta idelta deriv ' +
     'predict_linear histogram_quantile clamp clamp_min clamp_max abs absent absent_over_time avg_over_time max_over_time ' +
     'min_over_time sum_over_time count_over_time last_over_time changes resets time timestamp vector scalar label_replace ' +
-    'label_join round ceil floor sort sort_desc and or unless by without on ignoring group_left group_right offset bool')
-    .split(' '),
+    'label_join round ceil floor sort sort_desc and or unless by without on ignoring group_left group_right offset bool'
+  ).split(' '),
 );
 
 /** The metric names a PromQL expression reads. */
@@ -56,9 +57,7 @@ describe("the operators' kit", () => {
     server = await startServer({ REDIS_URL: redis.url, LOG_LEVEL: 'warn' });
     const res = await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5000) });
     expect(res.status).toBe(200);
-    exported = new Map(
-      [...(await res.text()).matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => [m[1], m[2]]),
-    );
+    exported = new Map([...(await res.text()).matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => [m[1], m[2]]));
   });
 
   afterAll(async () => {
@@ -74,12 +73,8 @@ describe("the operators' kit", () => {
   };
 
   it('reads the expressions it checks (the extractor finds the names a person sees)', () => {
-    expect(metricNames('sum by (instance) (rate(redmessenger_messages_delivered_total{instance=~"$instance"}[$__rate_interval]))')).toEqual([
-      'redmessenger_messages_delivered_total',
-    ]);
-    expect(metricNames('max(redmessenger_inbox_lag) > 1000 and max(deriv(redmessenger_inbox_lag[10m])) > 0.8 * 268435456')).toEqual([
-      'redmessenger_inbox_lag',
-    ]);
+    expect(metricNames('sum by (instance) (rate(redmessenger_messages_delivered_total{instance=~"$instance"}[$__rate_interval]))')).toEqual(['redmessenger_messages_delivered_total']);
+    expect(metricNames('max(redmessenger_inbox_lag) > 1000 and max(deriv(redmessenger_inbox_lag[10m])) > 0.8 * 268435456')).toEqual(['redmessenger_inbox_lag']);
     expect(metricNames('label_values(redmessenger_connections, instance)')).toEqual(['redmessenger_connections']);
     expect(dashboardExprs.length).toBeGreaterThanOrEqual(12);
     expect(ruleExprs.length).toBeGreaterThanOrEqual(6);
@@ -106,7 +101,7 @@ describe("the operators' kit", () => {
     }
   });
 
-  it('the alert rules name only metrics that GET /metrics exports (and Prometheus\'s own `up`)', () => {
+  it("the alert rules name only metrics that GET /metrics exports (and Prometheus's own `up`)", () => {
     const names = [...new Set(ruleExprs.flatMap(metricNames))].filter((name) => name !== 'up');
     expect(names.filter((name) => !isExported(name))).toEqual([]);
     const alerts = rules.groups.flatMap((group: { rules: Array<{ alert: string }> }) => group.rules.map((rule) => rule.alert));
@@ -120,9 +115,7 @@ describe("the operators' kit", () => {
   });
 
   it('promtool check rules passes (skipped with a reason when promtool is not installed)', async () => {
-    const result = await promisify(execFile)('promtool', ['check', 'rules', RULES], { timeout: 30_000 }).catch(
-      (error: NodeJS.ErrnoException & { stdout?: string; stderr?: string }) => error,
-    );
+    const result = await promisify(execFile)('promtool', ['check', 'rules', RULES], { timeout: 30_000 }).catch((error: NodeJS.ErrnoException & { stdout?: string; stderr?: string }) => error);
     if ((result as NodeJS.ErrnoException).code === 'ENOENT') {
       console.info('promtool check rules: skipped, promtool is not installed (Debian: apt-get install prometheus)');
       return;

@@ -102,11 +102,7 @@ describe('overload: a burst of large PUBLISHes to one online user', () => {
     await publishBurst(r, user);
 
     await server.waitForLog(/pub\/sub connection to Redis dropped: PUBLISHes sent until it is back are not heard and may be lost/, 30_000);
-    await waitFor(
-      async () => /redmessenger_subscriber_disconnects_total [1-9]/.test(await metrics(server.url)),
-      10_000,
-      'the disconnect to be counted',
-    );
+    await waitFor(async () => /redmessenger_subscriber_disconnects_total [1-9]/.test(await metrics(server.url)), 10_000, 'the disconnect to be counted');
     client.close();
   });
 });

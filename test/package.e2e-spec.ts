@@ -139,9 +139,7 @@ describe('the npm package in a host Nest application', () => {
   it('packs the build with declarations and Lua scripts, and no specs, tests or sources', () => {
     const files = packed.files.map((f) => f.path);
 
-    expect(files).toEqual(
-      expect.arrayContaining(['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts', 'dist/main.js', 'dist/queue/lua/route.lua']),
-    );
+    expect(files).toEqual(expect.arrayContaining(['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts', 'dist/main.js', 'dist/queue/lua/route.lua']));
     expect(files.filter((f) => /\.spec\.|^test\/|^src\/|^bench\/|^soak\/|tsbuildinfo/.test(f))).toEqual([]);
     const manifest = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
     expect(manifest).toMatchObject({ name: 'redmessenger', main: 'dist/index.js', types: 'dist/index.d.ts' });

@@ -80,12 +80,14 @@ describe('POST /v1/messages', () => {
       const cid = uniqueId('g');
       const [a, b] = [uniqueId('m'), uniqueId('m')];
       await r.sadd(`rm:channels:${cid}:subscribers`, a, b);
-      const sockets = await Promise.all([a, b].map(async (id) => {
-        const client = await TestClient.connect(server.wsUrl);
-        clients.push(client);
-        await client.identify(id);
-        return client;
-      }));
+      const sockets = await Promise.all(
+        [a, b].map(async (id) => {
+          const client = await TestClient.connect(server.wsUrl);
+          clients.push(client);
+          await client.identify(id);
+          return client;
+        }),
+      );
 
       expect((await post({ group: cid, payload: 'to both' })).body).toEqual({ id: expect.any(String), recipients: 2 });
 
@@ -273,7 +275,11 @@ describe('POST /v1/messages', () => {
       const key = uniqueId('idem');
       await post({ to, payload: 'first' }, { idempotencyKey: key });
 
-      for (const body of [{ to, payload: 'second' }, { to, payload: 'first', ttl: 5 }, { to: other, payload: 'first' }]) {
+      for (const body of [
+        { to, payload: 'second' },
+        { to, payload: 'first', ttl: 5 },
+        { to: other, payload: 'first' },
+      ]) {
         const answer = await post(body, { idempotencyKey: key });
         expect(answer).toEqual({ status: 409, body: { error: { code: 'CONFLICT', message: expect.any(String) } } });
       }

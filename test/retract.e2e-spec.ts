@@ -34,10 +34,7 @@ describe('DELETE /v1/messages/<id>', () => {
     redis = await startRedis();
     r = redis.client();
     const env = { REDIS_URL: redis.url, EVENTS_STREAM: STREAM, UNREAD_AFTER_SECONDS: '1', LOG_LEVEL: 'log' };
-    [a, b] = await Promise.all([
-      startServer({ ...env, INSTANCE_ID: uniqueId('a'), PUBLISH_API_KEYS: PUBLISH_KEY, ADMIN_API_KEYS: ADMIN_KEY }),
-      startServer({ ...env, INSTANCE_ID: uniqueId('b') }),
-    ]);
+    [a, b] = await Promise.all([startServer({ ...env, INSTANCE_ID: uniqueId('a'), PUBLISH_API_KEYS: PUBLISH_KEY, ADMIN_API_KEYS: ADMIN_KEY }), startServer({ ...env, INSTANCE_ID: uniqueId('b') })]);
   });
 
   afterEach(() => {
@@ -62,8 +59,7 @@ describe('DELETE /v1/messages/<id>', () => {
     return client;
   };
   const queueIds = async (user: string) => (await r.lrange(`rm:users:${user}:messages`, 0, -1)).map((e) => JSON.parse(e).rm.id);
-  const view = async (user: string): Promise<any> =>
-    (await fetch(`${a.url}/v1/users/${user}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` }, signal: AbortSignal.timeout(5000) })).json();
+  const view = async (user: string): Promise<any> => (await fetch(`${a.url}/v1/users/${user}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` }, signal: AbortSignal.timeout(5000) })).json();
   /** The frames after `ready`, up to and including the first message frame. */
   const afterReady = (client: TestClient): Frame[] => {
     const start = client.frames.findIndex((f) => f.event === 'ready');

@@ -46,13 +46,14 @@ describe('on Redis with Sentinel', () => {
     clients.push(c);
     return c;
   };
-  const waitQueued = (id: string, n: number, timeoutMs = 10_000) =>
-    waitFor(async () => (await r.llen(q(id))) === n, timeoutMs, `${n} entries in ${q(id)}`);
+  const waitQueued = (id: string, n: number, timeoutMs = 10_000) => waitFor(async () => (await r.llen(q(id))) === n, timeoutMs, `${n} entries in ${q(id)}`);
 
   /** The first payloads of each id, de-duplicated by message id (at-least-once after a reconnect). */
   const deduped = (c: TestClient) => {
     const seen = new Set<string>();
-    return messagesOf(c).filter((f) => !seen.has(f.data.id) && seen.add(f.data.id)).map((f) => f.data.payload as string);
+    return messagesOf(c)
+      .filter((f) => !seen.has(f.data.id) && seen.add(f.data.id))
+      .map((f) => f.data.payload as string);
   };
 
   it('delivers online and offline (queue, purge on identify)', async () => {
@@ -155,7 +156,14 @@ describe('on Redis with Sentinel', () => {
       const kept = sockets.get(onlineIds[0])!;
       const n = messagesOf(kept).length;
       await r.publish(ch(onlineIds[0]), 'after-failover');
-      await waitFor(() => messagesOf(kept).slice(n).some((f) => f.data.payload === 'after-failover'), 10_000, 'the kept socket to get a new message');
+      await waitFor(
+        () =>
+          messagesOf(kept)
+            .slice(n)
+            .some((f) => f.data.payload === 'after-failover'),
+        10_000,
+        'the kept socket to get a new message',
+      );
       const fresh = uniqueId('new');
       const c = await connect(true);
       await c.identify(fresh);

@@ -83,7 +83,11 @@ describe('SIGTERM', () => {
       const y1 = await TestClient.connect(server.wsUrl);
       expect((await y1.identify(y)).data.queued).toBe(30);
       await y1.messages(20, 10_000);
-      x1.ack(messagesOf(x1).slice(0, 5).map((f) => f.data.id));
+      x1.ack(
+        messagesOf(x1)
+          .slice(0, 5)
+          .map((f) => f.data.id),
+      );
       // The ack frees room on both of x's sockets.
       await x1.messages(25, 10_000);
       await x2.messages(25, 10_000);
@@ -118,7 +122,10 @@ describe('SIGTERM', () => {
 
       // A restarted server delivers them, in order, with the same ids.
       await server.restart();
-      for (const [id, expected] of [[x, xExpected], [y, yQueued]] as const) {
+      for (const [id, expected] of [
+        [x, xExpected],
+        [y, yQueued],
+      ] as const) {
         const c = await TestClient.connect(server.wsUrl, { autoAck: true });
         expect((await c.identify(id)).data.queued).toBe(expected.length);
         const got = await c.messages(expected.length, 15_000);

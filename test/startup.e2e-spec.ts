@@ -75,7 +75,7 @@ describe('start-up', () => {
       expect(down.status).toBe(503);
       expect(await down.json()).toMatchObject({ status: 'error' });
       await waitFor(() => /connection to Redis failed/.test(server.logs()), 5000, 'a log line saying Redis is unreachable');
-      expect((await Promise.race([server.exited(), new Promise((r) => setTimeout(() => r('running'), 1000))]))).toBe('running');
+      expect(await Promise.race([server.exited(), new Promise((r) => setTimeout(() => r('running'), 1000))])).toBe('running');
 
       await redis.start();
       await waitFor(async () => (await fetch(`${server.url}/health`)).status === 200, 15000, '/health to answer 200');

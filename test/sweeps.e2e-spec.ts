@@ -62,7 +62,10 @@ describe('the expiry sweep keeps up', () => {
     const { r, server } = await setUp({ QUEUE_TTL_SECONDS: '2' });
     await withLogs([server], async () => {
       const prefix = uniqueId('exp');
-      const published = await publishTo(r, Array.from({ length: USERS }, (_, i) => [`${prefix}-${i}`, `m${i}`]));
+      const published = await publishTo(
+        r,
+        Array.from({ length: USERS }, (_, i) => [`${prefix}-${i}`, `m${i}`]),
+      );
       // Timed from the first expiry the metrics show to the last.
       let first = 0;
       await waitFor(
@@ -76,8 +79,7 @@ describe('the expiry sweep keeps up', () => {
       );
       const seconds = Math.max(1, Date.now() - first) / 1000;
       console.log(
-        `${USERS} users published to in ${published} ms; all expired in ${seconds.toFixed(1)} s from the first expiry: ` +
-          `${Math.round(USERS / seconds)} users/s (the old sweep: 20 users/s, ${USERS / 20} s)`,
+        `${USERS} users published to in ${published} ms; all expired in ${seconds.toFixed(1)} s from the first expiry: ` + `${Math.round(USERS / seconds)} users/s (the old sweep: 20 users/s, ${USERS / 20} s)`,
       );
       expect(await metric(server, 'redmessenger_messages_queued_total')).toBe(USERS);
       expect(await metric(server, 'redmessenger_messages_expired_total')).toBe(USERS);
@@ -112,7 +114,7 @@ describe('the unread sweep keeps up', () => {
       let count = 0;
       let firstMs = Infinity;
       let lastMs = 0;
-      for (let from = '-'; ; ) {
+      for (let from = '-'; ;) {
         const entries = await r.xrange(STREAM, from, '+', 'COUNT', 5000);
         for (const [id, fields] of entries) {
           const event = Object.fromEntries(fields.flatMap((_, i) => (i % 2 === 0 ? [[fields[i], fields[i + 1]]] : [])));

@@ -130,12 +130,7 @@ describe('exp', () => {
 
   it('a refresh for another sub, an expired, a forged or a garbage token: error UNAUTHORIZED and close 4401', async () => {
     const id = uniqueId('victim');
-    for (const token of [
-      await hsToken(uniqueId('other'), now() + 60),
-      await hsToken(id, now() - 10),
-      await hsToken(id, now() + 60, 'another-hs256-secret-at-least-32-characters-long!!'),
-      'garbage',
-    ]) {
+    for (const token of [await hsToken(uniqueId('other'), now() + 60), await hsToken(id, now() - 10), await hsToken(id, now() + 60, 'another-hs256-secret-at-least-32-characters-long!!'), 'garbage']) {
       const c = await identified(hs, id, await hsToken(id, now() + 60));
       c.send('refresh', { token });
       const close = await c.closed(10_000);

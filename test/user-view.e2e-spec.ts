@@ -45,11 +45,13 @@ function get(server: TestServer, path: string, key: string | null = KEY) {
 
 /** The view from both instances: the same, but for the age, which moves on between the two reads. */
 async function view(user: string): Promise<any> {
-  const answers = await Promise.all([a, b].map(async (server) => {
-    const res = await get(server, `/v1/users/${user}`);
-    expect(res.status).toBe(200);
-    return res.json();
-  }));
+  const answers = await Promise.all(
+    [a, b].map(async (server) => {
+      const res = await get(server, `/v1/users/${user}`);
+      expect(res.status).toBe(200);
+      return res.json();
+    }),
+  );
   const [fromA, fromB] = answers as any[];
   expect({ ...fromB, oldestQueuedAgeSeconds: typeof fromB.oldestQueuedAgeSeconds }).toEqual({ ...fromA, oldestQueuedAgeSeconds: typeof fromA.oldestQueuedAgeSeconds });
   return fromA;

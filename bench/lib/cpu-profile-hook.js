@@ -12,9 +12,7 @@ let running = false;
 process.on('SIGUSR2', () => {
   if (!running) {
     running = true;
-    session.post('Profiler.enable', () =>
-      session.post('Profiler.setSamplingInterval', { interval: 250 }, () => session.post('Profiler.start')),
-    );
+    session.post('Profiler.enable', () => session.post('Profiler.setSamplingInterval', { interval: 250 }, () => session.post('Profiler.start')));
     return;
   }
   running = false;

@@ -144,10 +144,19 @@ async function launchRedis(args, { bin = 'redis-server', logChars } = {}) {
 
 async function startRedis() {
   const redis = await launchRedis([
-    '--save', '', '--appendonly', 'no',
+    '--save',
+    '',
+    '--appendonly',
+    'no',
     // The bench's own instance: a pub/sub reader that falls behind is never cut off.
-    '--client-output-buffer-limit', 'pubsub 0 0 0',
-    '--maxclients', '1000', '--daemonize', 'no', '--loglevel', 'warning',
+    '--client-output-buffer-limit',
+    'pubsub 0 0 0',
+    '--maxclients',
+    '1000',
+    '--daemonize',
+    'no',
+    '--loglevel',
+    'warning',
   ]);
   const { url } = redis;
   const admin = new Redis(url, { connectionName: 'bench-admin' });
@@ -304,6 +313,22 @@ async function startServer(kind, redisUrl, { maxInflight = 1000, profileFile, in
 }
 
 module.exports = {
-  ROOT, CLK_TCK, machineTicks, sleep, killAll, track, freePort, cpuMs, rssKb, cpuSnapshot, cpuDelta,
-  launchRedis, startRedis, startServer, fileStamps, distSnapshot, httpGet, httpOk,
+  ROOT,
+  CLK_TCK,
+  machineTicks,
+  sleep,
+  killAll,
+  track,
+  freePort,
+  cpuMs,
+  rssKb,
+  cpuSnapshot,
+  cpuDelta,
+  launchRedis,
+  startRedis,
+  startServer,
+  fileStamps,
+  distSnapshot,
+  httpGet,
+  httpOk,
 };

@@ -9,7 +9,13 @@ function area(url, name) {
   if (nm) return nm[1];
   const dist = /\/dist\/(.+?)(?:\.js)?$/.exec(url);
   if (dist) return `redmessenger/${dist[1].split('/')[0]}`;
-  if (url.startsWith('node:')) return `node:${url.slice(5).replace(/^internal\//, '').split('/')[0]}`;
+  if (url.startsWith('node:'))
+    return `node:${
+      url
+        .slice(5)
+        .replace(/^internal\//, '')
+        .split('/')[0]
+    }`;
   return url;
 }
 
@@ -26,7 +32,12 @@ function summarise(file, top = 15) {
   const busy = total - idle;
   const key = (n) => {
     const f = n.callFrame;
-    const short = f.url ? f.url.replace(/^.*node_modules\//, '').replace(/^.*\/dist\//, 'dist/').replace(/^file:\/\//, '') : '';
+    const short = f.url
+      ? f.url
+          .replace(/^.*node_modules\//, '')
+          .replace(/^.*\/dist\//, 'dist/')
+          .replace(/^file:\/\//, '')
+      : '';
     return `${f.functionName || '(anonymous)'} ${short}${short ? `:${f.lineNumber + 1}` : ''}`;
   };
   const areas = new Map();

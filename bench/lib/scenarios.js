@@ -66,7 +66,6 @@ async function routedCounts(servers) {
   );
 }
 
-
 /**
  * PUBLISHes perUser messages to each client's channel, round-robin, pipelined
  * `chunk` at a time. With a tracker and a window, never lets more than `window`
@@ -207,7 +206,10 @@ async function warmPool(server, pub, cfg) {
  */
 async function measurePush(ctx, servers, pub, pools, channels, { perUser, window, deadlineMs }) {
   const { admin } = ctx.redis;
-  const tracker = new Tracker(pools.flatMap((p) => p.clients), perUser);
+  const tracker = new Tracker(
+    pools.flatMap((p) => p.clients),
+    perUser,
+  );
   for (const pool of pools) pool.onMessage = tracker.handler;
   await admin.config('RESETSTAT');
   servers[0].profiler.start();
@@ -530,7 +532,14 @@ function postAll(port, bodies, concurrency) {
     new Promise((resolve) => {
       const body = bodies[next++];
       const req = http.request(
-        { host: '127.0.0.1', port, path: '/v1/messages', method: 'POST', agent, headers: { 'content-type': 'application/json', authorization: `Bearer ${PUBLISH_KEY}`, 'content-length': Buffer.byteLength(body) } },
+        {
+          host: '127.0.0.1',
+          port,
+          path: '/v1/messages',
+          method: 'POST',
+          agent,
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${PUBLISH_KEY}`, 'content-length': Buffer.byteLength(body) },
+        },
         (res) => {
           res.resume();
           res.on('end', () => resolve(res.statusCode));
@@ -614,9 +623,7 @@ async function publish(ctx, kind, cfg) {
     const inboxMs = performance.now() - t0;
     if (!inboxDone) errors.push(`inbox: ${await inboxLeft(admin)} entries left`);
 
-    const queuedLens = await Promise.all(
-      [...users('http-u'), ...users('inbox-u')].map((u) => admin.llen(`rm:users:${u}:messages`)),
-    );
+    const queuedLens = await Promise.all([...users('http-u'), ...users('inbox-u')].map((u) => admin.llen(`rm:users:${u}:messages`)));
     const stored = queuedLens.reduce((a, b) => a + b, 0);
     if (stored !== 2 * cfg.messages) errors.push(`stored ${stored} of ${2 * cfg.messages} HTTP + inbox messages`);
     return {

@@ -168,7 +168,11 @@ describe('RedMessengerClient timing (fake timers, scripted socket)', () => {
   });
 
   it('after 1001 reconnects no sooner than 5 s and within 10 s, spread at random', async () => {
-    for (const [random, at] of [[0, 5000], [0.5, 7500], [0.9999, 9999]]) {
+    for (const [random, at] of [
+      [0, 5000],
+      [0.5, 7500],
+      [0.9999, 9999],
+    ]) {
       jest.spyOn(Math, 'random').mockReturnValue(random);
       await ready(undefined);
       const before = FakeSocket.all.length;
@@ -307,7 +311,13 @@ describe('visibility (fake timers, scripted socket)', () => {
   it('hidden before ready: remembered, and sent right after ready (before the ready listeners run)', async () => {
     const c = create();
     const order: string[] = [];
-    c.on('ready', () => order.push(`ready listener after ${last().sent.map((f) => f.event).join(',')}`));
+    c.on('ready', () =>
+      order.push(
+        `ready listener after ${last()
+          .sent.map((f) => f.event)
+          .join(',')}`,
+      ),
+    );
     c.setVisible(false); // not connected: remembered, nothing to send to
     const connected = c.connect();
     await settle();
@@ -360,7 +370,7 @@ describe('visibility (fake timers, scripted socket)', () => {
     expect(c.visible).toBe(true);
   });
 
-  it("a server that does not know visibility answers UNKNOWN_EVENT: no error event, the client stays ready; other UNKNOWN_EVENTs are still reported", async () => {
+  it('a server that does not know visibility answers UNKNOWN_EVENT: no error event, the client stays ready; other UNKNOWN_EVENTs are still reported', async () => {
     const c = create();
     const connected = c.connect();
     const socket = await answerReady();

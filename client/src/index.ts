@@ -152,9 +152,7 @@ interface VisibilitySource {
 /** The global `document` when it has what the client reads (browsers), else undefined (Node, workers, React Native). */
 function visibilitySource(): VisibilitySource | undefined {
   const doc = (globalThis as { document?: Partial<VisibilitySource> }).document;
-  return doc && typeof doc.visibilityState === 'string' && typeof doc.addEventListener === 'function' && typeof doc.removeEventListener === 'function'
-    ? (doc as VisibilitySource)
-    : undefined;
+  return doc && typeof doc.visibilityState === 'string' && typeof doc.addEventListener === 'function' && typeof doc.removeEventListener === 'function' ? (doc as VisibilitySource) : undefined;
 }
 
 const OPEN = 1;

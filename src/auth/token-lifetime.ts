@@ -80,5 +80,4 @@ export class TokenLifetime {
 }
 
 /** The refusal sent when a socket's token has expired: `error` TOKEN_EXPIRED, close 4401. */
-export const tokenExpired = () =>
-  new FrameError(ErrorCode.TokenExpired, 'The token has expired; identify again with a new one (or send refresh before exp)', CloseCode.Unauthorized);
+export const tokenExpired = () => new FrameError(ErrorCode.TokenExpired, 'The token has expired; identify again with a new one (or send refresh before exp)', CloseCode.Unauthorized);

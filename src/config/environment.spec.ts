@@ -152,9 +152,25 @@ describe('validateEnvironment', () => {
   it('reads the Redis credentials, TLS and timeouts, with their defaults, and never prints a password', () => {
     expect(validateEnvironment({})).toMatchObject({ REDIS_TLS: false, REDIS_COMMAND_TIMEOUT_MS: 5000, PUBLISH_WAIT_REPLICAS: 0, PUBLISH_WAIT_TIMEOUT_MS: 1000 });
     const options = optionsFromEnvironment(
-      validateEnvironment({ REDIS_USERNAME: 'app', REDIS_PASSWORD: 's3cret!', REDIS_TLS: 'true', PUBLISH_WAIT_REPLICAS: '1', REDIS_SENTINELS: 'h:26379', REDIS_SENTINEL_MASTER: 'm', REDIS_SENTINEL_PASSWORD: 'sentinel-secret' }),
+      validateEnvironment({
+        REDIS_USERNAME: 'app',
+        REDIS_PASSWORD: 's3cret!',
+        REDIS_TLS: 'true',
+        PUBLISH_WAIT_REPLICAS: '1',
+        REDIS_SENTINELS: 'h:26379',
+        REDIS_SENTINEL_MASTER: 'm',
+        REDIS_SENTINEL_PASSWORD: 'sentinel-secret',
+      }),
     );
-    expect(options).toMatchObject({ redisUsername: 'app', redisPassword: 's3cret!', redisTls: true, redisSentinelPassword: 'sentinel-secret', publishWaitReplicas: 1, publishWaitTimeoutMs: 1000, redisCommandTimeoutMs: 5000 });
+    expect(options).toMatchObject({
+      redisUsername: 'app',
+      redisPassword: 's3cret!',
+      redisTls: true,
+      redisSentinelPassword: 'sentinel-secret',
+      publishWaitReplicas: 1,
+      publishWaitTimeoutMs: 1000,
+      redisCommandTimeoutMs: 5000,
+    });
     expect(() => validateEnvironment({ REDIS_USERNAME: 'app' })).toThrow(/REDIS_USERNAME needs REDIS_PASSWORD/);
     expect(() => validateEnvironment({ REDIS_SENTINEL_PASSWORD: 'x' })).toThrow(/REDIS_SENTINEL_PASSWORD needs REDIS_SENTINELS/);
     const run = () => validateEnvironment({ REDIS_PASSWORD: 'top secret' });

@@ -1,16 +1,5 @@
 import { plainToInstance } from 'class-transformer';
-import {
-  IsBoolean,
-  IsIn,
-  IsInt,
-  IsOptional,
-  IsString,
-  Matches,
-  Max,
-  Min,
-  ValidateIf,
-  validateSync,
-} from 'class-validator';
+import { IsBoolean, IsIn, IsInt, IsOptional, IsString, Matches, Max, Min, ValidateIf, validateSync } from 'class-validator';
 
 export const AUTH_MODES = ['none', 'key', 'jwt'] as const;
 export type AuthMode = (typeof AUTH_MODES)[number];
@@ -32,13 +21,17 @@ const HTTP_URL = /^https?:\/\/[^\s/?#]+\S*$/;
  * the same settings for people; this class is what the start is checked against.
  */
 export class Environment {
-  @IsOptional() @IsIn(['development', 'production', 'test'])
+  @IsOptional()
+  @IsIn(['development', 'production', 'test'])
   NODE_ENV?: string;
 
-  @IsInt() @Min(0) @Max(65535)
+  @IsInt()
+  @Min(0)
+  @Max(65535)
   PORT = 8080;
 
-  @IsOptional() @Matches(/^[A-Za-z0-9.:\-[\]]{1,255}$/, { message: 'HOST must be a host name or an IP address' })
+  @IsOptional()
+  @Matches(/^[A-Za-z0-9.:\-[\]]{1,255}$/, { message: 'HOST must be a host name or an IP address' })
   HOST?: string;
 
   /** When set, /metrics, /docs and admin routes are served on this port only (see src/http/internal-port.ts). */
@@ -55,16 +48,20 @@ export class Environment {
   @Matches(/^\/[^\s?#]*$/, { message: 'WS_PATH must be a URL path starting with "/"' })
   WS_PATH = '/';
 
-  @IsInt() @Min(1024) @Max(256 * 1024 * 1024)
+  @IsInt()
+  @Min(1024)
+  @Max(256 * 1024 * 1024)
   MAX_FRAME_BYTES = 1048576;
 
   @Matches(/^rediss?:\/\/\S+$/, { message: 'REDIS_URL must be a redis:// or rediss:// URL' })
   REDIS_URL = 'redis://127.0.0.1:6379';
 
-  @IsOptional() @Matches(HOST_PORT_LIST, { message: 'REDIS_CLUSTER_NODES must be a comma-separated list of host:port' })
+  @IsOptional()
+  @Matches(HOST_PORT_LIST, { message: 'REDIS_CLUSTER_NODES must be a comma-separated list of host:port' })
   REDIS_CLUSTER_NODES?: string;
 
-  @IsOptional() @Matches(HOST_PORT_LIST, { message: 'REDIS_SENTINELS must be a comma-separated list of host:port' })
+  @IsOptional()
+  @Matches(HOST_PORT_LIST, { message: 'REDIS_SENTINELS must be a comma-separated list of host:port' })
   REDIS_SENTINELS?: string;
 
   @ValidateIf((env: Environment) => env.REDIS_SENTINELS !== undefined)
@@ -72,10 +69,12 @@ export class Environment {
   REDIS_SENTINEL_MASTER?: string;
 
   /** Credentials for every Cluster node and every Sentinel-found master and replica; with one Redis, they override the URL's. */
-  @IsOptional() @Matches(/^[^\s:]{1,256}$/, { message: 'REDIS_USERNAME must be 1-256 characters without spaces or ":"' })
+  @IsOptional()
+  @Matches(/^[^\s:]{1,256}$/, { message: 'REDIS_USERNAME must be 1-256 characters without spaces or ":"' })
   REDIS_USERNAME?: string;
 
-  @IsOptional() @Matches(/^\S{1,512}$/, { message: 'REDIS_PASSWORD must be 1-512 characters without spaces' })
+  @IsOptional()
+  @Matches(/^\S{1,512}$/, { message: 'REDIS_PASSWORD must be 1-512 characters without spaces' })
   REDIS_PASSWORD?: string;
 
   /** TLS to every Redis node (Cluster nodes, Sentinels and the master they name; one Redis: also rediss://). */
@@ -83,11 +82,13 @@ export class Environment {
   REDIS_TLS = false;
 
   /** A PEM file of the CA that signed the Redis servers' certificates (read at start). */
-  @IsOptional() @IsString()
+  @IsOptional()
+  @IsString()
   REDIS_TLS_CA_FILE?: string;
 
   /** The Sentinels' own password (their requirepass). */
-  @IsOptional() @Matches(/^\S{1,512}$/, { message: 'REDIS_SENTINEL_PASSWORD must be 1-512 characters without spaces' })
+  @IsOptional()
+  @Matches(/^\S{1,512}$/, { message: 'REDIS_SENTINEL_PASSWORD must be 1-512 characters without spaces' })
   REDIS_SENTINEL_PASSWORD?: string;
 
   /** A Redis command unanswered this long fails, as when Redis is away (a black-holed link, a stalled Redis). */
@@ -97,13 +98,19 @@ export class Environment {
   REDIS_COMMAND_TIMEOUT_MS = 5000;
 
   /** Heard messages waiting to be routed, in bytes: the pub/sub connection is read as fast as it arrives, into this. */
-  @IsInt() @Min(1024 * 1024) @Max(16 * 1024 * 1024 * 1024)
+  @IsInt()
+  @Min(1024 * 1024)
+  @Max(16 * 1024 * 1024 * 1024)
   ROUTE_BUFFER_BYTES = 256 * 1024 * 1024;
 
-  @IsInt() @Min(100) @Max(3_600_000)
+  @IsInt()
+  @Min(100)
+  @Max(3_600_000)
   IDENTIFY_TIMEOUT_MS = 10000;
 
-  @IsInt() @Min(1) @Max(100000)
+  @IsInt()
+  @Min(1)
+  @Max(100000)
   MAX_INFLIGHT = 1000;
 
   @IsIn(AUTH_MODES, { message: `AUTH_MODE must be one of: ${AUTH_MODES.join(', ')}` })
@@ -134,11 +141,15 @@ export class Environment {
   @Matches(/^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$/, { message: 'INSTANCE_ID must be 1-128 characters of A-Z a-z 0-9 . _ @ : -' })
   INSTANCE_ID?: string;
 
-  @IsInt() @Min(1000) @Max(3_600_000)
+  @IsInt()
+  @Min(1000)
+  @Max(3_600_000)
   SHUTDOWN_TIMEOUT_MS = 10000;
 
   /** How long an instance that stops refreshing its presence counts as alive: its sockets' owed messages return to the queues after it. */
-  @IsInt() @Min(1000) @Max(600_000)
+  @IsInt()
+  @Min(1000)
+  @Max(600_000)
   PRESENCE_TTL_MS = 5000;
 
   /** `json` by default when NODE_ENV=production (validateEnvironment). */
@@ -146,31 +157,47 @@ export class Environment {
   LOG_FORMAT: LogFormat = 'text';
 
   // Limits. 0 turns a limit off.
-  @IsInt() @Min(0) @Max(100_000_000)
+  @IsInt()
+  @Min(0)
+  @Max(100_000_000)
   MAX_QUEUE_LENGTH = 100000;
 
   @IsIn(QUEUE_OVERFLOWS, { message: `QUEUE_OVERFLOW must be one of: ${QUEUE_OVERFLOWS.join(', ')}` })
   QUEUE_OVERFLOW: QueueOverflow = 'drop-oldest';
 
-  @IsInt() @Min(0) @Max(10 * 365 * 86400)
+  @IsInt()
+  @Min(0)
+  @Max(10 * 365 * 86400)
   QUEUE_TTL_SECONDS = 604800;
 
-  @IsInt() @Min(0) @Max(10000)
+  @IsInt()
+  @Min(0)
+  @Max(10000)
   MAX_SOCKETS_PER_USER = 6;
 
-  @IsInt() @Min(0) @Max(10_000_000)
+  @IsInt()
+  @Min(0)
+  @Max(10_000_000)
   MAX_CONNECTIONS = 100000;
 
-  @IsInt() @Min(0) @Max(10_000_000)
+  @IsInt()
+  @Min(0)
+  @Max(10_000_000)
   CONNECTION_RATE_PER_MINUTE = 6000;
 
-  @IsInt() @Min(0) @Max(10_000_000)
+  @IsInt()
+  @Min(0)
+  @Max(10_000_000)
   IDENTIFY_RATE_PER_MINUTE = 3000;
 
-  @IsInt() @Min(0) @Max(1024 * 1024 * 1024)
+  @IsInt()
+  @Min(0)
+  @Max(1024 * 1024 * 1024)
   SLOW_CONSUMER_BYTES = 8 * 1024 * 1024;
 
-  @IsInt() @Min(100) @Max(3_600_000)
+  @IsInt()
+  @Min(100)
+  @Max(3_600_000)
   SLOW_CONSUMER_TIMEOUT_MS = 30000;
 
   /** Frames one socket may send per second (a burst of this many at once is accepted); past it RATE_LIMITED, 4429. 0: no limit. */
@@ -193,19 +220,25 @@ export class Environment {
   PING_TIMEOUT_MS = 20000;
 
   // Security.
-  @IsOptional() @IsString()
+  @IsOptional()
+  @IsString()
   ALLOWED_ORIGINS?: string;
 
-  @IsOptional() @IsString()
+  @IsOptional()
+  @IsString()
   TRUSTED_PROXIES?: string;
 
-  @IsOptional() @IsString()
+  @IsOptional()
+  @IsString()
   AUTH_JWT_ISSUER?: string;
 
-  @IsOptional() @IsString()
+  @IsOptional()
+  @IsString()
   AUTH_JWT_AUDIENCE?: string;
 
-  @IsInt() @Min(0) @Max(3600)
+  @IsInt()
+  @Min(0)
+  @Max(3600)
   AUTH_CLOCK_SKEW_S = 5;
 
   // Events and the per-user view.
@@ -214,19 +247,27 @@ export class Environment {
   @Matches(/^[A-Za-z0-9:._{}-]{1,200}$/, { message: 'EVENTS_STREAM must be a Redis key name of 1-200 characters of A-Z a-z 0-9 : . _ - { }' })
   EVENTS_STREAM?: string;
 
-  @IsInt() @Min(1) @Max(1_000_000_000)
+  @IsInt()
+  @Min(1)
+  @Max(1_000_000_000)
   EVENTS_MAXLEN = 100000;
 
   /** A message unacked this long gets one `unread` event (0: off). */
-  @IsInt() @Min(0) @Max(30 * 86400)
+  @IsInt()
+  @Min(0)
+  @Max(30 * 86400)
   UNREAD_AFTER_SECONDS = 0;
 
   /** One `notify` event per absence: the user not looking this long while a message waited this long (0: off). */
-  @IsInt() @Min(0) @Max(30 * 86400)
+  @IsInt()
+  @Min(0)
+  @Max(30 * 86400)
   NOTIFY_AFTER_SECONDS = 0;
 
   /** Within an absence, a further `notify` this long after the last one when the count changed (0: one per absence). */
-  @IsInt() @Min(0) @Max(30 * 86400)
+  @IsInt()
+  @Min(0)
+  @Max(30 * 86400)
   NOTIFY_REPEAT_SECONDS = 0;
 
   /** Bearer keys for GET /v1/users/<id> (unset: the route answers 404). */
@@ -344,7 +385,7 @@ export function validateEnvironment(raw: Record<string, unknown>): Environment {
     problems.push('REDIS_SENTINEL_MASTER needs REDIS_SENTINELS (the Sentinels to ask for that master)');
   }
   if (input.REDIS_SENTINEL_PASSWORD !== undefined && input.REDIS_SENTINELS === undefined) {
-    problems.push('REDIS_SENTINEL_PASSWORD needs REDIS_SENTINELS (it is the Sentinels\' own password)');
+    problems.push("REDIS_SENTINEL_PASSWORD needs REDIS_SENTINELS (it is the Sentinels' own password)");
   }
   if (input.REDIS_TLS_CA_FILE !== undefined && input.REDIS_TLS !== true && !/^rediss:/i.test(String(input.REDIS_URL ?? ''))) {
     problems.push('REDIS_TLS_CA_FILE needs TLS: REDIS_TLS=true, or a rediss:// REDIS_URL');

@@ -178,7 +178,11 @@ function readCa(file: string): string {
   return pem;
 }
 
-const list = (value?: string) => (value ?? '').split(',').map((item) => item.trim()).filter(Boolean);
+const list = (value?: string) =>
+  (value ?? '')
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean);
 const defaultInstanceId = (port: number) => `${hostname()}:${port}`;
 
 /** Fills what a host application left out with the documented defaults. */

@@ -44,8 +44,7 @@ let created = 0;
  * Connection ids sort by creation time (MAX_SOCKETS_PER_USER replaces the oldest):
  * the time in ms, a per-process counter, then randomness for uniqueness across instances.
  */
-const newConnectionId = () =>
-  `${Date.now().toString(36).padStart(9, '0')}.${(created++ % 1_679_616).toString(36).padStart(4, '0')}.${randomUUID().slice(0, 8)}`;
+const newConnectionId = () => `${Date.now().toString(36).padStart(9, '0')}.${(created++ % 1_679_616).toString(36).padStart(4, '0')}.${randomUUID().slice(0, 8)}`;
 
 /**
  * One WebSocket and what it has been sent. `next` is the owed position (absolute,

@@ -89,10 +89,7 @@ export class DemoController {
    */
   @Delete('messages/:id')
   @HttpCode(200)
-  async retract(
-    @Param('id') id: string,
-    @Query(new ValidationPipe({ forbidUnknownValues: true })) query: RetractQueryDto,
-  ): Promise<{ retracted: 'queued' | 'sent' }> {
+  async retract(@Param('id') id: string, @Query(new ValidationPipe({ forbidUnknownValues: true })) query: RetractQueryDto): Promise<{ retracted: 'queued' | 'sent' }> {
     const retracted = isValidId(id) ? await this.publisher.retract(query.to, id) : undefined;
     if (retracted === undefined) throw new NotFoundException(`message ${id} is not waiting for ${query.to} (read already, taken back already, or never sent to them)`);
     return { retracted };

@@ -13,9 +13,7 @@ const version = (): string => JSON.parse(readFileSync(join(__dirname, '..', '..'
 export function buildOpenApiDocument(app: INestApplication): OpenAPIObject {
   const config = new DocumentBuilder()
     .setTitle('RedMessenger')
-    .setDescription(
-      'The HTTP routes of RedMessenger. Messages themselves travel as Redis PUBLISH and WebSocket frames (see docs/protocol.md).',
-    )
+    .setDescription('The HTTP routes of RedMessenger. Messages themselves travel as Redis PUBLISH and WebSocket frames (see docs/protocol.md).')
     .setVersion(version())
     .addBearerAuth({ type: 'http', scheme: 'bearer', bearerFormat: 'key', description: 'POST and DELETE /v1/messages: one of PUBLISH_API_KEYS; GET /v1/users/<id>: one of ADMIN_API_KEYS' })
     .build();

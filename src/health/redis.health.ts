@@ -21,10 +21,7 @@ export class RedisHealthIndicator {
     if (this.subscriber.status !== 'ready') return indicator.down({ message: `Redis pub/sub connection is ${this.subscriber.status}` });
     let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([
-        this.redis.ping(),
-        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no PING answer within ${timeoutMs} ms`)), timeoutMs))),
-      ]);
+      await Promise.race([this.redis.ping(), new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no PING answer within ${timeoutMs} ms`)), timeoutMs)))]);
       return indicator.up();
     } catch (error) {
       return indicator.down({ message: (error as Error).message });

@@ -6,9 +6,7 @@ describe('isInternalPath', () => {
     (url) => expect(isInternalPath(url)).toBe(true),
   );
 
-  it.each(['/', '/health', '/health/live', '/v1/messages', '/metricsx', '/docsy', '/v1/usersx', '/%E0%A4%A'])('%s is public', (url) =>
-    expect(isInternalPath(url)).toBe(false),
-  );
+  it.each(['/', '/health', '/health/live', '/v1/messages', '/metricsx', '/docsy', '/v1/usersx', '/%E0%A4%A'])('%s is public', (url) => expect(isInternalPath(url)).toBe(false));
 
   it('takes a list of its own', () => expect(isInternalPath('/admin/x', ['/admin'])).toBe(true));
 });

@@ -56,9 +56,7 @@ describe('createLogger', () => {
     const { stdout, stderr } = capture(() => logger.error('Routing 3 messages failed: boom', stack, 'RouterService'));
 
     expect(stdout).toBe('');
-    expect(parseLines(stderr)).toEqual([
-      { level: 'error', pid: process.pid, timestamp: expect.any(Number), context: 'RouterService', message: 'Routing 3 messages failed: boom', stack },
-    ]);
+    expect(parseLines(stderr)).toEqual([{ level: 'error', pid: process.pid, timestamp: expect.any(Number), context: 'RouterService', message: 'Routing 3 messages failed: boom', stack }]);
   });
 
   it('json: works through a Nest Logger with a context, as the services call it, and prints only the given levels', () => {
@@ -69,9 +67,7 @@ describe('createLogger', () => {
         new Logger('DeliveryService').log('u1: Client is no longer online');
         new Logger('DeliveryService').debug('not printed at log level');
       });
-      expect(parseLines(stdout)).toEqual([
-        expect.objectContaining({ level: 'log', context: 'DeliveryService', message: 'u1: Client is no longer online' }),
-      ]);
+      expect(parseLines(stdout)).toEqual([expect.objectContaining({ level: 'log', context: 'DeliveryService', message: 'u1: Client is no longer online' })]);
     } finally {
       Logger.overrideLogger(ALL);
     }

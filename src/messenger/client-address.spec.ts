@@ -2,8 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { clientAddress, rateBucket } from './client-address';
 import { RateLimiter } from './rate-limiter';
 
-const request = (peer: string, forwarded?: string) =>
-  ({ socket: { remoteAddress: peer }, headers: forwarded ? { 'x-forwarded-for': forwarded } : {} }) as unknown as IncomingMessage;
+const request = (peer: string, forwarded?: string) => ({ socket: { remoteAddress: peer }, headers: forwarded ? { 'x-forwarded-for': forwarded } : {} }) as unknown as IncomingMessage;
 
 describe('clientAddress', () => {
   it('is the peer address when no proxy is trusted, whatever X-Forwarded-For says', () => {

@@ -12,7 +12,10 @@ export function clientAddress(request: IncomingMessage, trustedProxies: string[]
   const peer = bare(request.socket.remoteAddress ?? '');
   const forwarded = request.headers['x-forwarded-for'];
   if (!forwarded || !trustedProxies.includes(peer)) return peer;
-  const hops = (Array.isArray(forwarded) ? forwarded.join(',') : forwarded).split(',').map((hop) => bare(hop.trim())).filter(Boolean);
+  const hops = (Array.isArray(forwarded) ? forwarded.join(',') : forwarded)
+    .split(',')
+    .map((hop) => bare(hop.trim()))
+    .filter(Boolean);
   for (let i = hops.length - 1; i >= 0; i--) {
     if (!trustedProxies.includes(hops[i])) return hops[i];
   }
@@ -34,7 +37,10 @@ export function rateBucket(address: string): string {
   if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
     return [groups[6] >> 8, groups[6] & 0xff, groups[7] >> 8, groups[7] & 0xff].join('.');
   }
-  return `${groups.slice(0, 4).map((g) => g.toString(16).padStart(4, '0')).join(':')}::/64`;
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.toString(16).padStart(4, '0'))
+    .join(':')}::/64`;
 }
 
 /** A valid IPv6 address's eight 16-bit groups (`::` expanded, a dotted IPv4 tail as two groups). */

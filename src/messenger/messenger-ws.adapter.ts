@@ -93,17 +93,14 @@ export class MessengerWsAdapter extends WsAdapter {
         .finally(() => {
           if (--conn.framesWaiting <= MAX_FRAMES_WAITING / 2) conn.release(Hold.Frames);
         });
-      frameQueues.set(socket, handled.catch(() => undefined));
+      frameQueues.set(
+        socket,
+        handled.catch(() => undefined),
+      );
     });
   }
 
-  private async handle(
-    socket: WebSocket,
-    raw: RawData,
-    isBinary: boolean,
-    handlers: MessageMappingProperties[],
-    transform: (data: unknown) => Observable<unknown>,
-  ): Promise<void> {
+  private async handle(socket: WebSocket, raw: RawData, isBinary: boolean, handlers: MessageMappingProperties[], transform: (data: unknown) => Observable<unknown>): Promise<void> {
     if (socket.readyState !== socket.OPEN || !this.screen) return;
     let data: unknown;
     let handler: MessageMappingProperties | undefined;

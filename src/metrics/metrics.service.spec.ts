@@ -9,9 +9,7 @@ async function value(metrics: MetricsService, name: string, labels: Record<strin
   if (!metric) throw new Error(`no metric ${name}`);
   const { values } = await metric.get();
   const keys = Object.keys(labels);
-  const found = values.find(
-    (v) => Object.keys(v.labels).length === keys.length && keys.every((k) => String(v.labels[k]) === labels[k]),
-  );
+  const found = values.find((v) => Object.keys(v.labels).length === keys.length && keys.every((k) => String(v.labels[k]) === labels[k]));
   return found?.value;
 }
 
@@ -31,7 +29,14 @@ async function histogram(metrics: MetricsService, name: string, labels: Record<s
 /** Label values present for a metric. */
 async function labelValues(metrics: MetricsService, name: string, label: string): Promise<string[]> {
   const { values } = await metrics.registry.getSingleMetric(name)!.get();
-  return [...new Set(values.map((v) => v.labels[label]).filter((v) => v !== undefined).map(String))].sort();
+  return [
+    ...new Set(
+      values
+        .map((v) => v.labels[label])
+        .filter((v) => v !== undefined)
+        .map(String),
+    ),
+  ].sort();
 }
 
 describe('MetricsService', () => {
@@ -54,12 +59,7 @@ describe('MetricsService', () => {
     const text = await metrics.render();
 
     expect(metrics.contentType).toBe('text/plain; version=0.0.4; charset=utf-8');
-    for (const [name, type] of [
-      ...REDMESSENGER_METRICS,
-      ['nodejs_eventloop_lag_seconds', 'gauge'],
-      ['process_cpu_seconds_total', 'counter'],
-      ['nodejs_heap_size_used_bytes', 'gauge'],
-    ]) {
+    for (const [name, type] of [...REDMESSENGER_METRICS, ['nodejs_eventloop_lag_seconds', 'gauge'], ['process_cpu_seconds_total', 'counter'], ['nodejs_heap_size_used_bytes', 'gauge']]) {
       expect(text).toContain(`# TYPE ${name} ${type}\n`);
     }
     expect(text).toMatch(/^nodejs_eventloop_lag_seconds \d/m);
@@ -256,9 +256,7 @@ describe('MetricsService', () => {
 
       metrics.setBusiestQueues(list);
 
-      expect(Object.keys(await depths()).sort((a, b) => Number(a) - Number(b))).toEqual(
-        Array.from({ length: BUSIEST_QUEUES }, (_, i) => String(i + 1)),
-      );
+      expect(Object.keys(await depths()).sort((a, b) => Number(a) - Number(b))).toEqual(Array.from({ length: BUSIEST_QUEUES }, (_, i) => String(i + 1)));
       expect((await depths())['1']).toBe(15);
       expect((await ages())['1']).toBe(150);
       expect((await depths())['10']).toBe(6);
@@ -266,7 +264,11 @@ describe('MetricsService', () => {
     });
 
     it('removes the ranks a shorter list no longer fills', async () => {
-      metrics.setBusiestQueues([{ depth: 9, oldestAgeSeconds: 1 }, { depth: 8, oldestAgeSeconds: 2 }, { depth: 7, oldestAgeSeconds: 3 }]);
+      metrics.setBusiestQueues([
+        { depth: 9, oldestAgeSeconds: 1 },
+        { depth: 8, oldestAgeSeconds: 2 },
+        { depth: 7, oldestAgeSeconds: 3 },
+      ]);
       metrics.setBusiestQueues([{ depth: 4, oldestAgeSeconds: 30 }]);
 
       expect(await depths()).toEqual({ '1': 4 });
@@ -278,12 +280,7 @@ describe('MetricsService', () => {
     });
 
     it('keeps user ids out of its labels and ignores entries without a usable depth', async () => {
-      metrics.setBusiestQueues([
-        { depth: 3, oldestAgeSeconds: Number.NaN, user: 'alice' } as never,
-        { depth: Number.NaN, oldestAgeSeconds: 1 },
-        { depth: -1, oldestAgeSeconds: -5 },
-        null as never,
-      ]);
+      metrics.setBusiestQueues([{ depth: 3, oldestAgeSeconds: Number.NaN, user: 'alice' } as never, { depth: Number.NaN, oldestAgeSeconds: 1 }, { depth: -1, oldestAgeSeconds: -5 }, null as never]);
 
       expect(await depths()).toEqual({ '1': 3, '2': 0 });
       expect(await ages()).toEqual({ '1': 0, '2': 0 });

@@ -63,10 +63,7 @@ export class MetricsService {
   private readonly droppedTotal = this.counter('messages_dropped_total', 'Messages dropped, by reason.', ['reason']);
   private readonly expiredTotal = this.counter('messages_expired_total', 'Messages removed because they expired.');
   private readonly eventsTotal = this.counter('events_total', 'Entries written to EVENTS_STREAM, by type.', ['type']);
-  private readonly subscriberLostTotal = this.counter(
-    'subscriber_disconnects_total',
-    'Times the pub/sub connection dropped: PUBLISHes sent while it was down were not heard.',
-  );
+  private readonly subscriberLostTotal = this.counter('subscriber_disconnects_total', 'Times the pub/sub connection dropped: PUBLISHes sent while it was down were not heard.');
   private readonly socketsClosedTotal = this.counter('sockets_closed_total', 'Sockets the server closed for cause, by cause.', ['cause']);
   private readonly routeBuffer = this.gauge('route_buffer_bytes', 'Bytes of heard messages waiting to be routed.');
   private readonly shardsHeld = this.gauge('route_shards', 'Route shards this instance holds.');

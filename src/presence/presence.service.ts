@@ -111,7 +111,8 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
       if (await this.redis.set(key, this.token, 'PX', this.options.presenceTtlMs, 'NX')) break;
       const ttl = await this.redis.pttl(key);
       if ((ttl > last && ttl > 0) || Date.now() > deadline) throw new InstanceIdInUse(this.instanceId);
-      if (ttl > 0 && last === Infinity) this.logger.log(`INSTANCE_ID ${this.instanceId} has a presence key of another process: waiting up to ${ttl} ms for it to lapse (a crashed earlier life) or be refreshed (a live one)`);
+      if (ttl > 0 && last === Infinity)
+        this.logger.log(`INSTANCE_ID ${this.instanceId} has a presence key of another process: waiting up to ${ttl} ms for it to lapse (a crashed earlier life) or be refreshed (a live one)`);
       if (ttl > 0) last = ttl;
       await new Promise((resolve) => setTimeout(resolve, Math.min(this.options.heartbeatMs, 250)));
     }

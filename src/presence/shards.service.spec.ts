@@ -109,17 +109,14 @@ describe('route shards (shards-1.lua)', () => {
     const cap = Math.ceil(SHARD_COUNT / live.length);
     const load = new Map<string, number>();
     return Array.from({ length: SHARD_COUNT }, (_, shard) => {
-      const ranked = live
-        .map((inst) => ({ inst, score: createHash('sha1').update(`${shard}|${inst}`).digest('hex') }))
-        .sort((x, y) => (x.score > y.score ? -1 : 1));
+      const ranked = live.map((inst) => ({ inst, score: createHash('sha1').update(`${shard}|${inst}`).digest('hex') })).sort((x, y) => (x.score > y.score ? -1 : 1));
       const { inst } = ranked.find(({ inst }) => (load.get(inst) ?? 0) < cap)!;
       load.set(inst, (load.get(inst) ?? 0) + 1);
       return inst;
     });
   }
   const firstRanked = (shard: number, live: string[]): string => targets(live)[shard];
-  const shardsOf = (instance: string, live: string[]) =>
-    Array.from({ length: SHARD_COUNT }, (_, s) => s).filter((s) => firstRanked(s, live) === instance);
+  const shardsOf = (instance: string, live: string[]) => Array.from({ length: SHARD_COUNT }, (_, s) => s).filter((s) => firstRanked(s, live) === instance);
   const all = Array.from({ length: SHARD_COUNT }, (_, s) => s);
 
   it('gives one instance all 64 shards with epoch 1, and renews them with the same epoch', async () => {
@@ -254,14 +251,21 @@ describe('route shards (shards-1.lua)', () => {
     await tick(b);
     await tick(c);
     await tick(a);
-    await tick(a, 'tick', all.filter((s) => firstRanked(s, names) !== a));
+    await tick(
+      a,
+      'tick',
+      all.filter((s) => firstRanked(s, names) !== a),
+    );
     await tick(b);
     await tick(c);
 
     const stored = await leases();
 
     for (const name of names) {
-      const held = [...stored].filter(([, l]) => l.holder === name).map(([s]) => s).sort((x, y) => x - y);
+      const held = [...stored]
+        .filter(([, l]) => l.holder === name)
+        .map(([s]) => s)
+        .sort((x, y) => x - y);
       expect(held).toEqual(shardsOf(name, names));
       expect(held.length).toBeGreaterThanOrEqual(20);
       expect(held.length).toBeLessThanOrEqual(22);
@@ -371,7 +375,7 @@ describe('route shards (shards-1.lua)', () => {
       await expect(a.whenHeld(moving[0])).resolves.toBe(NOT_MINE);
     });
 
-    it("keeps a shard taken by a completion line when the answer to a tick Redis ran before the completion arrives after the line", async () => {
+    it('keeps a shard taken by a completion line when the answer to a tick Redis ran before the completion arrives after the line', async () => {
       const idA = uniqueId('a');
       const idB = uniqueId('b');
       const a = make(idA);

@@ -1,10 +1,9 @@
 import { buildEnvelope, envelopeId, envelopeTs, markSent, messageFrame } from './envelope';
 
 describe('envelopeTs', () => {
-  const envelope = (payload: string, ts = 1795986163346) =>
-    `{"rm":{"id":"17","channel":"rm.users.u1","payload":${JSON.stringify(payload)},"ts":${ts}}}`;
+  const envelope = (payload: string, ts = 1795986163346) => `{"rm":{"id":"17","channel":"rm.users.u1","payload":${JSON.stringify(payload)},"ts":${ts}}}`;
 
-  it("reads the ts of a stored envelope", () => {
+  it('reads the ts of a stored envelope', () => {
     expect(envelopeTs(envelope('Hello, world!'))).toBe(1795986163346);
   });
 

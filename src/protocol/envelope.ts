@@ -81,5 +81,4 @@ function innerEnd(envelope: string): number {
 }
 
 /** The wire frame of a message, built from its stored envelope without parsing it. */
-export const messageFrame = (envelope: string): string =>
-  `{"event":"message","data":${envelope.slice(6, envelope.endsWith(SENT) ? -SENT.length : -1)}}`;
+export const messageFrame = (envelope: string): string => `{"event":"message","data":${envelope.slice(6, envelope.endsWith(SENT) ? -SENT.length : -1)}}`;

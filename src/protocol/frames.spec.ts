@@ -99,7 +99,7 @@ describe('toRefresh', () => {
     expect(toRefresh({ token: 'a.b.c', other: 1 })).toEqual({ token: 'a.b.c' });
   });
 
-  it.each([[{}], [{ token: 5 }], [{ token: null }], [{ token: ['a'] }]])('refuses %j as a bad frame (4400), like identify\'s token rule', (data) => {
+  it.each([[{}], [{ token: 5 }], [{ token: null }], [{ token: ['a'] }]])("refuses %j as a bad frame (4400), like identify's token rule", (data) => {
     const error = refusal(() => toRefresh(data as Record<string, unknown>));
     expect([error.code, error.close]).toEqual([ErrorCode.BadFrame, CloseCode.BadFrame]);
     expect(error.message).toMatch(/^refresh "token" must be a string, not /);

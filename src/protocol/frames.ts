@@ -5,19 +5,23 @@ import { ID_PATTERN } from './ids';
 import { CloseCode, ErrorCode, FrameError } from './frame-error';
 
 export class IdentifyDto {
-  @IsString() @Matches(ID_PATTERN)
+  @IsString()
+  @Matches(ID_PATTERN)
   id: string;
 
   // Absent is fine; present and not a string (null included) is an invalid frame. Its only
   // size limit is the frame's (MAX_FRAME_BYTES): the verifier decides whether it is right.
-  @ValidateIf((dto: IdentifyDto) => dto.token !== undefined) @IsString()
+  @ValidateIf((dto: IdentifyDto) => dto.token !== undefined)
+  @IsString()
   token?: string;
 }
 
 export const MAX_ACK_IDS = 10000;
 
 export class AckDto {
-  @IsArray() @ArrayMaxSize(MAX_ACK_IDS) @IsString({ each: true })
+  @IsArray()
+  @ArrayMaxSize(MAX_ACK_IDS)
+  @IsString({ each: true })
   ids: string[];
 }
 
@@ -37,8 +41,7 @@ export interface Frame {
   data: Record<string, unknown>;
 }
 
-const isObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === 'object' && value !== null && !Array.isArray(value);
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /** What a refused value is, for refusal messages: "missing", "null", "an array", "a number"... */
 export function kind(value: unknown): string {

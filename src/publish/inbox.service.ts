@@ -143,9 +143,7 @@ export class InboxService implements OnApplicationBootstrap, OnApplicationShutdo
   }
 
   private async read(): Promise<Entry[]> {
-    const answer = (await this.reader!.xreadgroup('GROUP', this.keys.inboxGroup, this.options.instanceId, 'COUNT', COUNT, 'BLOCK', BLOCK_MS, 'STREAMS', this.keys.inbox, '>')) as
-      | Array<[string, Entry[]]>
-      | null;
+    const answer = (await this.reader!.xreadgroup('GROUP', this.keys.inboxGroup, this.options.instanceId, 'COUNT', COUNT, 'BLOCK', BLOCK_MS, 'STREAMS', this.keys.inbox, '>')) as Array<[string, Entry[]]> | null;
     return answer?.[0]?.[1] ?? [];
   }
 

@@ -64,7 +64,10 @@ export class PublishBodyMiddleware implements NestMiddleware {
       req._body = true;
       next();
     };
-    req.on('data', onData).on('end', onEnd).on('error', () => undefined);
+    req
+      .on('data', onData)
+      .on('end', onEnd)
+      .on('error', () => undefined);
   }
 }
 

@@ -1,7 +1,31 @@
 import {
-  ArgumentsHost, BadRequestException, CanActivate, ExecutionContext, Injectable, UseGuards, Body, Catch, ConflictException, Controller, Delete, ExceptionFilter, Headers, HttpCode, HttpException,
-  Logger, NotFoundException, Param, Post, Query, Req, ServiceUnavailableException, UnauthorizedException, UseFilters,
-  ValidationPipe, type PipeTransform, type ValidationError,
+  ArgumentsHost,
+  BadRequestException,
+  CanActivate,
+  ExecutionContext,
+  Injectable,
+  UseGuards,
+  Body,
+  Catch,
+  ConflictException,
+  Controller,
+  Delete,
+  ExceptionFilter,
+  Headers,
+  HttpCode,
+  HttpException,
+  Logger,
+  NotFoundException,
+  Param,
+  Post,
+  Query,
+  Req,
+  ServiceUnavailableException,
+  UnauthorizedException,
+  UseFilters,
+  ValidationPipe,
+  type PipeTransform,
+  type ValidationError,
 } from '@nestjs/common';
 import { ApiBearerAuth, ApiExtraModels, ApiHeader, ApiOperation, ApiParam, ApiQuery, ApiResponse, ApiTags, getSchemaPath } from '@nestjs/swagger';
 
@@ -124,18 +148,18 @@ export class PublishController {
   @HttpCode(202)
   @ApiOperation({ summary: 'Store a message for a user or a group; answered once it is stored in Redis (owed or queued)' })
   @ApiHeader({ name: 'Idempotency-Key', required: false, description: '1 to 128 characters: a repeat within 24 h with the same body stores nothing new and gets the first answer; with another body, 409.' })
-  @ApiResponse({ status: 202, description: 'Stored: `{"id"}` for `to`, `{"id", "recipients"}` for `group` (one id for every member).', schema: { oneOf: [{ $ref: getSchemaPath(PublishedToUserDto) }, { $ref: getSchemaPath(PublishedToGroupDto) }] } })
+  @ApiResponse({
+    status: 202,
+    description: 'Stored: `{"id"}` for `to`, `{"id", "recipients"}` for `group` (one id for every member).',
+    schema: { oneOf: [{ $ref: getSchemaPath(PublishedToUserDto) }, { $ref: getSchemaPath(PublishedToGroupDto) }] },
+  })
   @ApiResponse({ status: 400, description: 'The body (or the Idempotency-Key) is not valid; the message names the field.', type: PublishErrorDto })
   @ApiResponse({ status: 401, description: 'No or wrong `Authorization: Bearer <key>`.', type: PublishErrorDto })
   @ApiResponse({ status: 404, description: 'PUBLISH_API_KEYS is not set: the route is off.' })
   @ApiResponse({ status: 409, description: 'The Idempotency-Key was used in the last 24 h with another body; nothing stored.', type: PublishErrorDto })
   @ApiResponse({ status: 413, description: 'The body is larger than MAX_PUBLISH_BYTES.', type: PublishErrorDto })
   @ApiResponse({ status: 503, description: 'Redis could not store it in time; retry (with an Idempotency-Key, a retry never stores it twice).', type: PublishErrorDto })
-  async send(
-    @Req() request: PublishRequest,
-    @Body(new BodyPipe()) body: PublishMessageDto,
-    @Headers('idempotency-key') idempotencyKey?: string,
-  ): Promise<PublishedToUserDto | PublishedToGroupDto> {
+  async send(@Req() request: PublishRequest, @Body(new BodyPipe()) body: PublishMessageDto, @Headers('idempotency-key') idempotencyKey?: string): Promise<PublishedToUserDto | PublishedToGroupDto> {
     const apiKey = request.publishApiKey!;
     if (body.to !== undefined && body.group !== undefined) throw new BadRequestException('give exactly one of to and group, not both');
     if (idempotencyKey !== undefined && (idempotencyKey.length === 0 || charCount(idempotencyKey) > 128)) {
@@ -189,7 +213,11 @@ export class PublishController {
   @ApiResponse({ status: 200, description: '`{"retracted": "queued"}` or `{"retracted": "sent"}` for `to`; `{"retracted": <members>}` for `group`.', type: RetractedDto })
   @ApiResponse({ status: 400, description: 'Not exactly one of `to` and `group`, or not a valid id.', type: PublishErrorDto })
   @ApiResponse({ status: 401, description: 'No or wrong `Authorization: Bearer <key>`.', type: PublishErrorDto })
-  @ApiResponse({ status: 404, description: 'Acked already, retracted already, or never stored for the user (for a group: for no member now in it); or PUBLISH_API_KEYS is not set: the route is off.', type: PublishErrorDto })
+  @ApiResponse({
+    status: 404,
+    description: 'Acked already, retracted already, or never stored for the user (for a group: for no member now in it); or PUBLISH_API_KEYS is not set: the route is off.',
+    type: PublishErrorDto,
+  })
   @ApiResponse({ status: 503, description: 'Redis did not answer in time; retry (a retract that happened answers 404 the second time).', type: PublishErrorDto })
   async retract(@Param('id') id: string, @Query('to') to?: unknown, @Query('group') group?: unknown): Promise<RetractedDto> {
     if ((to === undefined) === (group === undefined)) throw new BadRequestException('give exactly one of to and group');

@@ -29,7 +29,12 @@ export class PublishMessageDto {
   @IsString({ message: 'payload must be a string' })
   payload!: string;
 
-  @ApiPropertyOptional({ description: 'Seconds the message may wait before it is first sent to a socket; then it is dropped and counted in `ready.dropped`.', minimum: 1, maximum: MAX_TTL_SECONDS, example: 3600 })
+  @ApiPropertyOptional({
+    description: 'Seconds the message may wait before it is first sent to a socket; then it is dropped and counted in `ready.dropped`.',
+    minimum: 1,
+    maximum: MAX_TTL_SECONDS,
+    example: 3600,
+  })
   @ValidateIf((body: PublishMessageDto) => body.ttl !== undefined)
   @IsInt({ message: TTL_RULE })
   @Min(1, { message: TTL_RULE })
@@ -48,7 +53,7 @@ export class PublishedToUserDto {
 }
 
 export class PublishedToGroupDto {
-  @ApiProperty({ description: 'The message id, the same for every member (the `id` of each member\'s `message` frame).', example: 'k2x9f0a1.2' })
+  @ApiProperty({ description: "The message id, the same for every member (the `id` of each member's `message` frame).", example: 'k2x9f0a1.2' })
   id!: string;
 
   @ApiProperty({ description: 'How many members the message was stored for.', example: 3 })
@@ -58,7 +63,10 @@ export class PublishedToGroupDto {
 export class RetractedDto {
   @ApiProperty({
     description: 'For `to`: `queued` (removed before it was sent) or `sent` (no longer owed; the sockets sent it got a `retract` frame). For `group`: how many members it was retracted for.',
-    oneOf: [{ type: 'string', enum: ['queued', 'sent'] }, { type: 'integer', minimum: 1 }],
+    oneOf: [
+      { type: 'string', enum: ['queued', 'sent'] },
+      { type: 'integer', minimum: 1 },
+    ],
     example: 'queued',
   })
   retracted!: 'queued' | 'sent' | number;

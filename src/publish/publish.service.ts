@@ -82,7 +82,8 @@ export class PublishService {
         item.repeated++;
         item.recipients++;
         item.answer ??= result.answer;
-      } else if (result.outcome === RouteOutcome.Fenced) item.failed = new Error('fenced'); // epoch 0 is never fenced
+      } else if (result.outcome === RouteOutcome.Fenced)
+        item.failed = new Error('fenced'); // epoch 0 is never fenced
       else if (result.refused > 0) item.refused++;
       else {
         item.stored++;

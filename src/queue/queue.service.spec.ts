@@ -35,8 +35,7 @@ describe('queue scripts', () => {
   const heard: Array<[string, string]> = [];
   let syncs = 0;
 
-  const service = (options: Partial<MessengerOptions> = {}, tagged = false) =>
-    new QueueService(client, withDefaults({ maxSocketsPerUser: 0, ...options }), new QueueKeys(tagged), metrics);
+  const service = (options: Partial<MessengerOptions> = {}, tagged = false) => new QueueService(client, withDefaults({ maxSocketsPerUser: 0, ...options }), new QueueKeys(tagged), metrics);
   let queue: QueueService;
 
   beforeAll(async () => {
@@ -213,7 +212,28 @@ describe('queue scripts', () => {
       const b = uniqueId();
       const m = message(a, 'a');
       const route = (...groupArgs: Array<string | number>) =>
-        client.rmRoute(12, ...keys.userKeys(a), keys.collapseIndex(a), ...keys.userKeys(b), keys.collapseIndex(b), keys.instanceChannelPrefix, ME, 0, '0', 0, a, 1, 3, '', 0, '', '', '', m.envelope, ...groupArgs);
+        client.rmRoute(
+          12,
+          ...keys.userKeys(a),
+          keys.collapseIndex(a),
+          ...keys.userKeys(b),
+          keys.collapseIndex(b),
+          keys.instanceChannelPrefix,
+          ME,
+          0,
+          '0',
+          0,
+          a,
+          1,
+          3,
+          '',
+          0,
+          '',
+          '',
+          '',
+          m.envelope,
+          ...groupArgs,
+        );
 
       const badCount = route(b, 'one', 0, '', 0, '', '', '', m.envelope);
       const badEpoch = route(b, 1, 'new', '', 0, '', '', '', m.envelope);
@@ -237,7 +257,10 @@ describe('queue scripts', () => {
       await queue.attach(users[3], 'c1', OTHER);
       await client.hset(keys.state(users[0]), 'e', 1);
 
-      const results = await queue.route(users.map((user) => ({ user, messages: messages(user, 'a', 'b'), epoch: 0 })), ME);
+      const results = await queue.route(
+        users.map((user) => ({ user, messages: messages(user, 'a', 'b'), epoch: 0 })),
+        ME,
+      );
 
       expect(results[1]).toBeInstanceOf(UnusableKeys);
       expect(String(results[1])).toMatch(new RegExp(`${keys.queue(users[1])} is a string, not a list`));
@@ -315,7 +338,15 @@ describe('queue scripts', () => {
         expect(owedResult).toMatchObject({ outcome: RouteOutcome.Owed, position: 0, dropped: 0, refused: 2 });
         expect(await owed(online)).toEqual(envelopes(b.slice(0, 3)));
         expect(await droppedCounter(online)).toBe(2);
-        expect(await notices()).toEqual([[OTHER, b.slice(0, 3).map((m, i) => `m|${online}|${i}|${m.envelope}`).join('\n')]]);
+        expect(await notices()).toEqual([
+          [
+            OTHER,
+            b
+              .slice(0, 3)
+              .map((m, i) => `m|${online}|${i}|${m.envelope}`)
+              .join('\n'),
+          ],
+        ]);
       });
     });
 
@@ -529,7 +560,15 @@ describe('queue scripts', () => {
 
     it('answers the absolute position of the head of owed after acks', async () => {
       const { user, ids: owedIdList } = await owedUser(3);
-      await queue.ack(user, [[owedIdList[0], 0], [owedIdList[1], 1], [owedIdList[2], 2]], OTHER);
+      await queue.ack(
+        user,
+        [
+          [owedIdList[0], 0],
+          [owedIdList[1], 1],
+          [owedIdList[2], 2],
+        ],
+        OTHER,
+      );
 
       const result = await queue.attach(user, 'c2', ME);
 
@@ -654,7 +693,7 @@ describe('queue scripts', () => {
       const first = await attachPage(user, 'c1');
       const took = await queue.read(user, 0, 3, NOW); // another socket of the user takes k1 k2 k4
 
-      for (let from = first[6], soFar = first[7]; from >= 0; ) [, from, soFar] = await sweepPage(user, from, soFar);
+      for (let from = first[6], soFar = first[7]; from >= 0;) [, from, soFar] = await sweepPage(user, from, soFar);
       const left = payloads(await queued(user));
       const rest = await queue.read(user, took.next, 100, NOW);
 
@@ -794,7 +833,10 @@ describe('queue scripts', () => {
 
       const result = await ttl.read(user, 0, 10, NOW);
 
-      expect(result.rows).toEqual([{ position: 0, envelope: fresh1.envelope }, { position: 1, envelope: fresh2.envelope }]);
+      expect(result.rows).toEqual([
+        { position: 0, envelope: fresh1.envelope },
+        { position: 1, envelope: fresh2.envelope },
+      ]);
       expect(result.next).toBe(2);
       expect(await droppedCounter(user)).toBe(2);
       expect(await owed(user)).toEqual(envelopes([fresh1, fresh2]));
@@ -802,7 +844,14 @@ describe('queue scripts', () => {
 
     it('reads absolute positions after the head was trimmed, from the head when asked for less', async () => {
       const { user, stored, ids: owedIdList } = await owedUser(4);
-      await queue.ack(user, [[owedIdList[0], 0], [owedIdList[1], 1]], OTHER);
+      await queue.ack(
+        user,
+        [
+          [owedIdList[0], 0],
+          [owedIdList[1], 1],
+        ],
+        OTHER,
+      );
 
       const fromStart = await queue.read(user, 0, 10);
       const fromThree = await queue.read(user, 3, 10);
@@ -845,8 +894,7 @@ describe('queue scripts', () => {
       const { user, ids: owedIdList } = await owedUser(3);
       await drain();
       const before = await snapshot(user);
-      const args = (readPos: string | number, ...pairs: Array<string | number>) =>
-        [keys.instanceChannelPrefix, ME, user, readPos, 10, channelOf(user), NOW, 0, 0, 'p.', ...pairs];
+      const args = (readPos: string | number, ...pairs: Array<string | number>) => [keys.instanceChannelPrefix, ME, user, readPos, 10, channelOf(user), NOW, 0, 0, 'p.', ...pairs];
 
       const badPosition = client.rmAck(...keys.userKeys(user), ...args(-1, owedIdList[0], 0, owedIdList[2], 'two'));
       const badRead = client.rmAck(...keys.userKeys(user), ...args('next', owedIdList[0], 0));
@@ -860,7 +908,14 @@ describe('queue scripts', () => {
     it('trims the acked head: b moves on, owed shrinks', async () => {
       const { user, ids: owedIdList } = await owedUser(3);
 
-      const result = await queue.ack(user, [[owedIdList[0], 0], [owedIdList[1], 1]], OTHER);
+      const result = await queue.ack(
+        user,
+        [
+          [owedIdList[0], 0],
+          [owedIdList[1], 1],
+        ],
+        OTHER,
+      );
 
       expect(result).toEqual({ acked: 2, read: undefined, details: undefined, notified: false });
       expect((await state(user)).b).toBe('2');
@@ -895,7 +950,15 @@ describe('queue scripts', () => {
       await queue.ack(user, [[owedIdList[1], 1]], OTHER);
       const before = { state: await state(user), owed: await owed(user) };
 
-      const result = await queue.ack(user, [['not-an-id', 0], ['nope', -1], [owedIdList[1], 1]], OTHER);
+      const result = await queue.ack(
+        user,
+        [
+          ['not-an-id', 0],
+          ['nope', -1],
+          [owedIdList[1], 1],
+        ],
+        OTHER,
+      );
 
       expect(result.acked).toBe(0);
       expect(await state(user)).toEqual(before.state);
@@ -905,7 +968,16 @@ describe('queue scripts', () => {
     it('counts an id acked twice in one call once', async () => {
       const { user, ids: owedIdList } = await owedUser(3);
 
-      const result = await queue.ack(user, [[owedIdList[0], 0], [owedIdList[0], 0], [owedIdList[2], 2], [owedIdList[2], 2]], OTHER);
+      const result = await queue.ack(
+        user,
+        [
+          [owedIdList[0], 0],
+          [owedIdList[0], 0],
+          [owedIdList[2], 2],
+          [owedIdList[2], 2],
+        ],
+        OTHER,
+      );
 
       expect(result.acked).toBe(2);
       expect(await owedIds(client, user)).toEqual([owedIdList[1]]);
@@ -915,7 +987,15 @@ describe('queue scripts', () => {
     it('finds ids with an unknown or wrong position by the scan', async () => {
       const { user, ids: owedIdList } = await owedUser(4);
 
-      const result = await queue.ack(user, [[owedIdList[2], -1], [owedIdList[3], 1], [owedIdList[1], 99]], OTHER);
+      const result = await queue.ack(
+        user,
+        [
+          [owedIdList[2], -1],
+          [owedIdList[3], 1],
+          [owedIdList[1], 99],
+        ],
+        OTHER,
+      );
 
       expect(result.acked).toBe(3);
       expect((await state(user)).x!.split(',').sort()).toEqual([owedIdList[1], owedIdList[2], owedIdList[3]].sort());
@@ -929,7 +1009,14 @@ describe('queue scripts', () => {
       await queue.attach(user, 'c4', THIRD);
       await drain();
 
-      await queue.ack(user, [[owedIdList[0], 0], [owedIdList[1], 1]], ME);
+      await queue.ack(
+        user,
+        [
+          [owedIdList[0], 0],
+          [owedIdList[1], 1],
+        ],
+        ME,
+      );
       await queue.ack(user, [['unknown', 0]], ME);
 
       const heardNow = await notices();
@@ -948,7 +1035,15 @@ describe('queue scripts', () => {
       await queue.attach(user, 'c1', ME);
       const first = await queue.read(user, 0, 2);
 
-      const result = await queue.ack(user, [[envelopeId(first.rows[0].envelope)!, 0], [envelopeId(first.rows[1].envelope)!, 1]], ME, { position: first.next, limit: 10 });
+      const result = await queue.ack(
+        user,
+        [
+          [envelopeId(first.rows[0].envelope)!, 0],
+          [envelopeId(first.rows[1].envelope)!, 1],
+        ],
+        ME,
+        { position: first.next, limit: 10 },
+      );
 
       expect(result.acked).toBe(2);
       expect(result.read).toEqual({ rows: [2, 3].map((i) => ({ position: i, envelope: stored[i].envelope })), next: 4, more: false });
@@ -976,7 +1071,14 @@ describe('queue scripts', () => {
       await routeOne(user, stored.slice(0, 5), { epoch: 7 });
       await queue.attach(user, 'c1', ME);
       await queue.read(user, 0, 4);
-      await queue.ack(user, [[envelopeId(stored[0].envelope)!, 0], [envelopeId(stored[2].envelope)!, 2]], ME);
+      await queue.ack(
+        user,
+        [
+          [envelopeId(stored[0].envelope)!, 0],
+          [envelopeId(stored[2].envelope)!, 2],
+        ],
+        ME,
+      );
       await routeOne(user, stored.slice(5), { epoch: 7 });
 
       const result = await queue.detach(user, 'c1', ME);
@@ -1023,7 +1125,14 @@ describe('queue scripts', () => {
       /** A user with 25 owed messages on OTHER (c1), two of them acked out of order, and one queued behind. */
       async function paged() {
         const { user, stored, ids: owedIds } = await owedUser(25, 'c1', OTHER);
-        await queue.ack(user, [[owedIds[3], 3], [owedIds[20], 20]], OTHER);
+        await queue.ack(
+          user,
+          [
+            [owedIds[3], 3],
+            [owedIds[20], 20],
+          ],
+          OTHER,
+        );
         const behind = message(user, 'behind');
         await client.rpush(keys.queue(user), behind.envelope);
         const back = stored.filter((_, i) => i !== 3 && i !== 20).map((m) => markSent(m.envelope));
@@ -1168,12 +1277,26 @@ describe('queue scripts', () => {
       expect(await queue.retract(user, owedIdList[2])).toBe('sent');
 
       expect(await state(user)).toMatchObject({ x: owedIdList[2] });
-      expect((await notices()).sort()).toEqual([[OTHER, `r|${user}|${owedIdList[2]}`], [THIRD, `r|${user}|${owedIdList[2]}`]]);
+      expect((await notices()).sort()).toEqual([
+        [OTHER, `r|${user}|${owedIdList[2]}`],
+        [THIRD, `r|${user}|${owedIdList[2]}`],
+      ]);
       const read = await queue.read(user, 0, 10);
       expect(read.rows).toEqual([0, 1, 3].map((i) => ({ position: i, envelope: stored[i].envelope })));
       expect((await queue.attach(user, 'c3', ME)).owed).toBe(3);
       // Acking it changes nothing and is not counted; the head trims past it.
-      const acked = await queue.ack(user, [[owedIdList[0], 0], [owedIdList[1], 1], [owedIdList[2], 2]], ME, undefined, NOW, true);
+      const acked = await queue.ack(
+        user,
+        [
+          [owedIdList[0], 0],
+          [owedIdList[1], 1],
+          [owedIdList[2], 2],
+        ],
+        ME,
+        undefined,
+        NOW,
+        true,
+      );
       expect(acked.details!.map((f) => f.id)).toEqual([owedIdList[0], owedIdList[1]]);
       expect(await owed(user)).toEqual([stored[3].envelope]);
       expect((await state(user)).b).toBe('3');
@@ -1267,8 +1390,7 @@ describe('queue scripts', () => {
     });
 
     const TTL_MS = 60_000;
-    const expire = (user: string, now = NOW) =>
-      client.rmExpire(...keys.userKeys(user), now - TTL_MS, now, TTL_MS);
+    const expire = (user: string, now = NOW) => client.rmExpire(...keys.userKeys(user), now - TTL_MS, now, TTL_MS);
 
     it('drops the head past the cutoff, counts it, and answers how many are left and the new head ts', async () => {
       const user = uniqueId();

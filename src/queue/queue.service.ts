@@ -174,7 +174,19 @@ export class QueueService implements OnApplicationShutdown {
     readonly keys: QueueKeys,
     private readonly metrics: MetricsService,
   ) {
-    defineScripts(redis, join(__dirname, 'lua'), ['route.lua', 'attach-5.lua', 'detach-5.lua', 'ack-5.lua', 'read-5.lua', 'expire-5.lua', 'unread-5.lua', 'sweep-5.lua', 'retract-5.lua', 'visibility-5.lua', 'notify-5.lua']);
+    defineScripts(redis, join(__dirname, 'lua'), [
+      'route.lua',
+      'attach-5.lua',
+      'detach-5.lua',
+      'ack-5.lua',
+      'read-5.lua',
+      'expire-5.lua',
+      'unread-5.lua',
+      'sweep-5.lua',
+      'retract-5.lua',
+      'visibility-5.lua',
+      'notify-5.lua',
+    ]);
     this.ttlMs = options.queueTtlSeconds * 1000;
     this.readBytes = options.slowConsumerBytes || DEFAULT_READ_BYTES;
     if (options.publishWaitReplicas > 0) {
@@ -202,7 +214,14 @@ export class QueueService implements OnApplicationShutdown {
     const client = durable ? (this.durable ?? this.redis) : this.redis;
     const call = async (indexes: number[]): Promise<void> => {
       try {
-        const answer = await this.time('route', this.routeCall(indexes.map((i) => groups[i]), instance, client));
+        const answer = await this.time(
+          'route',
+          this.routeCall(
+            indexes.map((i) => groups[i]),
+            instance,
+            client,
+          ),
+        );
         // A repeat wrote nothing, yet it waits too: the first try may have failed on this wait.
         const unreplicated = client === this.durable ? await this.waitReplicas(this.keys.queue(groups[indexes[0]].user)) : undefined;
         indexes.forEach((groupIndex, j) => {
@@ -264,10 +283,7 @@ export class QueueService implements OnApplicationShutdown {
 
   private async routeCall(groups: RouteGroup[], instance: string, client: RedisClient): Promise<Array<RouteResult | UnusableKeys>> {
     const keys: string[] = [];
-    const args: Args = [
-      this.keys.instanceChannelPrefix, instance, this.options.maxQueueLength,
-      this.options.queueOverflow === 'reject' ? '1' : '0', this.ttlMs,
-    ];
+    const args: Args = [this.keys.instanceChannelPrefix, instance, this.options.maxQueueLength, this.options.queueOverflow === 'reject' ? '1' : '0', this.ttlMs];
     // Idempotency records go after every group's six keys; a group names its record by index.
     const records: string[] = [];
     for (const { user, messages, epoch, inboxEntry, idempotency: idem } of groups) {
@@ -315,7 +331,14 @@ export class QueueService implements OnApplicationShutdown {
     page = SWEEP_PAGE,
     visible = true,
   ): Promise<{
-    owed: number; dropped: number; position: number; replaced: Array<{ conn: string; instance: string }>; first: boolean; expired: number; retracted: string[]; lookingChanged: boolean;
+    owed: number;
+    dropped: number;
+    position: number;
+    replaced: Array<{ conn: string; instance: string }>;
+    first: boolean;
+    expired: number;
+    retracted: string[];
+    lookingChanged: boolean;
   }> {
     const cutoff = this.cutoff(now);
     const keys = this.keys.userKeys(user);
@@ -324,7 +347,7 @@ export class QueueService implements OnApplicationShutdown {
       this.redis.rmAttach(...keys, conn, instance, user, this.keys.instanceChannelPrefix, cutoff, this.options.maxSocketsPerUser, now, page, visible ? '1' : '0'),
     );
     let swept = 0;
-    for (let from = sweepFrom, kept = earliest; from >= 0; ) {
+    for (let from = sweepFrom, kept = earliest; from >= 0;) {
       const [n, next, soFar] = await this.time('attach', this.redis.rmSweep(...keys, from, page, cutoff, now, kept));
       swept += n;
       [from, kept] = [next, soFar];
@@ -332,8 +355,14 @@ export class QueueService implements OnApplicationShutdown {
     const replaced = [];
     for (let i = 0; i < flat.length; i += 2) replaced.push({ conn: flat[i], instance: flat[i + 1] });
     return {
-      owed: Math.max(0, owed - swept), dropped: dropped + swept, position, replaced, first: before === 0, expired: expired + swept,
-      retracted: retracted ? retracted.split(',') : [], lookingChanged: lookingChanged === 1,
+      owed: Math.max(0, owed - swept),
+      dropped: dropped + swept,
+      position,
+      replaced,
+      first: before === 0,
+      expired: expired + swept,
+      retracted: retracted ? retracted.split(',') : [],
+      lookingChanged: lookingChanged === 1,
     };
   }
 
@@ -370,8 +399,18 @@ export class QueueService implements OnApplicationShutdown {
     details = false,
   ): Promise<{ acked: number; read?: ReadResult; details?: MessageFact[]; notified: boolean }> {
     const args: Args = [
-      this.keys.instanceChannelPrefix, instance, user, read ? read.position : -1, read ? read.limit : 0,
-      JSON.stringify(this.keys.userChannel(user)), now, this.cutoff(now), this.ttlMs, this.ids.rawPrefix(), details ? '1' : '0', this.readBytes,
+      this.keys.instanceChannelPrefix,
+      instance,
+      user,
+      read ? read.position : -1,
+      read ? read.limit : 0,
+      JSON.stringify(this.keys.userChannel(user)),
+      now,
+      this.cutoff(now),
+      this.ttlMs,
+      this.ids.rawPrefix(),
+      details ? '1' : '0',
+      this.readBytes,
     ];
     for (const [id, position] of acks) args.push(id, position);
     const [acked, notified, ...rest] = await this.time('ack', this.redis.rmAck(...this.keys.userKeys(user), ...args));

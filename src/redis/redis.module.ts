@@ -34,8 +34,7 @@ const subscriberRetryStrategy = (attempt: number) => Math.min(100 * 2 ** Math.mi
 /** What a connection is made with: where Redis is, its credentials and TLS, and how long a command may take. */
 export type RedisSettings = Pick<
   MessengerOptions,
-  | 'redisUrl' | 'redisClusterNodes' | 'redisSentinels' | 'redisSentinelMaster'
-  | 'redisUsername' | 'redisPassword' | 'redisSentinelPassword' | 'redisTls' | 'redisTlsCa' | 'redisCommandTimeoutMs'
+  'redisUrl' | 'redisClusterNodes' | 'redisSentinels' | 'redisSentinelMaster' | 'redisUsername' | 'redisPassword' | 'redisSentinelPassword' | 'redisTls' | 'redisTlsCa' | 'redisCommandTimeoutMs'
 >;
 
 /** The TCP keepalive probe starts after this long idle: a dead peer on a quiet link is found by the kernel too. */
@@ -49,9 +48,7 @@ const KEEPALIVE_MS = 10_000;
  */
 export function createRedis(options: RedisSettings, role: Role): RedisClient {
   const oneRedisTls = options.redisTls || /^rediss:/i.test(options.redisUrl);
-  const tls = (options.redisClusterNodes?.length || options.redisSentinels?.length ? options.redisTls : oneRedisTls)
-    ? { ca: options.redisTlsCa }
-    : undefined;
+  const tls = (options.redisClusterNodes?.length || options.redisSentinels?.length ? options.redisTls : oneRedisTls) ? { ca: options.redisTlsCa } : undefined;
   const common: RedisOptions = {
     connectionName: `redmessenger-${role}`,
     // Commands fail fast while Redis is away (the client gets an error frame, nothing is lost);
@@ -277,14 +274,16 @@ export class RedisModule implements OnApplicationShutdown {
   async onApplicationShutdown(): Promise<void> {
     await Promise.all(
       // A client handed in by the host application is the host's to quit.
-      [this.subscriber, this.client].filter((redis) => redis !== this.options.redis).map(async (redis) => {
-        if (redis.status === 'end') return;
-        try {
-          await Promise.race([redis.quit(), new Promise((resolve) => setTimeout(resolve, 1000))]);
-        } finally {
-          redis.disconnect();
-        }
-      }),
+      [this.subscriber, this.client]
+        .filter((redis) => redis !== this.options.redis)
+        .map(async (redis) => {
+          if (redis.status === 'end') return;
+          try {
+            await Promise.race([redis.quit(), new Promise((resolve) => setTimeout(resolve, 1000))]);
+          } finally {
+            redis.disconnect();
+          }
+        }),
     );
   }
 }

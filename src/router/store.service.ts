@@ -70,7 +70,12 @@ export class StoreService {
     }
     switch (result.outcome) {
       case RouteOutcome.Owed:
-        if (result.mine) this.delivery.deliver(user, result.position, messages.slice(0, n - result.refused).map((m) => m.envelope));
+        if (result.mine)
+          this.delivery.deliver(
+            user,
+            result.position,
+            messages.slice(0, n - result.refused).map((m) => m.envelope),
+          );
         return;
       case RouteOutcome.QueuedBehind:
         if (result.mine) this.delivery.sync(user);

@@ -108,14 +108,29 @@ export async function startCluster({ masters = 3, replicasPerMaster = 0, secure 
           pickPort: () => clusterPort(used),
           secure,
           args: (port, dir) => [
-            '--cluster-enabled', 'yes',
-            '--cluster-config-file', path.join(dir, `nodes-${port}.conf`),
-            '--cluster-node-timeout', '2000',
-            ...listenArgs(port, secure), '--bind', HOST, '--dir', dir,
+            '--cluster-enabled',
+            'yes',
+            '--cluster-config-file',
+            path.join(dir, `nodes-${port}.conf`),
+            '--cluster-node-timeout',
+            '2000',
+            ...listenArgs(port, secure),
+            '--bind',
+            HOST,
+            '--dir',
+            dir,
             // Spawn arguments are not parsed by a shell: '' is the empty value `--save ""` means.
-            '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--daemonize', 'no',
+            '--save',
+            '',
+            '--appendonly',
+            'no',
+            '--protected-mode',
+            'no',
+            '--daemonize',
+            'no',
             // Replicas sync at once instead of after the default 5 s wait for other replicas.
-            '--repl-diskless-sync-delay', '0',
+            '--repl-diskless-sync-delay',
+            '0',
           ],
         }),
       );
@@ -152,12 +167,7 @@ export async function startCluster({ masters = 3, replicasPerMaster = 0, secure 
       const slot = await slotOf(key);
       const old = await slotOwner(at(anyLive()), slot);
       await byPort(old.port).kill();
-      await until(
-        `a replica of ${old.port} to take over slot ${slot} with cluster_state:ok`,
-        OK_TIMEOUT_MS,
-        async () => (await healthy()) && (await slotOwner(at(anyLive()), slot)).port !== old.port,
-        nodes,
-      );
+      await until(`a replica of ${old.port} to take over slot ${slot} with cluster_state:ok`, OK_TIMEOUT_MS, async () => (await healthy()) && (await slotOwner(at(anyLive()), slot)).port !== old.port, nodes);
       return slotOwner(at(anyLive()), slot);
     },
     close,

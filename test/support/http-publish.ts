@@ -25,11 +25,7 @@ async function answerOf(response: Response): Promise<Answer> {
   return { status: response.status, body: parsed };
 }
 
-export async function postMessage(
-  baseUrl: string,
-  body: unknown,
-  opts: { key?: string | null; idempotencyKey?: string; raw?: string; timeoutMs?: number } = {},
-): Promise<Answer> {
+export async function postMessage(baseUrl: string, body: unknown, opts: { key?: string | null; idempotencyKey?: string; raw?: string; timeoutMs?: number } = {}): Promise<Answer> {
   const headers = authorized(opts.key, { 'content-type': 'application/json' });
   if (opts.idempotencyKey !== undefined) headers['idempotency-key'] = opts.idempotencyKey;
   const response = await fetch(`${baseUrl}/v1/messages`, {

@@ -28,9 +28,22 @@ export type Target = number | { port: number; secure?: Secure };
 export function listenArgs(port: number, secure?: Secure): string[] {
   const args = secure?.tls
     ? [
-        '--port', '0', '--tls-port', String(port),
-        '--tls-cert-file', secure.tls.certFile, '--tls-key-file', secure.tls.keyFile, '--tls-ca-cert-file', secure.tls.caFile,
-        '--tls-auth-clients', 'no', '--tls-replication', 'yes', '--tls-cluster', 'yes',
+        '--port',
+        '0',
+        '--tls-port',
+        String(port),
+        '--tls-cert-file',
+        secure.tls.certFile,
+        '--tls-key-file',
+        secure.tls.keyFile,
+        '--tls-ca-cert-file',
+        secure.tls.caFile,
+        '--tls-auth-clients',
+        'no',
+        '--tls-replication',
+        'yes',
+        '--tls-cluster',
+        'yes',
       ]
     : ['--port', String(port)];
   if (secure?.password) args.push('--requirepass', secure.password, '--masterauth', secure.password);
@@ -179,12 +192,7 @@ export async function ask(target: Target, command: string, ...args: (string | nu
  * Polls cond every 100 ms until it is true; past the deadline, throws naming what was
  * awaited, the last error a check threw, and the tail of each node's output.
  */
-export async function until(
-  what: string,
-  timeoutMs: number,
-  cond: () => Promise<boolean>,
-  nodes: RedisNode[],
-): Promise<void> {
+export async function until(what: string, timeoutMs: number, cond: () => Promise<boolean>, nodes: RedisNode[]): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {

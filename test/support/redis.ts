@@ -77,11 +77,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
 // ---------------------------------------------------------------------------
 // Common part: address and tracked clients.
 
-function makeHandle(
-  kind: RedisKind,
-  url: string,
-  ctl: Pick<TestRedis, 'stop' | 'start' | 'kill' | 'restartable' | 'tlsPort'> & { cleanup(): Promise<void>; signal?(sig: NodeJS.Signals): void },
-): TestRedis {
+function makeHandle(kind: RedisKind, url: string, ctl: Pick<TestRedis, 'stop' | 'start' | 'kill' | 'restartable' | 'tlsPort'> & { cleanup(): Promise<void>; signal?(sig: NodeJS.Signals): void }): TestRedis {
   const parsed = new URL(url);
   const clients = new Set<Redis>();
   const quitClients = async (): Promise<void> => {
@@ -133,13 +129,7 @@ function makeHandle(
 }
 
 function notOwned(kind: string): () => Promise<void> {
-  return () =>
-    Promise.reject(
-      new Error(
-        `This Redis is ${kind}: stop/start/kill need a harness-owned Redis; ` +
-          'call startRedis({ restartable: true }).',
-      ),
-    );
+  return () => Promise.reject(new Error(`This Redis is ${kind}: stop/start/kill need a harness-owned Redis; ` + 'call startRedis({ restartable: true }).'));
 }
 
 // ---------------------------------------------------------------------------
@@ -205,13 +195,24 @@ async function spawnedRedis({ persistent = false, password, tls, args: extra = [
     output = '';
     // Spawn arguments are not parsed by a shell: '' is the empty value `--save ""` means.
     const args = [
-      '--bind', '127.0.0.1', '--port', String(port), '--dir', dir,
-      '--save', '', '--appendonly', persistent ? 'yes' : 'no', '--appendfsync', 'always',
-      '--daemonize', 'no', '--protected-mode', 'no',
+      '--bind',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--dir',
+      dir,
+      '--save',
+      '',
+      '--appendonly',
+      persistent ? 'yes' : 'no',
+      '--appendfsync',
+      'always',
+      '--daemonize',
+      'no',
+      '--protected-mode',
+      'no',
       ...(password ? ['--requirepass', password] : []),
-      ...(tls
-        ? ['--tls-port', String(tlsPort), '--tls-cert-file', tls.certFile, '--tls-key-file', tls.keyFile, '--tls-ca-cert-file', tls.caFile, '--tls-auth-clients', 'no']
-        : []),
+      ...(tls ? ['--tls-port', String(tlsPort), '--tls-cert-file', tls.certFile, '--tls-key-file', tls.keyFile, '--tls-ca-cert-file', tls.caFile, '--tls-auth-clients', 'no'] : []),
       ...extra,
     ];
     const c = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });

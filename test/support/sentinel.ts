@@ -46,11 +46,23 @@ export async function startSentinel({ password, sentinelPassword }: StartSentine
   const all = (): RedisNode[] => (sentinel ? [...data, sentinel] : data);
 
   const serverArgs = (port: number, dir: string): string[] => [
-    ...listenArgs(port, { password }), '--bind', HOST, '--dir', dir,
+    ...listenArgs(port, { password }),
+    '--bind',
+    HOST,
+    '--dir',
+    dir,
     // Spawn arguments are not parsed by a shell: '' is the empty value `--save ""` means.
-    '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--daemonize', 'no',
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--protected-mode',
+    'no',
+    '--daemonize',
+    'no',
     // The replica syncs at once instead of after the default 5 s wait for other replicas.
-    '--repl-diskless-sync-delay', '0',
+    '--repl-diskless-sync-delay',
+    '0',
   ];
 
   const master = async (): Promise<HostPort> => {
@@ -76,10 +88,12 @@ export async function startSentinel({ password, sentinelPassword }: StartSentine
       const cs = [...clients];
       clients.clear();
       // quit() waits for a reply, which never comes from a master that is down.
-      await Promise.all(cs.map(async (c) => {
-        if (c.status === 'ready') await c.quit().catch(() => c.disconnect());
-        else if (c.status !== 'end') c.disconnect();
-      }));
+      await Promise.all(
+        cs.map(async (c) => {
+          if (c.status === 'ready') await c.quit().catch(() => c.disconnect());
+          else if (c.status !== 'end') c.disconnect();
+        }),
+      );
       // Sentinel first, so it does not start a failover while the data nodes stop.
       await sentinel?.remove();
       await Promise.all(data.map((n) => n.remove()));
@@ -144,12 +158,7 @@ export async function startSentinel({ password, sentinelPassword }: StartSentine
       }
       await oldNode.kill();
       killed = oldNode;
-      await until(
-        `the sentinel to promote ${next.port} after killing ${old.port}`,
-        FAILOVER_TIMEOUT_MS,
-        async () => (await master()).port === next.port && (await role(next.port)) === 'master',
-        all(),
-      );
+      await until(`the sentinel to promote ${next.port} after killing ${old.port}`, FAILOVER_TIMEOUT_MS, async () => (await master()).port === next.port && (await role(next.port)) === 'master', all());
     },
     async restartOld() {
       if (!killed) throw new Error('restartOld(): no node was killed by failover()');

@@ -99,11 +99,17 @@ export async function startServer(env: Record<string, string>, opts: StartServer
       const once = new RegExp(re.source, re.flags.replace(/[gy]/g, '')); // no lastIndex state
       const deadline = Date.now() + timeoutMs;
       for (;;) {
-        const line = output.slice(runStart).split('\n').find((l) => once.test(l));
+        const line = output
+          .slice(runStart)
+          .split('\n')
+          .find((l) => once.test(l));
         if (line !== undefined) return line;
         if (!isRunning(child)) {
           const { code, signal } = await keepAlive(exit); // all output is in by then: look once more
-          const last = output.slice(runStart).split('\n').find((l) => once.test(l));
+          const last = output
+            .slice(runStart)
+            .split('\n')
+            .find((l) => once.test(l));
           if (last !== undefined) return last;
           throw new Error(`Server exited (code ${code}, signal ${signal}) with no log line matching ${re}. Logs:\n${tail(output.slice(runStart))}`);
         }

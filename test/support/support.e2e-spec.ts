@@ -9,8 +9,7 @@ import { waitFor } from './wait';
 import { TestClient } from './ws-client';
 
 // A client that fails at once instead of retrying, to see whether Redis is up.
-const probe = (redis: TestRedis) =>
-  redis.client({ retryStrategy: () => null, maxRetriesPerRequest: 0, connectTimeout: 1000 });
+const probe = (redis: TestRedis) => redis.client({ retryStrategy: () => null, maxRetriesPerRequest: 0, connectTimeout: 1000 });
 
 describe('startRedis', () => {
   const opened: TestRedis[] = [];
@@ -50,7 +49,11 @@ describe('startRedis', () => {
     const key = uniqueId('k');
     await redis.client().set(key, 'kept');
     await redis.stop();
-    expect(await probe(redis).ping().catch(() => 'down')).toBe('down');
+    expect(
+      await probe(redis)
+        .ping()
+        .catch(() => 'down'),
+    ).toBe('down');
     await redis.start();
     expect(await redis.client().get(key)).toBe('kept');
   });

@@ -100,9 +100,7 @@ export class TestClient {
 
   /** The first n 'message' frames since connect, once that many have arrived. */
   messages(n: number, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<Frame[]> {
-    return this.waitUntil(`${n} 'message' frames`, timeoutMs, true, () =>
-      this.messageFrames.length >= n ? this.messageFrames.slice(0, n) : undefined,
-    );
+    return this.waitUntil(`${n} 'message' frames`, timeoutMs, true, () => (this.messageFrames.length >= n ? this.messageFrames.slice(0, n) : undefined));
   }
 
   /** Sends identify; resolves with 'ready', rejects on an 'error' frame or a close. */
@@ -186,10 +184,7 @@ export class TestClient {
         if (value !== undefined) finish(undefined, value);
         else if (failOnClose && this.closeInfo) finish(new Error(`Socket closed while waiting for ${what}. ${this.describe()}`));
       };
-      const timer = setTimeout(
-        () => finish(new Error(`Timed out after ${timeoutMs} ms waiting for ${what}. ${this.describe()}`)),
-        timeoutMs,
-      );
+      const timer = setTimeout(() => finish(new Error(`Timed out after ${timeoutMs} ms waiting for ${what}. ${this.describe()}`)), timeoutMs);
       this.wakeups.add(attempt);
       attempt();
     });
@@ -198,9 +193,7 @@ export class TestClient {
   /** What arrived so far, for error messages: count, last 5 frames, socket state. */
   private describe(): string {
     const last = this.frames.slice(-5).map((f) => truncate(JSON.stringify(f), 300));
-    const state = this.closeInfo
-      ? `closed ${this.closeInfo.code} ${JSON.stringify(this.closeInfo.reason)}`
-      : this.isOpen ? 'open' : 'not open';
+    const state = this.closeInfo ? `closed ${this.closeInfo.code} ${JSON.stringify(this.closeInfo.reason)}` : this.isOpen ? 'open' : 'not open';
     const error = this.lastError ? `, last error: ${this.lastError.message}` : '';
     const counts = `Received ${this.frames.length} frame(s) (${this.messageFrames.length} 'message')`;
     return `${counts}${this.frames.length > 5 ? ', last 5' : ''}: [${last.join(', ')}]; socket ${state}${error}.`;
