@@ -18,7 +18,8 @@
 // entry handled by a client or still stored, under one id; raw PUBLISHes lost (or stored
 // under two ids) only inside a window around each fault: from WINDOW_BEFORE_MS before it
 // starts to WINDOW_AFTER_MS after it is over (a master promoted and the cluster ok; the
-// link relaying again). Exits 1 on anything else.
+// link relaying again). A raw PUBLISH Redis answered with 0 receivers (no instance subscribed:
+// the publisher is told) is counted apart, not as lost. Exits 1 on anything else.
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
@@ -439,7 +440,10 @@ async function run(name, topology) {
   if (unansweredTwice > 0) problems.push(`${unansweredTwice} unconfirmed messages stored under two ids`);
   const rows = [];
   // A raw PUBLISH counts from when Redis took it (one the publisher's client held while it reconnected was published then).
-  report.raw.lostAt = report.raw.lostSent.map((e) => e.acceptedAt ?? e.at);
+  // A raw PUBLISH Redis answered with 0 receivers reached no instance (every subscriber was reconnecting):
+  // its publisher was told so by PUBLISH's answer. Counted apart, never a loss RedMessenger could prevent.
+  const unheard = report.raw.lostSent.filter((e) => e.receivers === 0).length;
+  report.raw.lostAt = report.raw.lostSent.filter((e) => e.receivers !== 0).map((e) => e.acceptedAt ?? e.at);
   for (const [pathName, r] of Object.entries(report)) {
     const lostOutside = r.lostAt.filter((at) => !inWindow(at)).length;
     const twiceOutside = r.twiceAt.filter((at) => !inWindow(at)).length;
@@ -460,6 +464,7 @@ async function run(name, topology) {
   if (settled) lines.push(`  the inbox group had not settled 60 s after the load stopped (nothing lost or stored twice is judged by what is stored): XINFO GROUPS ${JSON.stringify(settled)}`);
   if (inboxTrouble.size) lines.push(`  inbox entries unconfirmed because: ${[...inboxTrouble].map(([m, n]) => `${n} × ${m}`).join('; ')}`);
   inboxTrouble.clear();
+  if (unheard > 0) lines.push(`  raw PUBLISHes Redis answered "0 subscribers" (no instance subscribed at that moment; not counted as lost): ${unheard}`);
   lines.push(`  clients: ${counts.connects} connects, ${counts.received} messages received, ${counts.acked} acked, ${counts.dropped} dropped unacked, ${counts.identifyFailed} error frames`);
   lines.push(`  windows (${WINDOW_BEFORE_MS} ms before a fault .. ${WINDOW_AFTER_MS} ms after it is over):`);
   for (const f of faults) {
