@@ -11,9 +11,9 @@ const path = require('node:path');
 const { ROOT, sleep, machineTicks, startRedis, distSnapshot } = require('./lib/procs');
 const scenarios = require('./lib/scenarios');
 
-const SCENARIOS = ['online', 'burst', 'latency', 'drain', 'idle', 'instances', 'publish'];
+const SCENARIOS = ['online', 'burst', 'latency', 'drain', 'idle', 'instances', 'publish', 'absence'];
 const SERVERS = ['redmessenger', 'baseline'];
-const NO_BASELINE = ['drain', 'instances', 'publish']; // n/a for the baseline: no quiet machine to wait for
+const NO_BASELINE = ['drain', 'instances', 'publish', 'absence']; // n/a for the baseline: no quiet machine to wait for
 
 function parseArgs(argv) {
   const args = { repeat: 1, only: SCENARIOS, quick: false, profile: false, deadlineS: 600, maxNoisePct: 20, ackBatch: 50, ackDelayMs: 500 };
@@ -37,7 +37,9 @@ function parseArgs(argv) {
       ];
       for (const s of args.only) if (!SCENARIOS.includes(s)) throw new Error(`--only: unknown scenario ${s} (${SCENARIOS.join(', ')}, redis)`);
     } else if (a === '--help' || a === '-h') {
-      console.log('node bench/run.js [--quick] [--repeat N] [--only online,burst,latency,drain,idle,instances,publish,redis] [--profile] [--deadline S] [--ack-batch N] [--ack-delay MS] [--max-noise PCT]');
+      console.log(
+        'node bench/run.js [--quick] [--repeat N] [--only online,burst,latency,drain,idle,instances,publish,absence,redis] [--profile] [--deadline S] [--ack-batch N] [--ack-delay MS] [--max-noise PCT]',
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -57,6 +59,7 @@ function config({ quick, ackBatch, ackDelayMs }) {
         idle: { sockets: 1000, concurrency: 100, settleMs: 1000, localAddresses: addrs(2), ack, maxInflight },
         instances: { instances: 3, clientsPerInstance: 100, perUser: 50, warmupPerUser: 5, window: 20000, settleMs: 3000, deadlineMs: 20000, ack, maxInflight },
         publish: { messages: 20000, users: 1000, concurrency: 64, deadlineMs: 120000 },
+        absence: { users: 5000, longQueue: 1000, retracts: 50, deadlineMs: 60000 },
       }
     : {
         online: { clients: 1000, perUser: 100, warmupPerUser: 5, window: 20000, deadlineMs: 60000, ack, maxInflight },
@@ -67,6 +70,7 @@ function config({ quick, ackBatch, ackDelayMs }) {
         // 3 × 1,000 users, 34 messages each: 102,000 (the round-robin gives every user the same count).
         instances: { instances: 3, clientsPerInstance: 1000, perUser: 34, warmupPerUser: 5, window: 20000, settleMs: 3000, deadlineMs: 60000, ack, maxInflight },
         publish: { messages: 20000, users: 1000, concurrency: 64, deadlineMs: 120000 },
+        absence: { users: 100000, longQueue: 10000, retracts: 100, deadlineMs: 120000 },
       };
 }
 const addrs = (n) => Array.from({ length: n }, (_, i) => `127.0.0.${i + 1}`);
@@ -196,6 +200,18 @@ const FIGURES = [
   { s: 'publish', name: 'HTTP POST /v1/messages req/s (64 in flight)', key: 'httpReqPerSec', f: fmt.int },
   { s: 'publish', name: 'inbox entries/s (until acked)', key: 'inboxEntriesPerSec', f: fmt.int },
   { s: 'publish', name: 'HTTP + inbox messages not stored', key: 'lost', agg: worst, f: fmt.int, target: { zero: true } },
+  { s: 'absence', name: 'notify decisions/s (100k absent users)', quickName: 'notify decisions/s', key: 'notifyDecisionsPerSec', f: fmt.int },
+  { s: 'absence', name: 'server CPU µs per notify', key: 'notifyServerCpuUsPer', f: fmt.f1 },
+  { s: 'absence', name: 'Redis CPU µs per notify', key: 'notifyRedisCpuUsPer', f: fmt.f1 },
+  { s: 'absence', name: 'retract ms, 10,000-message queue', quickName: 'retract ms, long queue', key: 'retractLongMs', f: fmt.f2 },
+  { s: 'absence', name: 'retract ms, 10-message queue', key: 'retractShortMs', f: fmt.f2 },
+  {
+    s: 'absence',
+    name: 'Redis CPU µs per retract (long / short)',
+    pick: (runs) => [median(runs.map((r) => r.retractLongRedisUs)), median(runs.map((r) => r.retractShortRedisUs))],
+    f: (v) => (v && v[0] !== undefined ? `${v[0].toFixed(0)} / ${v[1].toFixed(0)}` : 'n/a'),
+  },
+  { s: 'absence', name: 'errors', key: 'errorCount', agg: worst, f: fmt.int, target: { zero: true } },
   { s: 'redis', from: 'online', name: 'Redis commands / delivered msg', key: 'redisCommandsPerMsg', f: fmt.f2, target: { max: 1 } },
   { s: 'redis', from: 'online', name: 'of which EVALSHA (round trips)', key: 'redisScriptCallsPerMsg', f: fmt.f3 },
 ];

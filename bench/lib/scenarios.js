@@ -640,4 +640,87 @@ async function publish(ctx, kind, cfg) {
   });
 }
 
-module.exports = { online, burst, latency, drain, idle, instances, publish, parseCommandstats, metricSum };
+/**
+ * Absences and retract (issue 18's load checks), one server with EVENTS_STREAM and
+ * NOTIFY_AFTER_SECONDS=1: `users` offline users get one raw PUBLISH each; once all are
+ * queued, the time until every one has its `notify` (redmessenger_events_total{type="notify"}),
+ * with the server's and Redis's CPU per decision. Then the cost a retract adds to a long
+ * queue: `retracts` DELETEs of messages spread over a `longQueue`-message queue against as
+ * many on a 10-message queue, one at a time (median ms each, Redis CPU per retract).
+ */
+async function absence(ctx, kind, cfg) {
+  if (kind === 'baseline') return { na: true };
+  const env = { PUBLISH_API_KEYS: PUBLISH_KEY, EVENTS_STREAM: 'rm:events', NOTIFY_AFTER_SECONDS: '1', EVENTS_MAXLEN: String(cfg.users * 2) };
+  return withServer(ctx, kind, { env }, async (server) => {
+    const { admin } = ctx.redis;
+    const metrics = async () => (await httpGet(server.port, '/metrics', 5000))?.body ?? '';
+    const counter = async (name, label) => Number((new RegExp(`^${name}\\{${label}\\} (\\S+)$`, 'm').exec(await metrics()) || [])[1] ?? 0);
+    const errors = [];
+
+    // One message each for `users` offline users, all queued, then every absence decided.
+    const pub = await connectPublisher(ctx.redis.port);
+    const users = range(cfg.users, 'away-u');
+    const queuedBase = metricSum(await metrics(), 'redmessenger_messages_queued_total');
+    for (let i = 0; i < users.length; i += 1000) {
+      const chunk = users.slice(i, i + 1000);
+      await pub.publish(
+        chunk.map((u) => `rm.users.${u}`),
+        chunk.map((_, j) => payload(i + j)),
+      );
+    }
+    pub.close();
+    const queued = await until(async () => metricSum(await metrics(), 'redmessenger_messages_queued_total') - queuedBase >= users.length, cfg.deadlineMs, 50);
+    if (!queued) errors.push('not every message was queued');
+    const cpu0 = cpuSnapshot({ server: server.pid });
+    const redis0 = await redisInfoCpuMs(admin);
+    const t0 = performance.now();
+    const notified = await until(async () => (await counter('redmessenger_events_total', 'type="notify"')) >= users.length, cfg.deadlineMs, 100);
+    const notifyMs = performance.now() - t0;
+    const cpu = cpuDelta(cpu0, cpuSnapshot({ server: server.pid }));
+    const redisMs = (await redisInfoCpuMs(admin)) - redis0;
+    const notifies = await counter('redmessenger_events_total', 'type="notify"');
+    if (!notified) errors.push(`${notifies} of ${users.length} notify events`);
+
+    // Retract: DELETEs of messages spread over a long queue, then over a short one.
+    const retractTimes = async (user, n) => {
+      const body = (i) => JSON.stringify({ to: user, payload: payload(i) });
+      const statuses = await postAll(
+        server.port,
+        Array.from({ length: n }, (_, i) => body(i)),
+        16,
+      );
+      if (statuses[202] !== n) errors.push(`queueing for ${user}: ${JSON.stringify(statuses)}`);
+      const ids = (await admin.lrange(`rm:users:${user}:messages`, 0, -1)).map((e) => JSON.parse(e).rm.id);
+      const picks = Array.from({ length: Math.min(cfg.retracts, ids.length) }, (_, i) => ids[Math.floor(((i + 0.5) * ids.length) / Math.min(cfg.retracts, ids.length))]);
+      const times = [];
+      const redisBefore = await redisInfoCpuMs(admin);
+      for (const id of picks) {
+        const t = performance.now();
+        const res = await fetch(`http://127.0.0.1:${server.port}/v1/messages/${id}?to=${user}`, { method: 'DELETE', headers: { authorization: `Bearer ${PUBLISH_KEY}` } });
+        await res.text();
+        times.push(performance.now() - t);
+        if (res.status !== 200) errors.push(`DELETE ${id}: ${res.status}`);
+      }
+      const redisPer = ((await redisInfoCpuMs(admin)) - redisBefore) / picks.length;
+      times.sort((a, b) => a - b);
+      return { ms: times[Math.floor(times.length / 2)], redisUs: redisPer * 1000 };
+    };
+    const long = await retractTimes('retract-long', cfg.longQueue);
+    const short = await retractTimes('retract-short', 10);
+
+    return {
+      users: users.length,
+      notifyDecisionsPerSec: notified ? (users.length / notifyMs) * 1000 : undefined,
+      notifyServerCpuUsPer: (cpu.cpuMs.server * 1000) / Math.max(1, notifies),
+      notifyRedisCpuUsPer: (redisMs * 1000) / Math.max(1, notifies),
+      retractLongMs: long.ms,
+      retractShortMs: short.ms,
+      retractLongRedisUs: long.redisUs,
+      retractShortRedisUs: short.redisUs,
+      errors,
+      errorCount: errors.length,
+    };
+  });
+}
+
+module.exports = { online, burst, latency, drain, idle, instances, publish, absence, parseCommandstats, metricSum };
