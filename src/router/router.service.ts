@@ -10,7 +10,7 @@ import { QueueKeys } from '../queue/queue-keys';
 import { QueueService, UnusableKeys, type RouteGroup } from '../queue/queue.service';
 import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedisSubscriber } from '../redis/redis.constants';
-import { StoreService } from './store.service';
+import { StoreService } from '../store/store.service';
 
 /** A message as heard, with the epoch of the shard lease it was heard under (user messages). */
 interface Heard {

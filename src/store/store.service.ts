@@ -17,7 +17,7 @@ const UNUSABLE_LOG_MS = 1000;
  */
 @Injectable()
 export class StoreService {
-  private readonly logger = new Logger('RouterService');
+  private readonly logger = new Logger('StoreService');
   /** A publisher can fill many queues at once: one line a second per kind. */
   private readonly warnings = new RateLimitedLog(this.logger);
   private unusableLoggedAt = 0;
