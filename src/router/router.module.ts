@@ -1,8 +1,8 @@
 import { Module } from '@nestjs/common';
-import { PresenceModule } from '../presence/presence.module';
 import { QueueModule } from '../queue/queue.module';
 import { StoreModule } from '../store/store.module';
 import { RouterService } from './router.service';
+import { ShardsService } from './shards.service';
 
-@Module({ imports: [QueueModule, PresenceModule, StoreModule], providers: [RouterService], exports: [RouterService] })
+@Module({ imports: [QueueModule, StoreModule], providers: [RouterService, ShardsService], exports: [RouterService, ShardsService] })
 export class RouterModule {}

@@ -1,6 +1,6 @@
 import { Module } from '@nestjs/common';
-import { PresenceModule } from '../presence/presence.module';
 import { QueueModule } from '../queue/queue.module';
+import { RouterModule } from '../router/router.module';
 import { ExpiryService } from './expiry.service';
 import { NotifyService } from './notify.service';
 import { SweepsService } from './sweeps.service';
@@ -11,7 +11,7 @@ import { UnreadService } from './unread.service';
  * expiry, `unread` and absences (`notify`). EventsModule provides the EventsService they write through.
  */
 @Module({
-  imports: [QueueModule, PresenceModule],
+  imports: [QueueModule, RouterModule],
   providers: [SweepsService, ExpiryService, UnreadService, NotifyService],
   exports: [ExpiryService, UnreadService, NotifyService],
 })

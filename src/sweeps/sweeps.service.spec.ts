@@ -1,4 +1,4 @@
-import type { ShardsService } from '../presence/shards.service';
+import type { ShardsService } from '../router/shards.service';
 import { SweepsService, type Sweep } from './sweeps.service';
 
 /** The one timer of the shard-0 sweeps: each sweep at its own period, only on shard 0's holder, never two runs of one at once. */

@@ -1,5 +1,5 @@
 import { Injectable, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
-import { ShardsService } from '../presence/shards.service';
+import { ShardsService } from '../router/shards.service';
 
 /** The one timer's period: every sweep's period is a multiple of it. */
 const TICK_MS = 1000;
