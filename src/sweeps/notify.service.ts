@@ -1,7 +1,7 @@
 import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
 import { EventsService } from '../events/events.service';
-import { QueueKeys } from '../queue/queue-keys';
 import { QueueService } from '../queue/queue.service';
+import { QueueKeys } from '../redis/keys';
 import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
 import { SweepsService, type Sweep } from './sweeps.service';
