@@ -7,5 +7,5 @@ export { DeliveryListener, type MessageEvent, type QueuedEvent, type DroppedEven
 export { MESSENGER_OPTIONS, InjectMessengerOptions, type MessengerOptions } from './config/messenger-options';
 export { REDIS_CLIENT, REDIS_SUBSCRIBER, InjectRedis, InjectRedisSubscriber } from './redis/redis.constants';
 export { CloseCode, ErrorCode } from './protocol/frame-error';
-export { isValidId, queueKeys, QueueKeys } from './queue/queue-keys';
+export { isValidId, queueKeys, QueueKeys } from './redis/keys';
 export { separateInternalRoutes, listenInternal, isInternalPath, INTERNAL_PATH_PREFIXES } from './http/internal-port';

@@ -3,7 +3,7 @@ import { TokenVerifier } from './auth/token-verifier';
 import { JwtVerifier, KeyVerifier, OpenVerifier } from './auth/verifiers';
 import { DeliveryListener } from './events/delivery-listener';
 import { MESSENGER_OPTIONS, type MessengerOptions } from './config/messenger-options';
-import { QueueKeys } from './queue/queue-keys';
+import { QueueKeys } from './redis/keys';
 import type { RedisClient } from './redis/lua-scripts';
 import { REDIS_CLIENT } from './redis/redis.constants';
 

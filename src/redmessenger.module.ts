@@ -2,12 +2,12 @@ import { Module } from '@nestjs/common';
 import { MESSENGER_OPTIONS, withDefaults } from './config/messenger-options';
 import { AdminModule } from './admin/admin.module';
 import { EventsModule } from './events/events.module';
-import { UnreadModule } from './events/unread.module';
 import { HealthModule } from './health/health.module';
 import { MessengerModule } from './messenger/messenger.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { PublishModule } from './publish/publish.module';
 import { RedisModule } from './redis/redis.module';
+import { SweepsModule } from './sweeps/sweeps.module';
 import { ConfigurableRedMessengerModule, REDMESSENGER_MODULE_OPTIONS, type RedMessengerModuleOptions } from './redmessenger.module-definition';
 
 /**
@@ -22,7 +22,7 @@ import { ConfigurableRedMessengerModule, REDMESSENGER_MODULE_OPTIONS, type RedMe
  * adapter with `useRedMessengerAdapter(app)`.
  */
 @Module({
-  imports: [RedisModule, EventsModule, MessengerModule, HealthModule, MetricsModule, PublishModule, UnreadModule, AdminModule],
+  imports: [RedisModule, EventsModule, MessengerModule, HealthModule, MetricsModule, PublishModule, SweepsModule, AdminModule],
   providers: [
     {
       provide: MESSENGER_OPTIONS,

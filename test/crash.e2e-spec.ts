@@ -10,7 +10,7 @@ import { startServer, TestServer } from './support/server';
 import { waitFor, within } from './support/wait';
 import { Frame, TestClient } from './support/ws-client';
 import { entryId, entryPayload, leftoverKeys, owedCount } from './support/queue-entries';
-import { shardOf } from '../src/presence/shards';
+import { shardOf } from '../src/router/shards';
 import { expectSequence, messagesOf, publishAll, sleep, withLogs } from './support/traffic';
 
 jest.setTimeout(90_000);

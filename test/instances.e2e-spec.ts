@@ -7,7 +7,7 @@
  * holding unacked messages, the user reconnecting elsewhere at once.
  */
 import type { Redis } from 'ioredis';
-import { shardOf } from '../src/presence/shards';
+import { shardOf } from '../src/router/shards';
 import { uniqueId } from './support/ids';
 import { connectionCount, entryPayload, owedCount } from './support/queue-entries';
 import { startRedis, type TestRedis } from './support/redis';

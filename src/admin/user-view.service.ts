@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { envelopeTs } from '../protocol/envelope';
-import { QueueKeys } from '../queue/queue-keys';
+import { QueueKeys } from '../redis/keys';
 import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
 import type { UserView } from './user-view.dto';

@@ -1,7 +1,7 @@
 import { createHash, createPublicKey, KeyObject, timingSafeEqual } from 'node:crypto';
 import { errors, jwtVerify, type FlattenedJWSInput, type JWSHeaderParameters } from 'jose';
 import { MessengerOptions } from '../config/messenger-options';
-import type { QueueKeys } from '../queue/queue-keys';
+import type { QueueKeys } from '../redis/keys';
 import type { RedisClient } from '../redis/lua-scripts';
 import { JwksKeys } from './jwks';
 import { TokenGrant, TokenVerifier } from './token-verifier';

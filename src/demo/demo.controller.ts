@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { PublishService } from '../publish/publish.service';
-import { ID_PATTERN, USER_CHANNEL_PREFIX, isValidId } from '../queue/queue-keys';
+import { ID_PATTERN, USER_CHANNEL_PREFIX, isValidId } from '../redis/keys';
 
 export class SendMessageDto {
   @IsString({ message: 'to must be a string' })

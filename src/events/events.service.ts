@@ -3,8 +3,8 @@ import { InjectMessengerOptions, type MessengerOptions } from '../config/messeng
 import type { EventType } from '../metrics/metrics.constants';
 import { MetricsService } from '../metrics/metrics.service';
 import { envelopeChannel, envelopeId, envelopeTs } from '../protocol/envelope';
-import { QueueKeys } from '../queue/queue-keys';
 import { RouteOutcome, type AbsenceCheck, type MessageFact, type RouteGroup, type RouteResult } from '../queue/queue.service';
+import { QueueKeys } from '../redis/keys';
 import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
 import { DeliveryListener, type DropCause } from './delivery-listener';

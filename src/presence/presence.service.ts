@@ -2,8 +2,8 @@ import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs
 import { randomBytes } from 'node:crypto';
 import { InjectMessengerOptions, MessengerOptions } from '../config/messenger-options';
 import { EventsService } from '../events/events.service';
-import { QueueKeys } from '../queue/queue-keys';
 import { QueueService } from '../queue/queue.service';
+import { QueueKeys } from '../redis/keys';
 import { defineLease, type RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
 

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { RateLimitedLog } from '../logging/rate-limited-log';
 import { MetricsService } from '../metrics/metrics.service';
-import { QueueKeys } from '../queue/queue-keys';
+import { QueueKeys } from '../redis/keys';
 import { defineLease, type RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
 import { duplicateWithMoreTime } from '../redis/redis.module';

@@ -1,11 +1,11 @@
 import { Injectable } from '@nestjs/common';
 import { createHash } from 'node:crypto';
 import { EventsService } from '../events/events.service';
-import { QueueKeys } from '../queue/queue-keys';
 import { QueueService, RouteOutcome, UnusableKeys, type Idempotency, type RouteGroup, type RouteResult } from '../queue/queue.service';
+import { QueueKeys } from '../redis/keys';
 import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
-import { StoreService } from '../router/store.service';
+import { StoreService } from '../store/store.service';
 import { isValidId, storedMessage, type Publication } from './publication';
 
 /** One publication to store, with what makes its storing recognisable when it comes again. */

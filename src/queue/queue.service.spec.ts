@@ -8,7 +8,7 @@ import { connectionCount, entryPayload, owedCount, owedIds } from '../../test/su
 import { withDefaults, type MessengerOptions } from '../config/messenger-options';
 import { MetricsService } from '../metrics/metrics.service';
 import { buildEnvelope, envelopeId, envelopeTs, markSent, messageFrame } from '../protocol/envelope';
-import { QueueKeys } from './queue-keys';
+import { QueueKeys } from '../redis/keys';
 import { QueueService, RouteOutcome, UnusableKeys, type RouteGroup, type StoredMessage } from './queue.service';
 
 /**

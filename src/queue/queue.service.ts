@@ -8,7 +8,7 @@ import type { RedisCommand } from '../metrics/metrics.constants';
 import { InjectRedis } from '../redis/redis.constants';
 import { defineScripts, type RedisClient } from '../redis/lua-scripts';
 import { duplicateWithMoreTime } from '../redis/redis.module';
-import { QueueKeys } from './queue-keys';
+import { QueueKeys } from '../redis/keys';
 import { MessageIds } from './message-ids';
 
 type Args = (string | number)[];

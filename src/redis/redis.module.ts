@@ -2,7 +2,7 @@ import { Global, Inject, Logger, Module, OnApplicationShutdown } from '@nestjs/c
 import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { MESSENGER_OPTIONS, MessengerOptions } from '../config/messenger-options';
-import { QueueKeys } from '../queue/queue-keys';
+import { QueueKeys } from './keys';
 import type { RedisClient } from './lua-scripts';
 import { REDIS_CLIENT, REDIS_SUBSCRIBER } from './redis.constants';
 

@@ -1,10 +1,8 @@
 import { Module } from '@nestjs/common';
-import { DeliveryModule } from '../delivery/delivery.module';
-import { PresenceModule } from '../presence/presence.module';
 import { QueueModule } from '../queue/queue.module';
-import { ExpiryService } from './expiry.service';
+import { StoreModule } from '../store/store.module';
 import { RouterService } from './router.service';
-import { StoreService } from './store.service';
+import { ShardsService } from './shards.service';
 
-@Module({ imports: [QueueModule, PresenceModule, DeliveryModule], providers: [RouterService, ExpiryService, StoreService], exports: [RouterService, ExpiryService, StoreService] })
+@Module({ imports: [QueueModule, StoreModule], providers: [RouterService, ShardsService], exports: [RouterService, ShardsService] })
 export class RouterModule {}

@@ -2,15 +2,15 @@ import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } fro
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { RateLimitedLog } from '../logging/rate-limited-log';
 import { MetricsService } from '../metrics/metrics.service';
-import { ShardsService, NOT_MINE, PENDING } from '../presence/shards.service';
-import { SHARD_COUNT, shardOf } from '../presence/shards';
 import { buildEnvelope } from '../protocol/envelope';
 import { GROUP_CHANNEL_PREFIX, USER_CHANNEL_PREFIX, isValidId } from '../protocol/ids';
-import { QueueKeys } from '../queue/queue-keys';
 import { QueueService, UnusableKeys, type RouteGroup } from '../queue/queue.service';
+import { QueueKeys } from '../redis/keys';
 import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedisSubscriber } from '../redis/redis.constants';
-import { StoreService } from './store.service';
+import { StoreService } from '../store/store.service';
+import { SHARD_COUNT, shardOf } from './shards';
+import { ShardsService, NOT_MINE, PENDING } from './shards.service';
 
 /** A message as heard, with the epoch of the shard lease it was heard under (user messages). */
 interface Heard {

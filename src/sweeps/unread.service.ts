@@ -1,10 +1,10 @@
-import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
-import { ShardsService } from '../presence/shards.service';
-import { QueueKeys } from '../queue/queue-keys';
+import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
+import { EventsService } from '../events/events.service';
 import { QueueService } from '../queue/queue.service';
+import { QueueKeys } from '../redis/keys';
 import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
-import { EventsService } from './events.service';
+import { SweepsService, type Sweep } from './sweeps.service';
 
 const SWEEP_EVERY_MS = 1000;
 /** One sweep stops taking new rounds once this is spent (80% of its period), so sweeps never pile up. */
@@ -25,41 +25,39 @@ export const UNREAD_SCAN = 1000;
  * event is written, and only by the instance whose ZREM removed it: at most once.
  */
 @Injectable()
-export class UnreadService implements OnModuleInit, OnApplicationShutdown {
+export class UnreadService implements Sweep, OnModuleInit {
+  readonly everyMs = SWEEP_EVERY_MS;
+  readonly budgetMs = SWEEP_BUDGET_MS;
   private readonly logger = new Logger('Unread');
-  private timer?: NodeJS.Timeout;
-  private sweeping = false;
 
   constructor(
     @InjectRedis() private readonly redis: RedisClient,
     private readonly queue: QueueService,
-    private readonly shards: ShardsService,
+    private readonly sweeps: SweepsService,
     private readonly keys: QueueKeys,
     private readonly events: EventsService,
   ) {}
 
   onModuleInit(): void {
-    if (this.events.tracksUnread) this.timer = setInterval(() => void this.sweep(), SWEEP_EVERY_MS);
+    if (this.events.tracksUnread) this.sweeps.register(this);
   }
 
-  onApplicationShutdown(): void {
-    clearInterval(this.timer);
+  /** Writes the `unread` events that are due; returns how many (0 when not run: see SweepsService.run). */
+  sweep(now = Date.now()): Promise<number> {
+    return this.sweeps.run(this, now);
   }
 
   /**
-   * Writes the `unread` events that are due; returns how many. A checked member leaves the
-   * index whether found or not; the members of a user whose check failed stay at the front
-   * of the due range, so the next round starts past them (`skip`) and the next sweep tries
-   * them again: one bad key stalls nobody.
+   * One run (SweepsService calls it on shard 0's holder, never two at once). A checked member
+   * leaves the index whether found or not; the members of a user whose check failed stay at
+   * the front of the due range, so the next round starts past them (`skip`) and the next
+   * sweep tries them again: one bad key stalls nobody.
    */
-  async sweep(now = Date.now()): Promise<number> {
-    if (this.sweeping || !this.shards.holds(0)) return 0;
-    this.sweeping = true;
+  async pass(now: number, more: () => boolean): Promise<number> {
     let written = 0;
     try {
-      const deadline = Date.now() + SWEEP_BUDGET_MS;
       let skip = 0;
-      while (Date.now() < deadline && this.shards.holds(0)) {
+      while (more()) {
         const due = await this.redis.zrangebyscore(this.keys.unreadIndex, '-inf', now, 'LIMIT', skip, ROUND);
         const byUser = new Map<string, string[]>();
         for (const member of due) {
@@ -83,8 +81,6 @@ export class UnreadService implements OnModuleInit, OnApplicationShutdown {
       }
     } catch (error) {
       this.logger.warn(`Looking for unread messages failed: ${(error as Error).message}`);
-    } finally {
-      this.sweeping = false;
     }
     return written;
   }

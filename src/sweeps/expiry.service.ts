@@ -1,9 +1,9 @@
-import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { EventsService } from '../events/events.service';
 import { MetricsService } from '../metrics/metrics.service';
-import { ShardsService } from '../presence/shards.service';
 import { QueueService } from '../queue/queue.service';
+import { SweepsService, type Sweep } from './sweeps.service';
 
 const SWEEP_EVERY_MS = 5000;
 /** One sweep stops taking new pages once this is spent (80% of its period), so sweeps never pile up. */
@@ -23,39 +23,37 @@ const BUSIEST_REPORTED = 10;
  * The same pass reports the depth and age of the oldest queues as metrics.
  */
 @Injectable()
-export class ExpiryService implements OnModuleInit, OnApplicationShutdown {
+export class ExpiryService implements Sweep, OnModuleInit {
+  readonly everyMs = SWEEP_EVERY_MS;
+  readonly budgetMs = SWEEP_BUDGET_MS;
   private readonly logger = new Logger(ExpiryService.name);
-  private timer?: NodeJS.Timeout;
-  private sweeping = false;
 
   constructor(
     private readonly queue: QueueService,
-    private readonly shards: ShardsService,
+    private readonly sweeps: SweepsService,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
     private readonly metrics: MetricsService,
     private readonly events: EventsService,
   ) {}
 
   onModuleInit(): void {
-    this.timer = setInterval(() => void this.sweep(), SWEEP_EVERY_MS);
+    this.sweeps.register(this);
   }
 
-  onApplicationShutdown(): void {
-    clearInterval(this.timer);
+  /** Expires what is due, then reports the oldest queues (the same index serves both); returns how many expired (0 when not run: see SweepsService.run). */
+  sweep(now = Date.now()): Promise<number> {
+    return this.sweeps.run(this, now);
   }
 
-  /** Expires what is due, then reports the oldest queues (the same index serves both); returns how many expired. */
-  async sweep(now = Date.now()): Promise<number> {
-    if (this.sweeping || !this.shards.holds(0)) return 0;
-    this.sweeping = true;
+  /** One run (SweepsService calls it on shard 0's holder, never two at once). */
+  async pass(now: number, more: () => boolean): Promise<number> {
     const tally = { expired: 0, users: 0, unlogged: 0, unloggedUsers: 0 };
     try {
-      if (this.options.queueTtlSeconds > 0) await this.expireDue(now, tally);
+      if (this.options.queueTtlSeconds > 0) await this.expireDue(now, more, tally);
       this.metrics.setBusiestQueues(await this.queue.oldestQueues(BUSIEST_REPORTED, now));
     } catch (error) {
       this.logger.warn(`Expiring queued messages failed: ${(error as Error).message}`);
     } finally {
-      this.sweeping = false;
       if (tally.unlogged > 0) {
         this.logger.log(`${tally.unlogged} queued messages of ${tally.unloggedUsers} more users expired (older than QUEUE_TTL_SECONDS=${this.options.queueTtlSeconds})`);
       }
@@ -69,11 +67,10 @@ export class ExpiryService implements OnModuleInit, OnApplicationShutdown {
    * failed stays at the front of it, so the next page starts past those (`skip`) and
    * one bad key stalls nobody; the next sweep tries it again.
    */
-  private async expireDue(now: number, tally: { expired: number; users: number; unlogged: number; unloggedUsers: number }): Promise<void> {
+  private async expireDue(now: number, more: () => boolean, tally: { expired: number; users: number; unlogged: number; unloggedUsers: number }): Promise<void> {
     const cutoff = now - this.options.queueTtlSeconds * 1000;
-    const deadline = Date.now() + SWEEP_BUDGET_MS;
     let skip = 0;
-    while (Date.now() < deadline && this.shards.holds(0)) {
+    while (more()) {
       const due = await this.queue.queuedBefore(cutoff, SWEEP_PAGE, skip);
       const results = await Promise.all(due.map((user) => this.queue.expire(user, now).catch((error: Error) => error)));
       let expired = 0;

@@ -5,7 +5,7 @@ import { uniqueId } from '../../test/support/ids';
 import { within } from '../../test/support/wait';
 import { withDefaults } from '../config/messenger-options';
 import { MetricsService } from '../metrics/metrics.service';
-import { QueueKeys } from '../queue/queue-keys';
+import { QueueKeys } from '../redis/keys';
 import { NOT_MINE, PENDING, ShardsService } from './shards.service';
 import { SHARD_COUNT } from './shards';
 

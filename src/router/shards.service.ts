@@ -3,7 +3,7 @@ import type { Result } from 'ioredis';
 import { join } from 'node:path';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { MetricsService } from '../metrics/metrics.service';
-import { QueueKeys } from '../queue/queue-keys';
+import { QueueKeys } from '../redis/keys';
 import { defineScripts, type RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
 import { SHARD_COUNT } from './shards';

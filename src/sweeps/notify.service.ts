@@ -1,10 +1,10 @@
-import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
-import { ShardsService } from '../presence/shards.service';
-import { QueueKeys } from '../queue/queue-keys';
+import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
+import { EventsService } from '../events/events.service';
 import { QueueService } from '../queue/queue.service';
+import { QueueKeys } from '../redis/keys';
 import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
-import { EventsService } from './events.service';
+import { SweepsService, type Sweep } from './sweeps.service';
 import { SWEEP_BUDGET_MS, UNREAD_SCAN } from './unread.service';
 
 const SWEEP_EVERY_MS = 1000;
@@ -23,35 +23,33 @@ const ROUND = 500;
  * earlier time). The script's 'N' field makes two checks of one absence write one notify.
  */
 @Injectable()
-export class NotifyService implements OnModuleInit, OnApplicationShutdown {
+export class NotifyService implements Sweep, OnModuleInit {
+  readonly everyMs = SWEEP_EVERY_MS;
+  readonly budgetMs = SWEEP_BUDGET_MS;
   private readonly logger = new Logger('Notify');
-  private timer?: NodeJS.Timeout;
-  private sweeping = false;
 
   constructor(
     @InjectRedis() private readonly redis: RedisClient,
     private readonly queue: QueueService,
-    private readonly shards: ShardsService,
+    private readonly sweeps: SweepsService,
     private readonly keys: QueueKeys,
     private readonly events: EventsService,
   ) {}
 
   onModuleInit(): void {
-    if (this.events.tracksAbsences) this.timer = setInterval(() => void this.sweep(), SWEEP_EVERY_MS);
+    if (this.events.tracksAbsences) this.sweeps.register(this);
   }
 
-  onApplicationShutdown(): void {
-    clearInterval(this.timer);
+  /** Decides the absences that fell due; returns how many events were written (0 when not run: see SweepsService.run). */
+  sweep(now = Date.now()): Promise<number> {
+    return this.sweeps.run(this, now);
   }
 
-  /** Decides the absences that fell due; returns how many events were written. */
-  async sweep(now = Date.now()): Promise<number> {
-    if (this.sweeping || !this.shards.holds(0)) return 0;
-    this.sweeping = true;
+  /** One run (SweepsService calls it on shard 0's holder, never two at once). */
+  async pass(now: number, more: () => boolean): Promise<number> {
     let written = 0;
     try {
-      const deadline = Date.now() + SWEEP_BUDGET_MS;
-      while (Date.now() < deadline && this.shards.holds(0)) {
+      while (more()) {
         const due = await this.redis.zrangebyscore(this.keys.notifyIndex, '-inf', now, 'LIMIT', 0, ROUND);
         const counts = await Promise.all(due.map((user) => this.check(user)));
         written += counts.reduce((a, b) => a + b, 0);
@@ -59,8 +57,6 @@ export class NotifyService implements OnModuleInit, OnApplicationShutdown {
       }
     } catch (error) {
       this.logger.warn(`Checking absences failed: ${(error as Error).message}`);
-    } finally {
-      this.sweeping = false;
     }
     return written;
   }

@@ -4,8 +4,8 @@ import { DeliveryService } from '../delivery/delivery.service';
 import { EventsService } from '../events/events.service';
 import { RateLimitedLog } from '../logging/rate-limited-log';
 import { MetricsService } from '../metrics/metrics.service';
-import { QueueKeys } from '../queue/queue-keys';
 import { QueueService, RouteOutcome, UnusableKeys, type RouteGroup, type RouteResult } from '../queue/queue.service';
+import { QueueKeys } from '../redis/keys';
 
 /** At most one log line this often about users whose keys are unusable. */
 const UNUSABLE_LOG_MS = 1000;
@@ -17,7 +17,7 @@ const UNUSABLE_LOG_MS = 1000;
  */
 @Injectable()
 export class StoreService {
-  private readonly logger = new Logger('RouterService');
+  private readonly logger = new Logger('StoreService');
   /** A publisher can fill many queues at once: one line a second per kind. */
   private readonly warnings = new RateLimitedLog(this.logger);
   private unusableLoggedAt = 0;
