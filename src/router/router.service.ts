@@ -10,7 +10,7 @@ import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedisSubscriber } from '../redis/redis.constants';
 import { StoreService } from '../store/store.service';
 import { SHARD_COUNT, shardOf } from './shards';
-import { ShardsService, NOT_MINE, PENDING } from './shards.service';
+import { ShardsService, NOT_MINE, isLapsed } from './shards.service';
 
 /** A message as heard, with the epoch of the shard lease it was heard under (user messages). */
 interface Heard {
@@ -19,7 +19,7 @@ interface Heard {
   receivedAt: number;
   /** What it holds in the heap, as ROUTE_BUFFER_BYTES counts it (heldBytes). */
   bytes: number;
-  /** User messages: the recipient's shard epoch (PENDING while a hand-over to this instance completes). */
+  /** User messages: the recipient's shard epoch (PENDING while a hand-over to this instance completes, `lapsed(epoch)` while the lease had lapsed). */
   epoch?: number;
   /** Group messages: which shards were this instance's when it was heard (members are known only later). */
   owned?: ReadonlyMap<number, number>;
@@ -290,14 +290,18 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
       const sets = await this.withRetry(() => this.queue.members(cids.map((channel) => channel.slice(GROUP_CHANNEL_PREFIX.length))));
       cids.forEach((channel, i) => members.set(channel, sets[i].filter((member) => this.validMember(channel, member)).sort()));
     }
-    // Shards being handed to this instance: wait once per shard for the hand-over to complete.
-    const resolved = new Map<number, number>();
-    const held = async (shard: number) => {
-      if (!resolved.has(shard)) resolved.set(shard, await this.shards.whenHeld(shard));
-      return resolved.get(shard)!;
+    // Heard while a hand-over to this instance was under way, or while its lease had lapsed:
+    // ask once per shard (and way it was heard) which epoch routes them, if any.
+    const resolved = new Map<string, number>();
+    const epochOf = async (shard: number, heard: number): Promise<number> => {
+      const key = `${shard}|${heard}`;
+      if (!resolved.has(key)) resolved.set(key, await this.shards.whenHeld(shard, heard));
+      return resolved.get(key)!;
     };
     const byUser = new Map<string, RouteGroup>();
-    const add = (user: string, epoch: number, envelope: string) => {
+    const add = (user: string, epoch: number, envelope: string, heard: number) => {
+      // Heard under a lapsed lease and the shard changed hands since: the holder in between routed it.
+      if (epoch === NOT_MINE && isLapsed(heard)) return;
       if (epoch === NOT_MINE) return this.warnings.warn('hand-over', `${user}: a hand-over of its route shard did not complete; a message heard meanwhile is dropped`);
       let group = byUser.get(user);
       if (!group) byUser.set(user, (group = { user, epoch, messages: [] }));
@@ -308,7 +312,8 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
       if (!owned) {
         if (!this.validTarget(channel, USER_CHANNEL_PREFIX)) continue;
         const user = channel.slice(USER_CHANNEL_PREFIX.length);
-        add(user, epoch === PENDING ? await held(shardOf(user)) : epoch!, buildEnvelope({ id: this.queue.ids.next(), channel, payload, ts: receivedAt }));
+        const heard = epoch!;
+        add(user, heard > 0 ? heard : await epochOf(shardOf(user), heard), buildEnvelope({ id: this.queue.ids.next(), channel, payload, ts: receivedAt }), heard);
         continue;
       }
       let envelope: string | undefined;
@@ -318,7 +323,7 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
         if (memberEpoch === undefined) continue; // another instance routes this member
         // One envelope for every member: the same id, the same bytes.
         envelope ??= buildEnvelope({ id: this.queue.ids.next(), channel, payload, ts: receivedAt });
-        add(user, memberEpoch === PENDING ? await held(shard) : memberEpoch, envelope);
+        add(user, memberEpoch > 0 ? memberEpoch : await epochOf(shard, memberEpoch), envelope, memberEpoch);
       }
     }
     return [...byUser.values()];

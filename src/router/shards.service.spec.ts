@@ -6,7 +6,7 @@ import { within } from '../../test/support/wait';
 import { withDefaults } from '../config/messenger-options';
 import { MetricsService } from '../metrics/metrics.service';
 import { QueueKeys } from '../redis/keys';
-import { NOT_MINE, PENDING, ShardsService } from './shards.service';
+import { NOT_MINE, PENDING, ShardsService, lapsed } from './shards.service';
 import { SHARD_COUNT } from './shards';
 
 /**
@@ -456,6 +456,24 @@ describe('route shards (shards-1.lua)', () => {
 
       expect(whileAway).toEqual([]);
       expect(moving.map((s) => b.epochFor(s))).toEqual(moving.map(() => 2));
+    });
+
+    it('routes a message heard under a lapsed lease only with that epoch: renewed, it routes; held with another epoch since, it does not', async () => {
+      const a = make(uniqueId('a'));
+      await tickOf(a);
+      const internals = a as unknown as { leaseUntil: number; owned: Map<number, number> };
+
+      internals.leaseUntil = 0; // this process stalled past its lease; Redis still has it as the holder
+      const heard = a.epochFor(5);
+      const renewed = await a.whenHeld(5, heard);
+      // The shard went to another instance and came back (epoch 3) while the message waited.
+      internals.owned.set(5, 3);
+      const since = await a.whenHeld(5, lapsed(1));
+
+      expect(heard).toBe(lapsed(1));
+      expect(renewed).toBe(1);
+      expect(since).toBe(NOT_MINE);
+      expect(await a.whenHeld(5, PENDING)).toBe(3);
     });
 
     it('announces every shard it holds on leave', async () => {

@@ -30,6 +30,13 @@ const LAPSED_WAIT_MS = 30_000;
 /** The answer to "whose is this message", asked as it is heard: an epoch to route it with, not ours, or wait for a hand-over. */
 export const NOT_MINE = 0;
 export const PENDING = -1;
+/**
+ * Heard while this instance held the shard with `epoch` but its lease had lapsed (Redis slow or
+ * away, this process stalled): a value below PENDING that names the epoch. Only that epoch may
+ * route the message: if the shard changed hands meanwhile, the holder in between heard it too.
+ */
+export const lapsed = (epoch: number): number => -2 - epoch;
+export const isLapsed = (heard: number): boolean => heard <= -2;
 
 /**
  * This instance's share of routing: the route shards it holds, under leases kept
@@ -114,23 +121,30 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
 
   /**
    * The epoch to route a message of `shard` with, as it is heard now: the lease's
-   * epoch, NOT_MINE, or PENDING: a hand-over to this instance is under way, or this
-   * instance held the shard but could not renew the lease in time (Redis away). A
-   * lapsed lease is not assumed (another instance may hold it by now) but asked of
-   * Redis again before the message is routed or dropped (`whenHeld`).
+   * epoch, NOT_MINE, PENDING (a hand-over to this instance is under way), or `lapsed(epoch)`:
+   * this instance held the shard but could not renew the lease in time (Redis away, the
+   * process stalled). A lapsed lease is not assumed (another instance may hold it by now)
+   * but asked of Redis again before the message is routed or dropped (`whenHeld`).
    */
   epochFor(shard: number): number {
     const epoch = this.owned.get(shard);
-    if (epoch !== undefined) return Date.now() < this.leaseUntil ? epoch : PENDING;
+    if (epoch !== undefined) return Date.now() < this.leaseUntil ? epoch : lapsed(epoch);
     return this.incoming.has(shard) ? PENDING : NOT_MINE;
   }
 
-  /** Resolves with the shard's epoch once this instance holds it, or NOT_MINE when it turns out not to. */
-  async whenHeld(shard: number): Promise<number> {
+  /**
+   * Resolves with the epoch to route a message heard as `heard` (PENDING or `lapsed(epoch)`)
+   * once this instance holds the shard, or NOT_MINE when it turns out not to: for a lapsed
+   * one, also when the shard is held with another epoch by now (it changed hands in between,
+   * and the holder in between routed what it heard: routing it again would store it twice).
+   */
+  async whenHeld(shard: number, heard = PENDING): Promise<number> {
     const started = Date.now();
+    const heardEpoch = isLapsed(heard) ? -2 - heard : undefined;
     for (;;) {
       const epoch = this.owned.get(shard);
       const fresh = Date.now() < this.leaseUntil;
+      if (heardEpoch !== undefined && epoch !== heardEpoch) return NOT_MINE;
       if (epoch !== undefined && fresh && !this.incoming.has(shard)) return epoch;
       if (epoch === undefined && !this.incoming.has(shard)) return NOT_MINE;
       const waited = Date.now() - started;
