@@ -135,7 +135,7 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
   /**
    * Resolves with the epoch to route a message heard as `heard` (PENDING or `lapsed(epoch)`)
    * once this instance holds the shard, or NOT_MINE when it turns out not to: for a lapsed
-   * one, also when the shard is held with another epoch by now (it changed hands in between,
+   * one, also when the shard is held with a higher epoch by now (it changed hands in between,
    * and the holder in between routed what it heard: routing it again would store it twice).
    */
   async whenHeld(shard: number, heard = PENDING): Promise<number> {
@@ -144,7 +144,9 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
     for (;;) {
       const epoch = this.owned.get(shard);
       const fresh = Date.now() < this.leaseUntil;
-      if (heardEpoch !== undefined && epoch !== heardEpoch) return NOT_MINE;
+      // Held with a higher epoch now: another instance held the shard in between, and routed what
+      // it heard. A lower one: Redis lost the leases (restarted empty), so nobody can have routed it.
+      if (heardEpoch !== undefined && epoch !== undefined && epoch > heardEpoch) return NOT_MINE;
       if (epoch !== undefined && fresh && !this.incoming.has(shard)) return epoch;
       if (epoch === undefined && !this.incoming.has(shard)) return NOT_MINE;
       const waited = Date.now() - started;

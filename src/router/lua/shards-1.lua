@@ -6,7 +6,7 @@
   not yet holding their share of the shards ranked before (so the split is even). A holder
   renews its leases; a lease that lapsed goes to the shard's first-ranked live instance with
   a new epoch (which the route script checks, so a holder that lost its lease cannot route
-  after the next one). A holder that is no longer first hands the shard over without a gap:
+  after the next one), or back to its own holder with the same epoch (nobody held it since). A holder that is no longer first hands the shard over without a gap:
   it announces 'h|shard|to|epoch' on the control channel, in order with published messages;
   it routes what it heard before that line, then completes ('t|shard|to|epoch'), and the
   new holder routes what it heard after the line.
@@ -115,7 +115,10 @@ for shard = 0, count - 1 do
       mine[#mine + 1] = lease.to ~= '' and 1 or 0
     end
   elseif (not lease or lease.untl <= now) and target == me then
-    local epoch = (lease and lease.epoch or 0) + 1
+    -- This instance's own lapsed lease (nobody held the shard since) keeps its epoch: what it
+    -- heard meanwhile is still its to route. Taken from another, the epoch goes up.
+    local epoch = 1
+    if lease then epoch = (lease.holder == me and lease.to == '') and lease.epoch or lease.epoch + 1 end
     put(shard, me, epoch, '', now)
     mine[#mine + 1] = shard
     mine[#mine + 1] = epoch
