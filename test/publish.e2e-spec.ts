@@ -331,6 +331,24 @@ describe('POST /v1/messages', () => {
     });
   });
 
+  it('a group retry after a partial store (one member unusable, then fixed) stores the rest under the same id: one id for every member', async () => {
+    const cid = uniqueId('g');
+    const [a, b] = [uniqueId('m'), uniqueId('m')];
+    await r.sadd(`rm:channels:${cid}:subscribers`, a, b);
+    await r.set(`rm:users:${b}:messages`, 'not a list'); // b's keys cannot hold messages
+    const key = uniqueId('idem');
+
+    const partial = await post({ group: cid, payload: 'g' }, { idempotencyKey: key });
+    await r.del(`rm:users:${b}:messages`);
+    const retry = await post({ group: cid, payload: 'g' }, { idempotencyKey: key });
+
+    expect(partial.status).toBe(503);
+    const [storedA] = await queued(a);
+    expect(retry).toEqual({ status: 202, body: { id: storedA.id, recipients: 2 } });
+    expect((await queued(b)).map((m) => m.id)).toEqual([storedA.id]);
+    expect(await post({ group: cid, payload: 'g' }, { idempotencyKey: key })).toEqual(retry);
+  });
+
   it('counts each outcome in redmessenger_http_publish_total', async () => {
     const text = await (await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
     for (const outcome of ['accepted', 'duplicate', 'bad_request', 'unauthorized', 'too_large', 'conflict']) {

@@ -172,13 +172,20 @@ export class PublishController {
   }
 
   private async accept(publication: Publication, apiKey: string, idempotencyKey?: string): Promise<{ answer: PublishedToUserDto | PublishedToGroupDto; outcome: HttpPublishOutcome }> {
-    const id = this.publish.newId();
+    let id = this.publish.newId();
     const idempotency = idempotencyKey === undefined ? undefined : PublishService.idempotency(apiKey, idempotencyKey, publication, id);
     const target = publication.to !== undefined ? `user ${publication.to}` : `group ${publication.group}`;
     if (idempotency) {
       const seen = await this.unavailableOnError(this.publish.recorded(idempotency));
       if (seen && !seen.same) throw this.conflict(target);
-      if (seen) return { answer: seen.answer as unknown as PublishedToUserDto, outcome: 'duplicate' };
+      if (seen && !seen.pending) return { answer: seen.answer as unknown as PublishedToUserDto, outcome: 'duplicate' };
+      // A group's members are stored in several calls: its id is reserved first, so a retry after
+      // a partial failure (or a crash) stores the rest under the same id.
+      if (publication.group !== undefined) {
+        const reserved = await this.unavailableOnError(this.publish.reserve(idempotency));
+        if (reserved === undefined) throw this.conflict(target);
+        id = idempotency.answer = reserved;
+      }
     }
     const [result] = await this.unavailableOnError(this.publish.storeAll([{ publication, id, ts: Date.now(), idempotency }]));
     if (result.failed instanceof ReplicasBehind) {

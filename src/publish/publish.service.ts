@@ -117,17 +117,36 @@ export class PublishService {
     };
   }
 
-  /** The first answer recorded for this scope, if any: 'same' body or 'other'. */
-  async recorded(idem: Idempotency): Promise<{ same: boolean; answer: Record<string, unknown> } | undefined> {
+  /**
+   * The answer recorded for this scope, if any: 'same' body or 'other'; `pending` while a
+   * group message under it was not stored for every member yet (its id is reserved: a retry
+   * stores the rest under the same id, so the message keeps one id for every member).
+   */
+  async recorded(idem: Idempotency): Promise<{ same: boolean; answer: Record<string, unknown>; pending: boolean } | undefined> {
     const value = await this.redis.get(this.keys.publishRecord(idem.scope));
     if (value === null) return undefined;
     const bar = value.indexOf('|');
-    return { same: value.slice(0, bar) === idem.hash, answer: JSON.parse(value.slice(bar + 1)) };
+    const answer = JSON.parse(value.slice(bar + 1)) as Record<string, unknown>;
+    return { same: value.slice(0, bar) === idem.hash, answer, pending: answer.pending === true };
   }
 
-  /** Remembers the first answer (the first request to record wins). */
+  /**
+   * Reserves the id of a group message for its Idempotency-Key before any member is stored;
+   * answers the id to use (this one, or the one a request with the same body reserved before
+   * it), or undefined when the key was taken meanwhile by another body (a 409).
+   */
+  async reserve(idem: Idempotency): Promise<string | undefined> {
+    const key = this.keys.publishRecord(idem.scope);
+    const pending = `${idem.hash}|${JSON.stringify({ id: idem.answer, pending: true })}`;
+    if (await this.redis.set(key, pending, 'PX', RECORD_TTL_MS, 'NX')) return idem.answer;
+    const seen = await this.recorded(idem);
+    if (seen && !seen.same) return undefined;
+    return typeof seen?.answer.id === 'string' ? seen.answer.id : idem.answer;
+  }
+
+  /** Remembers the answer once every recipient has the message (replacing a reservation). */
   async record(idem: Idempotency, answer: Record<string, unknown>): Promise<void> {
-    await this.redis.set(this.keys.publishRecord(idem.scope), `${idem.hash}|${JSON.stringify(answer)}`, 'PX', RECORD_TTL_MS, 'NX');
+    await this.redis.set(this.keys.publishRecord(idem.scope), `${idem.hash}|${JSON.stringify(answer)}`, 'PX', RECORD_TTL_MS);
   }
 }
 
