@@ -81,7 +81,7 @@ describe('route shards (shards-1.lua)', () => {
     const all = await client.hgetall(key);
     const out = new Map<number, { holder: string; epoch: number; to: string }>();
     for (const [field, value] of Object.entries(all)) {
-      if (field.startsWith('i:')) continue;
+      if (field.startsWith('i:') || field === 't:') continue; // heartbeats and the cached ranking
       const [holder, epoch, , to] = value.split('|');
       out.set(Number(field), { holder, epoch: Number(epoch), to });
     }
@@ -91,7 +91,7 @@ describe('route shards (shards-1.lua)', () => {
   /** Every lease's `until` in the past, as if its holder had stopped renewing it. */
   async function lapseLeases(): Promise<void> {
     for (const [field, value] of Object.entries(await client.hgetall(key))) {
-      if (field.startsWith('i:')) continue;
+      if (field.startsWith('i:') || field === 't:') continue; // heartbeats and the cached ranking
       const [holder, epoch, , to, since] = value.split('|');
       await client.hset(key, field, `${holder}|${epoch}|1|${to}|${since}`);
     }
@@ -243,6 +243,24 @@ describe('route shards (shards-1.lua)', () => {
     expect(rest.held.size).toBe(SHARD_COUNT);
     expect(last).toEqual({ live: 0, held: new Map() });
     expect(await client.hlen(key)).toBe(0);
+  });
+
+  it('ranks the shards only when the live set changes: the assignment is kept with the set it was made for', async () => {
+    const a = uniqueId('a');
+    const b = uniqueId('b');
+    await tick(a);
+    await tick(b);
+    const cached = await client.hget(key, 't:');
+    await tick(a);
+    await tick(b);
+    const unchanged = await client.hget(key, 't:');
+    await client.hset(key, 't:', `${SHARD_COUNT}|${[a, b].sort().join(',')}\n${Array(SHARD_COUNT).fill(b).join(',')}`);
+    await lapseLeases();
+    const byA = await tick(a); // the kept assignment names b for every shard: a takes none
+
+    expect(cached).toBe(`${SHARD_COUNT}|${[a, b].sort().join(',')}\n${targets([a, b]).join(',')}`);
+    expect(unchanged).toBe(cached);
+    expect(byA.held.size).toBe(0);
   });
 
   it('splits 64 shards over 3 instances evenly (at most ceil(64 / 3) each), as the bounded rendezvous hashing assigns them', async () => {

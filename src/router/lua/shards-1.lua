@@ -11,7 +11,8 @@
   it routes what it heard before that line, then completes ('t|shard|to|epoch'), and the
   new holder routes what it heard after the line.
 
-  KEYS[1] the shards hash: '<shard>' -> 'holder|epoch|until|to|since', 'i:<instance>' -> heartbeat until
+  KEYS[1] the shards hash: '<shard>' -> 'holder|epoch|until|to|since', 'i:<instance>' -> heartbeat until,
+          't:' -> the targets of the live set they were ranked for ('<count>|<sorted live>' newline, holders)
   ARGV[1] this instance   ARGV[2] lease time (ms)   ARGV[3] number of shards   ARGV[4] control channel
   ARGV[5] 'tick', or 'leave' (shutting down: hand every shard over now)
   ARGV[6..] shards whose hand-over this instance has finished routing up to the announcement
@@ -26,9 +27,12 @@ local HANDOVER_LIMIT = 3 * ttl
 
 local all = redis.call('HGETALL', KEYS[1])
 local leases, live = {}, {}
+local cachedTargets
 for i = 1, #all, 2 do
   local f, v = all[i], all[i + 1]
-  if string.sub(f, 1, 2) == 'i:' then
+  if f == 't:' then
+    cachedTargets = v
+  elseif string.sub(f, 1, 2) == 'i:' then
     local beat = tonumber(v)
     if beat > now then live[#live + 1] = string.sub(f, 3)
     elseif beat < now - 60000 then redis.call('HDEL', KEYS[1], f) end
@@ -56,7 +60,19 @@ end
 -- a few instances by hashing alone are often uneven (a third of them to one, half to another);
 -- with it, no instance routes more than its share, and a join or leave still moves few shards.
 local targets = {}
-if #live > 0 then
+-- The ranking costs count x #live sha1 in Lua (about half a millisecond of Redis for three
+-- instances): it is made only when the live set changes, and kept under 't:' with that set.
+local sorted = {}
+for i, inst in ipairs(live) do sorted[i] = inst end
+table.sort(sorted)
+local signature = count .. '|' .. table.concat(sorted, ',') .. '\n'
+if #live > 0 and cachedTargets and string.sub(cachedTargets, 1, #signature) == signature then
+  local shard = 0
+  for inst in string.gmatch(string.sub(cachedTargets, #signature + 1), '[^,]+') do
+    targets[shard] = inst
+    shard = shard + 1
+  end
+elseif #live > 0 then
   local cap, load = math.ceil(count / #live), {}
   for shard = 0, count - 1 do
     local ranked = {}
@@ -70,13 +86,21 @@ if #live > 0 then
       end
     end
   end
+  local list = {}
+  for shard = 0, count - 1 do list[#list + 1] = targets[shard] end
+  redis.call('HSET', KEYS[1], 't:', signature .. table.concat(list, ','))
+elseif cachedTargets then
+  redis.call('HDEL', KEYS[1], 't:') -- nobody left to route: the last instance leaves nothing behind
 end
 local function first(shard)
   return targets[shard]
 end
 
+-- Lease writes go out in one HSET at the end (the last write of a shard wins, as in order).
+local writes = {}
 local function put(shard, holder, epoch, to, since)
-  redis.call('HSET', KEYS[1], tostring(shard), holder .. '|' .. epoch .. '|' .. (now + ttl) .. '|' .. to .. '|' .. since)
+  writes[#writes + 1] = tostring(shard)
+  writes[#writes + 1] = holder .. '|' .. epoch .. '|' .. (now + ttl) .. '|' .. to .. '|' .. since
 end
 
 local function complete(shard, lease)
@@ -125,5 +149,6 @@ for shard = 0, count - 1 do
     mine[#mine + 1] = 0
   end
 end
+if #writes > 0 then redis.call('HSET', KEYS[1], unpack(writes)) end
 table.insert(mine, 1, #live)
 return mine
