@@ -1,9 +1,15 @@
 import { BadRequestException, Controller, Get, Param, UseGuards } from '@nestjs/common';
 import { ApiBadRequestResponse, ApiBearerAuth, ApiNotFoundResponse, ApiOkResponse, ApiOperation, ApiParam, ApiTags, ApiUnauthorizedResponse } from '@nestjs/swagger';
 import { isValidId } from '../protocol/ids';
-import { AdminGuard } from './admin.guard';
+import { ApiKeyGuard } from '../http/api-key.guard';
 import { UserView } from './user-view.dto';
 import { UserViewService } from './user-view.service';
+
+/**
+ * ADMIN_API_KEYS: `Authorization: Bearer <key>`. Without keys the admin routes do
+ * not exist (the 404 Nest gives any unknown route); a missing or wrong key is 401.
+ */
+const AdminGuard = ApiKeyGuard({ name: 'ADMIN_API_KEYS (adminApiKeys)', keys: (options) => options.adminApiKeys, minKeyLength: 16, challenge: true });
 
 @ApiTags('admin')
 @ApiBearerAuth()

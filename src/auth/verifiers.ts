@@ -1,8 +1,9 @@
-import { createHash, createPublicKey, KeyObject, timingSafeEqual } from 'node:crypto';
+import { createPublicKey, KeyObject, timingSafeEqual } from 'node:crypto';
 import { errors, jwtVerify, type FlattenedJWSInput, type JWSHeaderParameters } from 'jose';
 import { MessengerOptions } from '../config/messenger-options';
 import type { QueueKeys } from '../redis/keys';
 import type { RedisClient } from '../redis/lua-scripts';
+import { sha256Bytes } from '../protocol/digest';
 import { JwksKeys } from './jwks';
 import { TokenGrant, TokenVerifier } from './token-verifier';
 
@@ -26,8 +27,7 @@ export class KeyVerifier extends TokenVerifier {
     const stored = await this.redis.getBuffer(this.keys.authKey(id));
     if (stored === null || token === undefined) return false;
     // Equal-length digests, so neither the comparison nor its length check leaks the key.
-    const digest = (value: Buffer) => createHash('sha256').update(value).digest();
-    return timingSafeEqual(digest(stored), digest(Buffer.from(token, 'utf8')));
+    return timingSafeEqual(sha256Bytes(stored), sha256Bytes(token));
   }
 }
 

@@ -1,6 +1,5 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
-
-const digest = (text: string): Buffer => createHash('sha256').update(text, 'utf8').digest();
+import { timingSafeEqual } from 'node:crypto';
+import { sha256Bytes } from '../protocol/digest';
 
 /**
  * API keys taken as `Authorization: Bearer <key>` (PUBLISH_API_KEYS, ADMIN_API_KEYS).
@@ -11,7 +10,7 @@ export class BearerKeys {
   private readonly digests: Buffer[];
 
   constructor(keys: readonly string[]) {
-    this.digests = keys.map(digest);
+    this.digests = keys.map((key) => sha256Bytes(key));
   }
 
   /** No keys: the routes they guard are off. */
@@ -23,7 +22,7 @@ export class BearerKeys {
   match(authorization: string | undefined): string | undefined {
     const token = /^Bearer +(\S+) *$/i.exec(authorization ?? '')?.[1];
     if (token === undefined) return undefined;
-    const given = digest(token);
+    const given = sha256Bytes(token);
     let ok = false;
     for (const key of this.digests) ok = timingSafeEqual(key, given) || ok;
     return ok ? token : undefined;

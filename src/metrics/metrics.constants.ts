@@ -61,8 +61,8 @@ export type HttpPublishOutcome = (typeof HTTP_PUBLISH_OUTCOMES)[number];
 export const INBOX_OUTCOMES = ['stored', 'duplicate', 'dead', 'failed'] as const;
 export type InboxOutcome = (typeof INBOX_OUTCOMES)[number];
 
-/** What a timed Redis call ran: one of the Lua scripts, the router lease, or anything else. */
-export const REDIS_COMMANDS = ['route', 'attach', 'detach', 'ack', 'read', 'expire', 'unread', 'retract', 'visibility', 'notify', 'shards', 'other'] as const;
+/** What a timed Redis call ran: one of the Lua scripts (shards: the route shard leases; lease: a job's lease), or anything else. */
+export const REDIS_COMMANDS = ['route', 'attach', 'detach', 'ack', 'read', 'expire', 'unread', 'retract', 'visibility', 'notify', 'shards', 'lease', 'other'] as const;
 export type RedisCommand = (typeof REDIS_COMMANDS)[number];
 
 /** The types of the entries written to EVENTS_STREAM (docs/events.md). */

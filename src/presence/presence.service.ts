@@ -2,9 +2,10 @@ import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs
 import { randomBytes } from 'node:crypto';
 import { InjectMessengerOptions, MessengerOptions } from '../config/messenger-options';
 import { EventsService } from '../events/events.service';
+import { MetricsService } from '../metrics/metrics.service';
 import { QueueService } from '../queue/queue.service';
 import { QueueKeys } from '../redis/keys';
-import { defineLease, type RedisClient } from '../redis/lua-scripts';
+import { defineScripts, type RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
 
 /** A dead instance's users returned per page (their detach calls go out together), and the time one reap tick may take. */
@@ -53,8 +54,14 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
     private readonly keys: QueueKeys,
     @InjectMessengerOptions() private readonly options: MessengerOptions,
     private readonly events: EventsService,
+    private readonly metrics: MetricsService,
   ) {
-    defineLease(redis);
+    defineScripts(redis);
+  }
+
+  /** Takes, renews (1: ours) or lets go of a job's lease (lease-1.lua). */
+  private lease(key: string, release: '' | 'release' = ''): Promise<number> {
+    return this.metrics.timeRedis('lease', this.redis.rmLease(key, this.token, this.options.presenceTtlMs, release));
   }
 
   get instanceId(): string {
@@ -158,7 +165,7 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
     this.recovering ??= (async () => {
       const lease = this.keys.instanceReaper(this.instanceId);
       try {
-        while ((await this.redis.rmLease(lease, this.token, this.options.presenceTtlMs, '')) !== 1) await sleep(LEASE_POLL_MS);
+        while ((await this.lease(lease)) !== 1) await sleep(LEASE_POLL_MS);
         try {
           if (!this.ready) {
             while (await this.returnPage(this.instanceId));
@@ -166,7 +173,7 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
             this.readyWaiters.splice(0).forEach((resolve) => resolve());
           }
         } finally {
-          await this.redis.rmLease(lease, this.token, this.options.presenceTtlMs, 'release').catch(() => 0);
+          await this.lease(lease, 'release').catch(() => 0);
         }
         if (this.lapsed) {
           this.lapsed = false;
@@ -206,7 +213,7 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
     const alive = this.keys.instanceAlive(instance);
     const lease = this.keys.instanceReaper(instance);
     if (await this.redis.exists(alive)) return;
-    if ((await this.redis.rmLease(lease, this.token, this.options.presenceTtlMs, '')) !== 1) return; // another instance reaps it
+    if ((await this.lease(lease)) !== 1) return; // another instance reaps it
     try {
       // Looked at before every page: an instance that came back registers its sockets again itself, once this lease is let go.
       while (Date.now() < deadline && !(await this.redis.exists(alive))) {
@@ -219,10 +226,10 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
           this.reapLogged.delete(instance);
           return;
         }
-        await this.redis.rmLease(lease, this.token, this.options.presenceTtlMs, '');
+        await this.lease(lease);
       }
     } finally {
-      await this.redis.rmLease(lease, this.token, this.options.presenceTtlMs, 'release').catch(() => 0);
+      await this.lease(lease, 'release').catch(() => 0);
     }
   }
 

@@ -4,7 +4,7 @@ import { InjectMessengerOptions, type MessengerOptions } from '../config/messeng
 import { RateLimitedLog } from '../logging/rate-limited-log';
 import { MetricsService } from '../metrics/metrics.service';
 import { QueueKeys } from '../redis/keys';
-import { defineLease, type RedisClient } from '../redis/lua-scripts';
+import { defineScripts, type RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
 import { duplicateWithMoreTime } from '../redis/redis.module';
 import { parseInboxEntry } from './inbox-entry';
@@ -57,7 +57,7 @@ export class InboxService implements OnApplicationBootstrap, OnApplicationShutdo
     private readonly publish: PublishService,
     private readonly metrics: MetricsService,
   ) {
-    defineLease(redis);
+    defineScripts(redis);
   }
 
   onApplicationBootstrap(): void {
@@ -113,7 +113,7 @@ export class InboxService implements OnApplicationBootstrap, OnApplicationShutdo
   }
 
   private lease(release?: 'release'): Promise<number> {
-    return this.redis.rmLease(this.keys.inboxLease, this.token, LEASE_MS, release ?? '');
+    return this.metrics.timeRedis('lease', this.redis.rmLease(this.keys.inboxLease, this.token, LEASE_MS, release ?? ''));
   }
 
   /** From the beginning of the stream: entries added while no instance ran are not skipped. */

@@ -2,14 +2,15 @@ import { BadRequestException, HttpException, Injectable, PayloadTooLargeExceptio
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { BearerKeys } from '../http/bearer-keys';
+import type { KeyedRequest } from '../http/api-key.guard';
 
 export const PUBLISH_PATH = '/v1/messages';
 
 /**
- * A request with what this middleware found: the key it carries (one of PUBLISH_API_KEYS),
- * the parsed body, or why there is none (thrown by the route's guard, after the key check).
+ * A request with what this middleware found: the parsed body, or why there is none (thrown by
+ * the route's guard, after the key check; the key guard leaves the key in `apiKey`).
  */
-export type PublishRequest = IncomingMessage & { body?: unknown; _body?: boolean; publishBodyError?: HttpException; publishApiKey?: string };
+export type PublishRequest = KeyedRequest & { body?: unknown; _body?: boolean; publishBodyError?: HttpException };
 
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 
@@ -34,8 +35,7 @@ export class PublishBodyMiddleware implements NestMiddleware {
 
   use(req: PublishRequest, res: ServerResponse, next: () => void): void {
     if (this.keys.none) return next(); // off: answered 404 unread
-    req.publishApiKey = this.keys.match(req.headers.authorization);
-    if (req.publishApiKey === undefined) return leaveUnread(req, res, next); // 401
+    if (this.keys.match(req.headers.authorization) === undefined) return leaveUnread(req, res, next); // 401
     if (req._body) {
       if (!JSON_TYPE.test(req.headers['content-type'] ?? '')) req.publishBodyError = new BadRequestException('the body must be JSON (Content-Type: application/json)');
       return next();

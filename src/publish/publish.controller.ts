@@ -21,7 +21,6 @@ import {
   Query,
   Req,
   ServiceUnavailableException,
-  UnauthorizedException,
   UseFilters,
   ValidationPipe,
   type PipeTransform,
@@ -33,11 +32,10 @@ import { ApiBearerAuth, ApiExtraModels, ApiHeader, ApiOperation, ApiParam, ApiQu
 interface Response {
   status(code: number): { json(body: unknown): void };
 }
-import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { RateLimitedLog } from '../logging/rate-limited-log';
 import { MetricsService } from '../metrics/metrics.service';
 import type { HttpPublishOutcome } from '../metrics/metrics.constants';
-import { BearerKeys } from '../http/bearer-keys';
+import { ApiKeyGuard } from '../http/api-key.guard';
 import { ID_PATTERN, isValidId } from '../protocol/ids';
 import { PublishErrorDto, PublishMessageDto, PublishedToGroupDto, PublishedToUserDto, RetractedDto } from './publish.dto';
 import { type PublishRequest } from './publish-body.middleware';
@@ -73,25 +71,15 @@ class PublishErrorFilter implements ExceptionFilter {
   }
 }
 
-/**
- * Off (404) while PUBLISH_API_KEYS is empty, else a Bearer key of it (401), then the body's
- * problem if any: for a POST, PublishBodyMiddleware checked the key before it read the body.
- */
+/** Off (404) while PUBLISH_API_KEYS is empty, else a Bearer key of it (401). */
+const PublishKeyGuard = ApiKeyGuard({ name: 'PUBLISH_API_KEYS (publishApiKeys)', keys: (options) => options.publishApiKeys, unauthorized: 'send Authorization: Bearer <one of PUBLISH_API_KEYS>' });
+
+/** After the key (PublishBodyMiddleware checked it before it read the body), the body's problem if any. */
 @Injectable()
-class ApiKeyGuard implements CanActivate {
-  private readonly keys: BearerKeys;
-
-  constructor(@InjectMessengerOptions() options: MessengerOptions) {
-    this.keys = new BearerKeys(options.publishApiKeys);
-  }
-
+class BodyErrorGuard implements CanActivate {
   canActivate(context: ExecutionContext): boolean {
-    const request = context.switchToHttp().getRequest<PublishRequest>();
-    if (this.keys.none) throw new NotFoundException(`Cannot ${request.method} ${(request.url ?? '').split('?')[0]}`);
-    // A DELETE has no body: its key is checked here.
-    if (request.method !== 'POST') request.publishApiKey = this.keys.match(request.headers.authorization);
-    if (request.publishApiKey === undefined) throw new UnauthorizedException('send Authorization: Bearer <one of PUBLISH_API_KEYS>');
-    if (request.publishBodyError) throw request.publishBodyError;
+    const error = context.switchToHttp().getRequest<PublishRequest>().publishBodyError;
+    if (error) throw error;
     return true;
   }
 }
@@ -133,7 +121,7 @@ const RETRACT_BATCH = 100;
 @ApiExtraModels(PublishedToUserDto, PublishedToGroupDto, RetractedDto)
 @Controller('v1/messages')
 @UseFilters(PublishErrorFilter)
-@UseGuards(ApiKeyGuard)
+@UseGuards(PublishKeyGuard, BodyErrorGuard)
 export class PublishController {
   private readonly logger = new Logger('PublishController');
   /** One line per request would be thousands a second from a busy producer while Redis is away: at most one a second per kind. */
@@ -160,7 +148,7 @@ export class PublishController {
   @ApiResponse({ status: 413, description: 'The body is larger than MAX_PUBLISH_BYTES.', type: PublishErrorDto })
   @ApiResponse({ status: 503, description: 'Redis could not store it in time; retry (with an Idempotency-Key, a retry never stores it twice).', type: PublishErrorDto })
   async send(@Req() request: PublishRequest, @Body(new BodyPipe()) body: PublishMessageDto, @Headers('idempotency-key') idempotencyKey?: string): Promise<PublishedToUserDto | PublishedToGroupDto> {
-    const apiKey = request.publishApiKey!;
+    const apiKey = request.apiKey!;
     if (body.to !== undefined && body.group !== undefined) throw new BadRequestException('give exactly one of to and group, not both');
     if (idempotencyKey !== undefined && (idempotencyKey.length === 0 || charCount(idempotencyKey) > 128)) {
       throw new BadRequestException('the Idempotency-Key header must be 1 to 128 characters');

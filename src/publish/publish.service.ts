@@ -1,10 +1,10 @@
 import { Injectable } from '@nestjs/common';
-import { createHash } from 'node:crypto';
 import { EventsService } from '../events/events.service';
 import { QueueService, RouteOutcome, UnusableKeys, type Idempotency, type RouteGroup, type RouteResult } from '../queue/queue.service';
 import { QueueKeys } from '../redis/keys';
 import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
+import { sha256Hex } from '../protocol/digest';
 import { StoreService } from '../store/store.service';
 import { isValidId, storedMessage, type Publication } from './publication';
 
@@ -111,8 +111,8 @@ export class PublishService {
   static idempotency(apiKey: string, key: string, publication: Publication, answer: string): Idempotency {
     const { to, group, payload, ttl, collapseKey } = publication;
     return {
-      scope: sha256(`${apiKey}\n${key}`),
-      hash: sha256(JSON.stringify([to ?? null, group ?? null, payload, ttl ?? null, collapseKey ?? null])),
+      scope: sha256Hex(`${apiKey}\n${key}`),
+      hash: sha256Hex(JSON.stringify([to ?? null, group ?? null, payload, ttl ?? null, collapseKey ?? null])),
       answer,
     };
   }
@@ -149,5 +149,3 @@ export class PublishService {
     await this.redis.set(this.keys.publishRecord(idem.scope), `${idem.hash}|${JSON.stringify(answer)}`, 'PX', RECORD_TTL_MS);
   }
 }
-
-const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');

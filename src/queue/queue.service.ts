@@ -1,7 +1,6 @@
 import { Injectable, OnApplicationShutdown } from '@nestjs/common';
-import { Cluster, ReplyError, type Result } from 'ioredis';
+import { Cluster, ReplyError } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
-import { join } from 'node:path';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { MetricsService } from '../metrics/metrics.service';
 import type { RedisCommand } from '../metrics/metrics.constants';
@@ -12,21 +11,6 @@ import { QueueKeys } from '../redis/keys';
 import { MessageIds } from './message-ids';
 
 type Args = (string | number)[];
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    rmRoute(numKeys: number, ...args: Args): Result<[string, ...Array<number | string>], Context>;
-    rmAttach(...args: Args): Result<[number, number, number, string[], number, number, number, number, string, number], Context>;
-    rmSweep(...args: Args): Result<[number, number, number], Context>;
-    rmDetach(...args: Args): Result<[number, number, number, number, number, number], Context>;
-    rmExpire(...args: Args): Result<[number, number, number], Context>;
-    rmAck(...args: Args): Result<Array<number | string>, Context>;
-    rmRead(...args: Args): Result<Array<number | string>, Context>;
-    rmUnread(...args: Args): Result<Array<number | string>, Context>;
-    rmRetract(...args: Args): Result<string, Context>;
-    rmVisibility(...args: Args): Result<[number, number], Context>;
-    rmNotify(...args: Args): Result<[string, number, number, string, string, string, number], Context>;
-  }
-}
 
 /** One message to store for one user, as route.lua takes it. */
 export interface StoredMessage {
@@ -174,24 +158,12 @@ export class QueueService implements OnApplicationShutdown {
     readonly keys: QueueKeys,
     private readonly metrics: MetricsService,
   ) {
-    defineScripts(redis, join(__dirname, 'lua'), [
-      'route.lua',
-      'attach-5.lua',
-      'detach-5.lua',
-      'ack-5.lua',
-      'read-5.lua',
-      'expire-5.lua',
-      'unread-5.lua',
-      'sweep-5.lua',
-      'retract-5.lua',
-      'visibility-5.lua',
-      'notify-5.lua',
-    ]);
+    defineScripts(redis);
     this.ttlMs = options.queueTtlSeconds * 1000;
     this.readBytes = options.slowConsumerBytes || DEFAULT_READ_BYTES;
     if (options.publishWaitReplicas > 0) {
       this.durable = duplicateWithMoreTime(redis, options.publishWaitTimeoutMs, 'durable');
-      defineScripts(this.durable, join(__dirname, 'lua'), ['route.lua']);
+      defineScripts(this.durable);
     }
   }
 

@@ -1,18 +1,10 @@
 import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
-import type { Result } from 'ioredis';
-import { join } from 'node:path';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { MetricsService } from '../metrics/metrics.service';
 import { QueueKeys } from '../redis/keys';
 import { defineScripts, type RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
 import { SHARD_COUNT } from './shards';
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    rmShards(...args: (string | number)[]): Result<number[], Context>;
-  }
-}
 
 /** A shard lease lasts this long unless renewed; renewals come every tick. A dead instance's shards move within about TTL + TICK. */
 export const SHARD_TTL_MS = 1500;
@@ -82,7 +74,7 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
     private readonly keys: QueueKeys,
     private readonly metrics: MetricsService,
   ) {
-    defineScripts(redis, join(__dirname, 'lua'), ['shards-1.lua']);
+    defineScripts(redis);
   }
 
   get instanceId(): string {
