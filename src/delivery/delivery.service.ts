@@ -5,6 +5,7 @@ import { PresenceService } from '../presence/presence.service';
 import { EventsService } from '../events/events.service';
 import { envelopeId, envelopeTs, messageFrame } from '../protocol/envelope';
 import { CloseCode, ErrorCode, FrameError } from '../protocol/frame-error';
+import { parseNotices } from '../protocol/notices';
 import { QueueService, type ReadResult } from '../queue/queue.service';
 import { QueueKeys } from '../redis/keys';
 import type { RedisClient } from '../redis/lua-scripts';
@@ -43,7 +44,7 @@ interface AckBatch {
  * Hands owed messages to this instance's identified sockets, in order, with at
  * most MAX_INFLIGHT unacked per socket. New messages come from this instance's own
  * routing (`deliver`), or as notices on the instance's channel from the instance
- * that routed them (`m|user|position|envelope`); other notices are
+ * that routed them (protocol/notices.ts: `m|user|position|envelope`); other notices are
  * `a|user|ids` (acks taken by another instance), `s|user` (messages wait in a
  * queue the user's sockets must read), `k|user|conn` (a socket replaced past
  * MAX_SOCKETS_PER_USER) and `r|user|id` (a message retracted: the sockets sent it
@@ -294,36 +295,36 @@ export class DeliveryService implements OnModuleInit {
     }
   }
 
-  /** Parses and applies the notices of one PUBLISH on this instance's channel. */
+  /** Parses (protocol/notices.ts) and applies the notices of one PUBLISH on this instance's channel. */
   private notice(text: string): void {
-    for (const line of text.split('\n')) {
-      const userEnd = line.indexOf('|', 2);
-      const user = userEnd < 0 ? line.slice(2) : line.slice(2, userEnd);
-      const conns = this.byUser.get(user);
+    for (const notice of parseNotices(text)) {
+      const conns = this.byUser.get(notice.user);
       if (!conns) continue;
-      if (line[0] === 'm') {
-        const positionEnd = line.indexOf('|', userEnd + 1);
-        this.deliver(user, Number(line.slice(userEnd + 1, positionEnd)), [line.slice(positionEnd + 1)]);
-      } else if (line[0] === 'a') {
-        const ids = line.slice(userEnd + 1).split(',');
-        for (const conn of conns) {
-          for (const id of ids) conn.inflight.delete(id);
-          this.wake(conn);
-        }
-      } else if (line[0] === 'k') {
-        // Past MAX_SOCKETS_PER_USER: the attach script already unregistered this one.
-        const id = line.slice(userEnd + 1);
-        for (const conn of conns) {
-          if (conn.id === id) conn.refuse(new FrameError(ErrorCode.Replaced, 'Replaced by a newer socket of the same id', CloseCode.Replaced));
-        }
-      } else if (line[0] === 's') {
-        this.sync(user);
-      } else if (line[0] === 'r') {
-        const [id, every] = line.slice(userEnd + 1).split('|');
-        for (const conn of conns) {
-          conn.retract(id, every === '*');
-          this.wake(conn); // room freed
-        }
+      switch (notice.kind) {
+        case 'message':
+          this.deliver(notice.user, notice.position, [notice.envelope]);
+          break;
+        case 'acked':
+          for (const conn of conns) {
+            for (const id of notice.ids) conn.inflight.delete(id);
+            this.wake(conn);
+          }
+          break;
+        case 'replaced':
+          // Past MAX_SOCKETS_PER_USER: the attach script already unregistered this one.
+          for (const conn of conns) {
+            if (conn.id === notice.conn) conn.refuse(new FrameError(ErrorCode.Replaced, 'Replaced by a newer socket of the same id', CloseCode.Replaced));
+          }
+          break;
+        case 'sync':
+          this.sync(notice.user);
+          break;
+        case 'retracted':
+          for (const conn of conns) {
+            conn.retract(notice.id, notice.every);
+            this.wake(conn); // room freed
+          }
+          break;
       }
     }
   }

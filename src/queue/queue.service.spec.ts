@@ -8,6 +8,7 @@ import { connectionCount, entryPayload, owedCount, owedIds } from '../../test/su
 import { withDefaults, type MessengerOptions } from '../config/messenger-options';
 import { MetricsService } from '../metrics/metrics.service';
 import { buildEnvelope, envelopeId, envelopeTs, markSent, messageFrame } from '../protocol/envelope';
+import { formatNotice, formatNotices, parseNotices, type MessageNotice } from '../protocol/notices';
 import { QueueKeys } from '../redis/keys';
 import { QueueService, RouteOutcome, UnusableKeys, type RouteGroup, type StoredMessage } from './queue.service';
 
@@ -109,6 +110,8 @@ describe('queue scripts', () => {
   });
   const channelOf = (user: string) => JSON.stringify(keys.userChannel(user));
   const ids = (entries: string[]) => entries.map((e) => envelopeId(e));
+  /** The `m` notice of a message newly owed at a position (protocol/notices.ts). */
+  const messageNotice = (user: string, position: number, envelope: string): MessageNotice => ({ kind: 'message', user, position, envelope });
 
   /** A user with `n` owed messages (an online user's routes), read back with their positions. */
   async function owedUser(n: number, conn = 'c1', instance = OTHER) {
@@ -150,8 +153,8 @@ describe('queue scripts', () => {
       expect(await queued(user)).toEqual([]);
       const all = envelopes([...first, ...second]);
       expect(await notices()).toEqual([
-        [OTHER, `m|${user}|0|${all[0]}\nm|${user}|1|${all[1]}`],
-        [OTHER, `m|${user}|2|${all[2]}`],
+        [OTHER, formatNotices([messageNotice(user, 0, all[0]), messageNotice(user, 1, all[1])])],
+        [OTHER, formatNotice(messageNotice(user, 2, all[2]))],
       ]);
     });
 
@@ -167,7 +170,7 @@ describe('queue scripts', () => {
       expect(result).toMatchObject({ outcome: RouteOutcome.Owed, position: 0, mine: true });
       const heardNow = await notices();
       expect(heardNow.map(([instance]) => instance).sort()).toEqual([OTHER, THIRD].sort());
-      for (const [, text] of heardNow) expect(text).toBe(`m|${user}|0|${stored[0].envelope}`);
+      for (const [, text] of heardNow) expect(text).toBe(formatNotice(messageNotice(user, 0, stored[0].envelope)));
     });
 
     it('queues behind a non-empty queue of an online user (w) and tells its instances to read (s|user)', async () => {
@@ -183,7 +186,7 @@ describe('queue scripts', () => {
       expect(result).toMatchObject({ outcome: RouteOutcome.QueuedBehind, position: 0, mine: true });
       expect(await queued(user)).toEqual(envelopes([...early, ...late]));
       expect(await owed(user)).toEqual([]);
-      expect(await notices()).toEqual([[OTHER, `s|${user}`]]);
+      expect(await notices()).toEqual([[OTHER, formatNotice({ kind: 'sync', user })]]);
     });
 
     it('routes several users in one call, each on its own', async () => {
@@ -204,7 +207,7 @@ describe('queue scripts', () => {
       expect((await queued(offline)).map(entryPayload)).toEqual(['x1', 'x2']);
       expect((await owed(online)).map(entryPayload)).toEqual(['y1']);
       expect((await queued(waiting)).map(entryPayload)).toEqual(['old', 'z1']);
-      expect(await notices()).toEqual([[OTHER, `m|${online}|0|${groups[1].messages[0].envelope}`]]);
+      expect(await notices()).toEqual([[OTHER, formatNotice(messageNotice(online, 0, groups[1].messages[0].envelope))]]);
     });
 
     it('checks every group before its first write: a malformed later group fails the call and nothing is stored', async () => {
@@ -338,15 +341,7 @@ describe('queue scripts', () => {
         expect(owedResult).toMatchObject({ outcome: RouteOutcome.Owed, position: 0, dropped: 0, refused: 2 });
         expect(await owed(online)).toEqual(envelopes(b.slice(0, 3)));
         expect(await droppedCounter(online)).toBe(2);
-        expect(await notices()).toEqual([
-          [
-            OTHER,
-            b
-              .slice(0, 3)
-              .map((m, i) => `m|${online}|${i}|${m.envelope}`)
-              .join('\n'),
-          ],
-        ]);
+        expect(await notices()).toEqual([[OTHER, formatNotices(b.slice(0, 3).map((message, i) => messageNotice(online, i, message.envelope)))]]);
       });
     });
 
@@ -525,9 +520,9 @@ describe('queue scripts', () => {
       expect((await queued(offline)).map(entryPayload)).toEqual(payloads);
       expect(await owed(online)).toEqual(envelopes(b));
       const [[, notice]] = await notices();
-      const lines = notice.split('\n');
-      expect(lines).toEqual(b.map((m, i) => `m|${online}|${i}|${m.envelope}`));
-      expect(lines.map((line) => JSON.parse(messageFrame(line.split('|').slice(3).join('|'))).data.payload)).toEqual(payloads);
+      const parsed = parseNotices(notice);
+      expect(notice).toBe(formatNotices(b.map((message, i) => messageNotice(online, i, message.envelope))));
+      expect(parsed.map((n) => JSON.parse(messageFrame((n as MessageNotice).envelope)).data.payload)).toEqual(payloads);
     });
   });
 
@@ -594,7 +589,7 @@ describe('queue scripts', () => {
 
       expect(result.replaced).toEqual([{ conn: 'conn-1', instance: OTHER }]);
       expect(await state(user)).toEqual({ 'c:conn-2': ME, 'c:conn-3': ME, L: LOOKING });
-      expect(await notices()).toEqual([[OTHER, `k|${user}|conn-1`]]);
+      expect(await notices()).toEqual([[OTHER, formatNotice({ kind: 'replaced', user, conn: 'conn-1' })]]);
     });
 
     it('replaces no connection when a registered one attaches again (a reattach after a Redis reconnect)', async () => {
@@ -1022,8 +1017,8 @@ describe('queue scripts', () => {
       const heardNow = await notices();
       expect(heardNow.sort()).toEqual(
         [
-          [OTHER, `a|${user}|${owedIdList[0]},${owedIdList[1]}`],
-          [THIRD, `a|${user}|${owedIdList[0]},${owedIdList[1]}`],
+          [OTHER, formatNotice({ kind: 'acked', user, ids: owedIdList.slice(0, 2) })],
+          [THIRD, formatNotice({ kind: 'acked', user, ids: owedIdList.slice(0, 2) })],
         ].sort(),
       );
     });
@@ -1278,8 +1273,8 @@ describe('queue scripts', () => {
 
       expect(await state(user)).toMatchObject({ x: owedIdList[2] });
       expect((await notices()).sort()).toEqual([
-        [OTHER, `r|${user}|${owedIdList[2]}`],
-        [THIRD, `r|${user}|${owedIdList[2]}`],
+        [OTHER, formatNotice({ kind: 'retracted', user, id: owedIdList[2], every: false })],
+        [THIRD, formatNotice({ kind: 'retracted', user, id: owedIdList[2], every: false })],
       ]);
       const read = await queue.read(user, 0, 10);
       expect(read.rows).toEqual([0, 1, 3].map((i) => ({ position: i, envelope: stored[i].envelope })));
@@ -1346,7 +1341,7 @@ describe('queue scripts', () => {
       await drain();
 
       expect(await queue.retract(user, ids(envelopes(stored))[0]!)).toBe('sent');
-      expect(await notices()).toEqual([[OTHER, `r|${user}|${ids(envelopes(stored))[0]}|*`]]);
+      expect(await notices()).toEqual([[OTHER, formatNotice({ kind: 'retracted', user, id: ids(envelopes(stored))[0]!, every: true })]]);
       expect((await state(user)).r).toBeUndefined();
     });
 

@@ -5,6 +5,7 @@ import { uniqueId } from '../../test/support/ids';
 import { within } from '../../test/support/wait';
 import { withDefaults } from '../config/messenger-options';
 import { MetricsService } from '../metrics/metrics.service';
+import { formatControlLine, parseControlLine } from '../protocol/control-lines';
 import { QueueKeys } from '../redis/keys';
 import { NOT_MINE, PENDING, ShardsService, lapsed } from './shards.service';
 import { SHARD_COUNT } from './shards';
@@ -67,6 +68,10 @@ describe('route shards (shards-1.lua)', () => {
     got.length = 0;
     return out;
   }
+
+  /** The control lines (protocol/control-lines.ts): a shard handed over to `to`, and taken by it. */
+  const handOverLine = (shard: number, to: string, epoch: number) => formatControlLine({ kind: 'handOver', shard, to, epoch });
+  const takenLine = (shard: number, to: string, epoch: number) => formatControlLine({ kind: 'taken', shard, to, epoch });
 
   /** One call of the script for `me`: the live count and the shards it holds. */
   async function tick(me: string, mode: 'tick' | 'leave' = 'tick', completes: number[] = []) {
@@ -154,10 +159,10 @@ describe('route shards (shards-1.lua)', () => {
     expect(announcing.live).toBe(2);
     expect(announcing.held.size).toBe(SHARD_COUNT);
     expect([...announcing.held].filter(([, h]) => h.handing).map(([s]) => s)).toEqual(moving);
-    expect(announced).toEqual(moving.map((s) => `h|${s}|${b}|1`));
+    expect(announced).toEqual(moving.map((s) => handOverLine(s, b, 1)));
     expect(waiting.held.size).toBe(0);
     expect([...completing.held.keys()]).toEqual(all.filter((s) => !moving.includes(s)));
-    expect(completed).toEqual(moving.map((s) => `t|${s}|${b}|2`));
+    expect(completed).toEqual(moving.map((s) => takenLine(s, b, 2)));
     expect([...taken.held]).toEqual(moving.map((s) => [s, { epoch: 2, handing: false }]));
     expect([...kept.held.values()].every((h) => h.epoch === 1 && !h.handing)).toBe(true);
     expect(kept.held.size + taken.held.size).toBe(SHARD_COUNT);
@@ -181,8 +186,8 @@ describe('route shards (shards-1.lua)', () => {
     const back = await tick(a);
 
     expect([...leaving.held]).toEqual(moving.map((s) => [s, { epoch: 2, handing: true }]));
-    expect(announced).toEqual(moving.map((s) => `h|${s}|${a}|2`));
-    expect(completed).toEqual(moving.map((s) => `t|${s}|${a}|3`));
+    expect(announced).toEqual(moving.map((s) => handOverLine(s, a, 2)));
+    expect(completed).toEqual(moving.map((s) => takenLine(s, a, 3)));
     expect(back.held.size).toBe(SHARD_COUNT);
     for (const s of all) expect(back.held.get(s)).toEqual({ epoch: moving.includes(s) ? 3 : 1, handing: false });
   });
@@ -237,7 +242,7 @@ describe('route shards (shards-1.lua)', () => {
 
     expect(leaving.live).toBe(1);
     expect([...leaving.held]).toEqual(mine.map((s) => [s, { epoch: 1, handing: true }]));
-    expect(announced).toEqual(mine.map((s) => `h|${s}|${b}|1`));
+    expect(announced).toEqual(mine.map((s) => handOverLine(s, b, 1)));
     expect(done.held.size).toBe(0);
     expect(await client.hexists(key, `i:${a}`)).toBe(0);
     expect(rest.held.size).toBe(SHARD_COUNT);
@@ -329,7 +334,7 @@ describe('route shards (shards-1.lua)', () => {
     const result = await tick(a);
     const taken = await tick(b);
 
-    expect(await lines()).toEqual(moving.map((s) => `t|${s}|${b}|2`));
+    expect(await lines()).toEqual(moving.map((s) => takenLine(s, b, 2)));
     expect(moving.some((s) => result.held.has(s))).toBe(false);
     expect(result.held.size).toBe(SHARD_COUNT - moving.length);
     expect([...taken.held]).toEqual(moving.map((s) => [s, { epoch: 2, handing: false }]));
@@ -468,7 +473,7 @@ describe('route shards (shards-1.lua)', () => {
       const run = aClient.rmShards.bind(aClient);
       aClient.rmShards = (() => Promise.reject(new Error('Connection is closed.'))) as typeof aClient.rmShards;
       for (const shard of handed) await a.complete(shard);
-      const whileAway = (await lines()).filter((line) => line.startsWith('t|'));
+      const whileAway = (await lines()).filter((line) => parseControlLine(line)?.kind === 'taken');
       aClient.rmShards = run as typeof aClient.rmShards;
       await tickOf(a);
       for (const line of await lines()) b.control(line);
@@ -509,7 +514,7 @@ describe('route shards (shards-1.lua)', () => {
       await a.leave();
 
       // Each shard once, to b: those b ranks first for at a's tick, the rest at the leave.
-      expect((await lines()).sort()).toEqual(all.map((s) => `h|${s}|${idB}|1`).sort());
+      expect((await lines()).sort()).toEqual(all.map((s) => handOverLine(s, idB, 1)).sort());
     });
   });
 });

@@ -1,6 +1,7 @@
 import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import { InjectMessengerOptions, type MessengerOptions } from '../config/messenger-options';
 import { MetricsService } from '../metrics/metrics.service';
+import { parseControlLine } from '../protocol/control-lines';
 import { QueueKeys } from '../redis/keys';
 import { defineScripts, type RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
@@ -159,17 +160,16 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
   }
 
   /**
-   * A line of the control channel, handled where it falls among the heard messages.
+   * A line of the control channel (protocol/control-lines.ts), handled where it falls among the heard messages.
    * Returns the shard this instance must complete handing over once it has routed
    * everything heard before the line, or undefined.
    */
   control(line: string): number | undefined {
-    const [kind, shardText, to, epochText] = line.split('|');
-    const shard = Number(shardText);
-    const epoch = Number(epochText);
-    if (!Number.isInteger(shard) || shard < 0 || shard >= SHARD_COUNT) return undefined;
-    const toMe = to === this.instanceId;
-    if (kind === 'h') {
+    const parsed = parseControlLine(line);
+    if (!parsed || parsed.shard >= SHARD_COUNT) return undefined;
+    const { kind, shard, epoch } = parsed;
+    const toMe = parsed.to === this.instanceId;
+    if (kind === 'handOver') {
       if (toMe) {
         this.incoming.set(shard, epoch + 1);
       } else if (this.owned.has(shard)) {
@@ -178,7 +178,7 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
         this.handing.add(shard);
         return shard;
       }
-    } else if (kind === 't' && toMe) {
+    } else if (kind === 'taken' && toMe) {
       this.owned.set(shard, epoch);
       this.taken.set(shard, this.ticksSent);
       this.incoming.delete(shard);

@@ -22,6 +22,7 @@
 --- @include "envelope"
 --- @include "state"
 --- @include "take"
+--- @include "notices"
 
 local owed, state = KEYS[2], KEYS[3]
 local prefix, me, user = argString(1), argString(2), argString(3)
@@ -101,7 +102,7 @@ if #acked > 0 then
   local line
   for _, instance in ipairs(st.instances) do
     if instance ~= me then
-      line = line or ('a|' .. user .. '|' .. table.concat(acked, ','))
+      line = line or noticeAcked(user, acked)
       redis.call('PUBLISH', prefix .. instance, line)
     end
   end

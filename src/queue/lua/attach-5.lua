@@ -25,6 +25,7 @@
 --- @include "envelope"
 --- @include "state"
 --- @include "sweep"
+--- @include "notices"
 
 local queue, owed, state = KEYS[1], KEYS[2], KEYS[3]
 local conn, instance, user, prefix = argString(1), argString(2), argString(3), argString(4)
@@ -53,7 +54,7 @@ if maxConns > 0 and excess > 0 then
     st.conns[ids[i]] = nil
     replaced[#replaced + 1] = ids[i]
     replaced[#replaced + 1] = owner
-    redis.call('PUBLISH', prefix .. owner, 'k|' .. user .. '|' .. ids[i])
+    redis.call('PUBLISH', prefix .. owner, noticeReplaced(user, ids[i]))
   end
 end
 

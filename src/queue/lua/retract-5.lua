@@ -23,6 +23,7 @@
 --- @include "args"
 --- @include "envelope"
 --- @include "state"
+--- @include "notices"
 
 local queue, owed, state = KEYS[1], KEYS[2], KEYS[3]
 local prefix, user, id, keep = argString(1), argString(2), argString(3), argNumber(4)
@@ -73,7 +74,7 @@ if find(owed) then
     redis.call('HSET', state, 'b', st.b + trimmed)
   end
   if st.nacked > 0 then redis.call('HSET', state, 'x', joinKeys(st.acked)) else redis.call('HDEL', state, 'x') end
-  if st.nconns > 0 then tell('r|' .. user .. '|' .. id) else remember() end
+  if st.nconns > 0 then tell(noticeRetracted(user, id, false)) else remember() end
   return 's'
 end
 
@@ -81,5 +82,5 @@ local entry = find(queue)
 if not entry then return '' end
 redis.call('LREM', queue, -1, entry)
 if neverSent(entry) then return 'q' end
-if st.nconns > 0 then tell('r|' .. user .. '|' .. id .. '|*') else remember() end
+if st.nconns > 0 then tell(noticeRetracted(user, id, true)) else remember() end
 return 's'

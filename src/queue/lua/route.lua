@@ -50,6 +50,7 @@
 --- @include "args"
 --- @include "envelope"
 --- @include "state"
+--- @include "notices"
 
 local prefix, caller, cap, reject = argString(1), argString(2), argNumber(3), argString(4) == '1'
 local counterTtl = argNumber(5)
@@ -200,7 +201,7 @@ while a <= #ARGV do
         else
           if not lines then
             lines = {}
-            for i = 1, #envelopes - refused do lines[i] = 'm|' .. user .. '|' .. (position + i - 1) .. '|' .. envelopes[i] end
+            for i = 1, #envelopes - refused do lines[i] = noticeMessage(user, position + i - 1, envelopes[i]) end
           end
           for i = 1, #lines do notify(instance, lines[i]) end
         end
@@ -235,7 +236,7 @@ while a <= #ARGV do
       if online then
         outcome = 'w'
         for _, instance in ipairs(st.instances) do
-          if instance == caller then mine = 1 else notify(instance, 's|' .. user) end
+          if instance == caller then mine = 1 else notify(instance, noticeSync(user)) end
         end
       elseif len == #envelopes then
         outcome = 'n'
@@ -257,7 +258,7 @@ end
 
 -- One notice per instance per call; lines never contain a raw newline (JSON escapes it).
 for instance, lines in pairs(notices) do
-  redis.call('PUBLISH', prefix .. instance, table.concat(lines, '\n'))
+  redis.call('PUBLISH', prefix .. instance, noticeBatch(lines))
 end
 table.insert(results, 1, table.concat(outcomes))
 return results

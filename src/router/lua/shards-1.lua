@@ -7,7 +7,7 @@
   renews its leases; a lease that lapsed goes to the shard's first-ranked live instance with
   a new epoch (which the route script checks, so a holder that lost its lease cannot route
   after the next one), or back to its own holder with the same epoch (nobody held it since). A holder that is no longer first hands the shard over without a gap:
-  it announces 'h|shard|to|epoch' on the control channel, in order with published messages;
+  it announces 'h|shard|to|epoch' on the control channel (lines built by includes/control.lua), in order with published messages;
   it routes what it heard before that line, then completes ('t|shard|to|epoch'), and the
   new holder routes what it heard after the line.
 
@@ -19,6 +19,8 @@
 
   Returns: {live instances, then per shard this instance holds: shard, epoch, handing over (0/1)}
 ]]
+--- @include "control"
+
 local me, ttl, count, control, mode = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -105,7 +107,7 @@ end
 
 local function complete(shard, lease)
   put(shard, lease.to, lease.epoch + 1, '', now)
-  redis.call('PUBLISH', control, 't|' .. shard .. '|' .. lease.to .. '|' .. (lease.epoch + 1))
+  redis.call('PUBLISH', control, controlTaken(shard, lease.to, lease.epoch + 1))
   -- The new holder's lease, so the loop below does not take the shard back as if it had none.
   leases[shard] = { holder = lease.to, epoch = lease.epoch + 1, untl = now + ttl, to = '', since = now }
 end
@@ -125,7 +127,7 @@ for shard = 0, count - 1 do
       if now - lease.since > HANDOVER_LIMIT then complete(shard, lease) else put(shard, me, lease.epoch, lease.to, lease.since) end
     elseif target and target ~= me then
       put(shard, me, lease.epoch, target, now)
-      redis.call('PUBLISH', control, 'h|' .. shard .. '|' .. target .. '|' .. lease.epoch)
+      redis.call('PUBLISH', control, controlHandOver(shard, target, lease.epoch))
       lease.to = target
     elseif mode == 'leave' then
       redis.call('HDEL', KEYS[1], tostring(shard)) -- the last instance leaves: nobody to hand over to
