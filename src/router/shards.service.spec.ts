@@ -351,6 +351,28 @@ describe('route shards (shards-1.lua)', () => {
     };
     /** One tick now (the service's timer is not started in these tests). */
     const tickOf = (service: ShardsService) => (service as unknown as { tick(completes?: number[]): Promise<void> }).tick();
+    /** A service on a connection of its own, whose tick answers a test can hold back or fail. */
+    const makeOwn = (instanceId: string) => {
+      const own = redis.client();
+      const keys = Object.assign(new QueueKeys(false), { shards: key, controlChannel: control });
+      const service = new ShardsService(own, withDefaults({ instanceId }), keys, metrics);
+      services.push(service);
+      service.listen();
+      return { service, client: own };
+    };
+    /** a holds every shard and b has joined: a announces the hand-overs of b's shards, both hear the lines. */
+    const startHandOver = async (a: ShardsService, b: ShardsService, idA: string, idB: string) => {
+      await tickOf(b);
+      const moving = shardsOf(idB, [idA, idB]);
+      await tickOf(a);
+      const handed: number[] = [];
+      for (const line of await lines()) {
+        const shard = a.control(line);
+        b.control(line);
+        if (shard !== undefined) handed.push(shard);
+      }
+      return { moving, handed };
+    };
 
     afterEach(() => {
       for (const service of services.splice(0)) service.onApplicationShutdown();
@@ -372,16 +394,7 @@ describe('route shards (shards-1.lua)', () => {
       const a = make(idA);
       const b = make(idB);
       await tickOf(a);
-      await tickOf(b);
-      const moving = shardsOf(idB, [idA, idB]);
-
-      await tickOf(a);
-      const handed: number[] = [];
-      for (const line of await lines()) {
-        const shard = a.control(line);
-        b.control(line);
-        if (shard !== undefined) handed.push(shard);
-      }
+      const { moving, handed } = await startHandOver(a, b, idA, idB);
       const during = { a: moving.map((s) => a.epochFor(s)), b: moving.map((s) => b.epochFor(s)), handing: a.handingOver };
       for (const shard of handed) await a.complete(shard);
       for (const line of await lines()) {
@@ -406,21 +419,8 @@ describe('route shards (shards-1.lua)', () => {
       await tickOf(a); // a holds every shard before b joins (b's own connection: no race with a's first tick)
       // b's own connection, whose tick answers are held back: the completion line (heard on the
       // subscriber connection) overtakes the answer to a tick Redis ran before the completion.
-      const bClient = redis.client();
-      const keys = Object.assign(new QueueKeys(false), { shards: key, controlChannel: control });
-      const b = new ShardsService(bClient, withDefaults({ instanceId: idB }), keys, metrics);
-      services.push(b);
-      b.listen();
-      await tickOf(a);
-      await tickOf(b);
-      const moving = shardsOf(idB, [idA, idB]);
-      await tickOf(a);
-      const handed: number[] = [];
-      for (const line of await lines()) {
-        const shard = a.control(line);
-        b.control(line);
-        if (shard !== undefined) handed.push(shard);
-      }
+      const { service: b, client: bClient } = makeOwn(idB);
+      const { moving, handed } = await startHandOver(a, b, idA, idB);
 
       const run = bClient.rmShards.bind(bClient);
       let ran!: () => void;
@@ -453,22 +453,10 @@ describe('route shards (shards-1.lua)', () => {
     it('sends a completion again with the next tick when the tick that carried it failed (Redis away)', async () => {
       const idA = uniqueId('a');
       const idB = uniqueId('b');
-      const aClient = redis.client();
-      const keys = Object.assign(new QueueKeys(false), { shards: key, controlChannel: control });
-      const a = new ShardsService(aClient, withDefaults({ instanceId: idA }), keys, metrics);
-      services.push(a);
-      a.listen();
+      const { service: a, client: aClient } = makeOwn(idA);
       await tickOf(a); // a holds every shard before b joins (its own connection: no race with b's first tick)
       const b = make(idB);
-      await tickOf(b);
-      const moving = shardsOf(idB, [idA, idB]);
-      await tickOf(a);
-      const handed: number[] = [];
-      for (const line of await lines()) {
-        const shard = a.control(line);
-        b.control(line);
-        if (shard !== undefined) handed.push(shard);
-      }
+      const { moving, handed } = await startHandOver(a, b, idA, idB);
 
       const run = aClient.rmShards.bind(aClient);
       aClient.rmShards = (() => Promise.reject(new Error('Connection is closed.'))) as typeof aClient.rmShards;
