@@ -3,11 +3,10 @@
 // PROTOCOL.md point 8 (Auth), close codes 4401 (unauthorized, preceded by an `error` frame)
 // and 4400 (a `token` present but not a string is an invalid frame).
 import { generateKeyPairSync, KeyObject } from 'node:crypto';
-import type Redis from 'ioredis';
 import { SignJWT } from 'jose';
 import { uniqueId } from './support/ids';
-import { startRedis, TestRedis } from './support/redis';
-import { startServer, TestServer } from './support/server';
+import { useServer } from './support/fixtures';
+import type { TestServer } from './support/server';
 import { CloseInfo, Frame, TestClient } from './support/ws-client';
 import { within } from './support/wait';
 
@@ -24,39 +23,17 @@ const pem = (key: KeyObject) => key.export({ type: 'spki', format: 'pem' }).toSt
 const RSA_PEM = pem(rsa.publicKey);
 const EC_PEM = pem(ec.publicKey);
 
-let redis: TestRedis;
-let r: Redis;
-const servers: TestServer[] = [];
-let none: TestServer;
-let unset: TestServer;
-let key: TestServer;
-let hs: TestServer;
-let rs: TestServer;
-let es: TestServer;
-
-async function newServer(env: Record<string, string>): Promise<TestServer> {
-  const s = await startServer({ REDIS_URL: redis.url, LOG_LEVEL: 'log', ...env });
-  servers.push(s);
-  return s;
-}
-
-beforeAll(async () => {
-  redis = await startRedis();
-  r = redis.client();
-  [none, unset, key, hs, rs, es] = await Promise.all([
-    newServer({ AUTH_MODE: 'none' }),
-    newServer({ AUTH_MODE: '', NODE_ENV: 'development' }), // empty is unset: the default, none
-    newServer({ AUTH_MODE: 'key' }),
-    newServer({ AUTH_MODE: 'jwt', AUTH_JWT_SECRET: HS_SECRET }),
-    newServer({ AUTH_MODE: 'jwt', AUTH_JWT_PUBLIC_KEY: RSA_PEM }),
-    newServer({ AUTH_MODE: 'jwt', AUTH_JWT_PUBLIC_KEY: EC_PEM }),
-  ]);
-});
-
-afterAll(async () => {
-  await Promise.all(servers.map((s) => s.stop().catch(() => undefined)));
-  await redis?.close();
-});
+const log = { LOG_LEVEL: 'log' };
+const s = useServer([
+  { ...log, AUTH_MODE: 'none' },
+  { ...log, AUTH_MODE: '', NODE_ENV: 'development' }, // empty is unset: the default, none
+  { ...log, AUTH_MODE: 'key' },
+  { ...log, AUTH_MODE: 'jwt', AUTH_JWT_SECRET: HS_SECRET },
+  { ...log, AUTH_MODE: 'jwt', AUTH_JWT_PUBLIC_KEY: RSA_PEM },
+  { ...log, AUTH_MODE: 'jwt', AUTH_JWT_PUBLIC_KEY: EC_PEM },
+]);
+const [none, unset, key, hs, rs, es] = s.servers;
+const newServer = (env: Record<string, string>) => s.start({ ...log, ...env });
 
 const now = () => Math.floor(Date.now() / 1000);
 
@@ -127,13 +104,13 @@ describe('AUTH_MODE=none', () => {
 describe('AUTH_MODE=key', () => {
   it('accepts the token equal to rm:users:<id>:key', async () => {
     const id = uniqueId('key');
-    await r.set(`rm:users:${id}:key`, 'the-right-key ✓');
+    await s.r.set(`rm:users:${id}:key`, 'the-right-key ✓');
     await accepted(key, id, 'the-right-key ✓');
   });
 
   it('refuses a wrong token, a missing token and an id with no key stored, with UNAUTHORIZED then 4401', async () => {
     const id = uniqueId('key');
-    await r.set(`rm:users:${id}:key`, 'the-right-key');
+    await s.r.set(`rm:users:${id}:key`, 'the-right-key');
     await unauthorized(key, id, 'the-wrong-key');
     await unauthorized(key, id, 'the-right-ke'); // a prefix
     await unauthorized(key, id, 'the-right-key '); // longer
@@ -149,31 +126,31 @@ describe('AUTH_MODE=key', () => {
 
   it('checks the key stored when the identify arrives', async () => {
     const id = uniqueId('key');
-    await r.set(`rm:users:${id}:key`, 'first');
+    await s.r.set(`rm:users:${id}:key`, 'first');
     await accepted(key, id, 'first');
-    await r.set(`rm:users:${id}:key`, 'second');
+    await s.r.set(`rm:users:${id}:key`, 'second');
     await unauthorized(key, id, 'first');
     await accepted(key, id, 'second');
-    await r.del(`rm:users:${id}:key`);
+    await s.r.del(`rm:users:${id}:key`);
     await unauthorized(key, id, 'second');
   });
 
   it('answers a failure identically whether or not the id has a key or queued messages', async () => {
     const known = uniqueId('known');
-    await r.set(`rm:users:${known}:key`, 'known-key');
-    await r.rpush(`rm:users:${known}:messages`, 'queued');
+    await s.r.set(`rm:users:${known}:key`, 'known-key');
+    await s.r.rpush(`rm:users:${known}:messages`, 'queued');
     const unknown = uniqueId('unknown');
     const a = await unauthorized(key, known, 'guess');
     const b = await unauthorized(key, unknown, 'guess');
     expect(b).toEqual(a);
     expect(await unauthorized(key, known)).toEqual(a);
     expect(await unauthorized(key, unknown)).toEqual(a);
-    expect(await r.lrange(`rm:users:${known}:messages`, 0, -1)).toEqual(['queued']); // a refusal takes nothing
+    expect(await s.r.lrange(`rm:users:${known}:messages`, 0, -1)).toEqual(['queued']); // a refusal takes nothing
   });
 
   it('refuses a token that is not a string (4400), even the right key as a number', async () => {
     const id = uniqueId('key');
-    await r.set(`rm:users:${id}:key`, '12345');
+    await s.r.set(`rm:users:${id}:key`, '12345');
     await refused(key, { id, token: 12345 }, 4400);
     await refused(key, { id, token: null }, 4400);
     await refused(key, { id, token: ['12345'] }, 4400);
@@ -182,7 +159,7 @@ describe('AUTH_MODE=key', () => {
   it('checks a 900 KiB token like any other: the right one passes, a wrong one gets 4401', async () => {
     const id = uniqueId('key');
     const big = 'k'.repeat(900 * 1024);
-    await r.set(`rm:users:${id}:key`, big);
+    await s.r.set(`rm:users:${id}:key`, big);
     await accepted(key, id, big);
     await unauthorized(key, id, `${big.slice(1)}x`);
   });
@@ -220,8 +197,8 @@ describe('AUTH_MODE=jwt, HS256 (AUTH_JWT_SECRET)', () => {
 
   it('answers a failure identically whether or not the id exists', async () => {
     const known = uniqueId('known');
-    await r.rpush(`rm:users:${known}:messages`, 'queued');
-    await r.set(`rm:users:${known}:key`, 'irrelevant');
+    await s.r.rpush(`rm:users:${known}:messages`, 'queued');
+    await s.r.set(`rm:users:${known}:key`, 'irrelevant');
     const unknown = uniqueId('unknown');
     const token = await sign(uniqueId('someone'), 'HS256', HS_SECRET);
     const a = await unauthorized(hs, known, token);
@@ -329,8 +306,7 @@ describe('AUTH_MODE=jwt with AUTH_JWT_ISSUER, AUTH_JWT_AUDIENCE and AUTH_CLOCK_S
 describe('AUTH_MODE at start', () => {
   const refusesToStart = async (env: Record<string, string>) => {
     // Redis is reachable, so only the configuration can stop the start.
-    const server = await startServer({ REDIS_URL: redis.url, ...env }, { waitReady: false });
-    servers.push(server);
+    const server = await s.start(env, { waitReady: false });
     const exit = await within(server.exited(), 20_000, `the server to exit with ${JSON.stringify(env)}`);
     expect(exit.code).not.toBe(0);
     expect(exit.code).not.toBeNull();

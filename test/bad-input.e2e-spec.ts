@@ -3,10 +3,8 @@
  * fatal, its close code; other sockets keep working and nothing queued is lost.
  */
 import { owedCount } from './support/queue-entries';
-import type { Redis } from 'ioredis';
 import { uniqueId } from './support/ids';
-import { startRedis, type TestRedis } from './support/redis';
-import { startServer, type TestServer } from './support/server';
+import { useServer } from './support/fixtures';
 import { waitFor } from './support/wait';
 import { TestClient } from './support/ws-client';
 
@@ -14,45 +12,25 @@ const MAX_FRAME_BYTES = 4096;
 const IDENTIFY_TIMEOUT_MS = 1000;
 
 describe('bad input', () => {
-  let redis: TestRedis;
-  let server: TestServer;
-  let publisher: Redis;
+  const s = useServer({ MAX_FRAME_BYTES: String(MAX_FRAME_BYTES), IDENTIFY_TIMEOUT_MS: String(IDENTIFY_TIMEOUT_MS) });
+  const { server } = s;
+  const bystanderId = uniqueId('bystander');
   let bystander: TestClient;
-  let bystanderId: string;
-  const clients: TestClient[] = [];
 
   beforeAll(async () => {
-    redis = await startRedis();
-    publisher = redis.client();
-    server = await startServer({
-      REDIS_URL: redis.url,
-      MAX_FRAME_BYTES: String(MAX_FRAME_BYTES),
-      IDENTIFY_TIMEOUT_MS: String(IDENTIFY_TIMEOUT_MS),
-    });
-    bystanderId = uniqueId('bystander');
-    bystander = await TestClient.connect(server.wsUrl, { autoAck: true });
+    bystander = await s.client({ autoAck: true }); // made in beforeAll: terminated after the suite
     await bystander.identify(bystanderId);
   });
 
+  // After the fixture's afterEach has terminated the test's clients.
   afterEach(async () => {
-    for (const client of clients.splice(0)) client.terminate();
     // Whatever the bad frame was, a well-behaved socket still gets its messages.
     const payload = uniqueId('still-served');
-    await publisher.publish(`rm.users.${bystanderId}`, payload);
+    await s.r.publish(`rm.users.${bystanderId}`, payload);
     await bystander.next((f) => f.event === 'message' && f.data.payload === payload);
   });
 
-  afterAll(async () => {
-    bystander?.terminate();
-    await server?.stop();
-    await redis?.close();
-  });
-
-  const connect = async () => {
-    const client = await TestClient.connect(server.wsUrl);
-    clients.push(client);
-    return client;
-  };
+  const connect = () => s.client();
   const ready = async () => {
     const client = await connect();
     await client.identify(uniqueId());
@@ -88,7 +66,7 @@ describe('bad input', () => {
 
       await expectRefused(client, 'INVALID_ID', 4400);
       // EXISTS, not KEYS: a glob would read '*' and '?' as patterns.
-      expect(await publisher.exists(`rm:users:${id}:messages`, `rm:users:${id}:state`, `rm:users:${id}:owed`)).toBe(0);
+      expect(await s.r.exists(`rm:users:${id}:messages`, `rm:users:${id}:state`, `rm:users:${id}:owed`)).toBe(0);
     });
 
     it('an id of exactly 128 characters is accepted', async () => {
@@ -136,7 +114,7 @@ describe('bad input', () => {
 
       client.send('subscribe', { channel: 'x' });
       const error = await client.next((f) => f.event === 'error');
-      await publisher.publish(`rm.users.${id}`, 'still here');
+      await s.r.publish(`rm.users.${id}`, 'still here');
 
       expect(error.data).toEqual({ code: 'UNKNOWN_EVENT', message: expect.any(String) });
       expect((await client.messages(1))[0].data.payload).toBe('still here');
@@ -147,7 +125,7 @@ describe('bad input', () => {
       const id = uniqueId();
       const client = await connect();
       await client.identify(id);
-      await publisher.publish(`rm.users.${id}`, 'owed');
+      await s.r.publish(`rm.users.${id}`, 'owed');
       await client.messages(1);
 
       client.send('ack', data);
@@ -155,7 +133,7 @@ describe('bad input', () => {
 
       expect(error.data).toEqual({ code: 'BAD_ACK', message: expect.any(String) });
       expect(client.isOpen).toBe(true);
-      expect(await owedCount(publisher, id)).toBe(1);
+      expect(await owedCount(s.r, id)).toBe(1);
     });
   });
 
@@ -172,8 +150,8 @@ describe('bad input', () => {
 
   it('loses nothing queued when a socket of the same id misbehaves', async () => {
     const id = uniqueId();
-    await publisher.publish(`rm.users.${id}`, 'precious');
-    await waitFor(async () => (await publisher.llen(`rm:users:${id}:messages`)) === 1, 5000, 'the message to be queued');
+    await s.r.publish(`rm.users.${id}`, 'precious');
+    await waitFor(async () => (await s.r.llen(`rm:users:${id}:messages`)) === 1, 5000, 'the message to be queued');
     const client = await connect();
     await client.identify(id);
     await client.messages(1);
@@ -181,7 +159,7 @@ describe('bad input', () => {
     client.sendRaw('garbage');
     await client.closed();
 
-    await waitFor(async () => (await publisher.llen(`rm:users:${id}:messages`)) === 1, 5000, 'the message back in the queue');
+    await waitFor(async () => (await s.r.llen(`rm:users:${id}:messages`)) === 1, 5000, 'the message back in the queue');
     const again = await connect();
     expect((await again.identify(id)).data.queued).toBe(1);
   });

@@ -6,13 +6,12 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Redis } from 'ioredis';
 import { SignJWT } from 'jose';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { uniqueId } from './support/ids';
 import { connectionCount, leftoverKeys } from './support/queue-entries';
-import { startRedis, type TestRedis } from './support/redis';
-import { startServer, type TestServer } from './support/server';
+import { useServer } from './support/fixtures';
+import { startServer } from './support/server';
 import { waitFor, within } from './support/wait';
 
 jest.setTimeout(120_000);
@@ -22,28 +21,24 @@ const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-backgrou
 const UI_TIMEOUT_MS = 15_000;
 const SCREENSHOT = path.resolve(__dirname, '..', 'test-artifacts', 'demo.png');
 
-let redis: TestRedis;
-let r: Redis;
-let server: TestServer;
 let context: BrowserContext;
 let profile: string;
 const pageErrors: string[] = [];
 
+// Declared before useServer, so that it runs before the fixture's afterAll stops the server.
+afterAll(async () => {
+  await context?.close();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+const s = useServer({ LOG_LEVEL: 'log', DEMO: 'true' });
+const { server } = s;
+
 beforeAll(async () => {
-  redis = await startRedis();
-  r = redis.client();
-  server = await startServer({ REDIS_URL: redis.url, LOG_LEVEL: 'log', DEMO: 'true' });
   profile = mkdtempSync(path.join(os.tmpdir(), 'rm-chromium-'));
   // A persistent context because Playwright owns --user-data-dir: this is the fresh temp profile.
   context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS, timeout: 30_000 });
   context.setDefaultTimeout(UI_TIMEOUT_MS);
-});
-
-afterAll(async () => {
-  await context?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
-  await server?.stop();
-  await redis?.close();
 });
 
 afterEach(() => {
@@ -80,7 +75,7 @@ function framesSent(page: Page): Array<{ event: string; data: Record<string, unk
   page.on('websocket', (ws) => ws.on('framesent', ({ payload }) => frames.push(JSON.parse(String(payload)))));
   return frames;
 }
-const waitAllAcked = (id: string) => waitFor(async () => (await leftoverKeys(r, id)).length === 0, 10_000, `no owed or queued keys left for ${id}`);
+const waitAllAcked = (id: string) => waitFor(async () => (await leftoverKeys(s.r, id)).length === 0, 10_000, `no owed or queued keys left for ${id}`);
 
 describe('demo page', () => {
   it('two users: a message sent from one page appears in the other; one queued while a page was closed appears when it reconnects', async () => {
@@ -102,10 +97,10 @@ describe('demo page', () => {
 
     // Bob's page closes: his next message waits in Redis.
     await b.close();
-    await waitFor(async () => (await connectionCount(r, bob)) === 0, 10_000, `${bob} to have no socket`);
+    await waitFor(async () => (await connectionCount(s.r, bob)) === 0, 10_000, `${bob} to have no socket`);
     await a.fill('#payload', 'while you were away');
     await a.click('#send-button');
-    await waitFor(async () => (await r.llen(`rm:users:${bob}:messages`)) === 1, 10_000, `one message queued for ${bob}`);
+    await waitFor(async () => (await s.r.llen(`rm:users:${bob}:messages`)) === 1, 10_000, `one message queued for ${bob}`);
 
     b = await openDemo();
     await identify(b, bob);
@@ -159,7 +154,7 @@ describe('demo page', () => {
     await shown.waitFor();
     expect(await shown.getAttribute('class')).toBe('unread');
     await new Promise((resolve) => setTimeout(resolve, 300)); // the SDK would have acked by now (10 ms) on a visible page
-    expect(await r.llen(`rm:users:${bob}:owed`)).toBe(1);
+    expect(await s.r.llen(`rm:users:${bob}:owed`)).toBe(1);
 
     // Alice takes it back: it goes from bob's page, and nothing is owed any more.
     const id = await sentMessage(a, 'take me back').getAttribute('data-id');
@@ -210,10 +205,10 @@ describe('demo page', () => {
     expect(sent.status).toBe(202);
     const { id, channel } = (await sent.json()) as { id: string; channel: string };
     expect(channel).toBe(`rm.users.${user}`);
-    expect(await r.llen(`rm:users:${user}:messages`)).toBe(1);
+    expect(await s.r.llen(`rm:users:${user}:messages`)).toBe(1);
     const taken = await fetch(`${server.url}/demo/messages/${id}?to=${user}`, { method: 'DELETE' });
     expect([taken.status, await taken.json()]).toEqual([200, { retracted: 'queued' }]);
-    expect(await r.llen(`rm:users:${user}:messages`)).toBe(0);
+    expect(await s.r.llen(`rm:users:${user}:messages`)).toBe(0);
   });
 
   it('the send form says why a bad recipient is refused (400 from POST /demo/messages)', async () => {
@@ -249,7 +244,7 @@ describe('SDK in the browser', () => {
       window.sdkClient = client;
       await client.connect();
     })()`);
-    await r.publish(`rm.users.${id}`, 'to the browser');
+    await s.r.publish(`rm.users.${id}`, 'to the browser');
     const received = await within(
       page.evaluate(() => (globalThis as unknown as { received: Promise<unknown> }).received),
       UI_TIMEOUT_MS,
@@ -265,7 +260,7 @@ describe('SDK in the browser', () => {
 describe('SDK in the browser on a jwt server', () => {
   const SECRET = 'an-hs256-secret-that-is-at-least-32-characters-long';
   it("refreshes its token by itself and stays connected on one socket past the first token's exp", async () => {
-    const jwtServer = await startServer({ REDIS_URL: redis.url, LOG_LEVEL: 'log', DEMO: 'true', AUTH_MODE: 'jwt', AUTH_JWT_SECRET: SECRET, AUTH_CLOCK_SKEW_S: '0' });
+    const jwtServer = await startServer({ REDIS_URL: s.redis.url, LOG_LEVEL: 'log', DEMO: 'true', AUTH_MODE: 'jwt', AUTH_JWT_SECRET: SECRET, AUTH_CLOCK_SKEW_S: '0' });
     try {
       const id = uniqueId('browser');
       const page = await context.newPage();
@@ -288,7 +283,7 @@ describe('SDK in the browser on a jwt server', () => {
         await client.connect();
       })()`);
       await new Promise((resolve) => setTimeout(resolve, 14_000)); // past the exp of the first two tokens
-      await r.publish(`rm.users.${id}`, 'still connected');
+      await s.r.publish(`rm.users.${id}`, 'still connected');
       const received = await within(
         page.evaluate(() => (globalThis as unknown as { received: Promise<{ payload: string }> }).received),
         UI_TIMEOUT_MS,
@@ -307,7 +302,7 @@ describe('SDK in the browser on a jwt server', () => {
 
 describe('without DEMO', () => {
   it('serves no demo routes', async () => {
-    const plain = await startServer({ REDIS_URL: redis.url, LOG_LEVEL: 'log' });
+    const plain = await startServer({ REDIS_URL: s.redis.url, LOG_LEVEL: 'log' });
     try {
       expect((await fetch(`${plain.url}/demo`)).status).toBe(404);
       expect((await fetch(`${plain.url}/demo/client.js`)).status).toBe(404);

@@ -4,32 +4,16 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { startRedis, type TestRedis } from './support/redis';
-import { startServer, type TestServer } from './support/server';
+import { useRedis, useServer } from './support/fixtures';
+import { startServer } from './support/server';
 
 const get = (url: string) => fetch(url, { signal: AbortSignal.timeout(5000) });
 
 describe('docs', () => {
-  let redis: TestRedis;
-
-  beforeAll(async () => {
-    redis = await startRedis();
-  });
-
-  afterAll(async () => {
-    await redis?.close();
-  });
+  const shared = useRedis();
 
   describe('DOCS unset (on)', () => {
-    let server: TestServer;
-
-    beforeAll(async () => {
-      server = await startServer({ REDIS_URL: redis.url });
-    });
-
-    afterAll(async () => {
-      await server?.stop();
-    });
+    const { server } = useServer({}, { on: shared });
 
     it('serves the OpenAPI document at /docs-json with the health and metrics routes', async () => {
       const res = await get(`${server.url}/docs-json`);
@@ -58,7 +42,7 @@ describe('docs', () => {
   });
 
   it('DOCS=false: /docs and /docs-json answer 404', async () => {
-    const server = await startServer({ REDIS_URL: redis.url, DOCS: 'false' });
+    const server = await startServer({ REDIS_URL: shared.redis.url, DOCS: 'false' });
     try {
       expect((await get(`${server.url}/docs`)).status).toBe(404);
       expect((await get(`${server.url}/docs-json`)).status).toBe(404);

@@ -5,7 +5,7 @@
  */
 import type { Redis } from 'ioredis';
 import { uniqueId } from './support/ids';
-import { startRedis, type TestRedis } from './support/redis';
+import { useServer } from './support/fixtures';
 import { startServer, type TestServer } from './support/server';
 import { waitFor } from './support/wait';
 import { TestClient } from './support/ws-client';
@@ -24,18 +24,8 @@ async function get(server: TestServer, path: string): Promise<Health> {
 const settlesWithin = (p: Promise<unknown>, ms: number) => Promise.race([p.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
 
 describe('health routes', () => {
-  let redis: TestRedis;
-  let server: TestServer;
-
-  beforeAll(async () => {
-    redis = await startRedis({ restartable: true });
-    server = await startServer({ REDIS_URL: redis.url });
-  });
-
-  afterAll(async () => {
-    await server?.stop();
-    await redis?.close();
-  });
+  const s = useServer({}, { redis: { restartable: true } });
+  const { server } = s;
 
   it('answers 200 on /health, /health/live and /health/ready while Redis answers', async () => {
     expect(await get(server, '/health')).toEqual({
@@ -50,7 +40,7 @@ describe('health routes', () => {
   });
 
   it('without Redis: /health and /health/ready answer 503, /health/live 200; all ready again once Redis is back', async () => {
-    await redis.kill();
+    await s.redis.kill();
     try {
       await waitFor(async () => (await get(server, '/health')).status === 503, 10_000, '/health to answer 503 once Redis is gone');
 
@@ -62,7 +52,7 @@ describe('health routes', () => {
       expect(ready).toMatchObject({ status: 503, body: { status: 'error', error: { redis: { status: 'down' } }, info: { server: { status: 'up' } } } });
       expect(live).toMatchObject({ status: 200, body: { status: 'ok' } });
     } finally {
-      await redis.start();
+      await s.redis.start();
     }
     await waitFor(async () => (await get(server, '/health/ready')).status === 200, 15_000, '/health/ready to answer 200 once Redis is back');
     expect((await get(server, '/health')).status).toBe(200);
@@ -72,8 +62,8 @@ describe('health routes', () => {
     // A second server whose shutdown is held open: Redis refuses writes for a while
     // (CLIENT PAUSE ... WRITE), so giving back an identified socket's owed messages,
     // a step of the shutdown, waits, and the HTTP server is still up meanwhile.
-    const other = await startServer({ REDIS_URL: redis.url });
-    const admin: Redis = redis.client();
+    const other = await startServer({ REDIS_URL: s.redis.url });
+    const admin: Redis = s.redis.client();
     let paused = false;
     try {
       const client = await TestClient.connect(other.wsUrl);

@@ -4,47 +4,23 @@
  * bystander is served; frames past MAX_FRAMES_PER_SECOND close with 4429 while a client at a
  * normal pace is never closed; acks of ids a socket was never sent cost Redis nothing.
  */
-import type { Redis } from 'ioredis';
 import { uniqueId } from './support/ids';
 import { flood, openRaw, textFrame } from './support/raw-ws';
-import { startRedis, type TestRedis } from './support/redis';
+import { useServer } from './support/fixtures';
 import { monitorRedis } from './support/redis-monitor';
-import { startServer, type TestServer } from './support/server';
+import type { TestServer } from './support/server';
 import { metric, sleep } from './support/traffic';
 import { waitFor } from './support/wait';
-import { TestClient } from './support/ws-client';
 
 const RSS = 'process_resident_memory_bytes';
 const closedFor = (cause: string) => `redmessenger_sockets_closed_total\\{cause="${cause}"\\}`;
 
 describe('hostile clients', () => {
-  let redis: TestRedis;
-  let r: Redis;
-  const servers: TestServer[] = [];
-  const clients: TestClient[] = [];
+  // No server up front: each describe starts its own on the suite's Redis.
+  const s = useServer([], { keepClients: true });
 
-  beforeAll(async () => {
-    redis = await startRedis();
-    r = redis.client();
-  });
-
-  afterAll(async () => {
-    for (const client of clients) client.terminate();
-    await Promise.all(servers.map((server) => server.stop()));
-    r.disconnect();
-    await redis.close();
-  });
-
-  const serve = async (env: Record<string, string>) => {
-    const server = await startServer({ REDIS_URL: redis.url, LOG_LEVEL: 'log', ...env });
-    servers.push(server);
-    return server;
-  };
-  const connect = async (server: TestServer, autoAck = false) => {
-    const client = await TestClient.connect(server.wsUrl, { autoAck });
-    clients.push(client);
-    return client;
-  };
+  const serve = (env: Record<string, string>) => s.start({ LOG_LEVEL: 'log', ...env });
+  const connect = (server: TestServer, autoAck = false) => s.client({ server, autoAck });
 
   /**
    * Runs `hostile` while a bystander gets a message every 250 ms, each within 1 s, and the
@@ -60,7 +36,7 @@ describe('hostile clients', () => {
     let slowest = 0;
     for (let i = 0; i < 80 && !(await done()); i++) {
       const sentAt = Date.now();
-      await r.publish(`rm.users.${bystanderId}`, `b${i}`);
+      await s.r.publish(`rm.users.${bystanderId}`, `b${i}`);
       await bystander.next((f) => f.event === 'message' && f.data.payload === `b${i}`, 1000);
       slowest = Math.max(slowest, Date.now() - sentAt);
       rssPeak = Math.max(rssPeak, await metric(server, RSS));
@@ -68,7 +44,7 @@ describe('hostile clients', () => {
     }
     await attack;
     // Still served once the hostile client is gone.
-    await r.publish(`rm.users.${bystanderId}`, 'after');
+    await s.r.publish(`rm.users.${bystanderId}`, 'after');
     await bystander.next((f) => f.event === 'message' && f.data.payload === 'after', 2000);
     return { growth: rssPeak - rssBefore, rssBefore, rssPeak, slowest };
   }
@@ -112,7 +88,7 @@ describe('hostile clients', () => {
           raw.socket.write(textFrame(JSON.stringify({ event: 'identify', data: { id: user } })));
           const pad = 'y'.repeat(64 * 1024);
           const publishing = (async () => {
-            for (let i = 0; i < 200 && !stop; i++) await r.publish(`rm.users.${user}`, `${i}:${pad}`);
+            for (let i = 0; i < 200 && !stop; i++) await s.r.publish(`rm.users.${user}`, `${i}:${pad}`);
           })();
           // Unknown events at 1,000 a second (half the limit): each earns an error frame it never reads.
           sent = await flood(raw, textFrame(JSON.stringify({ event: 'junk', data: { pad: 'x'.repeat(1000) } })), () => stop, 1000);
@@ -129,8 +105,8 @@ describe('hostile clients', () => {
       expect(figures.growth).toBeLessThan(64 * 2 ** 20);
       expect(server.logs()).toMatch(new RegExp(`${user}: closing socket .*, still not reading after SLOW_CONSUMER_TIMEOUT_MS=3000`));
       // What it was owed and never acked is back in its queue, in order.
-      await waitFor(async () => (await r.llen(`rm:users:${user}:messages`)) > 0, 10000, 'its messages back in the queue');
-      const queued = (await r.lrange(`rm:users:${user}:messages`, 0, -1)).map((e) => Number(JSON.parse(e).rm.payload.split(':')[0]));
+      await waitFor(async () => (await s.r.llen(`rm:users:${user}:messages`)) > 0, 10000, 'its messages back in the queue');
+      const queued = (await s.r.lrange(`rm:users:${user}:messages`, 0, -1)).map((e) => Number(JSON.parse(e).rm.payload.split(':')[0]));
       expect(queued).toEqual([...queued].sort((x, y) => x - y));
     });
   });
@@ -157,7 +133,7 @@ describe('hostile clients', () => {
       await client.identify(user);
       // 40 frames a second for 3 s: acks and unknown events, under the 100-a-second rate (a burst of 100 allowed).
       for (let i = 0; i < 60; i++) {
-        await r.publish(`rm.users.${user}`, `m${i}`);
+        await s.r.publish(`rm.users.${user}`, `m${i}`);
         client.send('noise', {});
         await sleep(50);
       }
@@ -172,13 +148,13 @@ describe('hostile clients', () => {
     const user = uniqueId('acker');
     const client = await connect(server);
     await client.identify(user);
-    await r.publish(`rm.users.${user}`, 'real');
+    await s.r.publish(`rm.users.${user}`, 'real');
     const [real] = await client.messages(1);
 
     // Every command that names the user's keys, while a loop of large bogus acks runs.
-    const monitor = await monitorRedis(redis.port, (line) => line.includes(user), redis.host);
+    const monitor = await monitorRedis(s.redis.port, (line) => line.includes(user), s.redis.host);
     const touching = monitor.lines;
-    const statsBefore = await r.info('commandstats');
+    const statsBefore = await s.r.info('commandstats');
     const bogus = Array.from({ length: 10_000 }, (_, i) => `${real.data.id}x${i}`);
     for (let i = 0; i < 20; i++) client.ack(bogus);
     // Frames are handled in order: the answer to this one means every ack before it was.
@@ -189,10 +165,10 @@ describe('hostile clients', () => {
 
     // The real ack still reaches Redis.
     client.ack([real.data.id]);
-    await waitFor(async () => (await r.llen(`rm:users:${user}:owed`)) === 0, 5000, 'the real ack stored');
+    await waitFor(async () => (await s.r.llen(`rm:users:${user}:owed`)) === 0, 5000, 'the real ack stored');
     expect(touching.length).toBeGreaterThan(0);
     const calls = (stats: string) => Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0);
-    console.log(`bogus acks: 20 frames x 10,000 ids; evalsha calls over the whole check (periodic work included): ${calls(await r.info('commandstats')) - calls(statsBefore)}`);
+    console.log(`bogus acks: 20 frames x 10,000 ids; evalsha calls over the whole check (periodic work included): ${calls(await s.r.info('commandstats')) - calls(statsBefore)}`);
     monitor.close();
   });
 });

@@ -7,8 +7,9 @@ import type { Redis } from 'ioredis';
 import { uniqueId } from './support/ids';
 import { warningsTold } from './support/logs';
 import { entryPayload } from './support/queue-entries';
-import { startRedis, type TestRedis } from './support/redis';
-import { startServer, type TestServer } from './support/server';
+import { useServer } from './support/fixtures';
+import { startRedis } from './support/redis';
+import { startServer } from './support/server';
 import { waitFor } from './support/wait';
 import { TestClient } from './support/ws-client';
 
@@ -26,54 +27,48 @@ const acked = (r: Redis) =>
   );
 
 describe('inbox stream rm:inbox', () => {
-  let redis: TestRedis;
-  let server: TestServer;
-  let r: Redis;
-  let early: string;
-
-  beforeAll(async () => {
-    redis = await startRedis({ restartable: true }); // its own Redis: the stream is deployment-wide
-    r = redis.client();
-    // Added while no instance ran: the group starts at the beginning of the stream.
-    early = uniqueId('early');
-    await r.xadd('rm:inbox', '*', 'to', early, 'payload', 'before any instance');
-    await r.xadd('rm:inbox', '*', 'to', early, 'payload', 'still before');
-    server = await startServer({ REDIS_URL: redis.url });
-  });
-
-  afterAll(async () => {
-    await server?.stop();
-    await redis?.close();
-  });
+  const early = uniqueId('early');
+  const s = useServer(
+    {},
+    {
+      redis: { restartable: true }, // its own Redis: the stream is deployment-wide
+      // Added while no instance ran: the group starts at the beginning of the stream.
+      async beforeServers({ r }) {
+        await r.xadd('rm:inbox', '*', 'to', early, 'payload', 'before any instance');
+        await r.xadd('rm:inbox', '*', 'to', early, 'payload', 'still before');
+      },
+    },
+  );
+  const { server } = s;
 
   it('stores entries added before any instance started', async () => {
-    await acked(r);
+    await acked(s.r);
 
-    expect(await payloads(r, early)).toEqual(['before any instance', 'still before']);
+    expect(await payloads(s.r, early)).toEqual(['before any instance', 'still before']);
   });
 
   it('stores entries in stream order per user, with the message options', async () => {
     const [a, b] = [uniqueId(), uniqueId()];
-    const pipeline = r.pipeline();
+    const pipeline = s.r.pipeline();
     for (let i = 0; i < 200; i++) pipeline.xadd('rm:inbox', '*', 'to', i % 2 ? a : b, 'payload', `m${i}`, ...(i === 0 ? ['ttl', '3600', 'collapse', 'c1'] : []));
     await pipeline.exec();
-    await acked(r);
+    await acked(s.r);
 
-    expect(await payloads(r, a)).toEqual(Array.from({ length: 100 }, (_, i) => `m${2 * i + 1}`));
-    expect(await payloads(r, b)).toEqual(Array.from({ length: 100 }, (_, i) => `m${2 * i}`));
-    expect(JSON.parse((await r.lindex(`rm:users:${b}:messages`, 0))!).rm).toEqual({ id: expect.any(String), channel: `rm.users.${b}`, payload: 'm0', ttl: 3600, collapseKey: 'c1', ts: expect.any(Number) });
+    expect(await payloads(s.r, a)).toEqual(Array.from({ length: 100 }, (_, i) => `m${2 * i + 1}`));
+    expect(await payloads(s.r, b)).toEqual(Array.from({ length: 100 }, (_, i) => `m${2 * i}`));
+    expect(JSON.parse((await s.r.lindex(`rm:users:${b}:messages`, 0))!).rm).toEqual({ id: expect.any(String), channel: `rm.users.${b}`, payload: 'm0', ttl: 3600, collapseKey: 'c1', ts: expect.any(Number) });
   });
 
   it('stores a group entry for every member, with the group channel', async () => {
     const cid = uniqueId('g');
     const members = [uniqueId('m'), uniqueId('m')];
-    await r.sadd(`rm:channels:${cid}:subscribers`, ...members);
+    await s.r.sadd(`rm:channels:${cid}:subscribers`, ...members);
 
-    await r.xadd('rm:inbox', '*', 'group', cid, 'payload', 'Meow!', 'ttl', '3600', 'collapse', 'score');
-    await acked(r);
+    await s.r.xadd('rm:inbox', '*', 'group', cid, 'payload', 'Meow!', 'ttl', '3600', 'collapse', 'score');
+    await acked(s.r);
 
     for (const member of members) {
-      expect(JSON.parse((await r.lindex(`rm:users:${member}:messages`, 0))!).rm).toMatchObject({ channel: `rm.channels.${cid}`, payload: 'Meow!', ttl: 3600, collapseKey: 'score' });
+      expect(JSON.parse((await s.r.lindex(`rm:users:${member}:messages`, 0))!).rm).toMatchObject({ channel: `rm.channels.${cid}`, payload: 'Meow!', ttl: 3600, collapseKey: 'score' });
     }
   });
 
@@ -82,7 +77,7 @@ describe('inbox stream rm:inbox', () => {
     const client = await TestClient.connect(server.wsUrl);
     try {
       await client.identify(id);
-      await r.xadd('rm:inbox', '*', 'to', id, 'payload', 'live', 'collapse', 'k');
+      await s.r.xadd('rm:inbox', '*', 'to', id, 'payload', 'live', 'collapse', 'k');
 
       const [message] = await client.messages(1, 10_000);
       expect(message.data).toEqual({ id: expect.any(String), channel: `rm.users.${id}`, payload: 'live', collapseKey: 'k', ts: expect.any(Number) });
@@ -105,11 +100,11 @@ describe('inbox stream rm:inbox', () => {
       [['to', id, 'payload', 'x', 'colapse', 'k'], /unknown field "colapse"/],
     ];
     const ids: string[] = [];
-    for (const [fields] of bad) ids.push((await r.xadd('rm:inbox', '*', ...fields))!);
-    await r.xadd('rm:inbox', '*', 'to', id, 'payload', 'behind them');
-    await acked(r);
+    for (const [fields] of bad) ids.push((await s.r.xadd('rm:inbox', '*', ...fields))!);
+    await s.r.xadd('rm:inbox', '*', 'to', id, 'payload', 'behind them');
+    await acked(s.r);
 
-    const dead = await r.xrange('rm:inbox:dead', '-', '+');
+    const dead = await s.r.xrange('rm:inbox:dead', '-', '+');
     bad.forEach(([fields, reason]) => {
       const entry = dead.find(([, deadFields]) => JSON.stringify(deadFields.slice(0, -2)) === JSON.stringify(fields));
       expect(entry).toBeDefined();
@@ -119,7 +114,7 @@ describe('inbox stream rm:inbox', () => {
     // Logged at most one line a second, each saying how many more like it it stands for.
     expect(server.logs()).toContain(`Inbox entry ${ids[0]} is not valid`);
     await waitFor(() => warningsTold(server.logs(), /Inbox entry .* is not valid/) >= bad.length, 5000, 'the log to tell of every invalid entry');
-    expect(await payloads(r, id)).toEqual(['behind them']);
+    expect(await payloads(s.r, id)).toEqual(['behind them']);
     expect(server.logs()).not.toContain('no spaces allowed'); // the log names the entry, not its fields
     const metrics = await (await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
     expect(Number(/^redmessenger_inbox_entries_total\{outcome="dead"\} (\d+)/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(bad.length);
@@ -127,15 +122,14 @@ describe('inbox stream rm:inbox', () => {
 
   it('resumes where the group left off after Redis was away', async () => {
     const id = uniqueId();
-    await redis.stop();
+    await s.redis.stop();
     await server.waitForLog(/Inbox: .*retrying with backoff/, 10_000);
-    await redis.start();
-    r = redis.client();
+    await s.redis.start();
 
-    await r.xadd('rm:inbox', '*', 'to', id, 'payload', 'after the outage');
-    await acked(r);
+    await s.r.xadd('rm:inbox', '*', 'to', id, 'payload', 'after the outage');
+    await acked(s.r);
 
-    expect(await payloads(r, id)).toEqual(['after the outage']);
+    expect(await payloads(s.r, id)).toEqual(['after the outage']);
   });
 });
 

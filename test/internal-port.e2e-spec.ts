@@ -4,7 +4,7 @@
  */
 import { uniqueId } from './support/ids';
 import { freePort } from './support/proc';
-import { startRedis, type TestRedis } from './support/redis';
+import { useRedis } from './support/fixtures';
 import { startServer, type TestServer } from './support/server';
 import { TestClient } from './support/ws-client';
 
@@ -14,15 +14,7 @@ const get = async (url: string) => {
 };
 
 describe('INTERNAL_PORT', () => {
-  let redis: TestRedis;
-
-  beforeAll(async () => {
-    redis = await startRedis();
-  });
-
-  afterAll(async () => {
-    await redis?.close();
-  });
+  const shared = useRedis();
 
   describe('set', () => {
     let server: TestServer;
@@ -31,7 +23,7 @@ describe('INTERNAL_PORT', () => {
     beforeAll(async () => {
       const internalPort = await freePort();
       internal = `http://127.0.0.1:${internalPort}`;
-      server = await startServer({ REDIS_URL: redis.url, INTERNAL_PORT: String(internalPort) });
+      server = await startServer({ REDIS_URL: shared.redis.url, INTERNAL_PORT: String(internalPort) });
       await server.waitForLog(/Internal routes .* on port \d+ only/);
     });
 
@@ -73,7 +65,7 @@ describe('INTERNAL_PORT', () => {
   });
 
   it('unset: /metrics and the docs are on PORT', async () => {
-    const server = await startServer({ REDIS_URL: redis.url });
+    const server = await startServer({ REDIS_URL: shared.redis.url });
     try {
       expect((await get(`${server.url}/metrics`)).status).toBe(200);
       expect((await get(`${server.url}/docs-json`)).status).toBe(200);

@@ -3,39 +3,25 @@
  * object per line, the lines say what happens to messages, and payloads and
  * tokens never appear in them.
  */
-import type { Redis } from 'ioredis';
 import { uniqueId } from './support/ids';
 import { warningsTold } from './support/logs';
-import { startRedis, type TestRedis } from './support/redis';
-import { startServer, type TestServer } from './support/server';
+import { useServer } from './support/fixtures';
 import { waitFor } from './support/wait';
 import { TestClient } from './support/ws-client';
 
 describe('logs', () => {
-  let redis: TestRedis;
-  let publisher: Redis;
-  let server: TestServer;
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    publisher = redis.client();
-    server = await startServer({ REDIS_URL: redis.url, LOG_FORMAT: 'json', LOG_LEVEL: 'debug' });
-  });
-
-  afterAll(async () => {
-    await server?.stop();
-    await redis?.close();
-  });
+  const s = useServer({ LOG_FORMAT: 'json', LOG_LEVEL: 'debug' });
+  const { server } = s;
 
   it('LOG_FORMAT=json: every line is a JSON object with level, pid, timestamp and message (Nest ConsoleLogger); payloads never appear', async () => {
     const id = uniqueId();
     const secret = `payload-${uniqueId('secret')}`;
-    await publisher.publish(`rm.users.${id}`, `${secret}-queued`);
-    await waitFor(async () => (await publisher.llen(`rm:users:${id}:messages`)) === 1, 5000, 'the message to be queued');
+    await s.r.publish(`rm.users.${id}`, `${secret}-queued`);
+    await waitFor(async () => (await s.r.llen(`rm:users:${id}:messages`)) === 1, 5000, 'the message to be queued');
     const client = await TestClient.connect(server.wsUrl);
     await client.identify(id, 'a-token-that-must-not-be-logged');
     await client.messages(1);
-    await publisher.publish(`rm.users.${id}`, `${secret}-live`);
+    await s.r.publish(`rm.users.${id}`, `${secret}-live`);
     await client.messages(2);
     client.terminate();
     await server.waitForLog(new RegExp(`${id}: Client is no longer online, recommitting 2 messages to queue`));
@@ -66,9 +52,9 @@ describe('logs', () => {
 
   it("LOG_LEVEL=debug: the seed's session lines, for one identify with two queued messages and a drop mid-purge", async () => {
     const id = uniqueId();
-    await publisher.publish(`rm.users.${id}`, 'Hello, world!');
-    await publisher.publish(`rm.users.${id}`, 'My life is like a spicy pepper...');
-    await waitFor(async () => (await publisher.llen(`rm:users:${id}:messages`)) === 2, 5000, 'both messages to be queued');
+    await s.r.publish(`rm.users.${id}`, 'Hello, world!');
+    await s.r.publish(`rm.users.${id}`, 'My life is like a spicy pepper...');
+    await waitFor(async () => (await s.r.llen(`rm:users:${id}:messages`)) === 2, 5000, 'both messages to be queued');
     const client = await TestClient.connect(server.wsUrl);
     await client.identify(id);
     const [first] = await client.messages(1);
@@ -99,25 +85,13 @@ describe('logs', () => {
 });
 
 describe('logs under a flood', () => {
-  let redis: TestRedis;
-  let publisher: Redis;
-  let server: TestServer;
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    publisher = redis.client();
-    server = await startServer({ REDIS_URL: redis.url, LOG_LEVEL: 'log' });
-  });
-
-  afterAll(async () => {
-    await server?.stop();
-    await redis?.close();
-  });
+  const s = useServer({ LOG_LEVEL: 'log' });
+  const { server } = s;
 
   it('10,000 PUBLISHes to invalid channels: a handful of lines that count them all; every one dropped, none queued', async () => {
     const FLOOD = 10_000;
     const before = server.logs().length;
-    const pipeline = publisher.pipeline();
+    const pipeline = s.r.pipeline();
     for (let i = 0; i < FLOOD; i++) pipeline.publish(`rm.users.flood:${i}`, 'x');
     await pipeline.exec();
 
@@ -136,10 +110,10 @@ describe('logs under a flood', () => {
     for (const line of lines()) expect(line).toMatch(/Dropping message on invalid channel "rm\.users\.flood:\d+"/);
     const metrics = await (await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
     expect(metrics).toMatch(new RegExp(`^redmessenger_messages_dropped_total\\{reason="invalid_channel"\\} ${FLOOD}$`, 'm'));
-    expect(await publisher.keys('rm:users:flood*')).toEqual([]);
+    expect(await s.r.keys('rm:users:flood*')).toEqual([]);
     // Still routing.
     const id = uniqueId();
-    await publisher.publish(`rm.users.${id}`, 'after the flood');
-    await waitFor(async () => (await publisher.llen(`rm:users:${id}:messages`)) === 1, 5000, 'a valid message to be queued');
+    await s.r.publish(`rm.users.${id}`, 'after the flood');
+    await waitFor(async () => (await s.r.llen(`rm:users:${id}:messages`)) === 1, 5000, 'a valid message to be queued');
   });
 });

@@ -3,35 +3,15 @@
  * never sent in time (counted in ready.dropped), `collapseKey` / `collapse` lets a newer
  * message replace a queued one never sent; both travel in the `message` frame.
  */
-import type { Redis } from 'ioredis';
 import { uniqueId } from './support/ids';
 import { postMessage } from './support/http-publish';
 import { PUBLISH_KEY } from './support/http-publish';
-import { startRedis, type TestRedis } from './support/redis';
-import { startServer, type TestServer } from './support/server';
+import { useServer } from './support/fixtures';
 import { waitFor } from './support/wait';
-import { TestClient } from './support/ws-client';
 
 describe('message options: ttl and collapseKey', () => {
-  let redis: TestRedis;
-  let server: TestServer;
-  let r: Redis;
-  const clients: TestClient[] = [];
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    r = redis.client();
-    server = await startServer({ REDIS_URL: redis.url, PUBLISH_API_KEYS: PUBLISH_KEY });
-  });
-
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.terminate();
-  });
-
-  afterAll(async () => {
-    await server?.stop();
-    await redis?.close();
-  });
+  const s = useServer({ PUBLISH_API_KEYS: PUBLISH_KEY });
+  const { server } = s;
 
   const post = async (body: Record<string, unknown>) => {
     const answer = await postMessage(server.url, body);
@@ -39,12 +19,11 @@ describe('message options: ttl and collapseKey', () => {
     return answer.body.id as string;
   };
   const viaInbox = async (fields: string[]) => {
-    const entry = (await r.xadd('rm:inbox', '*', ...fields))!;
-    await waitFor(async () => ((await r.xpending('rm:inbox', 'redmessenger')) as [number])[0] === 0 && (await r.get(`rm:users:${fields[1]}:inbox`)) !== null, 10_000, `inbox entry ${entry} stored`);
+    const entry = (await s.r.xadd('rm:inbox', '*', ...fields))!;
+    await waitFor(async () => ((await s.r.xpending('rm:inbox', 'redmessenger')) as [number])[0] === 0 && (await s.r.get(`rm:users:${fields[1]}:inbox`)) !== null, 10_000, `inbox entry ${entry} stored`);
   };
   const online = async (id: string) => {
-    const client = await TestClient.connect(server.wsUrl);
-    clients.push(client);
+    const client = await s.client();
     const ready = await client.identify(id);
     return { client, ready };
   };
@@ -87,7 +66,7 @@ describe('message options: ttl and collapseKey', () => {
       const msgId = await post({ to: id, payload: 'sent', ttl: 1 });
       await first.client.messages(1);
       first.client.terminate(); // not acked: it goes back to the queue
-      await waitFor(async () => (await r.llen(`rm:users:${id}:messages`)) === 1, 5000, 'the message requeued');
+      await waitFor(async () => (await s.r.llen(`rm:users:${id}:messages`)) === 1, 5000, 'the message requeued');
       await after(1100);
 
       const { client, ready } = await online(id);
@@ -133,7 +112,7 @@ describe('message options: ttl and collapseKey', () => {
       await post({ to: id, payload: 'old', collapseKey: 'k' });
       await first.client.messages(1);
       first.client.terminate();
-      await waitFor(async () => (await r.llen(`rm:users:${id}:messages`)) === 1, 5000, 'the message requeued');
+      await waitFor(async () => (await s.r.llen(`rm:users:${id}:messages`)) === 1, 5000, 'the message requeued');
 
       await post({ to: id, payload: 'new', collapseKey: 'k' });
       const { client } = await online(id);
@@ -144,23 +123,17 @@ describe('message options: ttl and collapseKey', () => {
 });
 
 describe('message options: ttl and QUEUE_TTL_SECONDS', () => {
+  const s = useServer({ PUBLISH_API_KEYS: PUBLISH_KEY, QUEUE_TTL_SECONDS: '1' });
+
   it('a message with a ttl expires at whichever comes first', async () => {
-    const redis = await startRedis();
-    const server = await startServer({ REDIS_URL: redis.url, PUBLISH_API_KEYS: PUBLISH_KEY, QUEUE_TTL_SECONDS: '1' });
-    const client = await TestClient.connect(server.wsUrl);
-    try {
-      const id = uniqueId();
-      expect((await postMessage(server.url, { to: id, payload: 'long ttl', ttl: 3600 })).status).toBe(202);
-      const until = Date.now() + 1100;
-      await waitFor(() => Date.now() > until, 3000, 'the queue ttl to pass');
+    const client = await s.client();
+    const id = uniqueId();
+    expect((await postMessage(s.server.url, { to: id, payload: 'long ttl', ttl: 3600 })).status).toBe(202);
+    const until = Date.now() + 1100;
+    await waitFor(() => Date.now() > until, 3000, 'the queue ttl to pass');
 
-      const ready = await client.identify(id);
+    const ready = await client.identify(id);
 
-      expect(ready.data.dropped).toBe(1);
-    } finally {
-      client.terminate();
-      await server.stop();
-      await redis.close();
-    }
+    expect(ready.data.dropped).toBe(1);
   });
 });

@@ -6,12 +6,9 @@
  * Needs MetricsModule imported by RedMessengerModule and the services calling
  * MetricsService (see src/metrics/metrics.service.ts); fails until then.
  */
-import type { Redis } from 'ioredis';
 import { uniqueId } from './support/ids';
-import { startRedis, type TestRedis } from './support/redis';
-import { startServer, type TestServer } from './support/server';
+import { useServer } from './support/fixtures';
 import { waitFor } from './support/wait';
-import { TestClient } from './support/ws-client';
 import { REDMESSENGER_METRICS } from './support/metric-names';
 
 type Samples = Map<string, number>;
@@ -28,26 +25,13 @@ function parse(text: string): Samples {
 }
 
 describe('GET /metrics', () => {
-  let redis: TestRedis;
-  let server: TestServer;
-  let publisher: Redis;
-  const clients: TestClient[] = [];
+  const s = useServer({ IDENTIFY_TIMEOUT_MS: '1500' });
+  const { server } = s;
 
-  beforeAll(async () => {
-    redis = await startRedis();
-    publisher = redis.client();
-    server = await startServer({ REDIS_URL: redis.url, IDENTIFY_TIMEOUT_MS: '1500' });
-  });
-
+  // After the fixture's afterEach has terminated the test's clients: the next test starts from
+  // no open socket, so its gauges start at 0.
   afterEach(async () => {
-    for (const client of clients.splice(0)) client.terminate();
-    // The next test starts from no open socket, so its gauges start at 0.
     await waitFor(async () => (await scrape()).get('redmessenger_connections') === 0, 5000, 'redmessenger_connections to be back to 0');
-  });
-
-  afterAll(async () => {
-    await server?.stop();
-    await redis?.close();
   });
 
   const scrape = async (): Promise<Samples> => {
@@ -78,18 +62,14 @@ describe('GET /metrics', () => {
     }
   };
 
-  const connect = async () => {
-    const client = await TestClient.connect(server.wsUrl);
-    clients.push(client);
-    return client;
-  };
+  const connect = () => s.client();
 
   it('counts one identify, one published message and its ack', async () => {
     const id = uniqueId();
     const client = await connect();
     await client.identify(id);
 
-    await publisher.publish(`rm.users.${id}`, 'hello');
+    await s.r.publish(`rm.users.${id}`, 'hello');
     const [message] = await client.messages(1);
     client.ack([message.data.id]);
 
@@ -113,7 +93,7 @@ describe('GET /metrics', () => {
     const id = uniqueId();
     const before = await scrape();
 
-    await publisher.publish(`rm.users.${id}`, 'while you were away');
+    await s.r.publish(`rm.users.${id}`, 'while you were away');
     await expectSamples({ redmessenger_messages_routed_total: 1, redmessenger_messages_queued_total: 1, redmessenger_messages_delivered_total: 0 }, before);
 
     const client = await connect();
@@ -125,7 +105,7 @@ describe('GET /metrics', () => {
   it('counts a PUBLISH to an invalid channel as dropped, never as routed', async () => {
     const before = await scrape();
 
-    await publisher.publish('rm.users.-not-an-id', 'lost');
+    await s.r.publish('rm.users.-not-an-id', 'lost');
 
     await expectSamples({ 'redmessenger_messages_dropped_total{reason="invalid_channel"}': 1, redmessenger_messages_routed_total: 0 }, before);
   });
@@ -154,7 +134,7 @@ describe('GET /metrics', () => {
     const before = await scrape();
     const client = await connect();
     await client.identify(id);
-    await publisher.publish(`rm.users.${id}`, 'never acked');
+    await s.r.publish(`rm.users.${id}`, 'never acked');
     await client.messages(1);
     await expectSamples({ redmessenger_connections: 1, redmessenger_identified_connections: 1 });
 
@@ -162,7 +142,7 @@ describe('GET /metrics', () => {
 
     await expectSamples({ redmessenger_connections: 0, redmessenger_identified_connections: 0 });
     await expectSamples({ redmessenger_messages_requeued_total: 1, redmessenger_messages_acked_total: 0 }, before);
-    await waitFor(async () => (await publisher.llen(`rm:users:${id}:messages`)) === 1, 5000, 'the message back in the queue');
+    await waitFor(async () => (await s.r.llen(`rm:users:${id}:messages`)) === 1, 5000, 'the message back in the queue');
   });
 
   it('answers in the text exposition format, with every RedMessenger metric and the default Node.js metrics', async () => {

@@ -9,11 +9,11 @@
 import type Redis from 'ioredis';
 import { postMessage, retractMessage, PUBLISH_KEY } from './support/http-publish';
 import { uniqueId } from './support/ids';
-import { startRedis, type TestRedis } from './support/redis';
-import { startServer, type TestServer } from './support/server';
+import { useServer } from './support/fixtures';
+import type { TestServer } from './support/server';
 import { sleep } from './support/traffic';
 import { waitFor } from './support/wait';
-import { TestClient } from './support/ws-client';
+import type { TestClient } from './support/ws-client';
 
 jest.setTimeout(90_000);
 
@@ -21,29 +21,13 @@ const STREAM = 'rm:events';
 type Event = Record<string, string>;
 
 describe('notify and resolved (NOTIFY_AFTER_SECONDS)', () => {
-  let redis: TestRedis;
-  let r: Redis;
-  /** Stores POSTs (PUBLISH_API_KEYS set); NOTIFY_REPEAT_SECONDS off. */
-  let a: TestServer;
-  /** Holds sockets. */
-  let b: TestServer;
-  const clients: TestClient[] = [];
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    r = redis.client();
-    const env = { REDIS_URL: redis.url, EVENTS_STREAM: STREAM, NOTIFY_AFTER_SECONDS: '1', LOG_LEVEL: 'log' };
-    [a, b] = await Promise.all([startServer({ ...env, INSTANCE_ID: uniqueId('a'), PUBLISH_API_KEYS: PUBLISH_KEY }), startServer({ ...env, INSTANCE_ID: uniqueId('b') })]);
-  });
-
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.terminate();
-  });
-
-  afterAll(async () => {
-    await Promise.all([a?.stop(), b?.stop()]);
-    await redis?.close();
-  });
+  const env = { EVENTS_STREAM: STREAM, NOTIFY_AFTER_SECONDS: '1', LOG_LEVEL: 'log' };
+  const s = useServer([
+    { ...env, INSTANCE_ID: uniqueId('a'), PUBLISH_API_KEYS: PUBLISH_KEY },
+    { ...env, INSTANCE_ID: uniqueId('b') },
+  ]);
+  /** a stores POSTs (PUBLISH_API_KEYS set; NOTIFY_REPEAT_SECONDS off), b holds sockets. */
+  const [a, b] = s.servers;
 
   const post = async (server: TestServer, body: Record<string, unknown>): Promise<string> => {
     const answer = await postMessage(server.url, body);
@@ -51,17 +35,16 @@ describe('notify and resolved (NOTIFY_AFTER_SECONDS)', () => {
     return answer.body.id;
   };
   const connect = async (server: TestServer, user: string): Promise<TestClient> => {
-    const client = await TestClient.connect(server.wsUrl, { autoAck: false });
-    clients.push(client);
+    const client = await s.client({ server, autoAck: false });
     await client.identify(user);
     return client;
   };
   /** The user's notify and resolved events, oldest first (on `on`, the suite's Redis unless said). */
-  const events = async (user: string, on: Redis = r): Promise<Event[]> =>
+  const events = async (user: string, on: Redis = s.r): Promise<Event[]> =>
     (await on.xrange(STREAM, '-', '+'))
       .map(([, f]) => Object.fromEntries(Array.from({ length: f.length / 2 }, (_, i) => [f[2 * i], f[2 * i + 1]])))
       .filter((e) => e.user === user && (e.type === 'notify' || e.type === 'resolved'));
-  const waitForEvents = async (user: string, n: number, what: string, on: Redis = r): Promise<Event[]> => {
+  const waitForEvents = async (user: string, n: number, what: string, on: Redis = s.r): Promise<Event[]> => {
     let last: Event[] = [];
     await waitFor(async () => (last = await events(user, on)).length >= n, 10_000, what).catch((error: Error) => {
       throw new Error(`${error.message}; the user's notify/resolved events: ${JSON.stringify(last)}`);
@@ -161,29 +144,18 @@ describe('notify and resolved (NOTIFY_AFTER_SECONDS)', () => {
     }
     expect(client.isOpen).toBe(true);
 
-    const early = await TestClient.connect(b.wsUrl);
-    clients.push(early);
+    const early = await s.client({ server: b });
     early.send('visibility', { visible: false }); // before identify: refused like any frame but identify
     expect((await early.next((f) => f.event === 'error')).data.code).toBe('NOT_IDENTIFIED');
   });
 
   describe('NOTIFY_REPEAT_SECONDS', () => {
     // A Redis of its own: every instance of a deployment runs the sweep with the same settings.
-    let own: TestRedis;
-    let c: TestServer;
-
-    beforeAll(async () => {
-      own = await startRedis();
-      c = await startServer({ REDIS_URL: own.url, EVENTS_STREAM: STREAM, NOTIFY_AFTER_SECONDS: '1', NOTIFY_REPEAT_SECONDS: '2', PUBLISH_API_KEYS: PUBLISH_KEY, LOG_LEVEL: 'log', INSTANCE_ID: uniqueId('c') });
-    });
-
-    afterAll(async () => {
-      await c?.stop();
-      await own?.close();
-    });
+    const own = useServer({ EVENTS_STREAM: STREAM, NOTIFY_AFTER_SECONDS: '1', NOTIFY_REPEAT_SECONDS: '2', PUBLISH_API_KEYS: PUBLISH_KEY, LOG_LEVEL: 'log', INSTANCE_ID: uniqueId('c') });
+    const c = own.server;
 
     it('writes a further notify within the absence once that long has passed, only when the count changed', async () => {
-      const on = own.client();
+      const on = own.redis.client();
       const user = uniqueId('repeat');
       await post(c, { to: user, payload: 'one' });
       const [first] = await waitForEvents(user, 1, 'the first notify', on);

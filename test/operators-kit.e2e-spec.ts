@@ -9,8 +9,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import { REDMESSENGER_METRICS } from './support/metric-names';
-import { startRedis, type TestRedis } from './support/redis';
-import { startServer, type TestServer } from './support/server';
+import { useServer } from './support/fixtures';
 
 const ROOT = path.resolve(__dirname, '..');
 const DASHBOARD = path.join(ROOT, 'deploy/grafana/redmessenger.json');
@@ -47,22 +46,14 @@ const dashboardExprs: string[] = [
 const ruleExprs: string[] = rules.groups.flatMap((group: { rules: Array<{ expr: string }> }) => group.rules.map((rule) => rule.expr));
 
 describe("the operators' kit", () => {
-  let redis: TestRedis;
-  let server: TestServer;
+  const { server } = useServer({ LOG_LEVEL: 'warn' });
   /** `# TYPE` of every metric the server exports, by name. */
   let exported: Map<string, string>;
 
   beforeAll(async () => {
-    redis = await startRedis();
-    server = await startServer({ REDIS_URL: redis.url, LOG_LEVEL: 'warn' });
     const res = await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5000) });
     expect(res.status).toBe(200);
     exported = new Map([...(await res.text()).matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => [m[1], m[2]]));
-  });
-
-  afterAll(async () => {
-    await server?.stop();
-    await redis?.close();
   });
 
   /** A sample name as exported: a histogram's _bucket, _sum and _count are its own. */

@@ -3,54 +3,31 @@
  * against a real Redis. Each describe names the point of the contract it holds.
  */
 import { connectionCount, owedCount } from './support/queue-entries';
-import type { Redis } from 'ioredis';
 import { uniqueId } from './support/ids';
-import { startRedis, type TestRedis } from './support/redis';
-import { startServer, type TestServer } from './support/server';
+import { useServer } from './support/fixtures';
 import { waitFor } from './support/wait';
-import { TestClient, type Frame } from './support/ws-client';
+import type { Frame } from './support/ws-client';
 
 const MAX_INFLIGHT = 20;
 
 describe('RedMessenger wire contract (one instance)', () => {
-  let redis: TestRedis;
-  let server: TestServer;
-  let publisher: Redis;
-  const clients: TestClient[] = [];
+  const s = useServer({ MAX_INFLIGHT: String(MAX_INFLIGHT), IDENTIFY_TIMEOUT_MS: '1500' });
+  const { server } = s;
 
-  beforeAll(async () => {
-    redis = await startRedis();
-    publisher = redis.client();
-    server = await startServer({ REDIS_URL: redis.url, MAX_INFLIGHT: String(MAX_INFLIGHT), IDENTIFY_TIMEOUT_MS: '1500' });
-  });
-
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.terminate();
-  });
-
-  afterAll(async () => {
-    await server?.stop();
-    await redis?.close();
-  });
-
-  const connect = async (opts: { autoAck?: boolean } = {}) => {
-    const client = await TestClient.connect(server.wsUrl, opts);
-    clients.push(client);
-    return client;
-  };
+  const connect = (opts: { autoAck?: boolean } = {}) => s.client(opts);
   const online = async (id: string, opts: { autoAck?: boolean } = {}) => {
     const client = await connect(opts);
     await client.identify(id);
     return client;
   };
   const publish = async (id: string, ...payloads: string[]) => {
-    const pipeline = publisher.pipeline();
+    const pipeline = s.r.pipeline();
     for (const payload of payloads) pipeline.publish(`rm.users.${id}`, payload);
     await pipeline.exec();
   };
   const payloadsOf = (frames: Frame[]) => frames.map((frame) => frame.data.payload);
-  const queued = (id: string) => publisher.lrange(`rm:users:${id}:messages`, 0, -1);
-  const waitQueued = (id: string, n: number) => waitFor(async () => (await publisher.llen(`rm:users:${id}:messages`)) === n, 5000, `${n} entries queued for ${id}`);
+  const queued = (id: string) => s.r.lrange(`rm:users:${id}:messages`, 0, -1);
+  const waitQueued = (id: string, n: number) => waitFor(async () => (await s.r.llen(`rm:users:${id}:messages`)) === n, 5000, `${n} entries queued for ${id}`);
   const range = (n: number, prefix = 'm') => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
   describe('1. online delivery', () => {
@@ -106,7 +83,7 @@ describe('RedMessenger wire contract (one instance)', () => {
       const id = uniqueId();
       const client = await online(id, { autoAck: true });
       await client.close();
-      await waitFor(async () => (await connectionCount(publisher, id)) === 0, 5000, 'the connection to be unregistered');
+      await waitFor(async () => (await connectionCount(s.r, id)) === 0, 5000, 'the connection to be unregistered');
 
       await publish(id, 'after');
 
@@ -115,12 +92,12 @@ describe('RedMessenger wire contract (one instance)', () => {
 
     it('drops a PUBLISH to an invalid user channel, queueing nothing', async () => {
       const marker = uniqueId();
-      for (const bad of ['', '*', 'a:b', 'x]', 'with space', `${'x'.repeat(129)}`]) await publisher.publish(`rm.users.${bad}`, marker);
+      for (const bad of ['', '*', 'a:b', 'x]', 'with space', `${'x'.repeat(129)}`]) await s.r.publish(`rm.users.${bad}`, marker);
       await publish(marker, 'valid');
 
       await waitQueued(marker, 1);
-      const keys = await publisher.keys('rm:users:*:messages');
-      for (const key of keys) expect(await publisher.lrange(key, 0, -1)).not.toContainEqual(expect.stringContaining(`"payload":"${marker}"`));
+      const keys = await s.r.keys('rm:users:*:messages');
+      for (const key of keys) expect(await s.r.lrange(key, 0, -1)).not.toContainEqual(expect.stringContaining(`"payload":"${marker}"`));
       await waitFor(() => /Dropping message on invalid channel/.test(server.logs()), 2000, 'a log line for the dropped message');
     });
   });
@@ -144,7 +121,7 @@ describe('RedMessenger wire contract (one instance)', () => {
       const id = uniqueId();
       await publish(id, 'published');
       await waitQueued(id, 1);
-      await publisher.rpush(`rm:users:${id}:messages`, 'raw text', '{"not":"an envelope"}');
+      await s.r.rpush(`rm:users:${id}:messages`, 'raw text', '{"not":"an envelope"}');
 
       const client = await connect({ autoAck: true });
       expect((await client.identify(id)).data.queued).toBe(3);
@@ -169,7 +146,7 @@ describe('RedMessenger wire contract (one instance)', () => {
       const messages = await client.messages(2200, 30000);
       expect(payloadsOf(messages)).toEqual([...backlog, ...during]);
       expect(new Set(messages.map((m) => m.data.id)).size).toBe(2200);
-      await waitFor(async () => (await publisher.exists(`rm:users:${id}:owed`)) === 0, 5000, 'every message acked');
+      await waitFor(async () => (await s.r.exists(`rm:users:${id}:owed`)) === 0, 5000, 'every message acked');
     });
   });
 
@@ -181,7 +158,7 @@ describe('RedMessenger wire contract (one instance)', () => {
       const client = await online(id);
       const [a] = await client.messages(3);
       client.ack([a.data.id]);
-      await waitFor(async () => (await owedCount(publisher, id)) === 2, 5000, 'the ack to land');
+      await waitFor(async () => (await owedCount(s.r, id)) === 2, 5000, 'the ack to land');
 
       client.terminate();
       await waitQueued(id, 2);
@@ -203,11 +180,11 @@ describe('RedMessenger wire contract (one instance)', () => {
       const second = await online(id);
       expect(payloadsOf(await second.messages(2))).toEqual(['x', 'y']);
       second.ack([x.data.id, y.data.id]);
-      await waitFor(async () => (await publisher.exists(`rm:users:${id}:owed`)) === 0, 5000, 'owed to be empty');
+      await waitFor(async () => (await s.r.exists(`rm:users:${id}:owed`)) === 0, 5000, 'owed to be empty');
 
       await first.close();
       await second.close();
-      await waitFor(async () => (await connectionCount(publisher, id)) === 0, 5000, 'both connections to be gone');
+      await waitFor(async () => (await connectionCount(s.r, id)) === 0, 5000, 'both connections to be gone');
       expect(await queued(id)).toEqual([]);
     });
 
@@ -220,10 +197,10 @@ describe('RedMessenger wire contract (one instance)', () => {
       await stays.messages(1);
 
       leaves.terminate();
-      await waitFor(async () => (await connectionCount(publisher, id)) === 1, 5000, 'one connection left');
+      await waitFor(async () => (await connectionCount(s.r, id)) === 1, 5000, 'one connection left');
 
       expect(await queued(id)).toEqual([]);
-      expect(await owedCount(publisher, id)).toBe(1);
+      expect(await owedCount(s.r, id)).toBe(1);
     });
 
     it('ignores acks of ids that are not owed', async () => {
@@ -236,7 +213,7 @@ describe('RedMessenger wire contract (one instance)', () => {
       client.send('unknown-event-for-sync', {});
       await client.next((f) => f.event === 'error');
 
-      expect(await owedCount(publisher, id)).toBe(1);
+      expect(await owedCount(s.r, id)).toBe(1);
     });
   });
 
@@ -251,7 +228,7 @@ describe('RedMessenger wire contract (one instance)', () => {
       await new Promise((resolve) => setTimeout(resolve, 300));
 
       expect(client.frames.filter((f) => f.event === 'message')).toHaveLength(MAX_INFLIGHT);
-      expect(await owedCount(publisher, id)).toBe(MAX_INFLIGHT * 3);
+      expect(await owedCount(s.r, id)).toBe(MAX_INFLIGHT * 3);
 
       client.ack(firstWindow.slice(0, 5).map((m) => m.data.id));
       await client.messages(MAX_INFLIGHT + 5);
@@ -283,26 +260,26 @@ describe('RedMessenger wire contract (one instance)', () => {
       const cid = uniqueId('cats');
       const here = uniqueId();
       const away = uniqueId();
-      await publisher.sadd(`rm:channels:${cid}:subscribers`, here, away, 'bad:member', '*');
+      await s.r.sadd(`rm:channels:${cid}:subscribers`, here, away, 'bad:member', '*');
       const client = await online(here, { autoAck: true });
 
-      await publisher.publish(`rm.channels.${cid}`, 'Meow!');
+      await s.r.publish(`rm.channels.${cid}`, 'Meow!');
 
       const [message] = await client.messages(1);
       expect(message.data).toMatchObject({ channel: `rm.channels.${cid}`, payload: 'Meow!' });
       await waitQueued(away, 1);
       expect(JSON.parse((await queued(away))[0]).rm).toMatchObject({ channel: `rm.channels.${cid}`, payload: 'Meow!' });
-      expect(await publisher.keys('rm:users:bad:member*')).toEqual([]);
+      expect(await s.r.keys('rm:users:bad:member*')).toEqual([]);
       await waitFor(() => /Skipping invalid member id "bad:member"/.test(server.logs()), 2000, 'a log line for the invalid member');
     });
 
     it("keeps publish order between a member's own messages and group messages", async () => {
       const cid = uniqueId('g');
       const id = uniqueId();
-      await publisher.sadd(`rm:channels:${cid}:subscribers`, id);
+      await s.r.sadd(`rm:channels:${cid}:subscribers`, id);
       const client = await online(id, { autoAck: true });
 
-      const pipeline = publisher.pipeline();
+      const pipeline = s.r.pipeline();
       for (let i = 0; i < 30; i++) pipeline.publish(i % 2 ? `rm.channels.${cid}` : `rm.users.${id}`, `m${i}`);
       await pipeline.exec();
 
@@ -312,7 +289,7 @@ describe('RedMessenger wire contract (one instance)', () => {
     });
 
     it('drops a PUBLISH to an invalid group channel', async () => {
-      await publisher.publish('rm.channels.a:b', 'x');
+      await s.r.publish('rm.channels.a:b', 'x');
       await waitFor(() => /Dropping message on invalid channel "rm.channels.a:b"/.test(server.logs()), 2000, 'a log line for the dropped group message');
     });
   });

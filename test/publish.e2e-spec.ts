@@ -2,39 +2,21 @@
  * POST /v1/messages (PROTOCOL v1.1): answered 202 only once the message is stored,
  * every status code of the route, idempotency, groups, and delivery to an online user.
  */
-import type { Redis } from 'ioredis';
 import { connect } from 'node:net';
 import { uniqueId } from './support/ids';
 import { PUBLISH_KEY, postMessage } from './support/http-publish';
 import { entryPayload } from './support/queue-entries';
-import { startRedis, type TestRedis } from './support/redis';
-import { startServer, type TestServer } from './support/server';
-import { TestClient } from './support/ws-client';
+import { useServer } from './support/fixtures';
+import { startRedis } from './support/redis';
+import { startServer } from './support/server';
 
 const MAX_PUBLISH_BYTES = 4096;
 
 describe('POST /v1/messages', () => {
-  let redis: TestRedis;
-  let server: TestServer;
-  let r: Redis;
-  const clients: TestClient[] = [];
+  const s = useServer({ PUBLISH_API_KEYS: `another-key-abcdefghijk,${PUBLISH_KEY}`, MAX_PUBLISH_BYTES: String(MAX_PUBLISH_BYTES) });
+  const { server } = s;
 
-  beforeAll(async () => {
-    redis = await startRedis();
-    r = redis.client();
-    server = await startServer({ REDIS_URL: redis.url, PUBLISH_API_KEYS: `another-key-abcdefghijk,${PUBLISH_KEY}`, MAX_PUBLISH_BYTES: String(MAX_PUBLISH_BYTES) });
-  });
-
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.terminate();
-  });
-
-  afterAll(async () => {
-    await server?.stop();
-    await redis?.close();
-  });
-
-  const queued = async (id: string) => (await r.lrange(`rm:users:${id}:messages`, 0, -1)).map((entry) => JSON.parse(entry).rm);
+  const queued = async (id: string) => (await s.r.lrange(`rm:users:${id}:messages`, 0, -1)).map((entry) => JSON.parse(entry).rm);
   const post = (body: unknown, opts?: Parameters<typeof postMessage>[2]) => postMessage(server.url, body, opts);
 
   describe('202: stored', () => {
@@ -49,7 +31,7 @@ describe('POST /v1/messages', () => {
     it('stores a group message for every member under one id and answers it with how many', async () => {
       const cid = uniqueId('g');
       const members = [uniqueId('m'), uniqueId('m'), uniqueId('m')];
-      await r.sadd(`rm:channels:${cid}:subscribers`, ...members);
+      await s.r.sadd(`rm:channels:${cid}:subscribers`, ...members);
 
       const answer = await post({ group: cid, payload: 'Meow!' });
 
@@ -65,8 +47,7 @@ describe('POST /v1/messages', () => {
 
     it('delivers to an online user as a PUBLISH would, ttl and collapseKey in the frame', async () => {
       const to = uniqueId();
-      const client = await TestClient.connect(server.wsUrl);
-      clients.push(client);
+      const client = await s.client();
       await client.identify(to);
 
       const answer = await post({ to, payload: 'live', ttl: 60, collapseKey: 'score' });
@@ -79,11 +60,10 @@ describe('POST /v1/messages', () => {
     it('delivers each group member its message on its socket', async () => {
       const cid = uniqueId('g');
       const [a, b] = [uniqueId('m'), uniqueId('m')];
-      await r.sadd(`rm:channels:${cid}:subscribers`, a, b);
+      await s.r.sadd(`rm:channels:${cid}:subscribers`, a, b);
       const sockets = await Promise.all(
         [a, b].map(async (id) => {
-          const client = await TestClient.connect(server.wsUrl);
-          clients.push(client);
+          const client = await s.client();
           await client.identify(id);
           return client;
         }),
@@ -101,7 +81,7 @@ describe('POST /v1/messages', () => {
       const to = uniqueId();
       for (let i = 0; i < 10; i++) expect((await post({ to, payload: `m${i}` })).status).toBe(202);
 
-      expect((await r.lrange(`rm:users:${to}:messages`, 0, -1)).map(entryPayload)).toEqual(Array.from({ length: 10 }, (_, i) => `m${i}`));
+      expect((await s.r.lrange(`rm:users:${to}:messages`, 0, -1)).map(entryPayload)).toEqual(Array.from({ length: 10 }, (_, i) => `m${i}`));
     });
   });
 
@@ -126,7 +106,7 @@ describe('POST /v1/messages', () => {
 
       expect(answer.status).toBe(400);
       expect(answer.body).toEqual({ error: { code: 'BAD_REQUEST', message: expect.stringMatching(message) } });
-      expect(await r.llen(`rm:users:${to}:messages`)).toBe(0);
+      expect(await s.r.llen(`rm:users:${to}:messages`)).toBe(0);
     });
 
     it('a body that is not JSON', async () => {
@@ -155,7 +135,7 @@ describe('POST /v1/messages', () => {
         const answer = await post({ to, payload: 'x' }, { key });
         expect(answer).toEqual({ status: 401, body: { error: { code: 'UNAUTHORIZED', message: expect.any(String) } } });
       }
-      expect(await r.exists(`rm:users:${to}:messages`)).toBe(0);
+      expect(await s.r.exists(`rm:users:${to}:messages`)).toBe(0);
     });
 
     it('any of the configured keys is taken', async () => {
@@ -172,7 +152,7 @@ describe('POST /v1/messages', () => {
       const answer = await post(undefined, { raw: exact.replace('"payload":"', '"payload":"a') });
 
       expect(answer).toEqual({ status: 413, body: { error: { code: 'PAYLOAD_TOO_LARGE', message: expect.stringMatching(/MAX_PUBLISH_BYTES/) } } });
-      expect(await r.llen(`rm:users:${to}:messages`)).toBe(1);
+      expect(await s.r.llen(`rm:users:${to}:messages`)).toBe(1);
     });
   });
 
@@ -228,7 +208,7 @@ describe('POST /v1/messages', () => {
 
       expect(status(answer)).toBe(413);
       expect(answer).toMatch(/^Connection: close\r$/im);
-      expect(await r.exists(`rm:users:${to}:messages`)).toBe(0);
+      expect(await s.r.exists(`rm:users:${to}:messages`)).toBe(0);
     });
 
     it('a chunked body within the limit is still taken', async () => {
@@ -242,7 +222,7 @@ describe('POST /v1/messages', () => {
       } as RequestInit);
 
       expect(response.status).toBe(202);
-      expect(await r.llen(`rm:users:${to}:messages`)).toBe(1);
+      expect(await s.r.llen(`rm:users:${to}:messages`)).toBe(1);
     });
   });
 
@@ -284,7 +264,7 @@ describe('POST /v1/messages', () => {
         expect(answer).toEqual({ status: 409, body: { error: { code: 'CONFLICT', message: expect.any(String) } } });
       }
       expect((await queued(to)).map((m) => m.payload)).toEqual(['first']);
-      expect(await r.llen(`rm:users:${other}:messages`)).toBe(0);
+      expect(await s.r.llen(`rm:users:${other}:messages`)).toBe(0);
     });
 
     it('is scoped to the API key: the same Idempotency-Key from another key is another request', async () => {
@@ -294,40 +274,40 @@ describe('POST /v1/messages', () => {
       const second = await post({ to, payload: 'x' }, { idempotencyKey: key, key: 'another-key-abcdefghijk' });
 
       expect(second.body.id).not.toEqual(first.body.id);
-      expect(await r.llen(`rm:users:${to}:messages`)).toBe(2);
+      expect(await s.r.llen(`rm:users:${to}:messages`)).toBe(2);
     });
 
     it('a group repeat answers the first recipients and stores nothing new, also for a member who joined since', async () => {
       const cid = uniqueId('g');
       const [a, b, late] = [uniqueId('m'), uniqueId('m'), uniqueId('m')];
-      await r.sadd(`rm:channels:${cid}:subscribers`, a, b);
+      await s.r.sadd(`rm:channels:${cid}:subscribers`, a, b);
       const key = uniqueId('idem');
 
       const first = await post({ group: cid, payload: 'g' }, { idempotencyKey: key });
       expect(first).toEqual({ status: 202, body: { id: expect.any(String), recipients: 2 } });
-      await r.sadd(`rm:channels:${cid}:subscribers`, late);
+      await s.r.sadd(`rm:channels:${cid}:subscribers`, late);
       expect(await post({ group: cid, payload: 'g' }, { idempotencyKey: key })).toEqual({ status: 202, body: first.body });
 
-      expect(await r.llen(`rm:users:${a}:messages`)).toBe(1);
-      expect(await r.llen(`rm:users:${b}:messages`)).toBe(1);
-      expect(await r.llen(`rm:users:${late}:messages`)).toBe(0);
+      expect(await s.r.llen(`rm:users:${a}:messages`)).toBe(1);
+      expect(await s.r.llen(`rm:users:${b}:messages`)).toBe(1);
+      expect(await s.r.llen(`rm:users:${late}:messages`)).toBe(0);
     });
 
     it('a group retry after a fan-out that was not recorded stores for the members who lack it only', async () => {
       const cid = uniqueId('g');
       const [a, b] = [uniqueId('m'), uniqueId('m')];
-      await r.sadd(`rm:channels:${cid}:subscribers`, a, b);
+      await s.r.sadd(`rm:channels:${cid}:subscribers`, a, b);
       const key = uniqueId('idem');
       expect((await post({ group: cid, payload: 'g' }, { idempotencyKey: key })).status).toBe(202);
       // As after a crash between the members' stores and the group's record: the record is missing.
-      const records = await r.keys('rm:idem:*');
-      for (const record of records) if ((await r.get(record))!.includes('"recipients":2')) await r.del(record);
-      await r.del(`rm:users:${b}:messages`, ...(await r.keys(`rm:users:${b}:idem:*`)));
+      const records = await s.r.keys('rm:idem:*');
+      for (const record of records) if ((await s.r.get(record))!.includes('"recipients":2')) await s.r.del(record);
+      await s.r.del(`rm:users:${b}:messages`, ...(await s.r.keys(`rm:users:${b}:idem:*`)));
 
       expect(await post({ group: cid, payload: 'g' }, { idempotencyKey: key })).toEqual({ status: 202, body: { id: expect.any(String), recipients: 2 } });
 
-      expect(await r.llen(`rm:users:${a}:messages`)).toBe(1);
-      expect(await r.llen(`rm:users:${b}:messages`)).toBe(1);
+      expect(await s.r.llen(`rm:users:${a}:messages`)).toBe(1);
+      expect(await s.r.llen(`rm:users:${b}:messages`)).toBe(1);
     });
   });
 

@@ -6,15 +6,14 @@
  * no `unread` event and the per-user view's counts. Real redis-server, the built server, real
  * WebSocket clients.
  */
-import type Redis from 'ioredis';
 import WebSocket from 'ws';
 import { RedMessengerClient, type ClientOptions } from '../client/src/index';
 import { uniqueId } from './support/ids';
 import { PUBLISH_KEY, postMessage, retractMessage } from './support/http-publish';
-import { startRedis, type TestRedis } from './support/redis';
-import { startServer, type TestServer } from './support/server';
+import { useServer } from './support/fixtures';
+import type { TestServer } from './support/server';
 import { waitFor } from './support/wait';
-import { TestClient, type Frame } from './support/ws-client';
+import type { Frame, TestClient } from './support/ws-client';
 
 jest.setTimeout(90_000);
 
@@ -22,29 +21,13 @@ const STREAM = 'rm:events';
 const ADMIN_KEY = 'test-admin-key-0123456789';
 
 describe('DELETE /v1/messages/<id>', () => {
-  let redis: TestRedis;
-  let r: Redis;
-  /** Takes DELETEs and POSTs (PUBLISH_API_KEYS set). */
-  let a: TestServer;
-  /** Holds sockets; its publish routes are off (PUBLISH_API_KEYS unset). */
-  let b: TestServer;
-  const clients: TestClient[] = [];
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    r = redis.client();
-    const env = { REDIS_URL: redis.url, EVENTS_STREAM: STREAM, UNREAD_AFTER_SECONDS: '1', LOG_LEVEL: 'log' };
-    [a, b] = await Promise.all([startServer({ ...env, INSTANCE_ID: uniqueId('a'), PUBLISH_API_KEYS: PUBLISH_KEY, ADMIN_API_KEYS: ADMIN_KEY }), startServer({ ...env, INSTANCE_ID: uniqueId('b') })]);
-  });
-
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.terminate();
-  });
-
-  afterAll(async () => {
-    await Promise.all([a?.stop(), b?.stop()]);
-    await redis?.close();
-  });
+  const env = { EVENTS_STREAM: STREAM, UNREAD_AFTER_SECONDS: '1', LOG_LEVEL: 'log' };
+  const s = useServer([
+    { ...env, INSTANCE_ID: uniqueId('a'), PUBLISH_API_KEYS: PUBLISH_KEY, ADMIN_API_KEYS: ADMIN_KEY },
+    { ...env, INSTANCE_ID: uniqueId('b') },
+  ]);
+  /** a takes DELETEs and POSTs (PUBLISH_API_KEYS set); b holds sockets, its publish routes off (PUBLISH_API_KEYS unset). */
+  const [a, b] = s.servers;
 
   const post = async (body: Record<string, unknown>): Promise<string> => {
     const answer = await postMessage(a.url, body);
@@ -53,12 +36,11 @@ describe('DELETE /v1/messages/<id>', () => {
   };
   const retract = (id: string, query: Record<string, string>, opts?: { key?: string | null }) => retractMessage(a.url, id, query, opts);
   const connect = async (server: TestServer, user: string): Promise<TestClient> => {
-    const client = await TestClient.connect(server.wsUrl);
-    clients.push(client);
+    const client = await s.client({ server });
     await client.identify(user);
     return client;
   };
-  const queueIds = async (user: string) => (await r.lrange(`rm:users:${user}:messages`, 0, -1)).map((e) => JSON.parse(e).rm.id);
+  const queueIds = async (user: string) => (await s.r.lrange(`rm:users:${user}:messages`, 0, -1)).map((e) => JSON.parse(e).rm.id);
   const view = async (user: string): Promise<any> => (await fetch(`${a.url}/v1/users/${user}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` }, signal: AbortSignal.timeout(5000) })).json();
   /** The frames after `ready`, up to and including the first message frame. */
   const afterReady = (client: TestClient): Frame[] => {
@@ -66,7 +48,7 @@ describe('DELETE /v1/messages/<id>', () => {
     return client.frames.slice(start + 1);
   };
   const events = async (user: string) =>
-    (await r.xrange(STREAM, '-', '+')).map(([, f]) => Object.fromEntries(Array.from({ length: f.length / 2 }, (_, i) => [f[2 * i], f[2 * i + 1]]))).filter((e) => e.user === user);
+    (await s.r.xrange(STREAM, '-', '+')).map(([, f]) => Object.fromEntries(Array.from({ length: f.length / 2 }, (_, i) => [f[2 * i], f[2 * i + 1]]))).filter((e) => e.user === user);
 
   it('a queued message: removed, 200 queued, never delivered at the next identify', async () => {
     const user = uniqueId('q');
@@ -98,7 +80,7 @@ describe('DELETE /v1/messages/<id>', () => {
     // Acking it now changes nothing (it is no longer owed).
     client.ack([id]);
     await client.close();
-    await waitFor(async () => (await r.hlen(`rm:users:${user}:state`)) === 0 || !(await r.exists(`rm:users:${user}:state`)), 5000, 'the socket detached');
+    await waitFor(async () => (await s.r.hlen(`rm:users:${user}:state`)) === 0 || !(await s.r.exists(`rm:users:${user}:state`)), 5000, 'the socket detached');
 
     await post({ to: user, payload: 'after' });
     const again = await connect(b, user);
@@ -152,7 +134,7 @@ describe('DELETE /v1/messages/<id>', () => {
   it('a group message: one id for every member, retracted for each member now in the set', async () => {
     const cid = uniqueId('g');
     const [offline, online, reader] = [uniqueId('m'), uniqueId('m'), uniqueId('m')];
-    await r.sadd(`rm:channels:${cid}:subscribers`, offline, online, reader);
+    await s.r.sadd(`rm:channels:${cid}:subscribers`, offline, online, reader);
     const onlineClient = await connect(b, online);
     const readerClient = await connect(a, reader);
 
@@ -255,7 +237,7 @@ describe('DELETE /v1/messages/<id>', () => {
     expect((await retract(sentId, { to: online })).body).toEqual({ retracted: 'sent' });
 
     await waitFor(async () => (await events(offline)).some((e) => e.type === 'unread') && (await events(online)).some((e) => e.type === 'unread'), 15_000, 'the unread events of the kept messages');
-    await waitFor(async () => (await r.zcard('rm:unread')) === 0, 10_000, 'the unread index emptied');
+    await waitFor(async () => (await s.r.zcard('rm:unread')) === 0, 10_000, 'the unread index emptied');
     expect((await events(offline)).filter((e) => e.type === 'unread').map((e) => e.id)).toEqual([keptId]);
     expect((await events(online)).filter((e) => e.type === 'unread').map((e) => e.id)).toEqual([sentKept]);
     expect((await events(online)).filter((e) => e.type === 'acked')).toEqual([]);

@@ -6,13 +6,12 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type Redis from 'ioredis';
 import { exportJWK, SignJWT, type JWK } from 'jose';
 import { uniqueId } from './support/ids';
 import { freePort, sleep } from './support/proc';
 import { entryPayload, owedCount } from './support/queue-entries';
-import { startRedis, type TestRedis } from './support/redis';
-import { startServer, type TestServer } from './support/server';
+import { useServer } from './support/fixtures';
+import type { TestServer } from './support/server';
 import { metric } from './support/traffic';
 import { TestClient } from './support/ws-client';
 import { waitFor } from './support/wait';
@@ -22,18 +21,15 @@ jest.setTimeout(120_000);
 const SECRET = 'an-hs256-secret-that-is-at-least-32-characters-long';
 const now = () => Math.floor(Date.now() / 1000);
 
-let redis: TestRedis;
-let r: Redis;
-const servers: TestServer[] = [];
-let hs: TestServer; // HS256, AUTH_CLOCK_SKEW_S=0 so that expiry tests take seconds
-let lax: TestServer; // AUTH_JWT_REQUIRE_EXP=false
-let open: TestServer; // AUTH_MODE=none
-
-async function newServer(env: Record<string, string>): Promise<TestServer> {
-  const s = await startServer({ REDIS_URL: redis.url, LOG_LEVEL: 'log', ...env });
-  servers.push(s);
-  return s;
-}
+const log = { LOG_LEVEL: 'log' };
+const s = useServer([
+  { ...log, AUTH_MODE: 'jwt', AUTH_JWT_SECRET: SECRET, AUTH_CLOCK_SKEW_S: '0' },
+  { ...log, AUTH_MODE: 'jwt', AUTH_JWT_SECRET: SECRET, AUTH_JWT_REQUIRE_EXP: 'false' },
+  { ...log, AUTH_MODE: 'none' },
+]);
+// hs: HS256, AUTH_CLOCK_SKEW_S=0 so that expiry tests take seconds; lax: AUTH_JWT_REQUIRE_EXP=false; open: AUTH_MODE=none.
+const [hs, lax, open] = s.servers;
+const newServer = (env: Record<string, string>) => s.start({ ...log, ...env });
 
 /** An HS256 token for `sub`; `exp` in seconds since the epoch, or null for none. */
 function hsToken(sub: string, exp: number | null, secret = SECRET): Promise<string> {
@@ -61,21 +57,6 @@ async function refused(server: TestServer, id: string, token: string): Promise<s
   return c.frames[0].data.message;
 }
 
-beforeAll(async () => {
-  redis = await startRedis();
-  r = redis.client();
-  [hs, lax, open] = await Promise.all([
-    newServer({ AUTH_MODE: 'jwt', AUTH_JWT_SECRET: SECRET, AUTH_CLOCK_SKEW_S: '0' }),
-    newServer({ AUTH_MODE: 'jwt', AUTH_JWT_SECRET: SECRET, AUTH_JWT_REQUIRE_EXP: 'false' }),
-    newServer({ AUTH_MODE: 'none' }),
-  ]);
-});
-
-afterAll(async () => {
-  await Promise.all(servers.map((s) => s.stop().catch(() => undefined)));
-  await redis?.close();
-});
-
 describe('exp', () => {
   it('refuses a token without exp with 4401, and accepts it with AUTH_JWT_REQUIRE_EXP=false (no deadline then)', async () => {
     const id = uniqueId('noexp');
@@ -91,7 +72,7 @@ describe('exp', () => {
     const id = uniqueId('expiring');
     const exp = now() + 3;
     const c = await identified(hs, id, await hsToken(id, exp));
-    for (const p of ['one', 'two', 'three']) await r.publish(`rm.users.${id}`, p);
+    for (const p of ['one', 'two', 'three']) await s.r.publish(`rm.users.${id}`, p);
     expect((await c.messages(3)).map((m) => m.data.payload)).toEqual(['one', 'two', 'three']);
     await c.ack([(await c.messages(1))[0].data.id]); // the first is acked: it is not owed any more
     const close = await c.closed(10_000);
@@ -99,9 +80,9 @@ describe('exp', () => {
     expect({ close: close.code, error: error?.data.code }).toEqual({ close: 4401, error: 'TOKEN_EXPIRED' });
     // Not before exp (the server's skew is 0; a second of rounding either way).
     expect(Date.now()).toBeGreaterThanOrEqual((exp - 1) * 1000);
-    await waitFor(async () => (await r.llen(`rm:users:${id}:messages`)) === 2, 10_000, 'the two unacked messages back in the queue');
-    expect((await r.lrange(`rm:users:${id}:messages`, 0, -1)).map(entryPayload)).toEqual(['two', 'three']);
-    expect(await owedCount(r, id)).toBe(0);
+    await waitFor(async () => (await s.r.llen(`rm:users:${id}:messages`)) === 2, 10_000, 'the two unacked messages back in the queue');
+    expect((await s.r.lrange(`rm:users:${id}:messages`, 0, -1)).map(entryPayload)).toEqual(['two', 'three']);
+    expect(await owedCount(s.r, id)).toBe(0);
     expect(await metric(hs, 'redmessenger_sockets_closed_total\\{cause="token_expired"\\}')).toBeGreaterThanOrEqual(1);
   });
 
@@ -113,7 +94,7 @@ describe('exp', () => {
     expect((await c.next((f) => f.event !== 'message')).data).toEqual({ exp });
     await sleep(4000); // past the first token's exp
     expect(c.isOpen).toBe(true);
-    await r.publish(`rm.users.${id}`, 'still here');
+    await s.r.publish(`rm.users.${id}`, 'still here');
     expect((await c.messages(1))[0].data.payload).toBe('still here');
     expect(c.frames.filter((f) => f.event === 'error')).toEqual([]);
     await c.close();
@@ -158,7 +139,7 @@ describe('exp', () => {
     await c.identify(id);
     c.send('refresh', { token: await hsToken(id, now() + 60) });
     expect((await c.next((f) => f.event === 'error')).data.code).toBe('UNKNOWN_EVENT');
-    await r.publish(`rm.users.${id}`, 'open');
+    await s.r.publish(`rm.users.${id}`, 'open');
     expect((await c.messages(1))[0].data.payload).toBe('open');
     await c.close();
   });

@@ -3,41 +3,27 @@
  * the same answer; before and after identify, ack and disconnect; 401 without a valid
  * key, 400 for an invalid id, 404 while ADMIN_API_KEYS is unset.
  */
-import type Redis from 'ioredis';
 import { uniqueId } from './support/ids';
 import { connectionCount } from './support/queue-entries';
-import { startRedis, type TestRedis } from './support/redis';
+import { useServer } from './support/fixtures';
+import { startRedis } from './support/redis';
 import { startServer, type TestServer } from './support/server';
 import { waitFor } from './support/wait';
-import { TestClient } from './support/ws-client';
 
 jest.setTimeout(60_000);
 
 const KEY = 'admin-key-0123456789abcdef';
 const OTHER_KEY = 'second-admin-key-0123456789';
 
-let redis: TestRedis;
-let r: Redis;
-let a: TestServer;
-let b: TestServer;
-const clients: TestClient[] = [];
-
-beforeAll(async () => {
-  redis = await startRedis();
-  r = redis.client();
-  const env = { REDIS_URL: redis.url, ADMIN_API_KEYS: `${KEY}, ${OTHER_KEY}`, MAX_QUEUE_LENGTH: '3', LOG_LEVEL: 'log' };
-  a = await startServer({ ...env, INSTANCE_ID: uniqueId('a') });
-  b = await startServer({ ...env, INSTANCE_ID: uniqueId('b') });
-});
-
-afterEach(() => {
-  for (const client of clients.splice(0)) client.terminate();
-});
-
-afterAll(async () => {
-  await Promise.all([a, b].map((s) => s?.stop()));
-  await redis?.close();
-});
+const env = { ADMIN_API_KEYS: `${KEY}, ${OTHER_KEY}`, MAX_QUEUE_LENGTH: '3', LOG_LEVEL: 'log' };
+const s = useServer(
+  [
+    { ...env, INSTANCE_ID: uniqueId('a') },
+    { ...env, INSTANCE_ID: uniqueId('b') },
+  ],
+  { sequential: true },
+);
+const [a, b] = s.servers;
 
 function get(server: TestServer, path: string, key: string | null = KEY) {
   return fetch(`${server.url}${path}`, { headers: key === null ? {} : { authorization: `Bearer ${key}` }, signal: AbortSignal.timeout(5000) });
@@ -62,16 +48,15 @@ it('follows a user through queueing, identify, ack and disconnect, the same from
   expect(await view(user)).toEqual({ id: user, online: false, connections: 0, queued: 0, owed: 0, oldestQueuedAgeSeconds: null, dropped: 0 });
 
   const before = Date.now();
-  await r.publish(`rm.users.${user}`, 'one');
-  await r.publish(`rm.users.${user}`, 'two');
-  await waitFor(async () => (await r.llen(`rm:users:${user}:messages`)) === 2, 5000, 'two queued messages');
+  await s.r.publish(`rm.users.${user}`, 'one');
+  await s.r.publish(`rm.users.${user}`, 'two');
+  await waitFor(async () => (await s.r.llen(`rm:users:${user}:messages`)) === 2, 5000, 'two queued messages');
   const queued = await view(user);
   expect(queued).toMatchObject({ online: false, connections: 0, queued: 2, owed: 0, dropped: 0 });
   expect(queued.oldestQueuedAgeSeconds).toBeGreaterThanOrEqual(0);
   expect(queued.oldestQueuedAgeSeconds).toBeLessThanOrEqual((Date.now() - before) / 1000 + 1);
 
-  const client = await TestClient.connect(a.wsUrl);
-  clients.push(client);
+  const client = await s.client({ server: a });
   await client.identify(user);
   const messages = await client.messages(2);
   expect(await view(user)).toEqual({ id: user, online: true, connections: 1, queued: 0, owed: 2, oldestQueuedAgeSeconds: null, dropped: 0 });
@@ -82,7 +67,7 @@ it('follows a user through queueing, identify, ack and disconnect, the same from
   expect(await view(user)).toMatchObject({ online: true, connections: 1, queued: 0, owed: 1 });
 
   await client.close();
-  await waitFor(async () => (await connectionCount(r, user)) === 0, 5000, 'the socket to be unregistered');
+  await waitFor(async () => (await connectionCount(s.r, user)) === 0, 5000, 'the socket to be unregistered');
   const left = await view(user);
   expect(left).toMatchObject({ online: false, connections: 0, queued: 1, owed: 0, dropped: 0 });
   expect(left.oldestQueuedAgeSeconds).toBeGreaterThanOrEqual(0);
@@ -90,14 +75,13 @@ it('follows a user through queueing, identify, ack and disconnect, the same from
 
 it('counts drops since the last identify without consuming them', async () => {
   const user = uniqueId('dropped');
-  const pipeline = r.pipeline();
+  const pipeline = s.r.pipeline();
   for (let i = 0; i < 5; i++) pipeline.publish(`rm.users.${user}`, `m${i}`);
   await pipeline.exec();
   await waitFor(async () => (await view(user)).dropped === 2, 5000, 'two drops past MAX_QUEUE_LENGTH=3');
   expect(await view(user)).toMatchObject({ queued: 3, dropped: 2 });
 
-  const client = await TestClient.connect(b.wsUrl, { autoAck: true });
-  clients.push(client);
+  const client = await s.client({ server: b, autoAck: true });
   expect((await client.identify(user)).data).toMatchObject({ queued: 3, dropped: 2 });
   await client.messages(3);
   await waitFor(async () => (await view(user)).owed === 0, 5000, 'the acks to be stored');
@@ -106,7 +90,7 @@ it('counts drops since the last identify without consuming them', async () => {
 
 it('takes a raw entry at the head of the queue: its age is null without an index time', async () => {
   const user = uniqueId('raw');
-  await r.rpush(`rm:users:${user}:messages`, 'pushed by another program');
+  await s.r.rpush(`rm:users:${user}:messages`, 'pushed by another program');
   expect(await view(user)).toMatchObject({ queued: 1, oldestQueuedAgeSeconds: null });
 });
 

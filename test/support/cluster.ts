@@ -8,8 +8,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { Cluster, ClusterOptions } from 'ioredis';
 import { freePort, stopChild, tail, trackChild } from './proc';
-import { ask, CLI_BIN, HostPort, listenArgs, logsOf, RedisNode, Secure, spawnNode, Target, until } from './redis-node';
-import { within } from './wait';
+import { ask, CLI_BIN, HostPort, listenArgs, logsOf, RedisNode, Secure, showing, spawnNode, Target } from './redis-node';
+import { waitFor, within } from './wait';
 
 export interface TestCluster {
   /** Every node, masters and replicas, in the order given to `--cluster create`. */
@@ -136,7 +136,7 @@ export async function startCluster({ masters = 3, replicasPerMaster = 0, secure 
       );
     }
     await createCluster(nodes, replicasPerMaster, secure);
-    await until(`cluster_state:ok on all ${total} nodes`, OK_TIMEOUT_MS, healthy, nodes);
+    await waitFor(healthy, OK_TIMEOUT_MS, `cluster_state:ok on all ${total} nodes`, showing(nodes));
   } catch (err) {
     await close();
     throw err;
@@ -157,7 +157,7 @@ export async function startCluster({ masters = 3, replicasPerMaster = 0, secure 
     killNode: (port) => byPort(port).kill(),
     async startNode(port) {
       await byPort(port).start();
-      await until(`cluster_state:ok after restarting node ${port}`, OK_TIMEOUT_MS, healthy, nodes);
+      await waitFor(healthy, OK_TIMEOUT_MS, `cluster_state:ok after restarting node ${port}`, showing(nodes));
     },
     async masterOf(key) {
       return slotOwner(at(anyLive()), await slotOf(key));
@@ -167,7 +167,12 @@ export async function startCluster({ masters = 3, replicasPerMaster = 0, secure 
       const slot = await slotOf(key);
       const old = await slotOwner(at(anyLive()), slot);
       await byPort(old.port).kill();
-      await until(`a replica of ${old.port} to take over slot ${slot} with cluster_state:ok`, OK_TIMEOUT_MS, async () => (await healthy()) && (await slotOwner(at(anyLive()), slot)).port !== old.port, nodes);
+      await waitFor(
+        async () => (await healthy()) && (await slotOwner(at(anyLive()), slot)).port !== old.port,
+        OK_TIMEOUT_MS,
+        `a replica of ${old.port} to take over slot ${slot} with cluster_state:ok`,
+        showing(nodes),
+      );
       return slotOwner(at(anyLive()), slot);
     },
     close,

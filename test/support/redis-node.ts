@@ -1,6 +1,7 @@
-// Plumbing shared by cluster.ts and sentinel.ts: one redis-server child process
-// (cluster node, replica or sentinel) in its own temp dir that tests can SIGKILL and
-// start again on the same port; one-shot commands; deadline polls that show the logs.
+// The one redis-server spawner, shared by redis.ts (startRedis), cluster.ts and sentinel.ts:
+// one redis-server child process (a test's Redis, cluster node, replica or sentinel) in its own
+// temp dir that tests can SIGKILL and start again on the same port; one-shot commands; waitFor
+// options that show the nodes' logs on a timeout.
 import { ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -8,7 +9,7 @@ import path from 'node:path';
 import Redis from 'ioredis';
 import { freePort, isRunning, sleep, stopChild, tail, trackChild, trackDir, untrackDir, waitExit } from './proc';
 import type { TestTls } from './tls';
-import { within } from './wait';
+import { within, type WaitOptions } from './wait';
 
 /** How a node is reached: its password (requirepass) and, with tls, TLS only (its port is the TLS port). */
 export interface Secure {
@@ -66,9 +67,11 @@ export interface RedisNode {
   start(extraArgs?: string[]): Promise<void>;
   /** SIGKILL, as a crash would. */
   kill(): Promise<void>;
-  /** SIGTERM (Redis's graceful shutdown), SIGKILL after 5 s. */
+  /** Send a signal (SIGSTOP: it hangs with its sockets open; SIGCONT: it goes on). */
+  signal(sig: NodeJS.Signals): void;
+  /** SIGTERM (Redis's graceful shutdown), SIGKILL after NodeSpec.stopGraceMs. */
   stop(): Promise<void>;
-  /** stop + remove the dir. */
+  /** stop (a stopped node is sent SIGCONT first) + remove the dir. */
   remove(): Promise<void>;
 }
 
@@ -81,6 +84,8 @@ export interface NodeSpec {
   pickPort?: () => Promise<number>;
   /** How the harness reaches it (its PING, ask()). */
   secure?: Secure;
+  /** How long stop() and remove() wait after SIGTERM before SIGKILL (default 5000 ms). */
+  stopGraceMs?: number;
 }
 
 const READY_TIMEOUT_MS = 10_000;
@@ -121,8 +126,10 @@ export async function spawnNode(spec: NodeSpec): Promise<RedisNode> {
     }
   };
 
+  const graceMs = spec.stopGraceMs ?? 5000;
   const remove = async (): Promise<void> => {
-    if (child) await stopChild(child, 'SIGTERM', 5000);
+    if (isRunning(child)) child!.kill('SIGCONT'); // a stopped one would not hear SIGTERM
+    if (child) await stopChild(child, 'SIGTERM', graceMs);
     await rm(dir, { recursive: true, force: true });
     untrackDir(dir);
   };
@@ -155,8 +162,11 @@ export async function spawnNode(spec: NodeSpec): Promise<RedisNode> {
     async kill() {
       if (child) await stopChild(child, 'SIGKILL', 5000);
     },
+    signal(sig) {
+      child?.kill(sig);
+    },
     async stop() {
-      if (child) await stopChild(child, 'SIGTERM', 5000);
+      if (child) await stopChild(child, 'SIGTERM', graceMs);
     },
     remove,
   };
@@ -188,26 +198,9 @@ export async function ask(target: Target, command: string, ...args: (string | nu
   }
 }
 
-/**
- * Polls cond every 100 ms until it is true; past the deadline, throws naming what was
- * awaited, the last error a check threw, and the tail of each node's output.
- */
-export async function until(what: string, timeoutMs: number, cond: () => Promise<boolean>, nodes: RedisNode[]): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      if (await cond()) return;
-      lastError = undefined;
-    } catch (err) {
-      lastError = err; // e.g. a node still down: "not yet"
-    }
-    if (Date.now() > deadline) {
-      const cause = lastError === undefined ? '' : ` (last check threw: ${String(lastError)})`;
-      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${cause}\n${logsOf(nodes)}`);
-    }
-    await sleep(100);
-  }
+/** waitFor options for a wait on these nodes: a check every 100 ms; past the deadline, the tail of each node's output. */
+export function showing(nodes: RedisNode[]): WaitOptions {
+  return { intervalMs: 100, detail: () => logsOf(nodes) };
 }
 
 export function logsOf(nodes: RedisNode[]): string {

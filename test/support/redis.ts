@@ -2,13 +2,10 @@
 // (REDIS_TEST_CONTAINERS=1 and a Docker engine answers; image REDIS_TEST_IMAGE, default
 // redis:7-alpine), or a redis-server child process that tests can stop, restart and SIGKILL.
 // Only suites that never restart Redis get a container: its mapped port changes on restart.
-import { ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
+import { execFile } from 'node:child_process';
 import Redis, { RedisOptions } from 'ioredis';
-import { freePort, isRunning, sleep, stopChild, tail, trackChild, trackDir, untrackDir, waitExit } from './proc';
+import { freePort } from './proc';
+import { spawnNode } from './redis-node';
 import type { TestTls } from './tls';
 
 /** Which Redis a handle is: the REDIS_URL_TEST one, a testcontainers container, or a redis-server child. */
@@ -50,8 +47,6 @@ export interface StartRedisOptions {
   /** More redis-server arguments. Always a child process. */
   args?: string[];
 }
-
-const READY_TIMEOUT_MS = 10_000;
 
 export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedis> {
   // Persistence only shows across a restart, so it needs a Redis we can restart.
@@ -180,124 +175,52 @@ async function containerRedis(): Promise<TestRedis> {
 }
 
 // ---------------------------------------------------------------------------
-// redis-server child process.
+// redis-server child process: redis-node.ts's spawnNode, with this file's arguments.
 
 async function spawnedRedis({ persistent = false, password, tls, args: extra = [] }: StartRedisOptions): Promise<TestRedis> {
-  const bin = process.env.REDIS_SERVER_BIN || 'redis-server';
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'rm-redis-'));
-  trackDir(dir);
-  let child: ChildProcess | undefined;
-  let output = '';
-  let port = 0;
   let tlsPort = 0;
-
-  const launch = async (): Promise<void> => {
-    output = '';
-    // Spawn arguments are not parsed by a shell: '' is the empty value `--save ""` means.
-    const args = [
-      '--bind',
-      '127.0.0.1',
-      '--port',
-      String(port),
-      '--dir',
-      dir,
-      '--save',
-      '',
-      '--appendonly',
-      persistent ? 'yes' : 'no',
-      '--appendfsync',
-      'always',
-      '--daemonize',
-      'no',
-      '--protected-mode',
-      'no',
-      ...(password ? ['--requirepass', password] : []),
-      ...(tls ? ['--tls-port', String(tlsPort), '--tls-cert-file', tls.certFile, '--tls-key-file', tls.keyFile, '--tls-ca-cert-file', tls.caFile, '--tls-auth-clients', 'no'] : []),
-      ...extra,
-    ];
-    const c = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    child = c;
-    trackChild(c);
-    let spawnError: Error | undefined;
-    c.once('error', (err) => (spawnError = err));
-    c.stdout?.on('data', (d: Buffer) => (output += d.toString()));
-    c.stderr?.on('data', (d: Buffer) => (output += d.toString()));
-    const deadline = Date.now() + READY_TIMEOUT_MS;
-    for (;;) {
-      if (spawnError) throw new Error(`Could not run ${bin} (set REDIS_SERVER_BIN?): ${spawnError.message}`);
-      if (!isRunning(c)) {
-        await waitExit(c, 100); // let the last output arrive
-        throw new Error(`redis-server on port ${port} exited (code ${c.exitCode}):\n${tail(output)}`);
-      }
-      if (await ping('127.0.0.1', port, password)) return;
-      if (Date.now() > deadline) {
-        await stopChild(c, 'SIGKILL', 1000);
-        throw new Error(`redis-server on port ${port} did not answer PING within ${READY_TIMEOUT_MS} ms:\n${tail(output)}`);
-      }
-      await sleep(50);
-    }
-  };
-
-  // The free port may be taken between freePort() and redis binding it: retry.
-  for (let attempt = 1; ; attempt++) {
-    port = await freePort();
-    if (tls) tlsPort = await freePort();
-    try {
-      await launch();
-      break;
-    } catch (err) {
-      if (attempt >= 3 || !/already in use/i.test(output)) {
-        await rm(dir, { recursive: true, force: true });
-        untrackDir(dir);
-        throw err;
-      }
-    }
-  }
-
-  // SIGTERM is Redis's graceful SHUTDOWN; with --save "" nothing is written beyond the AOF.
-  const stop = async (): Promise<void> => {
-    if (child) await stopChild(child, 'SIGTERM', 10_000);
-  };
-  return makeHandle('process', `redis://${password ? `:${encodeURIComponent(password)}@` : ''}127.0.0.1:${port}`, {
-    restartable: true,
-    tlsPort: tls ? tlsPort : undefined,
-    stop,
-    async start() {
-      if (isRunning(child)) return;
-      await launch();
-    },
-    async kill() {
-      if (child) await stopChild(child, 'SIGKILL', 5000);
-    },
-    signal(sig) {
-      child?.kill(sig);
-    },
-    async cleanup() {
-      if (isRunning(child)) child!.kill('SIGCONT'); // a stopped one would not hear SIGTERM
-      await stop();
-      await rm(dir, { recursive: true, force: true });
-      untrackDir(dir);
+  const node = await spawnNode({
+    label: 'redis-server',
+    // The harness PINGs the plain port, which stays open beside the TLS one.
+    secure: password ? { password } : undefined,
+    stopGraceMs: 10_000,
+    async args(port, dir) {
+      if (tls) tlsPort = await freePort();
+      // Spawn arguments are not parsed by a shell: '' is the empty value `--save ""` means.
+      return [
+        '--bind',
+        '127.0.0.1',
+        '--port',
+        String(port),
+        '--dir',
+        dir,
+        '--save',
+        '',
+        '--appendonly',
+        persistent ? 'yes' : 'no',
+        '--appendfsync',
+        'always',
+        '--daemonize',
+        'no',
+        '--protected-mode',
+        'no',
+        ...(password ? ['--requirepass', password] : []),
+        ...(tls ? ['--tls-port', String(tlsPort), '--tls-cert-file', tls.certFile, '--tls-key-file', tls.keyFile, '--tls-ca-cert-file', tls.caFile, '--tls-auth-clients', 'no'] : []),
+        ...extra,
+      ];
     },
   });
-}
 
-/** One PING over a raw socket: true only on +PONG (not while loading the AOF). */
-function ping(host: string, port: number, password?: string, timeoutMs = 500): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host, port });
-    let reply = '';
-    const done = (ok: boolean): void => {
-      sock.destroy();
-      resolve(ok);
-    };
-    sock.setTimeout(timeoutMs, () => done(false));
-    sock.once('error', () => done(false));
-    // AUTH's +OK comes first when there is a password.
-    sock.once('connect', () => sock.write(password ? `AUTH ${password}\r\nPING\r\n` : 'PING\r\n'));
-    sock.on('data', (d) => {
-      reply += d.toString();
-      const lines = reply.split('\r\n');
-      if (lines.length > (password ? 2 : 1)) done(lines[password ? 1 : 0].startsWith('+PONG'));
-    });
+  // SIGTERM is Redis's graceful SHUTDOWN; with --save "" nothing is written beyond the AOF.
+  return makeHandle('process', `redis://${password ? `:${encodeURIComponent(password)}@` : ''}127.0.0.1:${node.port}`, {
+    restartable: true,
+    tlsPort: tls ? tlsPort : undefined,
+    stop: () => node.stop(),
+    async start() {
+      if (!node.running()) await node.start();
+    },
+    kill: () => node.kill(),
+    signal: (sig) => node.signal(sig),
+    cleanup: () => node.remove(),
   });
 }

@@ -6,7 +6,8 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import Redis, { RedisOptions } from 'ioredis';
-import { ask, HostPort, listenArgs, RedisNode, spawnNode, Target, until } from './redis-node';
+import { ask, HostPort, listenArgs, RedisNode, showing, spawnNode, Target } from './redis-node';
+import { waitFor } from './wait';
 
 export interface TestSentinel {
   /** `127.0.0.1:<port>`: the format of REDIS_SENTINELS. */
@@ -131,7 +132,7 @@ export async function startSentinel({ password, sentinelPassword }: StartSentine
         return [conf, '--sentinel'];
       },
     });
-    await until('the replica in sync and known to the sentinel', READY_TIMEOUT_MS, () => inSync(m.port, data[1].port), all());
+    await waitFor(() => inSync(m.port, data[1].port), READY_TIMEOUT_MS, 'the replica in sync and known to the sentinel', showing(all()));
   } catch (err) {
     await close();
     throw err;
@@ -158,7 +159,12 @@ export async function startSentinel({ password, sentinelPassword }: StartSentine
       }
       await oldNode.kill();
       killed = oldNode;
-      await until(`the sentinel to promote ${next.port} after killing ${old.port}`, FAILOVER_TIMEOUT_MS, async () => (await master()).port === next.port && (await role(next.port)) === 'master', all());
+      await waitFor(
+        async () => (await master()).port === next.port && (await role(next.port)) === 'master',
+        FAILOVER_TIMEOUT_MS,
+        `the sentinel to promote ${next.port} after killing ${old.port}`,
+        showing(all()),
+      );
     },
     async restartOld() {
       if (!killed) throw new Error('restartOld(): no node was killed by failover()');
@@ -167,7 +173,7 @@ export async function startSentinel({ password, sentinelPassword }: StartSentine
       // Straight in as a replica: started as a master it would take writes until the sentinel demotes it.
       await node.start(['--replicaof', current.host, String(current.port)]);
       killed = undefined;
-      await until(`${node.port} in sync with ${current.port} and known to the sentinel`, READY_TIMEOUT_MS, () => inSync(current.port, node.port), all());
+      await waitFor(() => inSync(current.port, node.port), READY_TIMEOUT_MS, `${node.port} in sync with ${current.port} and known to the sentinel`, showing(all()));
     },
     close,
   };

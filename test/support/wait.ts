@@ -1,5 +1,18 @@
 // Polling for conditions that have no event to wait on (Redis state, log content).
-export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
+import { sleep } from './proc';
+
+export interface WaitOptions {
+  /** Between checks (default 25 ms). */
+  intervalMs?: number;
+  /** Appended to the timeout's message on a line of its own, e.g. the logs of the processes involved. */
+  detail?: () => string;
+}
+
+/**
+ * Polls cond until it is true; past timeoutMs, throws naming what was awaited and the
+ * last error a check threw (a throwing check counts as "not yet").
+ */
+export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition', opts: WaitOptions = {}): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {
@@ -11,9 +24,10 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs 
     }
     if (Date.now() > deadline) {
       const cause = lastError === undefined ? '' : ` (last check threw: ${String(lastError)})`;
-      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${cause}`);
+      const detail = opts.detail ? `\n${opts.detail()}` : '';
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${cause}${detail}`);
     }
-    await new Promise((resolve) => setTimeout(resolve, 25));
+    await sleep(opts.intervalMs ?? 25);
   }
 }
 

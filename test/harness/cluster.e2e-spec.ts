@@ -1,10 +1,10 @@
 // Proves the Cluster and Sentinel harnesses against real redis-server processes.
 import Redis from 'ioredis';
-import { startCluster, TestCluster } from './cluster';
-import { uniqueId } from './ids';
-import { ask } from './redis-node';
-import { startSentinel, TestSentinel } from './sentinel';
-import { waitFor } from './wait';
+import { startCluster, TestCluster } from '../support/cluster';
+import { uniqueId } from '../support/ids';
+import { ask } from '../support/redis-node';
+import { startSentinel, TestSentinel } from '../support/sentinel';
+import { waitFor } from '../support/wait';
 
 describe('startCluster with 3 masters', () => {
   let cluster: TestCluster;

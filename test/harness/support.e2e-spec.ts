@@ -3,10 +3,11 @@
 import { existsSync } from 'node:fs';
 import { AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
-import { uniqueId } from './ids';
-import { dockerAvailable, startRedis, TestRedis } from './redis';
-import { waitFor } from './wait';
-import { TestClient } from './ws-client';
+import { uniqueId } from '../support/ids';
+import { dockerAvailable, startRedis, TestRedis } from '../support/redis';
+import { useRedis } from '../support/fixtures';
+import { waitFor } from '../support/wait';
+import { TestClient } from '../support/ws-client';
 
 // A client that fails at once instead of retrying, to see whether Redis is up.
 const probe = (redis: TestRedis) => redis.client({ retryStrategy: () => null, maxRetriesPerRequest: 0, connectTimeout: 1000 });
@@ -213,5 +214,49 @@ describe('helpers', () => {
     await expect(waitFor(() => false, 50, 'the moon')).rejects.toThrow(/Timed out after 50 ms waiting for the moon/);
     let n = 0;
     await waitFor(() => ++n > 2);
+  });
+
+  it('waitFor checks every intervalMs, and adds the detail and the last error to a timeout', async () => {
+    let checks = 0;
+    const err = await waitFor(
+      () => {
+        checks++;
+        throw new Error('not yet');
+      },
+      250,
+      'the tide',
+      { intervalMs: 100, detail: () => 'the logs' },
+    ).catch((e: Error) => e);
+    expect(String(err)).toMatch(/Timed out after 250 ms waiting for the tide \(last check threw: Error: not yet\)\nthe logs$/);
+    expect(checks).toBeGreaterThanOrEqual(2);
+    expect(checks).toBeLessThanOrEqual(5);
+  });
+});
+
+describe('useRedis', () => {
+  const shared = useRedis({ restartable: true });
+  // Used while the describe is collected, before its beforeAll has run.
+  const early = (() => {
+    try {
+      return shared.redis;
+    } catch (err) {
+      return err;
+    }
+  })();
+
+  it('refuses to be used before its beforeAll', () => {
+    expect(String(early)).toMatch(/The suite's Redis is not started/);
+  });
+
+  it('gives the Redis and one client of it, made again after stop() quit it', async () => {
+    const key = uniqueId('k');
+    const first = shared.r;
+    expect(shared.r).toBe(first);
+    await first.set(key, 'v');
+    expect(await shared.redis.client().get(key)).toBe('v');
+    await shared.redis.stop();
+    await shared.redis.start();
+    expect(shared.r).not.toBe(first);
+    expect(await shared.r.ping()).toBe('PONG');
   });
 });
