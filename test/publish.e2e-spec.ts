@@ -314,12 +314,12 @@ describe('POST /v1/messages', () => {
   it('a group retry after a partial store (one member unusable, then fixed) stores the rest under the same id: one id for every member', async () => {
     const cid = uniqueId('g');
     const [a, b] = [uniqueId('m'), uniqueId('m')];
-    await r.sadd(`rm:channels:${cid}:subscribers`, a, b);
-    await r.set(`rm:users:${b}:messages`, 'not a list'); // b's keys cannot hold messages
+    await s.r.sadd(`rm:channels:${cid}:subscribers`, a, b);
+    await s.r.set(`rm:users:${b}:messages`, 'not a list'); // b's keys cannot hold messages
     const key = uniqueId('idem');
 
     const partial = await post({ group: cid, payload: 'g' }, { idempotencyKey: key });
-    await r.del(`rm:users:${b}:messages`);
+    await s.r.del(`rm:users:${b}:messages`);
     const retry = await post({ group: cid, payload: 'g' }, { idempotencyKey: key });
 
     expect(partial.status).toBe(503);
