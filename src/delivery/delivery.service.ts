@@ -105,7 +105,7 @@ export class DeliveryService implements OnModuleInit {
       conns.add(conn);
       // Noted before the socket is registered, so a crash after it is always reclaimed.
       await this.queue.registerUser(this.presence.instanceId, user, true);
-      const { owed, dropped, position, replaced, first, expired, retracted, lookingChanged } = await this.queue.attach(user, conn.id, this.presence.instanceId, undefined, undefined, conn.visible);
+      const { owed, dropped, position, replaced, first, expired, retracted, lookingChanged } = await this.queue.attach(user, conn.id, this.presence.instanceId, { visible: conn.visible });
       conn.retractsDue.push(...retracted);
       if (lookingChanged) this.events.lookingChanged(user);
       if (first) this.events.online(user);
@@ -382,7 +382,7 @@ export class DeliveryService implements OnModuleInit {
         if (conn.state !== 'ready') continue;
         try {
           await this.queue.registerUser(this.presence.instanceId, user, true);
-          const { position, retracted, lookingChanged } = await this.queue.attach(user, conn.id, this.presence.instanceId, undefined, undefined, conn.visible);
+          const { position, retracted, lookingChanged } = await this.queue.attach(user, conn.id, this.presence.instanceId, { visible: conn.visible });
           if (lookingChanged) this.events.lookingChanged(user);
           for (const id of retracted) conn.retract(id, true);
           conn.rewind(position);

@@ -1,7 +1,6 @@
-import type { Redis } from 'ioredis';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startRedis, type TestRedis } from '../../test/support/redis';
+import { useRedis } from '../../test/support/fixtures';
 import { loadScript } from '../redis/lua-scripts';
 import { formatControlLine, parseControlLine, type ControlLine } from './control-lines';
 
@@ -36,17 +35,7 @@ describe('control lines (protocol/control-lines.ts)', () => {
 });
 
 describe('control lines: Lua (router/lua/includes/control.lua) and TypeScript (protocol/control-lines.ts)', () => {
-  let redis: TestRedis;
-  let client: Redis;
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    client = redis.client();
-  });
-
-  afterAll(async () => {
-    await redis?.close();
-  });
+  const s = useRedis();
 
   /** The lines control.lua builds for these (given as JSON; shard and epoch numbers, as shards-1.lua passes them). */
   async function luaLines(list: ControlLine[]): Promise<string[]> {
@@ -59,7 +48,7 @@ for i, c in ipairs(cjson.decode(ARGV[1])) do
   else return redis.error_reply('no builder for ' .. tostring(c.kind)) end
 end
 return lines`;
-    return (await client.eval(script, 0, JSON.stringify(list))) as string[];
+    return (await s.r.eval(script, 0, JSON.stringify(list))) as string[];
   }
 
   it('Lua builds both kinds byte for byte as formatControlLine, and parseControlLine reads them back', async () => {

@@ -1,7 +1,6 @@
-import type { Redis } from 'ioredis';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startRedis, type TestRedis } from '../../test/support/redis';
+import { useRedis } from '../../test/support/fixtures';
 import { loadScript } from '../redis/lua-scripts';
 import { buildEnvelope, markSent } from './envelope';
 import { formatNotice, formatNotices, parseNotice, parseNotices, type Notice } from './notices';
@@ -62,17 +61,7 @@ describe('notices (protocol/notices.ts)', () => {
 });
 
 describe('notices: Lua (queue/lua/includes/notices.lua) and TypeScript (protocol/notices.ts)', () => {
-  let redis: TestRedis;
-  let client: Redis;
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    client = redis.client();
-  });
-
-  afterAll(async () => {
-    await redis?.close();
-  });
+  const s = useRedis();
 
   /**
    * The lines notices.lua builds for these notices (given as JSON, each field as the scripts
@@ -91,7 +80,7 @@ for i, n in ipairs(cjson.decode(ARGV[1])) do
   else return redis.error_reply('no builder for ' .. tostring(n.kind)) end
 end
 return {lines, noticeBatch(lines)}`;
-    const [lines, batch] = (await client.eval(script, 0, JSON.stringify(list))) as [string[], string];
+    const [lines, batch] = (await s.r.eval(script, 0, JSON.stringify(list))) as [string[], string];
     return { lines, batch };
   }
 

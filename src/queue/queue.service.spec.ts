@@ -612,7 +612,7 @@ describe('queue scripts', () => {
       const fresh = [message(user, 'fresh', { ts: NOW - 59_000 }), message(user, 'new')];
       await routeOne(user, [...stale, ...fresh], { via: ttl });
 
-      const result = await ttl.attach(user, 'c1', ME, NOW);
+      const result = await ttl.attach(user, 'c1', ME, { now: NOW });
 
       expect(result).toMatchObject({ owed: 2, dropped: 2, position: 0 });
       expect(await queued(user)).toEqual(envelopes(fresh));
@@ -627,10 +627,10 @@ describe('queue scripts', () => {
       await routeOne(user, [a, expiring, c, d]);
       expect((await state(user)).t).toBe(String(NOW - 4000));
 
-      const early = await queue.attach(user, 'c1', ME, NOW - 4500);
+      const early = await queue.attach(user, 'c1', ME, { now: NOW - 4500 });
       const earlyQueue = await queued(user);
       await queue.detach(user, 'c1', ME);
-      const due = await queue.attach(user, 'c1', ME, NOW);
+      const due = await queue.attach(user, 'c1', ME, { now: NOW });
 
       expect(early).toMatchObject({ owed: 4, dropped: 0 });
       expect(earlyQueue).toEqual(envelopes([a, expiring, c, d]));
@@ -657,7 +657,7 @@ describe('queue scripts', () => {
     it('sweeps the whole queue a page per call before answering: ready counts only what will be delivered, t moves on', async () => {
       const { user, kept } = await ttlQueue();
 
-      const result = await queue.attach(user, 'c1', ME, NOW, PAGE);
+      const result = await queue.attach(user, 'c1', ME, { now: NOW, page: PAGE });
 
       expect(result).toMatchObject({ owed: 16, dropped: 9, expired: 9, first: true });
       expect(payloads(await queued(user))).toEqual(kept);
@@ -700,7 +700,7 @@ describe('queue scripts', () => {
     it('stops when another sweep has ended (t no longer due), and checks its arguments before its first write', async () => {
       const { user, kept } = await ttlQueue();
       const first = await attachPage(user, 'c1');
-      await queue.attach(user, 'c2', ME, NOW, PAGE);
+      await queue.attach(user, 'c2', ME, { now: NOW, page: PAGE });
 
       await expect(client.rmSweep(...keys.userKeys(user), 0, 0, 0, NOW, 0)).rejects.toThrow(/bad argument 2/);
       expect(await sweepPage(user, first[6], first[7])).toEqual([0, -1, 0]);
@@ -824,7 +824,7 @@ describe('queue scripts', () => {
       const fresh2 = message(user, 'fresh2');
       await routeOne(user, [fresh1, stale, ttlPassed, fresh2], { via: ttl });
       await client.hdel(keys.state(user), 't'); // the sweep at attach is tested there: here the read meets them
-      await ttl.attach(user, 'c1', ME, NOW);
+      await ttl.attach(user, 'c1', ME, { now: NOW });
 
       const result = await ttl.read(user, 0, 10, NOW);
 
@@ -1227,7 +1227,7 @@ describe('queue scripts', () => {
 
     it('a hidden socket attaching counts as not looking; its detach keeps the absence state', async () => {
       const user = uniqueId();
-      const attached = await queue.attach(user, 'c1', OTHER, undefined, undefined, false);
+      const attached = await queue.attach(user, 'c1', OTHER, { visible: false });
       await routeOne(user, [message(user, 'x', { ts: NOW - 5000 })]);
       await client.hset(keys.state(user), 'L', `0|${NOW - 5000}`); // away for 5 s already
 

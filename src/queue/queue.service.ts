@@ -299,9 +299,7 @@ export class QueueService implements OnApplicationShutdown {
     user: string,
     conn: string,
     instance: string,
-    now = Date.now(),
-    page = SWEEP_PAGE,
-    visible = true,
+    { now = Date.now(), page = SWEEP_PAGE, visible = true }: { now?: number; page?: number; visible?: boolean } = {},
   ): Promise<{
     owed: number;
     dropped: number;

@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { Cluster, ClusterOptions } from 'ioredis';
 import { freePort, stopChild, tail, trackChild } from './proc';
-import { ask, CLI_BIN, HostPort, listenArgs, logsOf, RedisNode, Secure, showing, spawnNode, Target } from './redis-node';
+import { ask, CLI_BIN, HostPort, dataNodeArgs, logsOf, RedisNode, Secure, showing, spawnNode, Target } from './redis-node';
 import { waitFor, within } from './wait';
 
 export interface TestCluster {
@@ -107,31 +107,7 @@ export async function startCluster({ masters = 3, replicasPerMaster = 0, secure 
           label: 'cluster node',
           pickPort: () => clusterPort(used),
           secure,
-          args: (port, dir) => [
-            '--cluster-enabled',
-            'yes',
-            '--cluster-config-file',
-            path.join(dir, `nodes-${port}.conf`),
-            '--cluster-node-timeout',
-            '2000',
-            ...listenArgs(port, secure),
-            '--bind',
-            HOST,
-            '--dir',
-            dir,
-            // Spawn arguments are not parsed by a shell: '' is the empty value `--save ""` means.
-            '--save',
-            '',
-            '--appendonly',
-            'no',
-            '--protected-mode',
-            'no',
-            '--daemonize',
-            'no',
-            // Replicas sync at once instead of after the default 5 s wait for other replicas.
-            '--repl-diskless-sync-delay',
-            '0',
-          ],
+          args: (port, dir) => ['--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, `nodes-${port}.conf`), '--cluster-node-timeout', '2000', ...dataNodeArgs(port, dir, secure)],
         }),
       );
     }

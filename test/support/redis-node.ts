@@ -51,6 +51,31 @@ export function listenArgs(port: number, secure?: Secure): string[] {
   return args;
 }
 
+/**
+ * A data node of a Cluster or a Sentinel set on 127.0.0.1: listenArgs, its dir, no
+ * persistence, and replicas that sync at once (not after the default 5 s wait for others).
+ */
+export function dataNodeArgs(port: number, dir: string, secure?: Secure): string[] {
+  return [
+    ...listenArgs(port, secure),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    // Spawn arguments are not parsed by a shell: '' is the empty value `--save ""` means.
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--protected-mode',
+    'no',
+    '--daemonize',
+    'no',
+    '--repl-diskless-sync-delay',
+    '0',
+  ];
+}
+
 export interface HostPort {
   host: string;
   port: number;

@@ -6,7 +6,7 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import Redis, { RedisOptions } from 'ioredis';
-import { ask, HostPort, listenArgs, RedisNode, showing, spawnNode, Target } from './redis-node';
+import { ask, dataNodeArgs, HostPort, RedisNode, showing, spawnNode, Target } from './redis-node';
 import { waitFor } from './wait';
 
 export interface TestSentinel {
@@ -46,25 +46,7 @@ export async function startSentinel({ password, sentinelPassword }: StartSentine
   const clients = new Set<Redis>();
   const all = (): RedisNode[] => (sentinel ? [...data, sentinel] : data);
 
-  const serverArgs = (port: number, dir: string): string[] => [
-    ...listenArgs(port, { password }),
-    '--bind',
-    HOST,
-    '--dir',
-    dir,
-    // Spawn arguments are not parsed by a shell: '' is the empty value `--save ""` means.
-    '--save',
-    '',
-    '--appendonly',
-    'no',
-    '--protected-mode',
-    'no',
-    '--daemonize',
-    'no',
-    // The replica syncs at once instead of after the default 5 s wait for other replicas.
-    '--repl-diskless-sync-delay',
-    '0',
-  ];
+  const serverArgs = (port: number, dir: string): string[] => dataNodeArgs(port, dir, { password });
 
   const master = async (): Promise<HostPort> => {
     const addr = (await ask(sentinelAt(), 'SENTINEL', 'get-master-addr-by-name', NAME)) as [string, string] | null;
