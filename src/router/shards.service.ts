@@ -29,6 +29,8 @@ export const PENDING = -1;
  * route the message: if the shard changed hands meanwhile, the holder in between heard it too.
  */
 export const lapsed = (epoch: number): number => -2 - epoch;
+/** The epoch a `lapsed(epoch)` value names (the mapping is its own inverse). */
+const lapsedEpoch = lapsed;
 export const isLapsed = (heard: number): boolean => heard <= -2;
 
 /**
@@ -133,7 +135,7 @@ export class ShardsService implements OnModuleInit, OnApplicationShutdown {
    */
   async whenHeld(shard: number, heard = PENDING): Promise<number> {
     const started = Date.now();
-    const heardEpoch = isLapsed(heard) ? -2 - heard : undefined;
+    const heardEpoch = isLapsed(heard) ? lapsedEpoch(heard) : undefined;
     for (;;) {
       const epoch = this.owned.get(shard);
       const fresh = Date.now() < this.leaseUntil;
