@@ -6,7 +6,7 @@ import { EventsService } from '../events/events.service';
 import { envelopeId, envelopeTs, messageFrame } from '../protocol/envelope';
 import { CloseCode, ErrorCode, FrameError } from '../protocol/frame-error';
 import { parseNotices } from '../protocol/notices';
-import { QueueService, type ReadResult } from '../queue/queue.service';
+import { QueueService, type AckResult, type ReadResult } from '../queue/queue.service';
 import { QueueKeys } from '../redis/keys';
 import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedis, InjectRedisSubscriber } from '../redis/redis.constants';
@@ -172,23 +172,53 @@ export class DeliveryService implements OnModuleInit {
     return new Promise((resolve, reject) => batch!.done.push({ resolve, reject }));
   }
 
+  /**
+   * The acks of this tick: a user whose acking socket waits for room acks and reads in one
+   * call (ack-5.lua); the others, at a steady rate nearly all, go together (acks.lua: one
+   * call per slot, not one per user).
+   */
   private flushAcks(): void {
     const all = this.acks;
     this.acks = new Map();
     this.acksScheduled = false;
-    for (const [user, batch] of all) {
-      this.ackUser(user, batch).then(
+    const together: Array<{ user: string; batch: AckBatch; latencies: number[] }> = [];
+    const settle = (batch: AckBatch, done: Promise<void>) =>
+      done.then(
         () => batch.done.forEach((d) => d.resolve()),
         (error: Error) => batch.done.forEach((d) => d.reject(error)),
       );
+    for (const [user, batch] of all) {
+      const latencies = this.forget(user, batch);
+      if (batch.ids.size === 0) settle(batch, Promise.resolve());
+      else if ([...batch.conns].some((conn) => this.readable(conn) > 0)) settle(batch, this.ackAndRead(user, batch, latencies));
+      else together.push({ user, batch, latencies });
     }
+    if (together.length === 0) return;
+    const answers = this.queue.ackMany(
+      together.map(({ user, batch }) => ({ user, acks: [...batch.ids] })),
+      this.presence.instanceId,
+      this.events.wantsAcks,
+    );
+    together.forEach(({ user, batch, latencies }, i) =>
+      settle(
+        batch,
+        answers.then((all) => {
+          const answer = all[i];
+          if (answer instanceof Error) throw answer;
+          this.afterAck(user, answer, latencies);
+        }),
+      ),
+    );
   }
 
-  private async ackUser(user: string, batch: AckBatch): Promise<void> {
-    const now = Date.now();
+  /**
+   * Forgets a batch's ids on every socket of the user here (the room they free is read into
+   * after the ack), keeping in the batch only the ids some socket here still held; answers the
+   * publish-to-ack latencies of those.
+   */
+  private forget(user: string, batch: AckBatch, now = Date.now()): number[] {
     const latencies: number[] = [];
     const local = this.byUser.get(user) ?? new Set<Connection>();
-    // Forget the ids on every socket of the user here first: the room they free is read into below.
     for (const [id] of batch.ids) {
       let seen = false;
       for (const conn of local) {
@@ -202,27 +232,32 @@ export class DeliveryService implements OnModuleInit {
       // Acked meanwhile by another socket of the user (here, or elsewhere: an `a|` notice): nothing left to do.
       if (!seen) batch.ids.delete(id);
     }
-    if (batch.ids.size === 0) return;
-    // The acking socket that waits for room reads its next messages in the same call.
-    const reader = [...batch.conns].find((conn) => this.readable(conn) > 0);
-    const room = reader ? this.readable(reader) : 0;
-    if (reader) reader.reading = true;
-    let acked: number;
-    let read: ReadResult | undefined;
+    return latencies;
+  }
+
+  /** What an ack call took: told to events and metrics; the user's sockets here may read into the room. */
+  private afterAck(user: string, answer: AckResult, latencies: number[], reader?: Connection): void {
+    if (answer.details) this.events.acked(user, answer.details);
+    // An absence with a notify written may have ended (nothing waits) or changed its count.
+    if (answer.notified && answer.acked > 0) this.events.absenceChanged(user);
+    this.metrics.acked(answer.acked, latencies.slice(0, answer.acked));
+    for (const conn of this.byUser.get(user) ?? []) if (conn !== reader) this.wake(conn);
+  }
+
+  /** One user's acks, and the next messages for the acking socket that waits for room, in one call. */
+  private async ackAndRead(user: string, batch: AckBatch, latencies: number[]): Promise<void> {
+    const reader = [...batch.conns].find((conn) => this.readable(conn) > 0)!;
+    const room = this.readable(reader);
+    reader.reading = true;
+    let answer: AckResult & { read?: ReadResult };
     try {
-      const details = this.events.wantsAcks;
-      const answer = await this.queue.ack(user, [...batch.ids], this.presence.instanceId, reader ? { position: reader.next, limit: room } : undefined, now, details);
-      ({ acked, read } = answer);
-      if (answer.details) this.events.acked(user, answer.details);
-      // An absence with a notify written may have ended (nothing waits) or changed its count.
-      if (answer.notified && acked > 0) this.events.absenceChanged(user);
+      answer = await this.queue.ack(user, [...batch.ids], this.presence.instanceId, { position: reader.next, limit: room }, Date.now(), this.events.wantsAcks);
     } finally {
-      if (reader) reader.reading = false;
+      reader.reading = false;
     }
-    this.metrics.acked(acked, latencies.slice(0, acked));
     // The reader too: acks that arrived while its read was under way freed more room, read it in one go.
-    if (reader && read && this.took(reader, read, room)) this.wake(reader);
-    for (const conn of local) if (conn !== reader) this.wake(conn);
+    if (answer.read && this.took(reader, answer.read, room)) this.wake(reader);
+    this.afterAck(user, answer, latencies, reader);
   }
 
   /** Starts or continues sending what is owed to a socket, as far as its room allows. */

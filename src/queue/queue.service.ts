@@ -93,6 +93,13 @@ export interface ReadResult {
   more: boolean;
 }
 
+/** What an ack call took: how many were acked, which (with details: events on), and whether the user's absence had a notify. */
+export interface AckResult {
+  acked: number;
+  details?: MessageFact[];
+  notified: boolean;
+}
+
 /** A message as an ack or unread check found it (for events): its id, when it was stored (ms), its channel. */
 export interface MessageFact {
   id: string;
@@ -205,16 +212,26 @@ export class QueueService implements OnApplicationShutdown {
         else for (const groupIndex of indexes) results[groupIndex] = error as Error;
       }
     };
-    await Promise.all(this.partition(groups).map(call));
+    const size = (i: number): [number, number] => [groups[i].messages.length, groups[i].messages.reduce((sum, m) => sum + m.envelope.length, 0)];
+    await Promise.all(
+      this.partition(
+        groups.map((g) => g.user),
+        size,
+      ).map(call),
+    );
     return results;
   }
 
-  private partition(groups: RouteGroup[]): number[][] {
+  /**
+   * The calls to make for groups of users' work: one per slot on a Cluster; on one Redis as few
+   * as keep each call under CALL_MESSAGES items and CALL_BYTES (`size` of group i: its items, bytes).
+   */
+  private partition(users: string[], size: (i: number) => [number, number]): number[][] {
     const calls: number[][] = [];
     if (this.keys.tagged) {
       const bySlot = new Map<number, number[]>();
-      groups.forEach((group, i) => {
-        const slot = calculateSlot(this.keys.queue(group.user));
+      users.forEach((user, i) => {
+        const slot = calculateSlot(this.keys.queue(user));
         let call = bySlot.get(slot);
         if (!call) bySlot.set(slot, (call = []));
         call.push(i);
@@ -222,18 +239,18 @@ export class QueueService implements OnApplicationShutdown {
       return [...bySlot.values()];
     }
     let call: number[] = [];
-    let messages = 0;
+    let items = 0;
     let bytes = 0;
-    groups.forEach((group, i) => {
-      const size = group.messages.reduce((sum, m) => sum + m.envelope.length, 0);
-      if (call.length > 0 && (messages + group.messages.length > CALL_MESSAGES || bytes + size > CALL_BYTES)) {
+    users.forEach((_, i) => {
+      const [n, b] = size(i);
+      if (call.length > 0 && (items + n > CALL_MESSAGES || bytes + b > CALL_BYTES)) {
         calls.push(call);
         call = [];
-        messages = bytes = 0;
+        items = bytes = 0;
       }
       call.push(i);
-      messages += group.messages.length;
-      bytes += size;
+      items += n;
+      bytes += b;
     });
     if (call.length > 0) calls.push(call);
     return calls;
@@ -360,14 +377,7 @@ export class QueueService implements OnApplicationShutdown {
    * when `read` is given, reads the next owed messages for that socket in the same call.
    * With `details` (events on), also answers which messages this call acked.
    */
-  async ack(
-    user: string,
-    acks: Array<[string, number]>,
-    instance: string,
-    read?: { position: number; limit: number },
-    now = Date.now(),
-    details = false,
-  ): Promise<{ acked: number; read?: ReadResult; details?: MessageFact[]; notified: boolean }> {
+  async ack(user: string, acks: Array<[string, number]>, instance: string, read?: { position: number; limit: number }, now = Date.now(), details = false): Promise<AckResult & { read?: ReadResult }> {
     const args: Args = [
       this.keys.instanceChannelPrefix,
       instance,
@@ -386,6 +396,43 @@ export class QueueService implements OnApplicationShutdown {
     const [acked, notified, ...rest] = await this.time('ack', this.redis.rmAck(...this.keys.userKeys(user), ...args));
     const facts = details ? messageFacts(rest.pop() as unknown as Array<number | string>) : undefined;
     return { acked: Number(acked), read: read ? readResult(rest) : undefined, details: facts, notified: notified === 1 };
+  }
+
+  /**
+   * Acks the ids of many users, none with a read (acks.lua): one call per slot on a Cluster, on
+   * one Redis calls of up to CALL_MESSAGES ids. Each user's answer is its own: an UnusableKeys
+   * error for a user whose keys are of another type (the others' acks are taken), the call's
+   * error for each user of a call that failed (it wrote nothing).
+   */
+  async ackMany(groups: Array<{ user: string; acks: Array<[string, number]> }>, instance: string, details = false): Promise<Array<AckResult | Error>> {
+    const results: Array<AckResult | Error> = new Array(groups.length);
+    const call = async (indexes: number[]): Promise<void> => {
+      const keys: string[] = [];
+      const args: Args = [this.keys.instanceChannelPrefix, instance, details ? '1' : '0'];
+      for (const i of indexes) {
+        const { user, acks } = groups[i];
+        keys.push(this.keys.owed(user), this.keys.state(user));
+        args.push(user, acks.length);
+        for (const [id, position] of acks) args.push(id, position);
+      }
+      try {
+        const flat = await this.time('ack', this.redis.rmAcks(keys.length, keys as never, args as never));
+        indexes.forEach((i, j) => {
+          const [acked, notified, facts] = [Number(flat[3 * j]), flat[3 * j + 1], flat[3 * j + 2]];
+          results[i] = acked < 0 ? new UnusableKeys(groups[i].user, String(facts)) : { acked, notified: notified === 1, details: details ? messageFacts(facts as Array<number | string>) : undefined };
+        });
+      } catch (error) {
+        for (const i of indexes) results[i] = error as Error;
+      }
+    };
+    const size = (i: number): [number, number] => [groups[i].acks.length, 0];
+    await Promise.all(
+      this.partition(
+        groups.map((g) => g.user),
+        size,
+      ).map(call),
+    );
+    return results;
   }
 
   /**

@@ -7,13 +7,14 @@ type Args = (string | number)[];
 /** Every Lua script of RedMessenger, as the `rm<Name>` command defineScripts registers (SCRIPTS below). */
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    // src/queue/lua: one user's keys (route: the users of one slot).
+    // src/queue/lua: one user's keys (route, acks: the users of one slot).
     rmRoute(numKeys: number, ...args: Args): Result<[string, ...Array<number | string>], Context>;
     rmAttach(...args: Args): Result<[number, number, number, string[], number, number, number, number, string, number], Context>;
     rmSweep(...args: Args): Result<[number, number, number], Context>;
     rmDetach(...args: Args): Result<[number, number, number, number, number, number], Context>;
     rmExpire(...args: Args): Result<[number, number, number], Context>;
     rmAck(...args: Args): Result<Array<number | string>, Context>;
+    rmAcks(numKeys: number, ...args: Args): Result<Array<number | string | Array<number | string>>, Context>;
     rmRead(...args: Args): Result<Array<number | string>, Context>;
     rmUnread(...args: Args): Result<Array<number | string>, Context>;
     rmRetract(...args: Args): Result<string, Context>;
@@ -33,7 +34,7 @@ export type RedisClient = Redis | Cluster;
 const SCRIPTS: ReadonlyArray<{ dir: string; files: readonly string[] }> = [
   {
     dir: join(__dirname, '..', 'queue', 'lua'),
-    files: ['route.lua', 'attach-5.lua', 'detach-5.lua', 'ack-5.lua', 'read-5.lua', 'expire-5.lua', 'unread-5.lua', 'sweep-5.lua', 'retract-5.lua', 'visibility-5.lua', 'notify-5.lua'],
+    files: ['route.lua', 'attach-5.lua', 'detach-5.lua', 'ack-5.lua', 'acks.lua', 'read-5.lua', 'expire-5.lua', 'unread-5.lua', 'sweep-5.lua', 'retract-5.lua', 'visibility-5.lua', 'notify-5.lua'],
   },
   { dir: join(__dirname, '..', 'router', 'lua'), files: ['shards-1.lua'] },
   { dir: join(__dirname, 'lua'), files: ['lease-1.lua'] },
@@ -64,6 +65,12 @@ const scriptCommands = () =>
       return { command: `rm${name[0].toUpperCase()}${name.slice(1)}`, lua: loadScript(dir, file), numberOfKeys: keys === undefined ? undefined : Number(keys) };
     }),
   ));
+
+/** The scripts that take a variable number of keys (the key count is their first argument). */
+export const variadicScripts = (): string[] =>
+  scriptCommands()
+    .filter(({ numberOfKeys }) => numberOfKeys === undefined)
+    .map(({ command }) => command);
 
 /**
  * Registers every Lua script on a client (ours, a host application's, or a duplicate), as

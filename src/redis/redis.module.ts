@@ -3,7 +3,7 @@ import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { MESSENGER_OPTIONS, MessengerOptions } from '../config/messenger-options';
 import { QueueKeys } from './keys';
-import type { RedisClient } from './lua-scripts';
+import { variadicScripts, type RedisClient } from './lua-scripts';
 import { REDIS_CLIENT, REDIS_SUBSCRIBER } from './redis.constants';
 
 const logger = new Logger('Redis');
@@ -66,10 +66,10 @@ export function createRedis(options: RedisSettings, role: Role): RedisClient {
     redis = new Cluster(options.redisClusterNodes.map(hostPort), {
       redisOptions: common,
       enableAutoPipelining,
-      // Auto-pipelining groups a command by the slot of its first argument, which for route.lua
-      // (a variable number of keys) is the key count: its calls would join pipelines of other
-      // nodes' slots, and ioredis rejects those whole. QueueService pipelines them by slot itself.
-      autoPipeliningIgnoredCommands: ['rmRoute'],
+      // Auto-pipelining groups a command by the slot of its first argument, which for route.lua and
+      // acks.lua (a variable number of keys) is the key count: their calls would join pipelines of
+      // other nodes' slots, and ioredis rejects those whole. QueueService makes one call per slot.
+      autoPipeliningIgnoredCommands: variadicScripts(),
       clusterRetryStrategy: role === 'subscriber' ? subscriberRetryStrategy : retryStrategy,
       // A reshard or failover answers MOVED / TRYAGAIN / CLUSTERDOWN for a while: ioredis retries those.
       retryDelayOnFailover: 200,

@@ -16,17 +16,21 @@
 
   A key of another type under our names (an operator's SET, say) would make a command fail
   half way through the call, after the groups before it were written (Redis keeps what a
-  script wrote before an error): so every group's keys are checked before the first write,
-  and a group with an unusable key is skipped with outcome 'x' (answer: which key, and why).
-  After the first write nothing fails (the arguments and key types are checked, OOM is
-  checked only before a script's first write), so a call that failed wrote nothing, and
-  retrying its groups one by one stores nothing twice.
+  script wrote before an error): so each group makes its reads first, under pcall, before its
+  first write, and a read that meets a key of another type makes the group 'x' (answer: which
+  key, and why) with nothing of it written. Every key a group writes is read first (the dropped
+  counter only when the cap may be passed: only then is it written), so after a group's first
+  write nothing fails (the arguments are checked before any group, OOM is checked only before a
+  script's first write): a call that failed wrote nothing, and retrying its groups one by one
+  stores nothing twice.
 
-  Cost: O(groups + messages) commands, each O(1) or O(what it moves) (the checks: up to seven
-  TYPE/GET per group); a collapse that replaces costs an LREM from the tail, O(distance of the
-  replaced entry from the tail) compared in Redis (an indexed entry that already left the queue:
-  one pass over the queue, in Redis, never copied into Lua); owed entries dropped past the cap
-  while ids are acked out of order are read once, to keep the rest of those ids skipped.
+  Cost: O(groups + messages) commands, each O(1) or O(what it moves); a group's reads are the
+  state (HGETALL), the queue's length, the owed list's length when it owes, the collapse index's
+  entries for its keys, the inbox mark, the idempotency record and the counter only where used.
+  A collapse that replaces costs an LREM from the tail, O(distance of the replaced entry from the
+  tail) compared in Redis (an indexed entry that already left the queue: one pass over the queue,
+  in Redis, never copied into Lua); owed entries dropped past the cap while ids are acked out of
+  order are read once, to keep the rest of those ids skipped.
 
   KEYS[6(g-1)+1..6g]  group g: queue, owed, state, dropped counter, inbox mark, collapse index;
           after every group's six, the idempotency records the groups name (each one of its user's keys)
@@ -54,12 +58,10 @@
 
 local prefix, caller, cap, reject = argString(1), argString(2), argNumber(3), argString(4) == '1'
 local counterTtl = argNumber(5)
--- Every group is checked before the first write, so a malformed one cannot leave the groups before it stored.
+-- Every group's arguments are checked before the first write, so a malformed one cannot leave the groups before it stored.
 local at, groups = 6, 0
-local starts = {}
 while at <= #ARGV do
   groups = groups + 1
-  starts[groups] = at
   argString(at)
   local n = argNumber(at + 1)
   argNumber(at + 2)
@@ -75,29 +77,9 @@ if #KEYS < 6 * groups or at ~= #ARGV + 1 then
 end
 local outcomes, results, notices = {}, {}, {}
 
--- Why a group's keys cannot be used (nil: they can): a key of another type, or a dropped counter that is not an integer.
-local function typeOf(key) return redis.call('TYPE', key).ok end
-local function unusable(g)
-  local base, a = 6 * (g - 1), starts[g]
-  local wanted = { 'list', 'list', 'hash', 'string', 'string', 'hash' }
-  for i = 1, 6 do
-    -- The inbox mark is read only for an inbox entry.
-    if i ~= 5 or ARGV[a + 3] ~= '' then
-      local t = typeOf(KEYS[base + i])
-      if t ~= 'none' and t ~= wanted[i] then return KEYS[base + i] .. ' is a ' .. t .. ', not a ' .. wanted[i] end
-    end
-  end
-  local count = redis.call('GET', KEYS[base + 4])
-  if count and not string.match(count, '^%-?%d+$') then return KEYS[base + 4] .. ' is not an integer' end
-  local record = tonumber(ARGV[a + 4])
-  if record ~= 0 then
-    local t = typeOf(KEYS[record])
-    if t ~= 'none' and t ~= 'string' then return KEYS[record] .. ' is a ' .. t .. ', not a string' end
-  end
-  return nil
-end
-local broken = {}
-for g = 1, groups do broken[g] = unusable(g) end
+-- A read made under pcall met a key of another type (WRONGTYPE): the group's answer names it.
+local function failed(reply) return type(reply) == 'table' and reply.err ~= nil end
+local function wrongType(key, wanted) return key .. ' is a ' .. redis.call('TYPE', key).ok .. ', not a ' .. wanted end
 
 -- Stream ids 'ms-seq' in order: is a at or before b?
 local function notAfter(a, b)
@@ -123,14 +105,18 @@ while a <= #ARGV do
   local first = a + 6
   a = first + 3 * n
   local outcome, position, dropped, refused, replaced, mine, answer = 'q', 0, 0, 0, 0, 0, ''
-  local st = not broken[g] and readState(state)
-  local recorded = st and idemKey and redis.call('GET', idemKey)
+  -- The group's reads come first, under pcall: a key of another type makes the group 'x' before it writes anything.
+  local all = redis.pcall('HGETALL', state)
+  local st = not failed(all) and parseState(all)
+  local marked = st and entry ~= '' and redis.pcall('GET', mark)
+  local recorded = st and idemKey and redis.pcall('GET', idemKey)
+  local broken = (not st and wrongType(state, 'hash')) or (failed(marked) and wrongType(mark, 'string')) or (failed(recorded) and wrongType(idemKey, 'string'))
 
-  if broken[g] then
-    outcome, answer = 'x', broken[g]
+  if broken then
+    outcome, answer = 'x', broken
   elseif epoch > 0 and st.e and st.e > epoch then
     outcome = 'f'
-  elseif entry ~= '' and notAfter(entry, redis.call('GET', mark) or '') then
+  elseif marked and notAfter(entry, marked) then
     outcome = 'd'
   elseif recorded then
     -- 'hash|answer': the hash is hex, so the first '|' ends it.
@@ -141,9 +127,9 @@ while a <= #ARGV do
       outcome = 'c'
     end
   else
-    if epoch > 0 and st.e ~= epoch then redis.call('HSET', state, 'e', epoch) end
     local online = #st.instances > 0
-    local owe = online and redis.call('LLEN', queue) == 0
+    local qlen = redis.pcall('LLEN', queue)
+    local owe = online and qlen == 0
     -- A later message of this call with the same collapse key replaces an earlier one.
     local envelopes, keys, indexed, latest, earliest = {}, {}, {}, {}, nil
     if not owe then
@@ -169,83 +155,101 @@ while a <= #ARGV do
         replaced = replaced + 1
       end
     end
-
-    if owe then
-      local len = pushChunked(owed, envelopes)
-      local excess = cap > 0 and (len - st.nacked - cap) or 0
-      if excess > 0 and reject then
-        refused = math.min(excess, #envelopes)
-        redis.call('RPOP', owed, refused)
-      elseif excess > 0 then
-        -- Ids acked out of order (or retracted) among the dropped leave 'x'; the rest stay skipped.
-        if st.nacked > 0 then
-          for _, gone in ipairs(redis.call('LRANGE', owed, 0, excess - 1)) do
-            local id = envelopeId(gone)
-            if id and st.acked[id] then
-              st.acked[id] = nil
-              st.nacked = st.nacked - 1
-            end
-          end
-          if st.nacked > 0 then redis.call('HSET', state, 'x', joinKeys(st.acked)) else redis.call('HDEL', state, 'x') end
-        end
-        redis.call('LTRIM', owed, excess, -1)
-        redis.call('HINCRBY', state, 'b', excess)
-        dropped = excess
-      end
-      position = st.b + len - #envelopes
-      outcome = 'o'
-      local lines
-      for _, instance in ipairs(st.instances) do
-        if instance == caller then
-          mine = 1
-        else
-          if not lines then
-            lines = {}
-            for i = 1, #envelopes - refused do lines[i] = noticeMessage(user, position + i - 1, envelopes[i]) end
-          end
-          for i = 1, #lines do notify(instance, lines[i]) end
-        end
-      end
-    else
-      -- Collapse: a queued message with the same key that was never sent goes; its successor goes to the tail.
-      -- An indexed envelope that was sent since is not in the queue as indexed (sent ones carry "sent"): not found.
-      if #keys > 0 then
-        for i = 1, #keys, 1000 do
-          local olds = redis.call('HMGET', index, unpack(keys, i, math.min(i + 999, #keys)))
-          for j = 1, #olds do
-            if olds[j] then replaced = replaced + redis.call('LREM', queue, -1, olds[j]) end
-          end
-        end
-      end
-      local len = pushChunked(queue, envelopes)
-      -- What the index named before the queue was last empty has left it.
-      if len == #envelopes then redis.call('DEL', index) end
-      if #indexed > 0 then
-        callChunked('HSET', index, indexed)
-        if counterTtl > 0 then redis.call('PEXPIRE', index, counterTtl) end
-      end
-      local excess = cap > 0 and (len - cap) or 0
-      if excess > 0 and reject then
-        refused = math.min(excess, #envelopes)
-        redis.call('RPOP', queue, refused)
-      elseif excess > 0 then
-        redis.call('LTRIM', queue, excess, -1)
-        dropped = excess
-      end
-      if earliest and (not st.t or earliest < st.t) then redis.call('HSET', state, 't', earliest) end
-      if online then
-        outcome = 'w'
-        for _, instance in ipairs(st.instances) do
-          if instance == caller then mine = 1 else notify(instance, noticeSync(user)) end
-        end
-      elseif len == #envelopes then
-        outcome = 'n'
+    -- The rest of the group's reads: the owed list's length (owed), the collapse index's entries (queued with keys), and
+    -- the dropped counter when the cap may be passed (replacements only lower the excess): it must take an INCRBY.
+    local olen = owe and redis.pcall('LLEN', owed)
+    local olds = {}
+    if not owe and #keys > 0 then
+      for i = 1, #keys, 1000 do
+        local chunk = redis.pcall('HMGET', index, unpack(keys, i, math.min(i + 999, #keys)))
+        if failed(chunk) then olds = chunk break end
+        for j = 1, #chunk do olds[#olds + 1] = chunk[j] end
       end
     end
-    countDropped(counter, dropped + refused, counterTtl)
-    if entry ~= '' then redis.call('SET', mark, entry, 'PX', 86400000) end
-    -- Remembered 24 h, unless nothing was stored (refused past the cap): a retry may store it then.
-    if idemKey and refused < n then redis.call('SET', idemKey, idemValue, 'PX', 86400000) end
+    local excessAtMost = 0
+    if cap > 0 and not failed(qlen) and not failed(olen) then excessAtMost = (owe and olen - st.nacked or qlen) + #envelopes - cap end
+    local count = excessAtMost > 0 and redis.pcall('GET', counter)
+    broken = (failed(qlen) and wrongType(queue, 'list'))
+      or (failed(olen) and wrongType(owed, 'list'))
+      or (failed(olds) and wrongType(index, 'hash'))
+      or (failed(count) and wrongType(counter, 'string'))
+      or (count and not string.match(count, '^%-?%d+$') and counter .. ' is not an integer')
+    if broken then
+      replaced, outcome, answer = 0, 'x', broken
+    else
+      if epoch > 0 and st.e ~= epoch then redis.call('HSET', state, 'e', epoch) end
+      if owe then
+        local len = pushChunked(owed, envelopes)
+        local excess = cap > 0 and (len - st.nacked - cap) or 0
+        if excess > 0 and reject then
+          refused = math.min(excess, #envelopes)
+          redis.call('RPOP', owed, refused)
+        elseif excess > 0 then
+          -- Ids acked out of order (or retracted) among the dropped leave 'x'; the rest stay skipped.
+          if st.nacked > 0 then
+            for _, gone in ipairs(redis.call('LRANGE', owed, 0, excess - 1)) do
+              local id = envelopeId(gone)
+              if id and st.acked[id] then
+                st.acked[id] = nil
+                st.nacked = st.nacked - 1
+              end
+            end
+            if st.nacked > 0 then redis.call('HSET', state, 'x', joinKeys(st.acked)) else redis.call('HDEL', state, 'x') end
+          end
+          redis.call('LTRIM', owed, excess, -1)
+          redis.call('HINCRBY', state, 'b', excess)
+          dropped = excess
+        end
+        position = st.b + len - #envelopes
+        outcome = 'o'
+        local lines
+        for _, instance in ipairs(st.instances) do
+          if instance == caller then
+            mine = 1
+          else
+            if not lines then
+              lines = {}
+              for i = 1, #envelopes - refused do lines[i] = noticeMessage(user, position + i - 1, envelopes[i]) end
+            end
+            for i = 1, #lines do notify(instance, lines[i]) end
+          end
+        end
+      else
+        -- Collapse: a queued message with the same key that was never sent goes; its successor goes to the tail.
+        -- An indexed envelope that was sent since is not in the queue as indexed (sent ones carry "sent"): not found.
+        for j = 1, #olds do
+          if olds[j] then replaced = replaced + redis.call('LREM', queue, -1, olds[j]) end
+        end
+        local len = pushChunked(queue, envelopes)
+        -- What the index named before the queue was last empty has left it.
+        if len == #envelopes then redis.call('DEL', index) end
+        if #indexed > 0 then
+          callChunked('HSET', index, indexed)
+          if counterTtl > 0 then redis.call('PEXPIRE', index, counterTtl) end
+        end
+        local excess = cap > 0 and (len - cap) or 0
+        if excess > 0 and reject then
+          refused = math.min(excess, #envelopes)
+          redis.call('RPOP', queue, refused)
+        elseif excess > 0 then
+          redis.call('LTRIM', queue, excess, -1)
+          dropped = excess
+        end
+        if earliest and (not st.t or earliest < st.t) then redis.call('HSET', state, 't', earliest) end
+        if online then
+          outcome = 'w'
+          for _, instance in ipairs(st.instances) do
+            if instance == caller then mine = 1 else notify(instance, noticeSync(user)) end
+          end
+        elseif len == #envelopes then
+          outcome = 'n'
+        end
+      end
+      countDropped(counter, dropped + refused, counterTtl)
+      if entry ~= '' then redis.call('SET', mark, entry, 'PX', 86400000) end
+      -- Remembered 24 h, unless nothing was stored (refused past the cap): a retry may store it then.
+      if idemKey and refused < n then redis.call('SET', idemKey, idemValue, 'PX', 86400000) end
+    end
   end
   outcomes[g] = outcome
   results[#results + 1] = position

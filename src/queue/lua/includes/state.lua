@@ -6,8 +6,7 @@
 -- For the absences (notify): 'h:<conn>' for each connection that said it is not visible, 'L'
 -- whether the user is looking and since when ('1|ms' or '0|ms'; absent: not looking, ever),
 -- 'N' the absence's last notify ('ms|count'; absent: none written in this absence).
-local function readState(key)
-  local all = redis.call('HGETALL', key)
+local function parseState(all)
   local st = { conns = {}, instances = {}, nconns = 0, b = 0, acked = {}, nacked = 0, hidden = {}, looking = false, since = 0 }
   local seen = {}
   for i = 1, #all, 2 do
@@ -39,6 +38,8 @@ local function readState(key)
   end
   return st
 end
+
+local function readState(key) return parseState(redis.call('HGETALL', key)) end
 
 local function joinKeys(set)
   local list = {}
