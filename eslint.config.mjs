@@ -25,7 +25,7 @@ export default defineConfig(
   },
   {
     // Tests read loose JSON bodies and frames and poke at mocks: `any` is the honest type there.
-    files: ['**/*.spec.ts', 'test/**/*.ts'],
+    files: ['**/*.spec.ts', '**/*.int-spec.ts', 'test/**/*.ts'],
     rules: { '@typescript-eslint/no-explicit-any': 'off' },
   },
   {

@@ -1,6 +1,8 @@
-// Two projects: unit specs beside the code (src/**/*.spec.ts, and the client SDK's
-// client/src/**/*.spec.ts) and e2e specs that start real redis-server and server
-// processes (test/**/*.e2e-spec.ts).
+// Three projects, by what a spec starts:
+// - unit: nothing (src/**/*.spec.ts, and the client SDK's client/src/**/*.spec.ts), no Redis;
+// - integration: a real redis-server, no server process (src/**/*.int-spec.ts, beside the code
+//   or the Lua script they test);
+// - e2e: real redis-server and server processes (test/**/*.e2e-spec.ts).
 // Type-checking is the build's job (`npm run build` runs first); tests only transpile.
 const tsJest = ['ts-jest', { tsconfig: 'tsconfig.json', transpilation: true }];
 
@@ -15,6 +17,13 @@ module.exports = {
       testEnvironment: 'node',
       rootDir: '.',
       testMatch: ['<rootDir>/src/**/*.spec.ts', '<rootDir>/client/src/**/*.spec.ts'],
+      transform: { '^.+\\.ts$': tsJest },
+    },
+    {
+      displayName: 'integration',
+      testEnvironment: 'node',
+      rootDir: '.',
+      testMatch: ['<rootDir>/src/**/*.int-spec.ts'],
       transform: { '^.+\\.ts$': tsJest },
     },
     {

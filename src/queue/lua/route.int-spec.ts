@@ -1,0 +1,392 @@
+import { uniqueId } from '../../../test/support/ids';
+import { entryPayload } from '../../../test/support/queue-entries';
+import { useQueueScripts } from '../../../test/support/queue-scripts';
+import { markSent, messageFrame } from '../../protocol/envelope';
+import { formatNotice, formatNotices, parseNotices, type MessageNotice } from '../../protocol/notices';
+import { RouteOutcome, UnusableKeys, type RouteGroup } from '../queue.service';
+
+/** route.lua against a real Redis, through QueueService.route. Set-up and helpers: test/support/queue-scripts.ts. */
+const { client, queue, service, keys, ME, OTHER, THIRD, NOW, notices, drain, message, messages, routeOne, queued, owed, state, droppedCounter, envelopes, snapshot, messageNotice } = useQueueScripts();
+
+describe('route.lua', () => {
+  it('queues the messages of a user with no connection in order, as built: n on an empty queue, then q', async () => {
+    const user = uniqueId();
+    const first = messages(user, 'one', 'two');
+    const second = messages(user, 'three');
+
+    const a = await routeOne(user, first);
+    const b = await routeOne(user, second);
+
+    expect(a).toEqual({ outcome: RouteOutcome.QueuedNew, position: 0, dropped: 0, refused: 0, replaced: 0, mine: false });
+    expect(b).toEqual({ outcome: RouteOutcome.Queued, position: 0, dropped: 0, refused: 0, replaced: 0, mine: false });
+    expect(await queued(user)).toEqual(envelopes([...first, ...second]));
+    expect(await owed(user)).toEqual([]);
+    expect(await client.exists(keys.state(user))).toBe(0);
+  });
+
+  it('makes the messages of an online user with an empty queue owed at consecutive positions, and tells the other instance', async () => {
+    const user = uniqueId();
+    await queue.attach(user, 'c1', OTHER);
+    const first = messages(user, 'a', 'b');
+    const second = messages(user, 'c');
+
+    const a = await routeOne(user, first);
+    const b = await routeOne(user, second);
+
+    expect(a).toMatchObject({ outcome: RouteOutcome.Owed, position: 0, mine: false });
+    expect(b).toMatchObject({ outcome: RouteOutcome.Owed, position: 2, mine: false });
+    expect(await owed(user)).toEqual(envelopes([...first, ...second]));
+    expect(await queued(user)).toEqual([]);
+    const all = envelopes([...first, ...second]);
+    expect(await notices()).toEqual([
+      [OTHER, formatNotices([messageNotice(user, 0, all[0]), messageNotice(user, 1, all[1])])],
+      [OTHER, formatNotice(messageNotice(user, 2, all[2]))],
+    ]);
+  });
+
+  it('answers mine to the calling instance when it holds a socket, and tells only the others', async () => {
+    const user = uniqueId();
+    await queue.attach(user, 'c1', OTHER);
+    await queue.attach(user, 'c2', ME);
+    await queue.attach(user, 'c3', THIRD);
+    const stored = messages(user, 'hello');
+
+    const result = await routeOne(user, stored);
+
+    expect(result).toMatchObject({ outcome: RouteOutcome.Owed, position: 0, mine: true });
+    const heardNow = await notices();
+    expect(heardNow.map(([instance]) => instance).sort()).toEqual([OTHER, THIRD].sort());
+    for (const [, text] of heardNow) expect(text).toBe(formatNotice(messageNotice(user, 0, stored[0].envelope)));
+  });
+
+  it('queues behind a non-empty queue of an online user (w) and tells its instances to read (s|user)', async () => {
+    const user = uniqueId();
+    const early = messages(user, 'early');
+    await routeOne(user, early);
+    await queue.attach(user, 'c1', OTHER);
+    await queue.attach(user, 'c2', ME);
+    const late = messages(user, 'late');
+
+    const result = await routeOne(user, late);
+
+    expect(result).toMatchObject({ outcome: RouteOutcome.QueuedBehind, position: 0, mine: true });
+    expect(await queued(user)).toEqual(envelopes([...early, ...late]));
+    expect(await owed(user)).toEqual([]);
+    expect(await notices()).toEqual([[OTHER, formatNotice({ kind: 'sync', user })]]);
+  });
+
+  it('routes several users in one call, each on its own', async () => {
+    const offline = uniqueId();
+    const online = uniqueId();
+    const waiting = uniqueId();
+    await queue.attach(online, 'c1', OTHER);
+    await routeOne(waiting, messages(waiting, 'old'));
+    const groups: RouteGroup[] = [
+      { user: offline, messages: messages(offline, 'x1', 'x2'), epoch: 0 },
+      { user: online, messages: messages(online, 'y1'), epoch: 0 },
+      { user: waiting, messages: messages(waiting, 'z1'), epoch: 0 },
+    ];
+
+    const results = await queue.route(groups, ME);
+
+    expect(results.map((r) => (r as { outcome: string }).outcome)).toEqual([RouteOutcome.QueuedNew, RouteOutcome.Owed, RouteOutcome.Queued]);
+    expect((await queued(offline)).map(entryPayload)).toEqual(['x1', 'x2']);
+    expect((await owed(online)).map(entryPayload)).toEqual(['y1']);
+    expect((await queued(waiting)).map(entryPayload)).toEqual(['old', 'z1']);
+    expect(await notices()).toEqual([[OTHER, formatNotice(messageNotice(online, 0, groups[1].messages[0].envelope))]]);
+  });
+
+  it('checks every group before its first write: a malformed later group fails the call and nothing is stored', async () => {
+    const a = uniqueId();
+    const b = uniqueId();
+    const m = message(a, 'a');
+    const route = (...groupArgs: Array<string | number>) =>
+      client.rmRoute(12, ...keys.userKeys(a), keys.collapseIndex(a), ...keys.userKeys(b), keys.collapseIndex(b), keys.instanceChannelPrefix, ME, 0, '0', 0, a, 1, 3, '', 0, '', '', '', m.envelope, ...groupArgs);
+
+    const badCount = route(b, 'one', 0, '', 0, '', '', '', m.envelope);
+    const badEpoch = route(b, 1, 'new', '', 0, '', '', '', m.envelope);
+    const missingMessage = route(b, 2, 0, '', 0, '', '', '', m.envelope);
+    const extraArgs = route(b, 1, 0, '', 0, '', '', '', m.envelope, 'extra');
+    const badRecord = route(b, 1, 0, '', 99, '', '', '', m.envelope);
+
+    const settled = await Promise.allSettled([badCount, badEpoch, missingMessage, extraArgs, badRecord]);
+
+    expect(settled.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected', 'rejected']);
+    expect(String((settled[0] as PromiseRejectedResult).reason)).toMatch(/bad argument 16: a number expected/);
+    expect(String((settled[4] as PromiseRejectedResult).reason)).toMatch(/bad argument 19: the KEYS index of an idempotency record expected/);
+    expect(await snapshot(a)).toEqual({ queue: [], owed: [], state: {}, dropped: null, mark: null });
+    expect(await snapshot(b)).toEqual({ queue: [], owed: [], state: {}, dropped: null, mark: null });
+  });
+
+  it('skips a user whose key has another type (before the first write) with an UnusableKeys error; the others store once', async () => {
+    const users = [uniqueId(), uniqueId(), uniqueId(), uniqueId()];
+    await client.set(keys.queue(users[1]), 'foo');
+    await client.set(keys.dropped(users[2]), 'not a number');
+    await queue.attach(users[3], 'c1', OTHER);
+    await client.hset(keys.state(users[0]), 'e', 1);
+
+    const results = await queue.route(
+      users.map((user) => ({ user, messages: messages(user, 'a', 'b'), epoch: 0 })),
+      ME,
+    );
+
+    expect(results[1]).toBeInstanceOf(UnusableKeys);
+    expect(String(results[1])).toMatch(new RegExp(`${keys.queue(users[1])} is a string, not a list`));
+    expect(results[2]).toBeInstanceOf(UnusableKeys);
+    expect(String(results[2])).toMatch(/is not an integer/);
+    expect(results.filter((r) => r instanceof Error)).toHaveLength(2);
+    expect((await queued(users[0])).map(entryPayload)).toEqual(['a', 'b']);
+    expect((await owed(users[3])).map(entryPayload)).toEqual(['a', 'b']);
+    expect(await client.get(keys.queue(users[1]))).toBe('foo');
+    expect(await client.llen(keys.queue(users[2]))).toBe(0);
+  });
+
+  it('retries a call that Redis refused one user at a time', async () => {
+    const users = [uniqueId(), uniqueId()];
+    // An epoch that is not a number (never the router's) makes Redis refuse the whole call.
+    const groups: RouteGroup[] = users.map((user) => ({ user, messages: messages(user, 'a'), epoch: 0 }));
+    groups[1].epoch = Number.NaN;
+
+    const results = await queue.route(groups, ME);
+
+    expect(results[0]).not.toBeInstanceOf(Error);
+    expect(String(results[1])).toMatch(/bad argument/);
+    expect((await queued(users[0])).map(entryPayload)).toEqual(['a']);
+  });
+
+  describe('the cap', () => {
+    it('drops the oldest queued messages past it and counts them', async () => {
+      const capped = service({ maxQueueLength: 3, queueOverflow: 'drop-oldest' });
+      const user = uniqueId();
+      const stored = messages(user, '1', '2', '3', '4', '5');
+
+      const a = await routeOne(user, stored.slice(0, 4), { via: capped });
+      const b = await routeOne(user, stored.slice(4), { via: capped });
+
+      expect(a).toMatchObject({ dropped: 1, refused: 0 });
+      expect(b).toMatchObject({ dropped: 1, refused: 0 });
+      expect(await queued(user)).toEqual(envelopes(stored.slice(2)));
+      expect(await droppedCounter(user)).toBe(2);
+      expect(await client.pttl(keys.dropped(user))).toBeGreaterThan(0);
+    });
+
+    it('drops the oldest owed messages past it: the head position moves on, positions stay absolute', async () => {
+      const capped = service({ maxQueueLength: 3, queueOverflow: 'drop-oldest' });
+      const user = uniqueId();
+      await capped.attach(user, 'c1', OTHER);
+      const stored = messages(user, '1', '2', '3', '4', '5');
+      await routeOne(user, stored.slice(0, 2), { via: capped });
+
+      const result = await routeOne(user, stored.slice(2), { via: capped });
+
+      expect(result).toMatchObject({ outcome: RouteOutcome.Owed, position: 2, dropped: 2, refused: 0 });
+      expect(await owed(user)).toEqual(envelopes(stored.slice(2)));
+      expect((await state(user)).b).toBe('2');
+      expect(await droppedCounter(user)).toBe(2);
+      const read = await capped.read(user, 0, 10);
+      expect(read.rows).toEqual(stored.slice(2).map((m, i) => ({ position: 2 + i, envelope: m.envelope })));
+    });
+
+    it('refuses the newest messages past it with reject, queued or owed, and counts them', async () => {
+      const capped = service({ maxQueueLength: 3, queueOverflow: 'reject' });
+      const offline = uniqueId();
+      const online = uniqueId();
+      await capped.attach(online, 'c1', OTHER);
+      const a = messages(offline, '1', '2', '3', '4', '5');
+      const b = messages(online, '1', '2', '3', '4', '5');
+
+      const first = await routeOne(offline, a.slice(0, 2), { via: capped });
+      const second = await routeOne(offline, a.slice(2), { via: capped });
+      const owedResult = await routeOne(online, b, { via: capped });
+
+      expect(first).toMatchObject({ dropped: 0, refused: 0 });
+      expect(second).toMatchObject({ dropped: 0, refused: 2 });
+      expect(await queued(offline)).toEqual(envelopes(a.slice(0, 3)));
+      expect(await droppedCounter(offline)).toBe(2);
+      expect(owedResult).toMatchObject({ outcome: RouteOutcome.Owed, position: 0, dropped: 0, refused: 2 });
+      expect(await owed(online)).toEqual(envelopes(b.slice(0, 3)));
+      expect(await droppedCounter(online)).toBe(2);
+      expect(await notices()).toEqual([[OTHER, formatNotices(b.slice(0, 3).map((message, i) => messageNotice(online, i, message.envelope)))]]);
+    });
+  });
+
+  describe('the epoch fence', () => {
+    it('refuses a group routed with an older epoch than the user was routed with, and writes nothing', async () => {
+      const user = uniqueId();
+      await routeOne(user, messages(user, 'at 5'), { epoch: 5 });
+      const before = { queue: await queued(user), state: await state(user) };
+
+      const fenced = await routeOne(user, messages(user, 'at 4'), { epoch: 4, inboxEntry: '1-1' });
+
+      expect(fenced).toEqual({ outcome: RouteOutcome.Fenced, position: 0, dropped: 0, refused: 0, replaced: 0, mine: false });
+      expect(await queued(user)).toEqual(before.queue);
+      expect(await state(user)).toEqual(before.state);
+      expect(before.state.e).toBe('5');
+      expect(await client.exists(keys.inboxMark(user), keys.dropped(user))).toBe(0);
+    });
+
+    it('takes the same or a newer epoch, and records the newer one', async () => {
+      const user = uniqueId();
+      await routeOne(user, messages(user, '1'), { epoch: 5 });
+
+      const same = await routeOne(user, messages(user, '2'), { epoch: 5 });
+      const newer = await routeOne(user, messages(user, '3'), { epoch: 6 });
+
+      expect([same.outcome, newer.outcome]).toEqual([RouteOutcome.Queued, RouteOutcome.Queued]);
+      expect((await queued(user)).map(entryPayload)).toEqual(['1', '2', '3']);
+      expect((await state(user)).e).toBe('6');
+    });
+
+    it('never fences epoch 0 (the HTTP and inbox paths) and never writes it', async () => {
+      const fresh = uniqueId();
+      const routed = uniqueId();
+      await routeOne(routed, messages(routed, 'at 6'), { epoch: 6 });
+
+      const a = await routeOne(fresh, messages(fresh, 'http'), { epoch: 0 });
+      const b = await routeOne(routed, messages(routed, 'http'), { epoch: 0 });
+
+      expect(a.outcome).toBe(RouteOutcome.QueuedNew);
+      expect(b.outcome).toBe(RouteOutcome.Queued);
+      expect(await client.exists(keys.state(fresh))).toBe(0);
+      expect(await state(routed)).toEqual({ e: '6' });
+      expect((await queued(routed)).map(entryPayload)).toEqual(['at 6', 'http']);
+    });
+  });
+
+  describe('inbox dedupe', () => {
+    it('recognises the same or an older inbox entry and writes nothing; stores a newer one', async () => {
+      const user = uniqueId();
+      const first = await routeOne(user, messages(user, 'a'), { inboxEntry: '1700000000000-5' });
+      const again = await routeOne(user, messages(user, 'a again'), { inboxEntry: '1700000000000-5' });
+      const older = await routeOne(user, messages(user, 'older'), { inboxEntry: '1699999999999-9' });
+      const olderSeq = await routeOne(user, messages(user, 'older seq'), { inboxEntry: '1700000000000-4' });
+      const newer = await routeOne(user, messages(user, 'b'), { inboxEntry: '1700000000000-6' });
+
+      expect(first.outcome).toBe(RouteOutcome.QueuedNew);
+      expect([again.outcome, older.outcome, olderSeq.outcome]).toEqual([RouteOutcome.Duplicate, RouteOutcome.Duplicate, RouteOutcome.Duplicate]);
+      expect(newer.outcome).toBe(RouteOutcome.Queued);
+      expect((await queued(user)).map(entryPayload)).toEqual(['a', 'b']);
+      expect(await client.get(keys.inboxMark(user))).toBe('1700000000000-6');
+      expect(await client.pttl(keys.inboxMark(user))).toBeGreaterThan(0);
+    });
+
+    it('writes nothing for a duplicate of an online user either', async () => {
+      const user = uniqueId();
+      await queue.attach(user, 'c1', OTHER);
+      await routeOne(user, messages(user, 'a'), { inboxEntry: '10-1' });
+      await drain();
+
+      const again = await routeOne(user, messages(user, 'a'), { inboxEntry: '10-1', epoch: 3 });
+
+      expect(again.outcome).toBe(RouteOutcome.Duplicate);
+      expect((await owed(user)).map(entryPayload)).toEqual(['a']);
+      expect((await state(user)).e).toBeUndefined();
+      expect(await notices()).toEqual([]);
+    });
+  });
+
+  describe('collapse', () => {
+    it('replaces a queued, never sent message with the same key: the newer goes to the tail', async () => {
+      const user = uniqueId();
+      const old = message(user, 'score 1-0', { collapseKey: 'score' });
+      const other = message(user, 'chat');
+      const otherKey = message(user, 'weather', { collapseKey: 'weather' });
+      await routeOne(user, [old, other, otherKey]);
+      const newer = message(user, 'score 2-0', { collapseKey: 'score' });
+
+      const result = await routeOne(user, [newer]);
+
+      expect(result).toMatchObject({ outcome: RouteOutcome.Queued, replaced: 1, dropped: 0, refused: 0 });
+      expect(await queued(user)).toEqual(envelopes([other, otherKey, newer]));
+      expect(await droppedCounter(user)).toBe(0);
+    });
+
+    it('keeps only the last of two messages with one key in the same call', async () => {
+      const user = uniqueId();
+      const a = message(user, 'v1', { collapseKey: 'k' });
+      const plain = message(user, 'plain');
+      const b = message(user, 'v2', { collapseKey: 'k' });
+
+      const result = await routeOne(user, [a, plain, b]);
+
+      expect(result).toMatchObject({ outcome: RouteOutcome.QueuedNew, replaced: 1, dropped: 0 });
+      expect(await queued(user)).toEqual(envelopes([plain, b]));
+    });
+
+    it('does not replace a message that was sent once and requeued', async () => {
+      const user = uniqueId();
+      await queue.attach(user, 'c1', OTHER);
+      const sent = message(user, 'v1', { collapseKey: 'k' });
+      await routeOne(user, [sent]);
+      await queue.detach(user, 'c1', OTHER);
+      const newer = message(user, 'v2', { collapseKey: 'k' });
+
+      const result = await routeOne(user, [newer]);
+
+      expect(result).toMatchObject({ outcome: RouteOutcome.Queued, replaced: 0 });
+      expect(await queued(user)).toEqual([markSent(sent.envelope), newer.envelope]);
+    });
+
+    it('finds the message to replace through the index, not by reading the queue', async () => {
+      const user = uniqueId();
+      await routeOne(user, [message(user, 'k1', { collapseKey: 'k' }), message(user, 'plain')]);
+      expect(Object.keys(await client.hgetall(keys.collapseIndex(user)))).toEqual(['"k"']);
+      await routeOne(user, [message(user, 'k2', { collapseKey: 'k' })]);
+      expect((await queued(user)).map(entryPayload)).toEqual(['plain', 'k2']);
+      expect(await client.hget(keys.collapseIndex(user), '"k"')).toBe((await queued(user))[1]);
+      // Sent, then requeued: the index names bytes no longer queued (a sent entry is marked), so nothing is replaced.
+      await queue.attach(user, 'c1', OTHER);
+      await queue.read(user, 0, 10);
+      await queue.detach(user, 'c1', OTHER);
+      const k3 = message(user, 'k3', { collapseKey: 'k' });
+      expect(await routeOne(user, [k3])).toMatchObject({ replaced: 0 });
+      expect((await queued(user)).map(entryPayload)).toEqual(['plain', 'k2', 'k3']);
+      expect(await client.hgetall(keys.collapseIndex(user))).toEqual({ '"k"': k3.envelope });
+    });
+
+    it('does not take a key that only looks alike (a prefix, or another key with the same tail)', async () => {
+      const user = uniqueId();
+      const a = message(user, 'a', { collapseKey: 'key' });
+      const b = message(user, 'b', { collapseKey: 'key2' });
+      const c = message(user, 'c', { collapseKey: 'the key', ttl: 60 });
+      await routeOne(user, [a, b, c]);
+
+      const result = await routeOne(user, [message(user, 'd', { collapseKey: 'k' }), message(user, 'e', { collapseKey: 'ey' })]);
+
+      expect(result.replaced).toBe(0);
+      expect((await queued(user)).map(entryPayload)).toEqual(['a', 'b', 'c', 'd', 'e']);
+    });
+  });
+
+  it('keeps the earliest ttl expiry of a queued message in the state (t)', async () => {
+    const user = uniqueId();
+    await routeOne(user, [message(user, 'long', { ttl: 600 }), message(user, 'none')]);
+    expect((await state(user)).t).toBe(String(NOW + 600_000));
+
+    await routeOne(user, [message(user, 'longer', { ttl: 900 })]);
+    expect((await state(user)).t).toBe(String(NOW + 600_000));
+
+    await routeOne(user, [message(user, 'short', { ttl: 60 })]);
+    expect((await state(user)).t).toBe(String(NOW + 60_000));
+  });
+
+  it('keeps payloads with quotes, newlines, backslashes and unicode byte for byte, queued, owed and in notices', async () => {
+    const payloads = ['say "hi"\n\tthen\r\nbye', 'back\\slash \\"', 'ünïcödé ✓ 😀 e\u0301 \u2028', '{"ts":1}}', '"ts":5}}'];
+    const offline = uniqueId();
+    const online = uniqueId();
+    await queue.attach(online, 'c1', OTHER);
+    const a = messages(offline, ...payloads);
+    const b = messages(online, ...payloads);
+
+    await routeOne(offline, a);
+    await routeOne(online, b);
+
+    expect(await queued(offline)).toEqual(envelopes(a));
+    expect((await queued(offline)).map(entryPayload)).toEqual(payloads);
+    expect(await owed(online)).toEqual(envelopes(b));
+    const [[, notice]] = await notices();
+    const parsed = parseNotices(notice);
+    expect(notice).toBe(formatNotices(b.map((message, i) => messageNotice(online, i, message.envelope))));
+    expect(parsed.map((n) => JSON.parse(messageFrame((n as MessageNotice).envelope)).data.payload)).toEqual(payloads);
+  });
+});
