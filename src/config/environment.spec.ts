@@ -1,7 +1,8 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { getMetadataStorage } from 'class-validator';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, validateEnvironment } from './environment';
+import { BOOLEAN_SETTINGS, ConfigError, Environment, ENVIRONMENT_KEYS, INTEGER_SETTINGS, validateEnvironment } from './environment';
 import { optionsFromEnvironment } from './messenger-options';
 
 describe('validateEnvironment', () => {
@@ -212,5 +213,67 @@ describe('heartbeat and frame-rate settings', () => {
     ['MAX_FRAMES_PER_SECOND', 'lots'],
   ])('refuses %s=%s, naming the variable', (key, value) => {
     expect(() => validateEnvironment({ [key]: value })).toThrow(new RegExp(key));
+  });
+});
+
+describe('the settings read', () => {
+  const sorted = (keys: readonly string[]) => [...keys].sort();
+  /** A valid value of every setting without a default (two environments: a Cluster, or Sentinels), and what it is read as. */
+  const sentinels = {
+    NODE_ENV: 'test',
+    HOST: '127.0.0.1',
+    INTERNAL_PORT: '9090',
+    REDIS_SENTINELS: 'h:26379',
+    REDIS_SENTINEL_MASTER: 'm',
+    REDIS_USERNAME: 'app',
+    REDIS_PASSWORD: 's3cret!',
+    REDIS_TLS: 'true',
+    REDIS_TLS_CA_FILE: '/etc/redis/ca.pem',
+    REDIS_SENTINEL_PASSWORD: 'sentinel-secret',
+    AUTH_JWT_SECRET: 'x'.repeat(32),
+    AUTH_JWT_PUBLIC_KEY: '-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----',
+    AUTH_JWKS_URL: 'https://idp.example/.well-known/jwks.json',
+    INSTANCE_ID: 'node-1',
+    ALLOWED_ORIGINS: 'https://app.example',
+    TRUSTED_PROXIES: '10.0.0.1',
+    AUTH_JWT_ISSUER: 'https://idp.example/',
+    AUTH_JWT_AUDIENCE: 'app',
+    EVENTS_STREAM: 'rm:events',
+    ADMIN_API_KEYS: 'a'.repeat(16),
+    PUBLISH_API_KEYS: 'b'.repeat(16),
+  };
+  const cluster = { REDIS_CLUSTER_NODES: 'h1:7000,h2:7001' };
+  const read = (value: string) => (/^\d+$/.test(value) ? Number(value) : value === 'true' ? true : value);
+
+  it('lists every setting the class validates, each once, and nothing else', () => {
+    const decorated = getMetadataStorage()
+      .getTargetValidationMetadatas(Environment, '', true, false)
+      .map((m) => m.propertyName);
+    expect(sorted(ENVIRONMENT_KEYS)).toEqual(sorted([...new Set(decorated)]));
+    expect(new Set(ENVIRONMENT_KEYS).size).toBe(ENVIRONMENT_KEYS.length);
+    expect(ENVIRONMENT_KEYS).toEqual(expect.arrayContaining(['HOST', 'INTERNAL_PORT', 'REDIS_PASSWORD', 'ADMIN_API_KEYS', 'PORT', 'DEMO']));
+  });
+
+  it('reads every setting without a default (the ones no default lists)', () => {
+    const optional = ENVIRONMENT_KEYS.filter((key) => new Environment()[key] === undefined);
+    expect(sorted(optional)).toEqual(sorted([...Object.keys(sentinels), ...Object.keys(cluster)].filter((key) => key !== 'REDIS_TLS')));
+    const env = validateEnvironment(sentinels);
+    for (const [key, value] of Object.entries(sentinels)) expect([key, env[key as keyof Environment]]).toEqual([key, read(value)]);
+    expect(validateEnvironment(cluster).REDIS_CLUSTER_NODES).toBe(cluster.REDIS_CLUSTER_NODES);
+  });
+
+  it('reads integers and booleans by their validator, an optional integer (INTERNAL_PORT) too', () => {
+    const defaults = Object.entries(new Environment());
+    expect(sorted(INTEGER_SETTINGS)).toEqual(sorted([...defaults.filter(([, v]) => typeof v === 'number').map(([k]) => k), 'INTERNAL_PORT']));
+    expect(sorted(BOOLEAN_SETTINGS)).toEqual(sorted(defaults.filter(([, v]) => typeof v === 'boolean').map(([k]) => k)));
+    expect(validateEnvironment({ INTERNAL_PORT: '9091' }).INTERNAL_PORT).toBe(9091);
+  });
+
+  it('are the settings config/.env.example and docs/operations.md list', () => {
+    const root = join(__dirname, '..', '..');
+    const example = readFileSync(join(root, 'config', '.env.example'), 'utf8');
+    expect(sorted([...example.matchAll(/^([A-Z0-9_]+)=/gm)].map((m) => m[1]))).toEqual(sorted(ENVIRONMENT_KEYS));
+    const operations = readFileSync(join(root, 'docs', 'operations.md'), 'utf8');
+    expect(ENVIRONMENT_KEYS.filter((key) => !operations.includes(`\`${key}\``))).toEqual([]);
   });
 });

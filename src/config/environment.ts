@@ -1,5 +1,5 @@
 import { plainToInstance } from 'class-transformer';
-import { IsBoolean, IsIn, IsInt, IsOptional, IsString, Matches, Max, Min, ValidateIf, validateSync } from 'class-validator';
+import { getMetadataStorage, IS_BOOLEAN, IS_INT, IsBoolean, IsIn, IsInt, IsOptional, IsString, Matches, Max, Min, ValidateIf, validateSync } from 'class-validator';
 
 export const AUTH_MODES = ['none', 'key', 'jwt'] as const;
 export type AuthMode = (typeof AUTH_MODES)[number];
@@ -309,42 +309,20 @@ export class ConfigError extends Error {
   }
 }
 
-/** Every setting's name, the optional ones included. */
-export const ENVIRONMENT_KEYS = [
-  ...Object.keys(new Environment()),
-  'NODE_ENV',
-  'HOST',
-  'INTERNAL_PORT',
-  'REDIS_CLUSTER_NODES',
-  'REDIS_SENTINELS',
-  'REDIS_SENTINEL_MASTER',
-  'REDIS_USERNAME',
-  'REDIS_PASSWORD',
-  'REDIS_TLS_CA_FILE',
-  'REDIS_SENTINEL_PASSWORD',
-  'AUTH_JWT_SECRET',
-  'AUTH_JWT_PUBLIC_KEY',
-  'AUTH_JWKS_URL',
-  'INSTANCE_ID',
-  'ALLOWED_ORIGINS',
-  'TRUSTED_PROXIES',
-  'AUTH_JWT_ISSUER',
-  'AUTH_JWT_AUDIENCE',
-  'PUBLISH_API_KEYS',
-  'EVENTS_STREAM',
-  'ADMIN_API_KEYS',
-] as Array<keyof Environment>;
+/** The class-validator decorators on the settings (every setting has at least one). */
+const DECORATED = getMetadataStorage().getTargetValidationMetadatas(Environment, '', true, false);
 
-const INTEGER_SETTINGS = [
-  ...Object.entries(new Environment())
-    .filter(([, value]) => typeof value === 'number')
-    .map(([key]) => key),
-  'INTERNAL_PORT', // optional, so it has no default to tell its type by
-];
+/** The settings with a decorator named `name` (every one when undefined), each once. */
+function settingsDecorated(name?: string): Array<keyof Environment> {
+  return [...new Set(DECORATED.filter((m) => name === undefined || m.name === name).map((m) => m.propertyName as keyof Environment))];
+}
 
-const BOOLEAN_SETTINGS = Object.entries(new Environment())
-  .filter(([, value]) => typeof value === 'boolean')
-  .map(([key]) => key);
+/** Every setting's name, the optional ones (which have no default to list them by) included. */
+export const ENVIRONMENT_KEYS = settingsDecorated();
+
+/** Read as numbers and booleans from their text form (by their validator, so an optional one is too). */
+export const INTEGER_SETTINGS: readonly string[] = settingsDecorated(IS_INT);
+export const BOOLEAN_SETTINGS: readonly string[] = settingsDecorated(IS_BOOLEAN);
 
 /** Environment text to the setting's type; anything else is left as given, for the validator to refuse. */
 function parseValue(key: string, value: unknown): unknown {

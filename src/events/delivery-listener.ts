@@ -1,3 +1,5 @@
+import type { DROP_CAUSES } from '../metrics/metrics.constants';
+
 /** A message of a user: handed to one of its sockets (`delivered`), or acked by one (`acked`). */
 export interface MessageEvent {
   user: string;
@@ -12,7 +14,7 @@ export interface QueuedEvent {
 }
 
 /** Why messages were dropped: the queue cap (drop-oldest), the queue cap (reject), or their time to live. */
-export type DropCause = 'overflow' | 'rejected' | 'expired';
+export type DropCause = (typeof DROP_CAUSES)[number];
 
 export interface DroppedEvent {
   user: string;

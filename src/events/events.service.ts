@@ -3,14 +3,12 @@ import { InjectMessengerOptions, type MessengerOptions } from '../config/messeng
 import type { EventType } from '../metrics/metrics.constants';
 import { MetricsService } from '../metrics/metrics.service';
 import { envelopeChannel, envelopeId, envelopeTs } from '../protocol/envelope';
-import { RouteOutcome, type AbsenceCheck, type MessageFact, type RouteGroup, type RouteResult } from '../queue/queue.service';
+import type { AbsenceCheck, MessageFact, RouteGroup } from '../queue/queue.service';
+import type { RouteSummary } from '../queue/route-outcome';
 import { QueueKeys } from '../redis/keys';
 import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
 import { DeliveryListener, type DropCause } from './delivery-listener';
-
-const STORED = new Set<RouteOutcome>([RouteOutcome.Owed, RouteOutcome.Queued, RouteOutcome.QueuedNew, RouteOutcome.QueuedBehind]);
-const QUEUED = new Set<RouteOutcome>([RouteOutcome.Queued, RouteOutcome.QueuedNew, RouteOutcome.QueuedBehind]);
 
 /**
  * The facts of delivery, told to whoever listens: entries of EVENTS_STREAM (one
@@ -65,13 +63,11 @@ export class EventsService {
   }
 
   /** route.lua stored (or refused) a group of the user's messages. */
-  routed(group: RouteGroup, result: RouteResult): void {
+  routed(group: RouteGroup, route: RouteSummary): void {
     const { user, messages } = group;
-    if (result.dropped > 0) this.dropped(user, result.dropped, 'overflow');
-    if (result.refused > 0) this.dropped(user, result.refused, 'rejected');
-    if (!STORED.has(result.outcome)) return;
-    const queued = messages.length - result.refused - result.replaced;
-    if (QUEUED.has(result.outcome) && queued > 0 && this.listener?.queued) this.hook('queued', { user, count: queued });
+    this.dropped(user, route.capped, route.capDrop);
+    if (!route.stored) return;
+    if (route.queued > 0 && this.listener?.queued) this.hook('queued', { user, count: route.queued });
     if (this.tracksAbsences) {
       const ts = envelopeTs(messages[0].envelope);
       if (ts !== undefined) this.checkAbsence(user, ts + this.notifyAfterMs);

@@ -46,11 +46,25 @@ export function identifyOutcomeOf(code: string): IdentifyOutcome | undefined {
 }
 
 /**
- * Why a message was not routed: queue overflow, refused, PUBLISH to an invalid channel, invalid
- * group member, the route buffer full (ROUTE_BUFFER_BYTES), or heard by an instance whose shard
- * lease had moved on to another that routed the user since (a take-over window).
+ * The drop names, each written once. The queue cap (MAX_QUEUE_LENGTH) takes the oldest
+ * messages (`overflow`, QUEUE_OVERFLOW=drop-oldest) or refuses the new ones (`rejected`).
  */
-export const DROP_REASONS = ['overflow', 'rejected', 'invalid_channel', 'invalid_member', 'overload', 'fenced', 'unusable_keys'] as const;
+export const CAP_DROPS = ['overflow', 'rejected'] as const;
+export type CapDrop = (typeof CAP_DROPS)[number];
+
+/**
+ * Why a user's messages were dropped, as a DeliveryListener and EVENTS_STREAM's `dropped`
+ * entries tell it (the public DropCause): the queue cap, or their time to live.
+ */
+export const DROP_CAUSES = [...CAP_DROPS, 'expired'] as const;
+
+/**
+ * Why a message was not routed (`messages_dropped_total{reason}`): the queue cap, PUBLISH to an
+ * invalid channel, invalid group member, the route buffer full (ROUTE_BUFFER_BYTES), or heard by
+ * an instance whose shard lease had moved on to another that routed the user since (a take-over
+ * window). Expired messages have a counter of their own (`messages_expired_total`).
+ */
+export const DROP_REASONS = [...CAP_DROPS, 'invalid_channel', 'invalid_member', 'overload', 'fenced', 'unusable_keys'] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
 /** How a POST /v1/messages ended. */

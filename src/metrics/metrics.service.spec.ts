@@ -1,6 +1,6 @@
 import { REDMESSENGER_METRICS } from '../../test/support/metric-names';
 import { register as globalRegistry } from 'prom-client';
-import { BUSIEST_QUEUES, DROP_REASONS, IDENTIFY_OUTCOMES, identifyOutcomeOf, REDIS_COMMANDS } from './metrics.constants';
+import { BUSIEST_QUEUES, DROP_CAUSES, DROP_REASONS, IDENTIFY_OUTCOMES, identifyOutcomeOf, REDIS_COMMANDS } from './metrics.constants';
 import { MetricsService } from './metrics.service';
 
 /** The value of one counter or gauge series with exactly these labels (undefined when it does not exist). */
@@ -71,6 +71,9 @@ describe('MetricsService', () => {
     expect(await labelValues(metrics, 'redmessenger_messages_dropped_total', 'reason')).toEqual([...DROP_REASONS].sort());
     expect(await labelValues(metrics, 'redmessenger_redis_command_duration_seconds', 'command')).toEqual([...REDIS_COMMANDS].sort());
     for (const outcome of IDENTIFY_OUTCOMES) expect(await value(metrics, 'redmessenger_identify_total', { outcome })).toBe(0);
+    // The drop names are composed from one list: the label values (and the public DropCause) stay these.
+    expect(DROP_REASONS).toEqual(['overflow', 'rejected', 'invalid_channel', 'invalid_member', 'overload', 'fenced', 'unusable_keys']);
+    expect(DROP_CAUSES).toEqual(['overflow', 'rejected', 'expired']);
     expect((await histogram(metrics, 'redmessenger_redis_command_duration_seconds', { command: 'route' })).count).toBe(0);
   });
 

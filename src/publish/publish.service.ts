@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { EventsService } from '../events/events.service';
-import { QueueService, RouteOutcome, UnusableKeys, type Idempotency, type RouteGroup, type RouteResult } from '../queue/queue.service';
+import { QueueService, UnusableKeys, type Idempotency, type RouteGroup, type RouteResult } from '../queue/queue.service';
+import { summarizeRoute } from '../queue/route-outcome';
 import { QueueKeys } from '../redis/keys';
 import type { RedisClient } from '../redis/lua-scripts';
 import { InjectRedis } from '../redis/redis.constants';
@@ -76,21 +77,25 @@ export class PublishService {
     (await this.store.store(groups, true)).forEach((result: RouteResult | Error, g) => {
       const item = results[owner[g]];
       // A failure worth retrying (Redis away) wins over unusable keys, which fail the same way every time.
-      if (result instanceof Error) item.failed = item.failed && !(item.failed instanceof UnusableKeys) ? item.failed : result;
-      else if (result.outcome === RouteOutcome.Conflict) item.conflicts++;
-      else if (result.outcome === RouteOutcome.Repeated || result.outcome === RouteOutcome.Duplicate) {
+      if (result instanceof Error) {
+        item.failed = item.failed && !(item.failed instanceof UnusableKeys) ? item.failed : result;
+        return;
+      }
+      const route = summarizeRoute(groups[g].messages.length, result);
+      if (route.conflict) item.conflicts++;
+      else if (route.repeated) {
         item.repeated++;
         item.recipients++;
         item.answer ??= result.answer;
-      } else if (result.outcome === RouteOutcome.Fenced)
+      } else if (route.fenced)
         item.failed = new Error('fenced'); // epoch 0 is never fenced
-      else if (result.refused > 0) item.refused++;
+      else if (route.refused > 0) item.refused++;
       else {
         item.stored++;
         item.recipients++;
       }
       // Stored, but a failover could still lose it: not acknowledged as stored (503, entry left pending).
-      if (!(result instanceof Error) && result.unreplicated) item.failed ??= result.unreplicated;
+      if (result.unreplicated) item.failed ??= result.unreplicated;
     });
     return results;
   }

@@ -3,12 +3,17 @@ import { InjectMessengerOptions, type MessengerOptions } from '../config/messeng
 import { DeliveryService } from '../delivery/delivery.service';
 import { EventsService } from '../events/events.service';
 import { RateLimitedLog } from '../logging/rate-limited-log';
+import type { CapDrop } from '../metrics/metrics.constants';
 import { MetricsService } from '../metrics/metrics.service';
-import { QueueService, RouteOutcome, UnusableKeys, type RouteGroup, type RouteResult } from '../queue/queue.service';
+import { QueueService, UnusableKeys, type RouteGroup, type RouteResult } from '../queue/queue.service';
+import { summarizeRoute } from '../queue/route-outcome';
 import { QueueKeys } from '../redis/keys';
 
 /** At most one log line this often about users whose keys are unusable. */
 const UNUSABLE_LOG_MS = 1000;
+
+/** What the queue cap did, as the warning says it. */
+const CAPPED: Record<CapDrop, string> = { overflow: 'dropped its oldest messages', rejected: 'refused new messages' };
 
 /**
  * Stores groups of messages (route.lua decides deliver-or-queue) and does what the
@@ -60,37 +65,28 @@ export class StoreService {
   private apply(group: RouteGroup, result: RouteResult, debug: boolean): void {
     const { user, messages } = group;
     const n = messages.length;
-    if (result.outcome === RouteOutcome.Repeated || result.outcome === RouteOutcome.Conflict) return; // nothing stored
-    this.events.routed(group, result);
+    const route = summarizeRoute(n, result);
+    if (!route.routed) return; // a repeat or conflict of an idempotency record: nothing stored
+    this.events.routed(group, route);
     this.metrics.routed(n);
-    this.metrics.dropped(this.options.queueOverflow === 'reject' ? 'rejected' : 'overflow', result.dropped + result.refused);
-    if (result.dropped + result.refused > 0) {
-      const what = this.options.queueOverflow === 'reject' ? 'refused new messages' : 'dropped its oldest messages';
-      this.warnings.warn('queue-full', `${user}: queue full (MAX_QUEUE_LENGTH=${this.options.maxQueueLength}), ${what} (${result.dropped + result.refused})`);
+    this.metrics.dropped(route.capDrop, route.capped);
+    if (route.capped > 0) {
+      this.warnings.warn('queue-full', `${user}: queue full (MAX_QUEUE_LENGTH=${this.options.maxQueueLength}), ${CAPPED[route.capDrop]} (${route.capped})`);
     }
-    switch (result.outcome) {
-      case RouteOutcome.Owed:
-        if (result.mine)
-          this.delivery.deliver(
-            user,
-            result.position,
-            messages.slice(0, n - result.refused).map((m) => m.envelope),
-          );
-        return;
-      case RouteOutcome.QueuedBehind:
-        if (result.mine) this.delivery.sync(user);
-        break;
-      case RouteOutcome.QueuedNew:
-        void this.queue.index(user, Date.now()).catch(() => undefined);
-        break;
-      case RouteOutcome.Fenced:
-        this.metrics.dropped('fenced', n);
-        this.logger.warn(`${user}: ${n} messages heard while this instance's route shard lease lapsed were routed by another instance meanwhile; dropped`);
-        return;
-      case RouteOutcome.Duplicate:
-        return;
+    if (route.handOut > 0)
+      this.delivery.deliver(
+        user,
+        result.position,
+        messages.slice(0, route.handOut).map((m) => m.envelope),
+      );
+    if (route.wake) this.delivery.sync(user);
+    if (route.newQueue) void this.queue.index(user, Date.now()).catch(() => undefined);
+    if (route.fenced) {
+      this.metrics.dropped('fenced', n);
+      this.logger.warn(`${user}: ${n} messages heard while this instance's route shard lease lapsed were routed by another instance meanwhile; dropped`);
     }
-    this.metrics.queued(n - result.refused - result.replaced);
+    if (!route.appended) return;
+    this.metrics.queued(route.queued);
     if (debug) for (let i = 0; i < n; i++) this.logger.debug(`Client is not online, queueing message in Redis (${this.keys.queue(user)})`);
   }
 }
