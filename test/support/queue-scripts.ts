@@ -105,6 +105,8 @@ export function useQueueScripts() {
     dropped: await s.r.get(keys.dropped(user)),
     mark: await s.r.get(keys.inboxMark(user)),
   });
+  /** Every key of the user (any type: DUMPed), to compare before and after a call that must write nothing of it. */
+  const dumped = async (user: string, ...more: string[]) => Promise.all([...keys.userKeys(user), keys.collapseIndex(user), ...more].map((key) => s.r.dumpBuffer(key)));
   const channelOf = (user: string) => JSON.stringify(keys.userChannel(user));
   const ids = (entries: string[]) => entries.map((e) => envelopeId(e));
   /** The `m` notice of a message newly owed at a position (protocol/notices.ts). */
@@ -142,6 +144,7 @@ export function useQueueScripts() {
     droppedCounter,
     envelopes,
     snapshot,
+    dumped,
     channelOf,
     ids,
     messageNotice,

@@ -6,7 +6,7 @@ import { formatNotice, formatNotices, parseNotices, type MessageNotice } from '.
 import { RouteOutcome, UnusableKeys, type RouteGroup } from '../queue.service';
 
 /** route.lua against a real Redis, through QueueService.route. Set-up and helpers: test/support/queue-scripts.ts. */
-const { client, queue, service, keys, ME, OTHER, THIRD, NOW, notices, drain, message, messages, routeOne, queued, owed, state, droppedCounter, envelopes, snapshot, messageNotice } = useQueueScripts();
+const { client, queue, service, keys, ME, OTHER, THIRD, NOW, notices, drain, message, messages, routeOne, queued, owed, state, droppedCounter, envelopes, snapshot, dumped, messageNotice } = useQueueScripts();
 
 describe('route.lua', () => {
   it('queues the messages of a user with no connection in order, as built: n on an empty queue, then q', async () => {
@@ -119,26 +119,59 @@ describe('route.lua', () => {
   });
 
   it('skips a user whose key has another type (before the first write) with an UnusableKeys error; the others store once', async () => {
-    const users = [uniqueId(), uniqueId(), uniqueId(), uniqueId()];
-    await client.set(keys.queue(users[1]), 'foo');
-    await client.set(keys.dropped(users[2]), 'not a number');
-    await queue.attach(users[3], 'c1', OTHER);
-    await client.hset(keys.state(users[0]), 'e', 1);
+    const users = Array.from({ length: 7 }, () => uniqueId());
+    const [fine, badQueue, badOwed, online, badIndex, badMark, badRecord] = users;
+    await client.hset(keys.state(fine), 'e', 1);
+    await client.set(keys.queue(badQueue), 'foo');
+    await queue.attach(badOwed, 'c1', OTHER);
+    await client.sadd(keys.owed(badOwed), 'foo');
+    await queue.attach(online, 'c1', OTHER);
+    await client.rpush(keys.queue(badIndex), 'older');
+    await client.set(keys.collapseIndex(badIndex), 'foo');
+    await client.rpush(keys.inboxMark(badMark), 'foo');
+    const idempotency = { scope: 's', hash: 'h', answer: '{"id":"1"}' };
+    await client.rpush(keys.idempotency(badRecord, idempotency.scope), 'foo');
+    const groups: RouteGroup[] = users.map((user) => ({ user, messages: messages(user, 'a', 'b'), epoch: 0 }));
+    groups[4].messages[1].collapseKey = 'k';
+    groups[5].inboxEntry = '1-1';
+    groups[6].idempotency = idempotency;
+    const skipped = () => Promise.all([badQueue, badOwed, badIndex, badMark, badRecord].map((user) => dumped(user, keys.idempotency(user, idempotency.scope))));
+    const before = await skipped();
 
-    const results = await queue.route(
-      users.map((user) => ({ user, messages: messages(user, 'a', 'b'), epoch: 0 })),
+    const results = await queue.route(groups, ME);
+
+    expect(results.map((r) => r instanceof UnusableKeys)).toEqual([false, true, true, false, true, true, true]);
+    expect(String(results[1])).toMatch(new RegExp(`${keys.queue(badQueue)} is a string, not a list`));
+    expect(String(results[2])).toMatch(new RegExp(`${keys.owed(badOwed)} is a set, not a list`));
+    expect(String(results[4])).toMatch(new RegExp(`${keys.collapseIndex(badIndex)} is a string, not a hash`));
+    expect(String(results[5])).toMatch(new RegExp(`${keys.inboxMark(badMark)} is a list, not a string`));
+    expect(String(results[6])).toMatch(/is a list, not a string/);
+    expect((await queued(fine)).map(entryPayload)).toEqual(['a', 'b']);
+    expect((await owed(online)).map(entryPayload)).toEqual(['a', 'b']);
+    // Nothing of a skipped user written: not even the epoch or the state.
+    expect(await skipped()).toEqual(before);
+    expect(await client.get(keys.queue(badQueue))).toBe('foo');
+    expect(await client.lrange(keys.queue(badIndex), 0, -1)).toEqual(['older']);
+  });
+
+  it('takes a dropped counter that is not an integer as unusable only when the cap may be passed (only then is it written)', async () => {
+    const capped = service({ maxQueueLength: 3, queueOverflow: 'drop-oldest' });
+    const [under, past] = [uniqueId(), uniqueId()];
+    for (const user of [under, past]) await client.set(keys.dropped(user), 'not a number');
+
+    const [a, b] = await capped.route(
+      [
+        { user: under, messages: messages(under, 'a', 'b'), epoch: 0 },
+        { user: past, messages: messages(past, 'a', 'b', 'c', 'd'), epoch: 0 },
+      ],
       ME,
     );
 
-    expect(results[1]).toBeInstanceOf(UnusableKeys);
-    expect(String(results[1])).toMatch(new RegExp(`${keys.queue(users[1])} is a string, not a list`));
-    expect(results[2]).toBeInstanceOf(UnusableKeys);
-    expect(String(results[2])).toMatch(/is not an integer/);
-    expect(results.filter((r) => r instanceof Error)).toHaveLength(2);
-    expect((await queued(users[0])).map(entryPayload)).toEqual(['a', 'b']);
-    expect((await owed(users[3])).map(entryPayload)).toEqual(['a', 'b']);
-    expect(await client.get(keys.queue(users[1]))).toBe('foo');
-    expect(await client.llen(keys.queue(users[2]))).toBe(0);
+    expect(a).toMatchObject({ outcome: RouteOutcome.QueuedNew, dropped: 0 });
+    expect((await queued(under)).map(entryPayload)).toEqual(['a', 'b']);
+    expect(b).toBeInstanceOf(UnusableKeys);
+    expect(String(b)).toMatch(new RegExp(`${keys.dropped(past)} is not an integer`));
+    expect(await client.llen(keys.queue(past))).toBe(0);
   });
 
   it('retries a call that Redis refused one user at a time', async () => {
