@@ -24,6 +24,7 @@ class Client {
     this.localAddress = localAddress;
     this.acks = [];
     this.ackDueAt = 0;
+    this.ackTimer = undefined;
     this.ws = null;
     this.readyAt = 0;
     this.identifiedAt = 0;
@@ -55,6 +56,11 @@ class Client {
     });
   }
 
+  /** The socket, opened (the WebSocket handshake): as MqttClient.open. */
+  open(timeoutMs) {
+    return this.connect(timeoutMs);
+  }
+
   /** Sends identify; resolves with the `ready` frame's data (rejects after timeoutMs). */
   identify(timeoutMs = 30000) {
     return new Promise((resolve, reject) => {
@@ -79,14 +85,21 @@ class Client {
     }
     if (frame.event === 'message') {
       const d = frame.data;
-      if (!d || typeof d.id !== 'string' || typeof d.payload !== 'string' || typeof d.ts !== 'number' || d.channel !== this.channel) {
+      if (!d || typeof d.id !== 'string' || typeof d.payload !== 'string' || typeof d.ts !== 'number' || (d.channel !== this.channel && d.channel !== this.pool.groupChannel)) {
         this.pool.malformed++;
         return;
       }
-      // Each batch waits 0.5-1.5 × ackDelayMs, so clients fed in lockstep (round-robin) do not ack in lockstep.
-      if (this.acks.push(d.id) === 1) this.ackDueAt = now + this.pool.ackDelayMs * (0.5 + Math.random());
-      if (this.acks.length >= this.pool.ackBatch) this.flushAcks();
-      else this.pool.dirty.add(this);
+      if (this.pool.sdkAcks) {
+        // As the SDK's ack() (client/src/index.ts): a batch leaves when full, or ackDelayMs after its first id.
+        this.acks.push(d.id);
+        if (this.acks.length >= this.pool.ackBatch) this.flushAcks();
+        else this.ackTimer ??= setTimeout(() => this.flushAcks(), this.pool.ackDelayMs);
+      } else {
+        // Each batch waits 0.5-1.5 × ackDelayMs, so clients fed in lockstep (round-robin) do not ack in lockstep.
+        if (this.acks.push(d.id) === 1) this.ackDueAt = now + this.pool.ackDelayMs * (0.5 + Math.random());
+        if (this.acks.length >= this.pool.ackBatch) this.flushAcks();
+        else this.pool.dirty.add(this);
+      }
       this.pool.onMessage(this, d.payload, now);
     } else if (frame.event === 'ready') {
       this.readyAt = now;
@@ -98,6 +111,8 @@ class Client {
   }
 
   flushAcks() {
+    clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
     if (this.acks.length === 0) return;
     if (this.ws.readyState === WebSocket.OPEN) {
       this.ws.send(JSON.stringify({ event: 'ack', data: { ids: this.acks } }));
@@ -111,12 +126,16 @@ class Client {
 /**
  * A set of clients sharing one ack policy: a client acks when it holds
  * `ackBatch` unacked ids, or when its oldest unacked id is about `ackDelayMs`
- * old (0.5-1.5 × that, drawn per batch: clients do not ack in synchronised waves).
+ * old (0.5-1.5 × that, drawn per batch: clients do not ack in synchronised waves;
+ * with `sdk`, exactly that old, on a timer per client, as the SDK does).
+ * `groupChannel`: a group channel whose messages the clients get too.
  */
 class Pool {
-  constructor(url, { ackBatch = 100, ackDelayMs = 100 } = {}) {
+  constructor(url, { ackBatch = 100, ackDelayMs = 100, sdk = false } = {}, { groupChannel } = {}) {
     this.url = url;
     this.ackBatch = ackBatch;
+    this.sdkAcks = sdk;
+    this.groupChannel = groupChannel;
     this.clients = [];
     this.dirty = new Set();
     this.errors = [];
@@ -126,7 +145,7 @@ class Pool {
     this.closing = false;
     this.onMessage = () => {};
     this.ackDelayMs = ackDelayMs;
-    this.timer = setInterval(() => this.flushDue(), Math.min(10, ackDelayMs));
+    this.timer = sdk ? undefined : setInterval(() => this.flushDue(), Math.min(10, ackDelayMs));
   }
 
   flushDue() {
@@ -141,6 +160,7 @@ class Pool {
   }
 
   flushAll() {
+    if (this.sdkAcks) for (const client of this.clients) if (client.acks.length) client.flushAcks();
     for (const client of this.dirty) client.flushAcks();
     this.dirty.clear();
   }
@@ -151,11 +171,7 @@ class Pool {
    * identifies each as soon as it is open. Resolves when all are ready.
    */
   async open(users, { concurrency = 200, identify = true, localAddresses = ['127.0.0.1'], deadlineMs = 120000 } = {}) {
-    const start = this.clients.length;
-    for (let i = 0; i < users.length; i++) {
-      this.clients.push(new Client(this, users[i], start + i, localAddresses[i % localAddresses.length]));
-    }
-    const todo = this.clients.slice(start);
+    const todo = this.add(users, { localAddresses });
     const deadline = Date.now() + deadlineMs;
     let next = 0;
     const worker = async () => {
@@ -170,9 +186,17 @@ class Pool {
     return todo;
   }
 
+  /** Clients for users (source addresses spread over `localAddresses`), not opened yet. */
+  add(users, { localAddresses = ['127.0.0.1'] } = {}) {
+    const start = this.clients.length;
+    for (let i = 0; i < users.length; i++) this.clients.push(new Client(this, users[i], start + i, localAddresses[i % localAddresses.length]));
+    return this.clients.slice(start);
+  }
+
   async close() {
     this.closing = true;
     clearInterval(this.timer);
+    for (const c of this.clients) clearTimeout(c.ackTimer);
     const closed = this.clients.map(
       (c) =>
         new Promise((resolve) => {

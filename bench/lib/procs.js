@@ -83,6 +83,52 @@ function rssKb(pid) {
   return m ? Number(m[1]) : NaN;
 }
 
+/** Peak resident set size (VmHWM) in KiB, since the start or the last resetPeakRss. */
+function peakRssKb(pid) {
+  const m = /VmHWM:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+/** Resets VmHWM to the current RSS (clear_refs 5, Linux 4.0+); false where not allowed. */
+function resetPeakRss(pid) {
+  try {
+    fs.writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Samples a process's VmRSS every `everyMs` on a worker thread (the bench's own event loop is
+ * busiest exactly when the peak comes); stop() resolves with { maxKb, samples }.
+ */
+function rssSampler(pid, everyMs = 50) {
+  const { Worker } = require('node:worker_threads');
+  const code = `
+    const fs = require('node:fs');
+    const { parentPort, workerData } = require('node:worker_threads');
+    let maxKb = 0, samples = 0;
+    const timer = setInterval(() => {
+      try {
+        const m = /VmRSS:\\s+(\\d+)\\s+kB/.exec(fs.readFileSync('/proc/' + workerData.pid + '/status', 'utf8'));
+        if (m) { maxKb = Math.max(maxKb, Number(m[1])); samples++; }
+      } catch {}
+    }, workerData.everyMs);
+    parentPort.on('message', () => { clearInterval(timer); parentPort.postMessage({ maxKb, samples }); });`;
+  const worker = new Worker(code, { eval: true, workerData: { pid, everyMs } });
+  return {
+    stop: () =>
+      new Promise((resolve) => {
+        worker.once('message', (r) => {
+          void worker.terminate();
+          resolve(r);
+        });
+        worker.postMessage('stop');
+      }),
+  };
+}
+
 /** Busy and total jiffies of the whole machine, to tell how saturated the 2 cores were. */
 function machineTicks() {
   const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
@@ -267,6 +313,9 @@ async function startServer(kind, redisUrl, { maxInflight = 1000, profileFile, in
     LOG_LEVEL: 'warn',
     MAX_INFLIGHT: String(maxInflight),
     AUTH_MODE: 'none',
+    // Every socket of the bench comes from a few loopback addresses: the per-address limits are off (docs/performance.md, Load testing).
+    CONNECTION_RATE_PER_MINUTE: '0',
+    IDENTIFY_RATE_PER_MINUTE: '0',
     ...extraEnv,
   };
   // Several servers on one Redis must not share an id (the server's default derives it from PORT).
@@ -322,6 +371,9 @@ module.exports = {
   freePort,
   cpuMs,
   rssKb,
+  peakRssKb,
+  resetPeakRss,
+  rssSampler,
   cpuSnapshot,
   cpuDelta,
   launchRedis,

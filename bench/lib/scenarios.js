@@ -6,7 +6,8 @@ const fs = require('node:fs');
 const http = require('node:http');
 const { connectPublisher } = require('./publisher');
 const { Pool, Tracker, payload } = require('./clients');
-const { sleep, cpuMs, cpuSnapshot, cpuDelta, rssKb, startServer, httpGet } = require('./procs');
+const { MqttPool, connectMqttPublisher, startMosquitto } = require('./mqtt');
+const { sleep, cpuMs, cpuSnapshot, cpuDelta, rssKb, peakRssKb, resetPeakRss, rssSampler, startServer, httpGet } = require('./procs');
 
 const range = (n, prefix) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
@@ -161,6 +162,36 @@ async function withServers(ctx, kind, n, opts, fn) {
 
 const withServer = (ctx, kind, opts, fn) => withServers(ctx, kind, 1, opts, ([server]) => fn(server));
 
+/**
+ * What a scenario needs of the system under test, whichever it is: its process (`server`,
+ * `pid`), a pool of clients, a publisher with publish(channels, payloads), a user's
+ * channel, and whether Redis figures apply. RedMessenger and the baseline: WebSocket
+ * clients and PUBLISH rm.users.<id>; Mosquitto: MQTT clients and QoS 1 PUBLISH to
+ * users/<id> (persistent sessions).
+ */
+async function withEndpoint(ctx, kind, opts, fn) {
+  if (kind === 'mosquitto') {
+    const broker = await startMosquitto();
+    broker.profiler = profiler(broker, undefined);
+    try {
+      return await fn({ kind, server: broker, pid: broker.pid, redis: false, channel: (u) => `users/${u}`, pool: () => new MqttPool(broker.port), publisher: () => connectMqttPublisher(broker.port) });
+    } finally {
+      await broker.stop();
+    }
+  }
+  return withServer(ctx, kind, opts, (server) =>
+    fn({
+      kind,
+      server,
+      pid: server.pid,
+      redis: true,
+      channel: (u) => `rm.users.${u}`,
+      pool: (ack, poolOpts) => new Pool(server.url, ack, poolOpts),
+      publisher: () => connectPublisher(ctx.redis.port),
+    }),
+  );
+}
+
 /** Waits (at most maxMs) until the server used under 5% of a core over 100 ms: done with what came before. */
 async function settle(pid, maxMs = 3000) {
   const end = performance.now() + maxMs;
@@ -189,12 +220,12 @@ async function warmUp(pub, pools, channels, servers, cfg) {
   }
 }
 
-/** Opens the clients, runs a warmup round (not counted), returns the pool. */
-async function warmPool(server, pub, cfg) {
-  const pool = new Pool(server.url, cfg.ack);
+/** Opens the clients (Mosquitto's: connected and subscribed), runs a warmup round (not counted), returns the pool. */
+async function warmPool(ep, pub, cfg) {
+  const pool = ep.pool(cfg.ack);
   await pool.open(range(cfg.clients, 'u'));
   const channels = pool.clients.map((c) => c.channel);
-  await warmUp(pub, [pool], channels, [server], cfg);
+  await warmUp(pub, [pool], channels, [ep.server], cfg);
   return { pool, channels };
 }
 
@@ -202,20 +233,21 @@ async function warmPool(server, pub, cfg) {
  * The measured phase of online, burst and instances: perUser messages to each
  * channel round-robin, at most `window` ahead of receipt (Infinity: unpaced,
  * no waiting on receipts), then the delivery figures. CPU of all the servers is
- * summed; Redis CPU both from /proc and from its own INFO cpu.
+ * summed; Redis CPU both from /proc and from its own INFO cpu (none for Mosquitto).
  */
 async function measurePush(ctx, servers, pub, pools, channels, { perUser, window, deadlineMs }) {
   const { admin } = ctx.redis;
+  const withRedis = servers[0].kind !== 'mosquitto';
   const tracker = new Tracker(
     pools.flatMap((p) => p.clients),
     perUser,
   );
   for (const pool of pools) pool.onMessage = tracker.handler;
-  await admin.config('RESETSTAT');
+  if (withRedis) await admin.config('RESETSTAT');
   servers[0].profiler.start();
   const pids = { redis: ctx.redis.pid };
   servers.forEach((s, i) => (pids[`server${i}`] = s.pid));
-  const redis0 = await redisInfoCpuMs(admin);
+  const redis0 = withRedis ? await redisInfoCpuMs(admin) : 0;
   const s0 = cpuSnapshot(pids);
   const t0 = performance.now();
   const progress = window === Infinity ? undefined : () => tracker.unique;
@@ -225,8 +257,8 @@ async function measurePush(ctx, servers, pub, pools, channels, { perUser, window
   for (const pool of pools) pool.flushAll();
   await sleep(300); // the last acks reach the server
   const s1 = cpuSnapshot(pids);
-  const redis1 = await redisInfoCpuMs(admin);
-  const stats = parseCommandstats(await withDeadline(admin.info('commandstats'), 5000, 'INFO commandstats'));
+  const redis1 = withRedis ? await redisInfoCpuMs(admin) : 0;
+  const stats = withRedis ? parseCommandstats(await withDeadline(admin.info('commandstats'), 5000, 'INFO commandstats')) : {};
   await servers[0].profiler.stop();
   const cpu = cpuDelta(s0, s1);
   // Not the server's: the bench's own PUBLISHes and its CONFIG RESETSTAT (INFO is not counted in its own answer).
@@ -238,6 +270,17 @@ async function measurePush(ctx, servers, pub, pools, channels, { perUser, window
   const activeMs = tracker.lastAt - t0;
   const serverCpuMs = servers.reduce((sum, _, i) => sum + cpu.cpuMs[`server${i}`], 0);
   const ackFrames = pools.reduce((a, p) => a + p.ackFrames, 0);
+  const redisFigures = withRedis
+    ? {
+        redisCpuUsPerMsg: (cpu.cpuMs.redis * 1000) / delivered,
+        redisInfoCpuUsPerMsg: ((redis1 - redis0) * 1000) / delivered,
+        redisCommands,
+        redisCommandsPerMsg: redisCommands / delivered,
+        redisScriptCallsPerMsg: scripts / delivered,
+        commandstats: Object.fromEntries(Object.entries(stats).map(([k, v]) => [k, v.calls])),
+        redisUsecPerMsg: Object.values(stats).reduce((a, v) => a + v.usec, 0) / delivered,
+      }
+    : {};
   return {
     published,
     complete,
@@ -250,31 +293,25 @@ async function measurePush(ctx, servers, pub, pools, channels, { perUser, window
     serverCpuMs,
     serverCpuUsPerMsg: (serverCpuMs * 1000) / delivered,
     serverCpuPct: (100 * serverCpuMs) / cpu.wallMs,
-    redisCpuUsPerMsg: (cpu.cpuMs.redis * 1000) / delivered,
-    redisInfoCpuUsPerMsg: ((redis1 - redis0) * 1000) / delivered,
     benchCpuPct: cpu.benchCpuPct,
     machineBusyPct: cpu.machineBusyPct,
     otherCpuPct: cpu.otherCpuPct,
     ackFrames,
     ackFramesPerMsg: ackFrames / delivered,
-    redisCommands,
-    redisCommandsPerMsg: redisCommands / delivered,
-    redisScriptCallsPerMsg: scripts / delivered,
-    commandstats: Object.fromEntries(Object.entries(stats).map(([k, v]) => [k, v.calls])),
-    redisUsecPerMsg: Object.values(stats).reduce((a, v) => a + v.usec, 0) / delivered,
+    ...redisFigures,
   };
 }
 
 /** 1,000 identified clients, 100,000 messages round-robin, pipelined, `window` ahead of receipt at most; acks in batches. */
 function push(ctx, kind, cfg, window) {
-  return withServer(ctx, kind, { maxInflight: cfg.maxInflight }, async (server) => {
-    const pub = await connectPublisher(ctx.redis.port);
+  return withEndpoint(ctx, kind, { maxInflight: cfg.maxInflight }, async (ep) => {
+    const pub = await ep.publisher();
     let pool;
     try {
-      const warmed = await warmPool(server, pub, cfg);
+      const warmed = await warmPool(ep, pub, cfg);
       pool = warmed.pool;
-      const r = await measurePush(ctx, [server], pub, [pool], warmed.channels, { perUser: cfg.perUser, window, deadlineMs: cfg.deadlineMs });
-      return { clients: cfg.clients, window, ...r, rssKbAfter: rssKb(server.pid) };
+      const r = await measurePush(ctx, [ep.server], pub, [pool], warmed.channels, { perUser: cfg.perUser, window, deadlineMs: cfg.deadlineMs });
+      return { clients: cfg.clients, window, ...r, rssKbAfter: rssKb(ep.pid) };
     } finally {
       if (pool) await pool.close();
       pub.close();
@@ -285,16 +322,20 @@ function push(ctx, kind, cfg, window) {
 /** Windowed: the publisher stays at most cfg.window messages ahead of receipt. */
 const online = (ctx, kind, cfg) => push(ctx, kind, cfg, cfg.window);
 
-/** Unpaced: published as fast as Redis answers the pipelined chunks, never waiting on receipts. */
+/** Unpaced: published as fast as Redis (Mosquitto: its PUBACKs) answers the pipelined chunks, never waiting on receipts. */
 const burst = (ctx, kind, cfg) => push(ctx, kind, cfg, Infinity);
 
-/** The online setup at a paced rate: publish-to-receipt latency. */
+/**
+ * The online setup at a paced rate: publish-to-receipt latency, the server's CPU and
+ * Redis's (INFO cpu) per message. cfg.ack is the SDK's ack policy (run.js).
+ */
 async function latency(ctx, kind, cfg) {
-  return withServer(ctx, kind, { maxInflight: cfg.maxInflight }, async (server) => {
-    const pub = await connectPublisher(ctx.redis.port);
+  return withEndpoint(ctx, kind, { maxInflight: cfg.maxInflight }, async (ep) => {
+    const pub = await ep.publisher();
+    const { admin } = ctx.redis;
     let pool;
     try {
-      const warmed = await warmPool(server, pub, cfg);
+      const warmed = await warmPool(ep, pub, cfg);
       pool = warmed.pool;
       const channels = warmed.channels;
       const n = channels.length;
@@ -302,8 +343,9 @@ async function latency(ctx, kind, cfg) {
       const total = perUser * n;
       const tracker = new Tracker(pool.clients, perUser, { latencies: true });
       pool.onMessage = tracker.handler;
-      const pids = { server: server.pid, redis: ctx.redis.pid };
-      server.profiler.start();
+      const pids = { server: ep.pid, redis: ctx.redis.pid };
+      ep.server.profiler.start();
+      const redis0 = ep.redis ? await redisInfoCpuMs(admin) : 0;
       const s0 = cpuSnapshot(pids);
       const start = performance.now();
       let sent = 0;
@@ -324,8 +366,11 @@ async function latency(ctx, kind, cfg) {
       }
       const sendMs = performance.now() - start;
       const complete = await tracker.done(cfg.deadlineMs);
+      pool.flushAll();
+      await sleep(50); // the last acks (the SDK's 10 ms timer) are in the window, as the rest were
       const s1 = cpuSnapshot(pids);
-      await server.profiler.stop();
+      const redis1 = ep.redis ? await redisInfoCpuMs(admin) : 0;
+      await ep.server.profiler.stop();
       const cpu = cpuDelta(s0, s1);
       const lat = tracker.latencyStats() ?? {};
       return {
@@ -344,6 +389,7 @@ async function latency(ctx, kind, cfg) {
         maxMs: lat.max,
         serverCpuPct: (100 * cpu.cpuMs.server) / cpu.wallMs,
         serverCpuUsPerMsg: (cpu.cpuMs.server * 1000) / tracker.unique,
+        redisInfoCpuUsPerMsg: ep.redis ? ((redis1 - redis0) * 1000) / tracker.unique : undefined,
         benchCpuPct: cpu.benchCpuPct,
         machineBusyPct: cpu.machineBusyPct,
         otherCpuPct: cpu.otherCpuPct,
@@ -356,23 +402,42 @@ async function latency(ctx, kind, cfg) {
   });
 }
 
-/** Queues perUser messages for each of users while they are offline, then they identify at once. */
-async function drainCase(ctx, server, pub, users, perUser, cfg, prof) {
-  const channels = users.map((u) => `rm.users.${u}`);
+/** Mosquitto keeps what comes for an offline client only for a session it knows: connect (persistent) and subscribe, then go. */
+async function mqttSessions(ep, users, cfg) {
+  const pool = ep.pool();
+  try {
+    await pool.open(users, { concurrency: 200, localAddresses: cfg.localAddresses });
+  } finally {
+    await pool.close();
+  }
+  if (pool.errors.length) throw new Error(`registering ${users.length} sessions: ${pool.errors[0]}`);
+}
+
+/** RedMessenger's messages_queued_total (its GET /metrics). */
+const queuedTotal = async (server) => metricSum((await httpGet(server.port, '/metrics', 5000))?.body ?? '', 'redmessenger_messages_queued_total');
+
+/**
+ * Queues perUser messages for each of users while they are offline (Mosquitto: once each
+ * has a persistent session; a PUBACK means stored), then their sockets open and they
+ * identify (send CONNECT) at once.
+ */
+async function drainCase(ctx, ep, pub, users, perUser, cfg, prof) {
+  if (!ep.redis) await mqttSessions(ep, users, cfg);
+  const channels = users.map(ep.channel);
   const total = await publishRoundRobin(pub, channels, perUser);
   const queued = async () => {
     const pipe = ctx.redis.admin.pipeline();
     for (const u of users) pipe.llen(`rm:users:${u}:messages`);
     return (await pipe.exec()).reduce((sum, [, len]) => sum + Number(len), 0);
   };
-  const allQueued = await until(async () => (await queued()) >= total, cfg.queueDeadlineMs, 100);
-  const queuedCount = await queued();
-  const pool = new Pool(server.url, cfg.ack);
+  const allQueued = ep.redis ? await until(async () => (await queued()) >= total, cfg.queueDeadlineMs, 100) : true;
+  const queuedCount = ep.redis ? await queued() : total;
+  const pool = ep.pool(cfg.ack);
   try {
     await pool.open(users, { identify: false });
     const tracker = new Tracker(pool.clients, perUser);
     pool.onMessage = tracker.handler;
-    const pids = { server: server.pid, redis: ctx.redis.pid };
+    const pids = { server: ep.pid, redis: ctx.redis.pid };
     prof?.start();
     const s0 = cpuSnapshot(pids);
     const t0 = performance.now();
@@ -392,7 +457,7 @@ async function drainCase(ctx, server, pub, users, perUser, cfg, prof) {
       published: total,
       allQueued,
       queued: queuedCount,
-      readyQueued: readies.reduce((a, r) => a + (r.queued || 0), 0),
+      readyQueued: readies.reduce((a, r) => a + (r?.queued || 0), 0),
       complete,
       ...outcome(tracker, pool),
       drainMs: tracker.lastAt - t0,
@@ -401,7 +466,7 @@ async function drainCase(ctx, server, pub, users, perUser, cfg, prof) {
       firstMsP50: mid(ttf),
       firstMsMax: ttf[ttf.length - 1],
       serverCpuUsPerMsg: (cpu.cpuMs.server * 1000) / tracker.unique,
-      redisCpuUsPerMsg: (cpu.cpuMs.redis * 1000) / tracker.unique,
+      redisCpuUsPerMsg: ep.redis ? (cpu.cpuMs.redis * 1000) / tracker.unique : undefined,
       benchCpuPct: cpu.benchCpuPct,
       otherCpuPct: cpu.otherCpuPct,
     };
@@ -413,11 +478,11 @@ async function drainCase(ctx, server, pub, users, perUser, cfg, prof) {
 /** 100,000 queued for one offline user, then 1,000 for each of 100 users. The baseline has no queue. */
 async function drain(ctx, kind, cfg) {
   if (kind === 'baseline') return { na: true };
-  return withServer(ctx, kind, { maxInflight: cfg.maxInflight }, async (server) => {
-    const pub = await connectPublisher(ctx.redis.port);
+  return withEndpoint(ctx, kind, { maxInflight: cfg.maxInflight }, async (ep) => {
+    const pub = await ep.publisher();
     try {
-      const one = await drainCase(ctx, server, pub, ['drain-one'], cfg.oneBacklog, cfg, server.profiler);
-      const many = await drainCase(ctx, server, pub, range(cfg.manyUsers, 'drain-many-'), cfg.manyBacklog, cfg);
+      const one = await drainCase(ctx, ep, pub, ['drain-one'], cfg.oneBacklog, cfg, ep.server.profiler);
+      const many = await drainCase(ctx, ep, pub, range(cfg.manyUsers, 'drain-many-'), cfg.manyBacklog, cfg);
       const flat = {};
       for (const [k, v] of Object.entries(one)) flat[`one_${k}`] = v;
       for (const [k, v] of Object.entries(many)) flat[`many_${k}`] = v;
@@ -428,30 +493,32 @@ async function drain(ctx, kind, cfg) {
   });
 }
 
-/** Identified sockets doing nothing: the server's RSS per socket. */
+/** The median of three RSS samples 100 ms apart, KiB. */
+async function rssSample(pid) {
+  const s = [];
+  for (let i = 0; i < 3; i++) {
+    s.push(rssKb(pid));
+    await sleep(100);
+  }
+  return s.sort((a, b) => a - b)[1];
+}
+
+/** Identified sockets (Mosquitto: connected, subscribed clients) doing nothing: the server's RSS per socket. */
 async function idle(ctx, kind, cfg) {
-  return withServer(ctx, kind, { maxInflight: cfg.maxInflight }, async (server) => {
+  return withEndpoint(ctx, kind, { maxInflight: cfg.maxInflight }, async (ep) => {
     await sleep(1000);
-    const rssSample = async () => {
-      const s = [];
-      for (let i = 0; i < 3; i++) {
-        s.push(rssKb(server.pid));
-        await sleep(100);
-      }
-      return s.sort((a, b) => a - b)[1];
-    };
-    const rss0 = await rssSample();
-    const pool = new Pool(server.url, cfg.ack);
+    const rss0 = await rssSample(ep.pid);
+    const pool = ep.pool(cfg.ack);
     try {
-      server.profiler.start();
-      const s0 = cpuSnapshot({ server: server.pid });
+      ep.server.profiler.start();
+      const s0 = cpuSnapshot({ server: ep.pid });
       const t0 = performance.now();
       await pool.open(range(cfg.sockets, 'idle-'), { concurrency: cfg.concurrency, localAddresses: cfg.localAddresses });
       const openMs = performance.now() - t0;
-      const s1 = cpuSnapshot({ server: server.pid });
-      await server.profiler.stop();
+      const s1 = cpuSnapshot({ server: ep.pid });
+      await ep.server.profiler.stop();
       await sleep(cfg.settleMs);
-      const rss1 = await rssSample();
+      const rss1 = await rssSample(ep.pid);
       return {
         sockets: cfg.sockets,
         open: pool.clients.filter((c) => c.readyAt > 0).length,
@@ -470,14 +537,201 @@ async function idle(ctx, kind, cfg) {
 }
 
 /**
+ * A reconnect storm: `users` offline users with `perUser` messages queued each (published
+ * while they were offline), then every socket opens and identifies at once (Mosquitto:
+ * connects to its persistent session). Figures: time until every message arrived, time
+ * to the first message (any user; and each user's, p50 and p99), from the storm's start; the server's RSS
+ * peak over the storm (VmHWM after a reset, and VmRSS sampled every 50 ms), and, for
+ * RedMessenger, the RSS of as many idle identified sockets on a fresh server, which the
+ * peak is held against.
+ */
+async function storm(ctx, kind, cfg) {
+  if (kind === 'baseline') return { na: true };
+  const users = range(cfg.users, 'storm-');
+  const opts = { maxInflight: cfg.maxInflight };
+  let idleRssKb;
+  if (kind === 'redmessenger') {
+    idleRssKb = await withEndpoint(ctx, kind, opts, async (ep) => {
+      const pool = ep.pool(cfg.ack);
+      try {
+        await pool.open(users, { concurrency: 200, localAddresses: cfg.localAddresses });
+        await sleep(cfg.settleMs);
+        return await rssSample(ep.pid);
+      } finally {
+        await pool.close();
+      }
+    });
+  }
+  return withEndpoint(ctx, kind, opts, async (ep) => {
+    const pub = await ep.publisher();
+    const pool = ep.pool(cfg.ack);
+    try {
+      if (!ep.redis) await mqttSessions(ep, users, cfg);
+      const queued0 = ep.redis ? await queuedTotal(ep.server) : 0;
+      const total = await publishRoundRobin(pub, users.map(ep.channel), cfg.perUser);
+      if (ep.redis && !(await until(async () => (await queuedTotal(ep.server)) - queued0 >= total, cfg.deadlineMs, 100))) {
+        throw new Error(`only ${(await queuedTotal(ep.server)) - queued0} of ${total} messages queued`);
+      }
+      await settle(ep.pid, 5000);
+      const clients = pool.add(users, { localAddresses: cfg.localAddresses });
+      const tracker = new Tracker(clients, cfg.perUser);
+      pool.onMessage = tracker.handler;
+      const rssBefore = rssKb(ep.pid);
+      const hwmReset = resetPeakRss(ep.pid);
+      const sampler = rssSampler(ep.pid, 50);
+      const pids = { server: ep.pid, redis: ctx.redis.pid };
+      ep.server.profiler.start();
+      const s0 = cpuSnapshot(pids);
+      const t0 = performance.now();
+      let identified = 0;
+      for (const c of clients) {
+        c.open(cfg.connectTimeoutMs)
+          .then(() => c.identify(cfg.connectTimeoutMs))
+          .then(() => identified++)
+          .catch((error) => pool.errors.push(`${c.user}: ${error.message}`));
+      }
+      const complete = await tracker.done(cfg.deadlineMs, cfg.deadlineMs);
+      const s1 = cpuSnapshot(pids);
+      const sampled = await sampler.stop();
+      const hwm = hwmReset ? peakRssKb(ep.pid) : undefined;
+      await ep.server.profiler.stop();
+      pool.flushAll();
+      await sleep(300);
+      const cpu = cpuDelta(s0, s1);
+      const firsts = clients.map((c) => (c.state.firstAt ? c.state.firstAt - t0 : Infinity)).sort((a, b) => a - b);
+      const readies = clients.map((c) => (c.readyAt ? c.readyAt - t0 : Infinity)).sort((a, b) => a - b);
+      const q = (a, p) => a[Math.min(a.length - 1, Math.floor(p * a.length))];
+      const peak = Math.max(hwm ?? 0, sampled.maxKb);
+      return {
+        users: users.length,
+        perUser: cfg.perUser,
+        published: total,
+        identified,
+        complete,
+        ...outcome(tracker, pool),
+        doneMs: complete ? tracker.lastAt - t0 : undefined,
+        doneS: complete ? (tracker.lastAt - t0) / 1000 : undefined,
+        firstMs: tracker.firstAt ? tracker.firstAt - t0 : undefined,
+        firstMsP50: q(firsts, 0.5),
+        firstMsP99: q(firsts, 0.99),
+        readyMsP50: q(readies, 0.5),
+        readyMsMax: readies[readies.length - 1],
+        rssKbBefore: rssBefore,
+        rssPeakKb: peak,
+        rssPeakSampledKb: sampled.maxKb,
+        rssSamples: sampled.samples,
+        rssPeakHwmKb: hwm,
+        idleRssKb,
+        rssPeakOverIdle: idleRssKb ? peak / idleRssKb : undefined,
+        serverCpuUsPerMsg: (cpu.cpuMs.server * 1000) / Math.max(1, tracker.unique),
+        serverCpuPct: (100 * cpu.cpuMs.server) / cpu.wallMs,
+        benchCpuPct: cpu.benchCpuPct,
+        otherCpuPct: cpu.otherCpuPct,
+      };
+    } finally {
+      await pool.close();
+      pub.close();
+    }
+  });
+}
+
+/**
+ * Group fan-out: one group of `members` (SADD rm:channels:<cid>:subscribers), `online` of
+ * them identified (spread over the set), one PUBLISH rm.channels.<cid>. Figures: time until
+ * every member's copy is stored or delivered (redmessenger_messages_routed_total has grown
+ * by `members`, polled every 20 ms), time until every online member got it, the server's
+ * and Redis's CPU per member; then each offline member's queue must hold exactly the one
+ * message. RedMessenger only (the pipe and Mosquitto have no groups).
+ */
+async function fanout(ctx, kind, cfg) {
+  if (kind !== 'redmessenger') return { na: true };
+  const cid = 'bench-group';
+  return withServer(ctx, kind, { maxInflight: cfg.maxInflight }, async (server) => {
+    const { admin } = ctx.redis;
+    const members = range(cfg.members, 'fan-');
+    for (let i = 0; i < members.length; i += 10000) await admin.sadd(`rm:channels:${cid}:subscribers`, ...members.slice(i, i + 10000));
+    const step = Math.floor(cfg.members / cfg.online);
+    const onlineUsers = Array.from({ length: cfg.online }, (_, i) => members[i * step]);
+    const pool = new Pool(server.url, cfg.ack, { groupChannel: `rm.channels.${cid}` });
+    const pub = await connectPublisher(ctx.redis.port);
+    const routed = async () => metricSum((await httpGet(server.port, '/metrics', 5000))?.body ?? '', 'redmessenger_messages_routed_total');
+    try {
+      await pool.open(onlineUsers, { concurrency: 200 });
+      const tracker = new Tracker(pool.clients, 1);
+      pool.onMessage = tracker.handler;
+      await settle(server.pid);
+      const routed0 = await routed();
+      const pids = { server: server.pid, redis: ctx.redis.pid };
+      const redis0 = await redisInfoCpuMs(admin);
+      server.profiler.start();
+      const s0 = cpuSnapshot(pids);
+      const t0 = performance.now();
+      await pub.publish([`rm.channels.${cid}`], [payload(0)]);
+      let storedAt;
+      const stored = await until(
+        async () => {
+          const done = (await routed()) - routed0 >= cfg.members;
+          if (done) storedAt = performance.now();
+          return done;
+        },
+        cfg.deadlineMs,
+        20,
+      );
+      const onlineDone = await tracker.done(cfg.deadlineMs);
+      const s1 = cpuSnapshot(pids);
+      await server.profiler.stop();
+      const redis1 = await redisInfoCpuMs(admin);
+      pool.flushAll();
+      await sleep(300);
+      const cpu = cpuDelta(s0, s1);
+      // Every offline member's queue holds the one message.
+      const isOnline = new Set(onlineUsers);
+      const offline = members.filter((m) => !isOnline.has(m));
+      let queued = 0;
+      let missing = 0;
+      let extra = 0;
+      for (let i = 0; i < offline.length; i += 10000) {
+        const pipe = admin.pipeline();
+        for (const m of offline.slice(i, i + 10000)) pipe.llen(`rm:users:${m}:messages`);
+        for (const [, len] of await pipe.exec()) {
+          queued += Number(len);
+          if (Number(len) === 0) missing++;
+          else extra += Number(len) - 1;
+        }
+      }
+      const o = outcome(tracker, pool);
+      const onlineMs = onlineDone ? tracker.lastAt - t0 : undefined;
+      const storedMs = stored ? storedAt - t0 : undefined;
+      return {
+        members: cfg.members,
+        online: cfg.online,
+        ...o,
+        queued,
+        // Online members who did not get it (twice) and offline members whose queue does not hold it (more than once).
+        lost: o.lost + missing,
+        duplicated: o.duplicated + extra,
+        storedMs,
+        onlineMs,
+        onlineFirstMs: tracker.firstAt ? tracker.firstAt - t0 : undefined,
+        allMs: storedMs !== undefined && onlineMs !== undefined ? Math.max(storedMs, onlineMs) : undefined,
+        serverCpuUsPerMember: (cpu.cpuMs.server * 1000) / cfg.members,
+        redisCpuUsPerMember: ((redis1 - redis0) * 1000) / cfg.members,
+        benchCpuPct: cpu.benchCpuPct,
+        otherCpuPct: cpu.otherCpuPct,
+      };
+    } finally {
+      await pool.close();
+      pub.close();
+    }
+  });
+}
+
+/**
  * N servers on one Redis, clientsPerInstance distinct users connected to each;
  * the online publisher round-robin over all of them. How the routing is shared
- * comes from each instance's redmessenger_messages_routed_total. The baseline
- * has no instances.
+ * comes from each instance's redmessenger_messages_routed_total.
  */
-async function instances(ctx, kind, cfg) {
-  if (kind === 'baseline') return { na: true };
-  const n = cfg.instances;
+async function instancesRun(ctx, kind, cfg, n, clientsPerInstance) {
   return withServers(ctx, kind, n, { maxInflight: cfg.maxInflight }, async (servers) => {
     // Every instance answers /metrics, then a few seconds so that routing settles (leases, joins).
     for (const s of servers) {
@@ -492,11 +746,11 @@ async function instances(ctx, kind, cfg) {
       for (let k = 0; k < n; k++) {
         const pool = new Pool(servers[k].url, cfg.ack);
         pools.push(pool);
-        await pool.open(range(cfg.clientsPerInstance, `i${k}-u`));
+        await pool.open(range(clientsPerInstance, `i${k}-u`));
       }
       // Interleaved, so every chunk of the publisher reaches users of every instance.
       const channels = [];
-      for (let j = 0; j < cfg.clientsPerInstance; j++) for (const pool of pools) channels.push(pool.clients[j].channel);
+      for (let j = 0; j < clientsPerInstance; j++) for (const pool of pools) channels.push(pool.clients[j].channel);
       await warmUp(pub, pools, channels, servers, cfg);
       const before = await routedCounts(servers);
       const r = await measurePush(ctx, servers, pub, pools, channels, { perUser: cfg.perUser, window: cfg.window, deadlineMs: cfg.deadlineMs });
@@ -506,7 +760,7 @@ async function instances(ctx, kind, cfg) {
       const shares = sum > 0 ? routed.map((x) => x / sum) : undefined;
       return {
         instances: n,
-        clientsPerInstance: cfg.clientsPerInstance,
+        clientsPerInstance,
         ...r,
         routed,
         routedShares: shares,
@@ -519,6 +773,28 @@ async function instances(ctx, kind, cfg) {
       pub.close();
     }
   });
+}
+
+/**
+ * Three instances, then the same load (all the users, the same messages) on one
+ * instance: total server CPU per message of the three against the one's. The
+ * baseline and Mosquitto have no instances.
+ */
+async function instances(ctx, kind, cfg) {
+  if (kind !== 'redmessenger') return { na: true };
+  const many = await instancesRun(ctx, kind, cfg, cfg.instances, cfg.clientsPerInstance);
+  const profileFile = ctx.profileFile;
+  ctx.profileFile = undefined; // the profile is of the first of the three
+  let one;
+  try {
+    one = await instancesRun(ctx, kind, cfg, 1, cfg.instances * cfg.clientsPerInstance);
+  } finally {
+    ctx.profileFile = profileFile;
+  }
+  const flat = { ...many };
+  for (const k of ['deliveredPerSec', 'serverCpuUsPerMsg', 'serverCpuPct', 'lost', 'duplicated', 'outOfOrder', 'otherCpuPct', 'benchCpuPct', 'errorCount', 'errors', 'complete']) flat[`one_${k}`] = one[k];
+  flat.cpuVsOne = many.serverCpuUsPerMsg / one.serverCpuUsPerMsg;
+  return flat;
 }
 
 const PUBLISH_KEY = 'bench-publish-key-0123456789';
@@ -723,4 +999,4 @@ async function absence(ctx, kind, cfg) {
   });
 }
 
-module.exports = { online, burst, latency, drain, idle, instances, publish, absence, parseCommandstats, metricSum };
+module.exports = { online, burst, latency, drain, idle, instances, publish, absence, storm, fanout, parseCommandstats, metricSum };
