@@ -346,6 +346,7 @@ async function latency(ctx, kind, cfg) {
       const pids = { server: ep.pid, redis: ctx.redis.pid };
       ep.server.profiler.start();
       const redis0 = ep.redis ? await redisInfoCpuMs(admin) : 0;
+      if (ep.redis) await admin.config('RESETSTAT');
       const s0 = cpuSnapshot(pids);
       const start = performance.now();
       let sent = 0;
@@ -370,6 +371,8 @@ async function latency(ctx, kind, cfg) {
       await sleep(50); // the last acks (the SDK's 10 ms timer) are in the window, as the rest were
       const s1 = cpuSnapshot(pids);
       const redis1 = ep.redis ? await redisInfoCpuMs(admin) : 0;
+      // Where Redis's time went (µs per delivered message by command): the profile `INFO cpu` does not give.
+      const commands = ep.redis ? parseCommandstats(await admin.info('commandstats')) : {};
       await ep.server.profiler.stop();
       const cpu = cpuDelta(s0, s1);
       const lat = tracker.latencyStats() ?? {};
@@ -394,6 +397,7 @@ async function latency(ctx, kind, cfg) {
         machineBusyPct: cpu.machineBusyPct,
         otherCpuPct: cpu.otherCpuPct,
         ackFramesPerMsg: pool.ackFrames / tracker.unique,
+        redisUsPerMsgByCommand: Object.fromEntries(Object.entries(commands).map(([name, { calls, usec }]) => [name, { callsPerMsg: calls / tracker.unique, usPerMsg: usec / tracker.unique }])),
       };
     } finally {
       if (pool) await pool.close();
