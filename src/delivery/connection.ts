@@ -5,6 +5,7 @@ import { RateLimitedLog } from '../logging/rate-limited-log';
 import type { SocketCloseCause } from '../metrics/metrics.constants';
 import { CloseCode, ErrorCode, FrameError } from '../protocol/frame-error';
 import type { ServerEventMap } from '../protocol/server-events';
+import type { ReadResult } from '../queue/queue.service';
 
 export type ConnectionState = 'new' | 'identifying' | 'ready' | 'closed';
 
@@ -70,8 +71,12 @@ export class Connection {
   wakeScheduled = false;
   /** Writes are being held until the end of the tick (see `cork` in DeliveryService). */
   corked = false;
-  /** Messages routed while a read was under way, offered once it is done. */
+  /** Messages routed while a read was under way (or the socket identified), offered once it is done. */
   pending: Array<{ position: number; envelope: string }> = [];
+  /** The first owed messages, read by the attach script, sent right after `ready`. */
+  firstRead?: ReadResult;
+  /** Told to read again while it identified (a sync notice): its first read may be short of what waits. */
+  resync = false;
   /** What the socket last said in a `visibility` frame (a socket counts as visible until it says otherwise). */
   visible = true;
   /** Retracted ids to tell the socket right after `ready` (retracted before it got there). */

@@ -105,7 +105,11 @@ export class DeliveryService implements OnModuleInit {
       conns.add(conn);
       // Noted before the socket is registered, so a crash after it is always reclaimed.
       await this.queue.registerUser(this.presence.instanceId, user, true);
-      const { owed, dropped, position, replaced, first, expired, retracted, lookingChanged } = await this.queue.attach(user, conn.id, this.presence.instanceId, { visible: conn.visible });
+      // The first read comes with the registration: one round trip less for each identify.
+      const read = Math.min(this.options.maxInflight, FIRST_READ_CHUNK);
+      const attached = await this.queue.attach(user, conn.id, this.presence.instanceId, { visible: conn.visible, read });
+      const { owed, dropped, position, replaced, first, expired, retracted, lookingChanged } = attached;
+      conn.firstRead = attached.read;
       conn.retractsDue.push(...retracted);
       if (lookingChanged) this.events.lookingChanged(user);
       if (first) this.events.online(user);
@@ -262,6 +266,15 @@ export class DeliveryService implements OnModuleInit {
 
   /** Starts or continues sending what is owed to a socket, as far as its room allows. */
   async pump(conn: Connection): Promise<void> {
+    const first = conn.firstRead;
+    if (first && conn.state === 'ready' && !conn.reading) {
+      conn.firstRead = undefined;
+      const room = this.readable(conn);
+      // A sync heard while it identified: more may wait than the first read saw.
+      if (!this.took(conn, first, room) && !conn.resync) return;
+      conn.resync = false;
+      conn.mode = 'backlog';
+    }
     while (conn.state === 'ready' && conn.mode === 'backlog' && !conn.reading) {
       const room = this.readable(conn);
       if (room <= 0) return;
@@ -325,6 +338,7 @@ export class DeliveryService implements OnModuleInit {
   /** The user's messages wait in Redis past what its sockets have read: they read again. */
   sync(user: string): void {
     for (const conn of this.byUser.get(user) ?? []) {
+      if (conn.state === 'identifying') conn.resync = true;
       conn.mode = 'backlog';
       this.wake(conn);
     }
@@ -366,8 +380,9 @@ export class DeliveryService implements OnModuleInit {
 
   /** One newly owed message for a socket: sent now if it is next and there is room, else read later from Redis. */
   private offer(conn: Connection, position: number, envelope: string): void {
-    if (conn.state !== 'ready' || position < conn.next) return;
-    if (conn.reading) {
+    if (conn.state === 'closed' || conn.state === 'new' || position < conn.next) return;
+    // Identifying: routed after its attach script read, so offered after its first read.
+    if (conn.reading || conn.state === 'identifying') {
       conn.pending.push({ position, envelope });
     } else if (conn.mode === 'live' && position === conn.next && conn.inflight.size < this.options.maxInflight && this.send(conn, position, envelope)) {
       this.metrics.delivered(1);

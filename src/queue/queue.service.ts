@@ -316,7 +316,7 @@ export class QueueService implements OnApplicationShutdown {
     user: string,
     conn: string,
     instance: string,
-    { now = Date.now(), page = SWEEP_PAGE, visible = true }: { now?: number; page?: number; visible?: boolean } = {},
+    { now = Date.now(), page = SWEEP_PAGE, visible = true, read = 0 }: { now?: number; page?: number; visible?: boolean; read?: number } = {},
   ): Promise<{
     owed: number;
     dropped: number;
@@ -326,12 +326,14 @@ export class QueueService implements OnApplicationShutdown {
     expired: number;
     retracted: string[];
     lookingChanged: boolean;
+    read?: ReadResult;
   }> {
     const cutoff = this.cutoff(now);
     const keys = this.keys.userKeys(user);
-    const [owed, dropped, position, flat, before, expired, sweepFrom, earliest, retracted, lookingChanged] = await this.time(
+    const reading = read > 0 ? [read, JSON.stringify(this.keys.userChannel(user)), this.ids.rawPrefix(), this.readBytes] : [];
+    const [owed, dropped, position, flat, before, expired, sweepFrom, earliest, retracted, lookingChanged, rows] = await this.time(
       'attach',
-      this.redis.rmAttach(...keys, conn, instance, user, this.keys.instanceChannelPrefix, cutoff, this.options.maxSocketsPerUser, now, page, visible ? '1' : '0'),
+      this.redis.rmAttach(...keys, conn, instance, user, this.keys.instanceChannelPrefix, cutoff, this.options.maxSocketsPerUser, now, page, visible ? '1' : '0', ...reading),
     );
     let swept = 0;
     for (let from = sweepFrom, kept = earliest; from >= 0;) {
@@ -350,6 +352,8 @@ export class QueueService implements OnApplicationShutdown {
       expired: expired + swept,
       retracted: retracted ? retracted.split(',') : [],
       lookingChanged: lookingChanged === 1,
+      // None while a sweep went on (the socket reads once it is done).
+      read: rows.length > 0 ? readResult(rows) : undefined,
     };
   }
 

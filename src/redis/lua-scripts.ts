@@ -9,7 +9,7 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     // src/queue/lua: one user's keys (route, acks: the users of one slot).
     rmRoute(numKeys: number, ...args: Args): Result<[string, ...Array<number | string>], Context>;
-    rmAttach(...args: Args): Result<[number, number, number, string[], number, number, number, number, string, number], Context>;
+    rmAttach(...args: Args): Result<[number, number, number, string[], number, number, number, number, string, number, Array<number | string>], Context>;
     rmSweep(...args: Args): Result<[number, number, number], Context>;
     rmDetach(...args: Args): Result<[number, number, number, number, number, number], Context>;
     rmExpire(...args: Args): Result<[number, number, number], Context>;

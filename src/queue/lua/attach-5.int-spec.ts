@@ -32,6 +32,31 @@ describe('attach-5.lua', () => {
     expect(await state(user)).toEqual({ [`c:c1`]: ME, [`c:c2`]: OTHER, L: LOOKING });
   });
 
+  it('reads the first owed messages in the same call when asked: the queue taken over in order, from the head position', async () => {
+    const user = uniqueId();
+    const stored = messages(user, '1', '2', '3');
+    await routeOne(user, stored);
+
+    const attached = await queue.attach(user, 'c1', ME, { read: 2 });
+
+    expect(attached).toMatchObject({ owed: 3, position: 0, first: true });
+    expect(attached.read).toEqual({ more: true, next: 2, rows: stored.slice(0, 2).map((m, i) => ({ position: i, envelope: m.envelope })) });
+    expect(await client.lrange(keys.owed(user), 0, -1)).toEqual(envelopes(stored.slice(0, 2)));
+    expect(await queued(user)).toEqual(envelopes(stored.slice(2)));
+    const rest = await queue.read(user, attached.read!.next, 10);
+    expect(rest.rows).toEqual([{ position: 2, envelope: stored[2].envelope }]);
+  });
+
+  it('answers an empty read for a user with nothing owed, and none when not asked', async () => {
+    const user = uniqueId();
+
+    const asked = await queue.attach(user, 'c1', ME, { read: 100 });
+    const notAsked = await queue.attach(user, 'c2', ME);
+
+    expect(asked.read).toEqual({ more: false, next: 0, rows: [] });
+    expect(notAsked.read).toBeUndefined();
+  });
+
   it('answers the absolute position of the head of owed after acks', async () => {
     const { user, ids: owedIdList } = await owedUser(3);
     await queue.ack(

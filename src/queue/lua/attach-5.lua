@@ -13,25 +13,35 @@
   ARGV[1] connection id   ARGV[2] instance id   ARGV[3] user id   ARGV[4] instance channel prefix
   ARGV[5] queue expiry cutoff (ms; 0 for none)   ARGV[6] most connections per user (0: no limit)
   ARGV[7] now (ms)   ARGV[8] entries per sweep page   ARGV[9] '0' when the socket said it is not visible, else (or absent) visible
+  ARGV[10] how many owed messages to read for the socket in the same call (0 or absent: none; nor
+  while a sweep goes on)   ARGV[11] the user's channel (JSON string)   ARGV[12] id prefix for raw entries
+  ARGV[13] most bytes of entries to read (one entry at least)
 
   Returns: {messages owed (owed + queued), dropped since the last identify, first owed position,
             connections replaced (flat: conn, instance, ...), connections the user had before
             this one (0: it is the user's first), entries that expired here, where the sweep
             goes on (-1: done), the earliest ttl expiry the sweep kept so far (0: none),
             ids retracted since the last identify after they were sent (comma-separated, '' for none),
-            1 if the user started or stopped looking (see includes/state.lua), else 0}
+            1 if the user started or stopped looking (see includes/state.lua), else 0,
+            and the read as read-5.lua answers it: {more (0/1), next position, position1, envelope1, ...}}
+  (entries the read found expired are counted in dropped, not in owed). The read saves an identify
+  a round trip and a script call: its first messages come with its registration.
 ]]
+
 --- @include "args"
 --- @include "envelope"
 --- @include "state"
 --- @include "sweep"
 --- @include "notices"
+--- @include "take"
 
 local queue, owed, state = KEYS[1], KEYS[2], KEYS[3]
 local conn, instance, user, prefix = argString(1), argString(2), argString(3), argString(4)
 local cutoff, maxConns, now, page = argNumber(5), argNumber(6), argNumber(7), argNumber(8)
 if page < 1 then argError(8, 'a positive number') end
 local visible = ARGV[9] ~= '0' -- absent: visible
+local readLimit = ARGV[10] and argNumber(10) or 0 -- absent: no read
+local ctx = readLimit > 0 and { channel = argString(11), now = now, cutoff = cutoff, idPrefix = argString(12), maxBytes = argNumber(13) }
 local st = readState(state)
 local registered = st.conns[conn] ~= nil
 redis.call('HSET', state, 'c:' .. conn, instance)
@@ -85,4 +95,13 @@ if st.r then redis.call('HDEL', state, 'r') end
 st.conns[conn] = instance
 st.hidden[conn] = (not visible) or nil
 local lookingChanged = noteLooking(state, st) and 1 or 0
-return {owedCount + redis.call('LLEN', queue), dropped, st.b, replaced, st.nconns, expired, sweepFrom, earliest or 0, st.r or '', lookingChanged}
+local count = owedCount + redis.call('LLEN', queue)
+local read = {}
+if readLimit > 0 and sweepFrom < 0 then
+  local rows, nextPos, gone, more = take(queue, owed, st, st.b, readLimit, ctx)
+  dropped, expired, count = dropped + gone, expired + gone, count - gone
+  table.insert(rows, 1, nextPos)
+  table.insert(rows, 1, more and 1 or 0)
+  read = rows
+end
+return {count, dropped, st.b, replaced, st.nconns, expired, sweepFrom, earliest or 0, st.r or '', lookingChanged, read}

@@ -29,6 +29,15 @@ describe('the ttl sweep in pages (attach-5.lua, sweep-5.lua)', () => {
     expect((await state(user)).t).toBe(String(NOW + 3601_000));
   });
 
+  it('reads nothing in the attach call while a sweep goes on: the socket reads once the queue is swept', async () => {
+    const { user } = await ttlQueue();
+
+    const result = await queue.attach(user, 'c1', ME, { now: NOW, page: PAGE, read: 100 });
+
+    expect(result.read).toBeUndefined();
+    expect(await client.llen(keys.owed(user))).toBe(0);
+  });
+
   it('one call sweeps one page and leaves t due; the next pages go on from the position it answered', async () => {
     const { user, kept } = await ttlQueue();
 
@@ -38,7 +47,7 @@ describe('the ttl sweep in pages (attach-5.lua, sweep-5.lua)', () => {
     const third = await sweepPage(user, second[1], second[2]);
 
     // Page one: x0 x3 x6 x9 gone, six kept, the sweep goes on at 6 with k1's expiry the earliest so far.
-    expect(first.slice(5)).toEqual([4, 6, NOW + 3601_000, '', 1]);
+    expect(first.slice(5)).toEqual([4, 6, NOW + 3601_000, '', 1, []]); // no read: none asked (nor while a sweep goes on)
     expect(first[0]).toBe(21);
     expect(afterFirst.t).toBe(String(NOW - 4000));
     expect(afterFirst.queue.slice(0, 7)).toEqual(['k1', 'k2', 'k4', 'k5', 'k7', 'k8', 'k10']);
