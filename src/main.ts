@@ -12,6 +12,13 @@ import { useRedMessengerAdapter } from './messenger/use-adapter';
 import { isPublishRequest } from './publish/publish-body.middleware';
 import type { IncomingMessage } from 'node:http';
 
+/**
+ * Connections waiting to be accepted (the kernel caps it at net.core.somaxconn). After a network
+ * blip thousands of clients reconnect at once: past Node's default of 511 their SYNs are dropped
+ * and retried 1, 3 and 7 s later, so the last sockets of a storm would wait seconds for nothing.
+ */
+const LISTEN_BACKLOG = 4096;
+
 /** LOG_LEVEL names the least severe level that is printed. */
 const levelsFrom = (level: LogLevel): LogLevel[] => LOG_LEVELS.slice(0, LOG_LEVELS.indexOf(level as never) + 1) as LogLevel[];
 
@@ -47,8 +54,9 @@ async function bootstrap(): Promise<void> {
     });
   }
 
-  if (options.host) await app.listen(options.port, options.host);
-  else await app.listen(options.port);
+  // Nest hands its arguments on to net.Server.listen(port, [host], [backlog]); its types leave the backlog out.
+  const listen = app.listen.bind(app) as unknown as (port: number, ...rest: Array<string | number>) => Promise<unknown>;
+  await (options.host ? listen(options.port, options.host, LISTEN_BACKLOG) : listen(options.port, LISTEN_BACKLOG));
   logger.log(`RedMessenger listening on ${options.host ?? 'all interfaces'}, port ${options.port} (WebSocket path ${options.wsPath}, instance ${options.instanceId})`);
   if (options.internalPort !== undefined) {
     await listenInternal(app, options.internalPort, options.host);
