@@ -301,8 +301,9 @@ function httpGet(port, urlPath, timeoutMs = 2000) {
  * The node flags of `npm start` (package.json): a larger young generation, because a burst
  * keeps many short-lived messages alive at once (heard, waiting to be routed) and the
  * default 16 MiB semi-space promotes them to the old generation, where collecting costs more.
+ * BENCH_SERVER_NODE_FLAGS (space-separated) replaces them, to measure another choice.
  */
-const SERVER_NODE_FLAGS = ['--max-semi-space-size=32'];
+const SERVER_NODE_FLAGS = process.env.BENCH_SERVER_NODE_FLAGS !== undefined ? process.env.BENCH_SERVER_NODE_FLAGS.split(' ').filter(Boolean) : ['--max-semi-space-size=32'];
 
 async function startServer(kind, redisUrl, { maxInflight = 1000, profileFile, instanceId, env: extraEnv } = {}) {
   const port = await freePort();

@@ -347,6 +347,7 @@ async function latency(ctx, kind, cfg) {
       ep.server.profiler.start();
       const redis0 = ep.redis ? await redisInfoCpuMs(admin) : 0;
       if (ep.redis) await admin.config('RESETSTAT');
+      const netIn0 = ep.redis ? Number(/total_net_input_bytes:(\d+)/.exec(await admin.info('stats'))?.[1] ?? 0) : 0;
       const s0 = cpuSnapshot(pids);
       const start = performance.now();
       let sent = 0;
@@ -373,6 +374,7 @@ async function latency(ctx, kind, cfg) {
       const redis1 = ep.redis ? await redisInfoCpuMs(admin) : 0;
       // Where Redis's time went (µs per delivered message by command): the profile `INFO cpu` does not give.
       const commands = ep.redis ? parseCommandstats(await admin.info('commandstats')) : {};
+      const netIn1 = ep.redis ? Number(/total_net_input_bytes:(\d+)/.exec(await admin.info('stats'))?.[1] ?? 0) : 0;
       await ep.server.profiler.stop();
       const cpu = cpuDelta(s0, s1);
       const lat = tracker.latencyStats() ?? {};
@@ -397,6 +399,8 @@ async function latency(ctx, kind, cfg) {
         machineBusyPct: cpu.machineBusyPct,
         otherCpuPct: cpu.otherCpuPct,
         ackFramesPerMsg: pool.ackFrames / tracker.unique,
+        // Everything Redis read (the publisher's PUBLISHes too): what the server writes to it per message shows as the rest.
+        redisInputBytesPerMsg: ep.redis ? (netIn1 - netIn0) / tracker.unique : undefined,
         redisUsPerMsgByCommand: Object.fromEntries(Object.entries(commands).map(([name, { calls, usec }]) => [name, { callsPerMsg: calls / tracker.unique, usPerMsg: usec / tracker.unique }])),
       };
     } finally {
@@ -683,7 +687,7 @@ async function fanout(ctx, kind, cfg) {
           return done;
         },
         cfg.deadlineMs,
-        20,
+        50, // each poll renders /metrics on the server: often enough to time 1.5 s, rarely enough to cost it little
       );
       const onlineDone = await tracker.done(cfg.deadlineMs);
       const s1 = cpuSnapshot(pids);

@@ -123,6 +123,8 @@ export interface AbsenceCheck {
 /** The most messages, and bytes, of one route script call: keeps each call short for Redis. */
 const CALL_MESSAGES = 1000;
 const CALL_BYTES = 4 * 1024 * 1024;
+/** Queues filed in the index per ZADD: a short command for Redis, few for the server. */
+const INDEX_CHUNK = 1000;
 /** The most owed messages one detach call puts back in the queue (detach-5.lua pages). */
 export const REQUEUE_PAGE = 1000;
 /** Queued entries one call of an identify's ttl sweep reads (attach-5.lua, sweep-5.lua). */
@@ -494,6 +496,14 @@ export class QueueService implements OnApplicationShutdown {
     if (how === 'new') await this.redis.zadd(this.keys.queueIndex, 'NX', score, user);
     else if (how === 'older') await this.redis.zadd(this.keys.queueIndex, 'LT', score, user);
     else await this.redis.zadd(this.keys.queueIndex, score, user);
+  }
+
+  /** Files new queues (not filed yet) under `ts`: one ZADD for many, as a group message to thousands of offline members makes them. */
+  async indexNew(users: string[], ts = Date.now()): Promise<void> {
+    for (let i = 0; i < users.length; i += INDEX_CHUNK) {
+      const members = users.slice(i, i + INDEX_CHUNK).flatMap((user) => [ts, user]);
+      await this.redis.zadd(this.keys.queueIndex, 'NX', ...members);
+    }
   }
 
   /** Users whose oldest queued message is older than `before` (ms), oldest first, past the first `skip`. */

@@ -6,7 +6,7 @@ import { RateLimitedLog } from '../logging/rate-limited-log';
 import type { CapDrop } from '../metrics/metrics.constants';
 import { MetricsService } from '../metrics/metrics.service';
 import { QueueService, UnusableKeys, type RouteGroup, type RouteResult } from '../queue/queue.service';
-import { summarizeRoute } from '../queue/route-outcome';
+import { summarizeRoute, type RouteSummary } from '../queue/route-outcome';
 import { QueueKeys } from '../redis/keys';
 
 /** At most one log line this often about users whose keys are unusable. */
@@ -44,10 +44,12 @@ export class StoreService {
   async store(groups: RouteGroup[], durable = false): Promise<Array<RouteResult | Error>> {
     const results = await this.queue.route(groups, this.options.instanceId, durable);
     const debug = Logger.isLevelEnabled('debug');
+    const newQueues: string[] = [];
     results.forEach((result, i) => {
       if (result instanceof UnusableKeys) this.unusable(result, groups[i].messages.length);
-      else if (!(result instanceof Error)) this.apply(groups[i], result, debug);
+      else if (!(result instanceof Error) && this.apply(groups[i], result, debug).newQueue) newQueues.push(groups[i].user);
     });
+    if (newQueues.length > 0) void this.queue.indexNew(newQueues).catch(() => undefined);
     return results;
   }
 
@@ -62,11 +64,12 @@ export class StoreService {
     this.unusableSince = 0;
   }
 
-  private apply(group: RouteGroup, result: RouteResult, debug: boolean): void {
+  /** Does what one group's outcome asks of this instance; answers the summary (a new queue is filed by the caller, with the others). */
+  private apply(group: RouteGroup, result: RouteResult, debug: boolean): RouteSummary {
     const { user, messages } = group;
     const n = messages.length;
     const route = summarizeRoute(n, result);
-    if (!route.routed) return; // a repeat or conflict of an idempotency record: nothing stored
+    if (!route.routed) return route; // a repeat or conflict of an idempotency record: nothing stored
     this.events.routed(group, route);
     this.metrics.routed(n);
     this.metrics.dropped(route.capDrop, route.capped);
@@ -80,13 +83,13 @@ export class StoreService {
         messages.slice(0, route.handOut).map((m) => m.envelope),
       );
     if (route.wake) this.delivery.sync(user);
-    if (route.newQueue) void this.queue.index(user, Date.now()).catch(() => undefined);
     if (route.fenced) {
       this.metrics.dropped('fenced', n);
       this.logger.warn(`${user}: ${n} messages heard while this instance's route shard lease lapsed were routed by another instance meanwhile; dropped`);
     }
-    if (!route.appended) return;
+    if (!route.appended) return route;
     this.metrics.queued(route.queued);
     if (debug) for (let i = 0; i < n; i++) this.logger.debug(`Client is not online, queueing message in Redis (${this.keys.queue(user)})`);
+    return route;
   }
 }
