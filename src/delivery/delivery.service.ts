@@ -40,6 +40,29 @@ interface AckBatch {
   done: Array<{ resolve(): void; reject(error: Error): void }>;
 }
 
+/** A batch whose ids are forgotten here already, waiting for its acks.lua call. */
+interface GatheredAck {
+  user: string;
+  batch: AckBatch;
+  latencies: number[];
+}
+
+/**
+ * Acks that need no read wait this long (or for this many users) to share one acks.lua call:
+ * at a steady rate each ack frame acks a message or two, and every call has a fixed cost in
+ * Redis and a write here. Nothing waits on them (the socket's room was freed here already);
+ * a frame behind an ack on the same socket waits as long.
+ */
+const ACK_GATHER_MS = 5;
+const ACK_GATHER_USERS = 500;
+
+function settleAcks(batch: AckBatch, done: Promise<void>): void {
+  done.then(
+    () => batch.done.forEach((d) => d.resolve()),
+    (error: Error) => batch.done.forEach((d) => d.reject(error)),
+  );
+}
+
 /**
  * Hands owed messages to this instance's identified sockets, in order, with at
  * most MAX_INFLIGHT unacked per socket. New messages come from this instance's own
@@ -58,6 +81,10 @@ export class DeliveryService implements OnModuleInit {
   private readonly byUser = new Map<string, Set<Connection>>();
   private acks = new Map<string, AckBatch>();
   private acksScheduled = false;
+  private gathered: GatheredAck[] = [];
+  private gatherTimer?: NodeJS.Timeout;
+  /** The last gathered acks' call: a detach waits for it, so what was acked is not given back to the queue. */
+  private lastGathered?: Promise<void>;
 
   constructor(
     private readonly queue: QueueService,
@@ -127,6 +154,8 @@ export class DeliveryService implements OnModuleInit {
     conn.detached ??= (async () => {
       const user = conn.user;
       if (!user || !conn.attached) return;
+      if (this.gathered.length > 0) this.ackGathered();
+      await this.lastGathered;
       const registered = await conn.attached.catch(() => true);
       const conns = this.byUser.get(user);
       conns?.delete(conn);
@@ -185,26 +214,36 @@ export class DeliveryService implements OnModuleInit {
     const all = this.acks;
     this.acks = new Map();
     this.acksScheduled = false;
-    const together: Array<{ user: string; batch: AckBatch; latencies: number[] }> = [];
-    const settle = (batch: AckBatch, done: Promise<void>) =>
-      done.then(
-        () => batch.done.forEach((d) => d.resolve()),
-        (error: Error) => batch.done.forEach((d) => d.reject(error)),
-      );
+    const together: GatheredAck[] = [];
     for (const [user, batch] of all) {
       const latencies = this.forget(user, batch);
-      if (batch.ids.size === 0) settle(batch, Promise.resolve());
-      else if ([...batch.conns].some((conn) => this.readable(conn) > 0)) settle(batch, this.ackAndRead(user, batch, latencies));
+      if (batch.ids.size === 0) settleAcks(batch, Promise.resolve());
+      else if ([...batch.conns].some((conn) => this.readable(conn) > 0)) settleAcks(batch, this.ackAndRead(user, batch, latencies));
       else together.push({ user, batch, latencies });
     }
     if (together.length === 0) return;
+    // Nothing waits on these (their sockets have room): gathered a little longer, they share a call.
+    this.gathered.push(...together);
+    if (this.gathered.length >= ACK_GATHER_USERS) this.ackGathered();
+    else this.gatherTimer ??= setTimeout(() => this.ackGathered(), ACK_GATHER_MS);
+  }
+
+  private ackGathered(): void {
+    clearTimeout(this.gatherTimer);
+    this.gatherTimer = undefined;
+    const together = this.gathered;
+    this.gathered = [];
     const answers = this.queue.ackMany(
       together.map(({ user, batch }) => ({ user, acks: [...batch.ids] })),
       this.presence.instanceId,
       this.events.wantsAcks,
     );
+    this.lastGathered = answers.then(
+      () => undefined,
+      () => undefined,
+    );
     together.forEach(({ user, batch, latencies }, i) =>
-      settle(
+      settleAcks(
         batch,
         answers.then((all) => {
           const answer = all[i];
