@@ -115,7 +115,7 @@ return {lines, noticeBatch(lines)}`;
     const scripts = readdirSync(QUEUE_LUA).filter((file) => file.endsWith('.lua'));
     const publishing = scripts.filter((file) => readFileSync(join(QUEUE_LUA, file), 'utf8').includes("'PUBLISH'"));
 
-    expect(publishing.sort()).toEqual(['ack-5.lua', 'attach-5.lua', 'retract-5.lua', 'route.lua']);
+    expect(publishing.sort()).toEqual(['ack-5.lua', 'acks.lua', 'attach-5.lua', 'retract-5.lua', 'route.lua']);
     for (const file of publishing) {
       const source = readFileSync(join(QUEUE_LUA, file), 'utf8');
       expect(source).toContain('--- @include "notices"');
