@@ -64,7 +64,8 @@ export class Connection {
   next = 0;
   /** Has read from Redis once (a socket's first read is small). */
   hasRead = false;
-  readonly inflight = new Map<string, Inflight>();
+  /** Sent and not acked yet, by id; made with the first message sent (an idle socket holds none). */
+  private sent?: Map<string, Inflight>;
   mode: 'live' | 'backlog' = 'backlog';
   reading = false;
   /** A read is scheduled for the end of this tick (many notices, one read). */
@@ -223,6 +224,20 @@ export class Connection {
     }
   }
 
+  /** The messages sent and not acked yet (read only: markSent and unmarkSent change it). */
+  get inflight(): ReadonlyMap<string, Inflight> {
+    return this.sent ?? NONE_SENT;
+  }
+
+  markSent(id: string, inflight: Inflight): void {
+    (this.sent ??= new Map()).set(id, inflight);
+  }
+
+  /** Forgets a sent message (acked, retracted); true if it was held. */
+  unmarkSent(id: string): boolean {
+    return this.sent?.delete(id) ?? false;
+  }
+
   /**
    * A message of the user was retracted: the socket is told when it was sent it (or `every`:
    * when it may show it from a socket before it), and never sent it from now on.
@@ -231,7 +246,7 @@ export class Connection {
     this.retracted ??= new Set();
     this.retracted.add(id);
     if (this.retracted.size > RETRACTED_REMEMBERED) this.retracted.delete(this.retracted.values().next().value!);
-    const sent = this.inflight.delete(id);
+    const sent = this.unmarkSent(id);
     if (!sent && !every) return;
     if (this.state === 'ready') this.send('retract', { id });
     else if (this.state !== 'closed') this.retractsDue.push(id);
@@ -249,6 +264,9 @@ export class Connection {
 }
 
 /** A message sent and not yet acked: its owed position, and when RedMessenger received it (ms). */
+/** What an idle socket's inflight answers: one empty map for all of them. */
+const NONE_SENT: ReadonlyMap<string, Inflight> = new Map();
+
 export interface Inflight {
   position: number;
   ts?: number;

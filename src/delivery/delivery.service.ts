@@ -78,7 +78,8 @@ function settleAcks(batch: AckBatch, done: Promise<void>): void {
 @Injectable()
 export class DeliveryService implements OnModuleInit {
   private readonly logger = new Logger(DeliveryService.name);
-  private readonly byUser = new Map<string, Set<Connection>>();
+  /** Each user's sockets here: an array, not a Set (most users have one socket; an array of one costs a fifth). */
+  private readonly byUser = new Map<string, Connection[]>();
   private acks = new Map<string, AckBatch>();
   private acksScheduled = false;
   private gathered: GatheredAck[] = [];
@@ -128,8 +129,8 @@ export class DeliveryService implements OnModuleInit {
       await this.presence.whenReady(ATTACH_WAIT_MS);
       if (conn.state === 'closed') return false;
       let conns = this.byUser.get(user);
-      if (!conns) this.byUser.set(user, (conns = new Set()));
-      conns.add(conn);
+      if (!conns) this.byUser.set(user, (conns = []));
+      if (!conns.includes(conn)) conns.push(conn);
       // Noted before the socket is registered, so a crash after it is always reclaimed.
       await this.queue.registerUser(this.presence.instanceId, user, true);
       // The first read comes with the registration: one round trip less for each identify.
@@ -158,8 +159,9 @@ export class DeliveryService implements OnModuleInit {
       await this.lastGathered;
       const registered = await conn.attached.catch(() => true);
       const conns = this.byUser.get(user);
-      conns?.delete(conn);
-      if (conns?.size === 0) this.byUser.delete(user);
+      const at = conns?.indexOf(conn) ?? -1;
+      if (at >= 0) conns!.splice(at, 1);
+      if (conns?.length === 0) this.byUser.delete(user);
       if (!registered) return;
       const { requeued, left, removed, lookingChanged } = await this.queue.detach(user, conn.id, this.presence.instanceId);
       if (left === 0 && removed > 0) this.events.offline(user);
@@ -261,13 +263,13 @@ export class DeliveryService implements OnModuleInit {
    */
   private forget(user: string, batch: AckBatch, now = Date.now()): number[] {
     const latencies: number[] = [];
-    const local = this.byUser.get(user) ?? new Set<Connection>();
+    const local = this.byUser.get(user) ?? [];
     for (const [id] of batch.ids) {
       let seen = false;
       for (const conn of local) {
         const sent = conn.inflight.get(id);
         if (!sent) continue;
-        conn.inflight.delete(id);
+        conn.unmarkSent(id);
         batch.ids.set(id, sent.position);
         if (!seen && sent.ts !== undefined) latencies.push((now - sent.ts) / 1000);
         seen = true;
@@ -394,7 +396,7 @@ export class DeliveryService implements OnModuleInit {
           break;
         case 'acked':
           for (const conn of conns) {
-            for (const id of notice.ids) conn.inflight.delete(id);
+            for (const id of notice.ids) conn.unmarkSent(id);
             this.wake(conn);
           }
           break;
@@ -457,7 +459,7 @@ export class DeliveryService implements OnModuleInit {
       held.position = position; // read again after a rewind: the socket has it already, unacked
       return true;
     }
-    if (id !== undefined) conn.inflight.set(id, { position, ts: envelopeTs(envelope) });
+    if (id !== undefined) conn.markSent(id, { position, ts: envelopeTs(envelope) });
     cork(conn);
     conn.write(messageFrame(envelope));
     if (id !== undefined) this.events.delivered(conn.user!, id, envelope);
