@@ -85,7 +85,7 @@ function config({ quick, ackBatch, ackDelayMs }) {
         latency: { clients: 1000, rate: 5000, total: 50000, warmupPerUser: 5, window: 20000, deadlineMs: 20000, ack: sdkAck, maxInflight },
         drain: { oneBacklog: 100000, manyUsers: 100, manyBacklog: 1000, queueDeadlineMs: 60000, deadlineMs: 60000, ack, maxInflight },
         idle: { sockets: 10000, concurrency: 200, settleMs: 3000, localAddresses: addrs(4), ack, maxInflight },
-        storm: { users: 10000, perUser: 10, settleMs: 3000, connectTimeoutMs: 60000, deadlineMs: 120000, localAddresses: addrs(4), ack, maxInflight },
+        storm: { users: 10000, perUser: 10, settleMs: 3000, connectTimeoutMs: 60000, deadlineMs: 120000, localAddresses: addrs(64), ack, maxInflight },
         fanout: { members: 100000, online: 1000, deadlineMs: 60000, ack, maxInflight },
         // 3 × 1,000 users, 34 messages each: 102,000 (the round-robin gives every user the same count).
         instances: { instances: 3, clientsPerInstance: 1000, perUser: 34, warmupPerUser: 5, window: 20000, settleMs: 3000, deadlineMs: 60000, ack, maxInflight },
