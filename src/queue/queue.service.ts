@@ -214,48 +214,44 @@ export class QueueService implements OnApplicationShutdown {
         else for (const groupIndex of indexes) results[groupIndex] = error as Error;
       }
     };
-    const size = (i: number): [number, number] => [groups[i].messages.length, groups[i].messages.reduce((sum, m) => sum + m.envelope.length, 0)];
-    await Promise.all(
-      this.partition(
-        groups.map((g) => g.user),
-        size,
-      ).map(call),
-    );
+    await this.inCalls(groups, (g) => [g.messages.length, g.messages.reduce((sum, m) => sum + m.envelope.length, 0)], call);
     return results;
   }
 
   /**
-   * The calls to make for groups of users' work: one per slot on a Cluster; on one Redis as few
-   * as keep each call under CALL_MESSAGES items and CALL_BYTES (`size` of group i: its items, bytes).
+   * Runs `call` for the groups of users' work in as few calls as the deployment allows, all at
+   * once (pipelined): one per slot on a Cluster; on one Redis as few as keep each call under
+   * CALL_MESSAGES items and CALL_BYTES (`size` of a group: its items, its bytes).
    */
-  private partition(users: string[], size: (i: number) => [number, number]): number[][] {
+  private async inCalls<G extends { user: string }>(groups: G[], size: (group: G) => [number, number], call: (indexes: number[]) => Promise<void>): Promise<void> {
     const calls: number[][] = [];
     if (this.keys.tagged) {
       const bySlot = new Map<number, number[]>();
-      users.forEach((user, i) => {
+      groups.forEach(({ user }, i) => {
         const slot = calculateSlot(this.keys.queue(user));
-        let call = bySlot.get(slot);
-        if (!call) bySlot.set(slot, (call = []));
-        call.push(i);
+        let indexes = bySlot.get(slot);
+        if (!indexes) bySlot.set(slot, (indexes = []));
+        indexes.push(i);
       });
-      return [...bySlot.values()];
+      calls.push(...bySlot.values());
+    } else {
+      let indexes: number[] = [];
+      let items = 0;
+      let bytes = 0;
+      groups.forEach((group, i) => {
+        const [n, b] = size(group);
+        if (indexes.length > 0 && (items + n > CALL_MESSAGES || bytes + b > CALL_BYTES)) {
+          calls.push(indexes);
+          indexes = [];
+          items = bytes = 0;
+        }
+        indexes.push(i);
+        items += n;
+        bytes += b;
+      });
+      if (indexes.length > 0) calls.push(indexes);
     }
-    let call: number[] = [];
-    let items = 0;
-    let bytes = 0;
-    users.forEach((_, i) => {
-      const [n, b] = size(i);
-      if (call.length > 0 && (items + n > CALL_MESSAGES || bytes + b > CALL_BYTES)) {
-        calls.push(call);
-        call = [];
-        items = bytes = 0;
-      }
-      call.push(i);
-      items += n;
-      bytes += b;
-    });
-    if (call.length > 0) calls.push(call);
-    return calls;
+    await Promise.all(calls.map(call));
   }
 
   /** WAIT on the connection that wrote key's slot (a Cluster: that key's master), for PUBLISH_WAIT_REPLICAS. */
@@ -431,13 +427,7 @@ export class QueueService implements OnApplicationShutdown {
         for (const i of indexes) results[i] = error as Error;
       }
     };
-    const size = (i: number): [number, number] => [groups[i].acks.length, 0];
-    await Promise.all(
-      this.partition(
-        groups.map((g) => g.user),
-        size,
-      ).map(call),
-    );
+    await this.inCalls(groups, (g) => [g.acks.length, 0], call);
     return results;
   }
 
