@@ -30,6 +30,7 @@
 --- @include "state"
 --- @include "notices"
 --- @include "ack"
+--- @include "reads"
 
 local prefix, me, wantDetails = argString(1), argString(2), argString(3) == '1'
 local at, groups = 4, 0
@@ -46,9 +47,6 @@ end
 if #KEYS ~= 2 * groups or at ~= #ARGV + 1 then
   error(redis.error_reply('ERR ' .. #KEYS .. ' keys and ' .. #ARGV .. ' arguments do not make whole groups'))
 end
-
-local function failed(reply) return type(reply) == 'table' and reply.err ~= nil end
-local function wrongType(key, wanted) return key .. ' is a ' .. redis.call('TYPE', key).ok .. ', not a ' .. wanted end
 
 local out, notices = {}, {}
 local a, g = 4, 0
@@ -73,12 +71,7 @@ while a <= #ARGV do
       for _, instance in ipairs(st.instances) do
         if instance ~= me then
           line = line or noticeAcked(user, acked)
-          local lines = notices[instance]
-          if not lines then
-            lines = {}
-            notices[instance] = lines
-          end
-          lines[#lines + 1] = line
+          noticeTo(notices, instance, line)
         end
       end
     end
@@ -89,7 +82,5 @@ while a <= #ARGV do
 end
 
 -- One notice per instance per call; lines never contain a raw newline.
-for instance, lines in pairs(notices) do
-  redis.call('PUBLISH', prefix .. instance, noticeBatch(lines))
-end
+publishNotices(prefix, notices)
 return out

@@ -55,6 +55,7 @@
 --- @include "envelope"
 --- @include "state"
 --- @include "notices"
+--- @include "reads"
 
 local prefix, caller, cap, reject = argString(1), argString(2), argNumber(3), argString(4) == '1'
 local counterTtl = argNumber(5)
@@ -77,10 +78,6 @@ if #KEYS < 6 * groups or at ~= #ARGV + 1 then
 end
 local outcomes, results, notices = {}, {}, {}
 
--- A read made under pcall met a key of another type (WRONGTYPE): the group's answer names it.
-local function failed(reply) return type(reply) == 'table' and reply.err ~= nil end
-local function wrongType(key, wanted) return key .. ' is a ' .. redis.call('TYPE', key).ok .. ', not a ' .. wanted end
-
 -- Stream ids 'ms-seq' in order: is a at or before b?
 local function notAfter(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -88,12 +85,6 @@ local function notAfter(a, b)
   if not am or not bm then return false end
   am, bm = tonumber(am), tonumber(bm)
   return am < bm or (am == bm and tonumber(as) <= tonumber(bs))
-end
-
-local function notify(instance, line)
-  local list = notices[instance]
-  if not list then list = {}; notices[instance] = list end
-  list[#list + 1] = line
 end
 
 local a, g = 6, 0
@@ -211,7 +202,7 @@ while a <= #ARGV do
               lines = {}
               for i = 1, #envelopes - refused do lines[i] = noticeMessage(user, position + i - 1, envelopes[i]) end
             end
-            for i = 1, #lines do notify(instance, lines[i]) end
+            for i = 1, #lines do noticeTo(notices, instance, lines[i]) end
           end
         end
       else
@@ -239,7 +230,7 @@ while a <= #ARGV do
         if online then
           outcome = 'w'
           for _, instance in ipairs(st.instances) do
-            if instance == caller then mine = 1 else notify(instance, noticeSync(user)) end
+            if instance == caller then mine = 1 else noticeTo(notices, instance, noticeSync(user)) end
           end
         elseif len == #envelopes then
           outcome = 'n'
@@ -261,8 +252,6 @@ while a <= #ARGV do
 end
 
 -- One notice per instance per call; lines never contain a raw newline (JSON escapes it).
-for instance, lines in pairs(notices) do
-  redis.call('PUBLISH', prefix .. instance, noticeBatch(lines))
-end
+publishNotices(prefix, notices)
 table.insert(results, 1, table.concat(outcomes))
 return results

@@ -32,3 +32,19 @@ end
 local function noticeBatch(lines)
   return table.concat(lines, '\n')
 end
+
+-- Notices gathered per instance over a call (outbox[instance] = lines), then one PUBLISH each.
+local function noticeTo(outbox, instance, line)
+  local lines = outbox[instance]
+  if not lines then
+    lines = {}
+    outbox[instance] = lines
+  end
+  lines[#lines + 1] = line
+end
+
+local function publishNotices(prefix, outbox)
+  for instance, lines in pairs(outbox) do
+    redis.call('PUBLISH', prefix .. instance, noticeBatch(lines))
+  end
+end
