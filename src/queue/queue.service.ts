@@ -478,13 +478,12 @@ export class QueueService implements OnApplicationShutdown {
    * Files a queue in the index of non-empty queues under the time of its oldest
    * entry. The index is global (one key), so it is written beside the user's
    * scripts, not in them: it is a hint for the expiry sweep and the metrics, never
-   * what decides delivery. `how`: only a queue not filed yet ('new'), a new one or a
-   * lower score ('older': a requeue put older entries at the head), or always ('any').
+   * what decides delivery. `how`: a new one or a lower score ('older': a requeue put
+   * older entries at the head), or always ('any'); new queues: indexNew.
    */
-  async index(user: string, oldestTs: number, how: 'new' | 'older' | 'any' = 'new'): Promise<void> {
+  async index(user: string, oldestTs: number, how: 'older' | 'any'): Promise<void> {
     const score = oldestTs || Date.now();
-    if (how === 'new') await this.redis.zadd(this.keys.queueIndex, 'NX', score, user);
-    else if (how === 'older') await this.redis.zadd(this.keys.queueIndex, 'LT', score, user);
+    if (how === 'older') await this.redis.zadd(this.keys.queueIndex, 'LT', score, user);
     else await this.redis.zadd(this.keys.queueIndex, score, user);
   }
 

@@ -35,7 +35,7 @@ describe('expire-5.lua', () => {
     const ttl = service({ queueTtlSeconds: 60 });
     const user = uniqueId();
     await routeOne(user, [message(user, 'old', { ts: NOW - 120_000 }), message(user, 'fresh', { ts: NOW - 5000 })], { via: ttl });
-    await ttl.index(user, NOW - 120_000);
+    await ttl.indexNew([user], NOW - 120_000);
 
     const result = await ttl.expire(user, NOW);
 
