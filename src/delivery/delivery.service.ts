@@ -220,8 +220,12 @@ export class DeliveryService implements OnModuleInit {
     for (const [user, batch] of all) {
       const latencies = this.forget(user, batch);
       if (batch.ids.size === 0) settleAcks(batch, Promise.resolve());
-      else if ([...batch.conns].some((conn) => this.readable(conn) > 0)) settleAcks(batch, this.ackAndRead(user, batch, latencies));
-      else together.push({ user, batch, latencies });
+      else {
+        // The acking socket that waits for room reads its next messages in the same call.
+        const reader = [...batch.conns].find((conn) => this.readable(conn) > 0);
+        if (reader) settleAcks(batch, this.ackAndRead(user, batch, latencies, reader));
+        else together.push({ user, batch, latencies });
+      }
     }
     if (together.length === 0) return;
     // Nothing waits on these (their sockets have room): gathered a little longer, they share a call.
@@ -290,8 +294,7 @@ export class DeliveryService implements OnModuleInit {
   }
 
   /** One user's acks, and the next messages for the acking socket that waits for room, in one call. */
-  private async ackAndRead(user: string, batch: AckBatch, latencies: number[]): Promise<void> {
-    const reader = [...batch.conns].find((conn) => this.readable(conn) > 0)!;
+  private async ackAndRead(user: string, batch: AckBatch, latencies: number[], reader: Connection): Promise<void> {
     const room = this.readable(reader);
     reader.reading = true;
     let answer: AckResult & { read?: ReadResult };
