@@ -263,10 +263,10 @@ export class Connection {
   }
 }
 
-/** A message sent and not yet acked: its owed position, and when RedMessenger received it (ms). */
 /** What an idle socket's inflight answers: one empty map for all of them. */
 const NONE_SENT: ReadonlyMap<string, Inflight> = new Map();
 
+/** A message sent and not yet acked: its owed position, and when RedMessenger received it (ms). */
 export interface Inflight {
   position: number;
   ts?: number;
