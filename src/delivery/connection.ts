@@ -99,6 +99,8 @@ export class Connection {
   private tokensAt = this.heardAt;
   /** Frames received and not yet handled, and why reading is paused (Hold flags). */
   framesWaiting = 0;
+  /** Settles when the frames received so far are handled (none waiting: undefined). */
+  framesDone?: Promise<void>;
   private holds = 0;
 
   constructor(

@@ -10,9 +10,15 @@ import { Frame, parseFrame } from '../protocol/frames';
 /** Frames of one socket waiting to be handled past which nothing more is read from it (resumed at half). */
 const MAX_FRAMES_WAITING = 32;
 
-/** Each socket's frames, handled one after the other; a close waits for them (an ack just before it still counts). */
-const frameQueues = new WeakMap<WebSocket, Promise<void>>();
-export const framesHandled = (socket: WebSocket): Promise<void> => frameQueues.get(socket) ?? Promise.resolve();
+/** Each socket's frames are handled one after the other; a close waits for them (an ack just before it still counts). */
+export const framesHandled = (socket: WebSocket): Promise<void> => Connection.of(socket)?.framesDone ?? Promise.resolve();
+
+/** What Nest bound for one socket: only its identify goes through Nest (AuthGuard), so it is let go once the identify is handled. */
+interface NestBinding {
+  handlers: MessageMappingProperties[];
+  transform: (data: unknown) => Observable<unknown>;
+}
+const nestBindings = new WeakMap<WebSocket, NestBinding>();
 
 /** A pong (or any frame) shows the peer is there: the heartbeat's clock. One function for every socket. */
 function heard(this: WebSocket): void {
@@ -20,11 +26,25 @@ function heard(this: WebSocket): void {
   if (conn) conn.heardAt = Date.now();
 }
 
+/** A 'message' listener that hands its socket (`this`, as the emitter calls it) to `handle`. */
+function frameListener(handle: (socket: WebSocket, raw: RawData, isBinary: boolean) => void) {
+  return function (this: WebSocket, raw: RawData, isBinary: boolean): void {
+    handle(this, raw, isBinary);
+  };
+}
+
 /** Decides, per socket and state, whether a parsed frame goes to its handler. */
 export interface FrameScreen {
   /** Returns the validated data for the event's handler, or throws a FrameError. */
   screen(socket: WebSocket, frame: Frame): unknown;
   refuse(socket: WebSocket, error: FrameError): void;
+  /**
+   * Handles a screened frame that needs none of Nest's guards (those of a ready socket) and returns its promise, or
+   * returns undefined for Nest's handler: an ack then costs no per-frame composition of guards, pipes and observables.
+   */
+  dispatch(socket: WebSocket, event: string, data: unknown): Promise<void> | undefined;
+  /** Answers what a dispatched frame's handling threw, as the gateway's exception filter answers Nest's handlers. */
+  fail(socket: WebSocket, error: unknown): void;
 }
 
 export interface MessengerWsAdapterOptions {
@@ -74,46 +94,60 @@ export class MessengerWsAdapter extends WsAdapter {
   }
 
   bindMessageHandlers(socket: WebSocket, handlers: MessageMappingProperties[], transform: (data: unknown) => Observable<unknown>): void {
-    const conn = Connection.of(socket);
+    nestBindings.set(socket, { handlers, transform });
     socket.on('pong', heard);
-    // A few handlers (identify, ack, refresh): a search of the socket's own list, no map per socket.
-    socket.on('message', (raw: RawData, isBinary: boolean) => {
-      if (!conn || conn.state === 'closed') return;
-      const now = Date.now();
-      conn.heardAt = now;
-      if (!conn.takeFrame(now)) {
-        conn.closeFor('rate_limited', new FrameError(ErrorCode.RateLimited, 'Too many frames per second; ack in batches', CloseCode.TooManyAttempts));
-        conn.hold(Hold.Closed); // the rest of the flood stays in the kernel until the close grace ends the socket
-        return;
-      }
-      // Frames are handled one at a time: a socket that sends faster than that waits in its own TCP window, not in memory here.
-      if (++conn.framesWaiting >= MAX_FRAMES_WAITING) conn.hold(Hold.Frames);
-      const handled = framesHandled(socket)
-        .then(() => this.handle(socket, raw, isBinary, handlers, transform))
-        .finally(() => {
-          if (--conn.framesWaiting <= MAX_FRAMES_WAITING / 2) conn.release(Hold.Frames);
-        });
-      frameQueues.set(
-        socket,
-        handled.catch(() => undefined),
-      );
-    });
+    socket.on('message', this.onFrame);
   }
 
-  private async handle(socket: WebSocket, raw: RawData, isBinary: boolean, handlers: MessageMappingProperties[], transform: (data: unknown) => Observable<unknown>): Promise<void> {
-    if (socket.readyState !== socket.OPEN || !this.screen) return;
-    let data: unknown;
-    let handler: MessageMappingProperties | undefined;
-    try {
-      const frame = parseFrame(raw as Buffer, isBinary);
-      data = this.screen.screen(socket, frame);
-      handler = handlers.find((candidate) => candidate.message === frame.event);
-    } catch (error) {
-      // Anything unexpected while reading a frame is still the client's bad frame, answered as such.
-      this.screen.refuse(socket, error instanceof FrameError ? error : FrameError.badFrame('Frame could not be read'));
+  /** One listener for every socket of this adapter: an idle socket holds no closure of its own. */
+  private readonly onFrame = frameListener((socket, raw, isBinary) => this.frame(socket, raw, isBinary));
+
+  private frame(socket: WebSocket, raw: RawData, isBinary: boolean): void {
+    const conn = Connection.of(socket);
+    if (!conn || conn.state === 'closed') return;
+    const now = Date.now();
+    conn.heardAt = now;
+    if (!conn.takeFrame(now)) {
+      conn.closeFor('rate_limited', new FrameError(ErrorCode.RateLimited, 'Too many frames per second; ack in batches', CloseCode.TooManyAttempts));
+      conn.hold(Hold.Closed); // the rest of the flood stays in the kernel until the close grace ends the socket
       return;
     }
+    // Frames are handled one at a time: a socket that sends faster than that waits in its own TCP window, not in memory here.
+    // With none waiting, this one is handled at once (no promise to chain on).
+    const handled = conn.framesWaiting++ === 0 ? this.handle(socket, raw, isBinary) : framesHandled(socket).then(() => this.handle(socket, raw, isBinary));
+    if (conn.framesWaiting >= MAX_FRAMES_WAITING) conn.hold(Hold.Frames);
+    const done = (): void => {
+      if (--conn.framesWaiting <= MAX_FRAMES_WAITING / 2) conn.release(Hold.Frames);
+      if (conn.framesWaiting === 0) conn.framesDone = undefined; // all handled: an idle socket keeps no promise
+    };
+    conn.framesDone = handled.then(done, done);
+  }
+
+  /** A bad frame is refused, a failed handling answered (dispatched) or filtered (Nest's handler). */
+  private async handle(socket: WebSocket, raw: RawData, isBinary: boolean): Promise<void> {
+    const screen = this.screen;
+    if (socket.readyState !== socket.OPEN || !screen) return;
+    let frame: Frame;
+    let data: unknown;
+    try {
+      frame = parseFrame(raw as Buffer, isBinary);
+      data = screen.screen(socket, frame);
+    } catch (error) {
+      // Anything unexpected while reading a frame is still the client's bad frame, answered as such.
+      screen.refuse(socket, error instanceof FrameError ? error : FrameError.badFrame('Frame could not be read'));
+      return;
+    }
+    const dispatched = screen.dispatch(socket, frame.event, data);
+    if (dispatched) return dispatched.catch((error: unknown) => screen.fail(socket, error));
+    const binding = nestBindings.get(socket);
+    const handler = binding?.handlers.find((candidate) => candidate.message === frame.event);
+    if (!binding || !handler) return;
     // Guards, filters and the handler run as Nest composes them; the handler sends its own frames.
-    if (handler) await lastValueFrom(transform(await handler.callback(data, handler.message)), { defaultValue: undefined });
+    try {
+      await lastValueFrom(binding.transform(await handler.callback(data, handler.message)), { defaultValue: undefined });
+    } finally {
+      // A socket identifies once: nothing else of it goes through Nest.
+      if (frame.event === 'identify') nestBindings.delete(socket);
+    }
   }
 }

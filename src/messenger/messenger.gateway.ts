@@ -26,22 +26,26 @@ function countRefusal(metrics: MetricsService, conn: Connection, code: string): 
   if (outcome) metrics.identified(outcome);
 }
 
-/** Turns what a handler or guard throws into the contract's answer on that socket. */
+/** Turns what a frame's handler or guard threw into the contract's answer on its socket. */
+function answerFailure(metrics: MetricsService, warnings: RateLimitedLog, socket: WebSocket, exception: unknown): void {
+  const conn = Connection.of(socket);
+  if (!conn) return;
+  countRefusal(metrics, conn, exception instanceof FrameError ? exception.code : ErrorCode.Unavailable);
+  if (exception instanceof FrameError) return conn.refuse(exception);
+  warnings.warn('frame-failed', `Frame from ${conn.remote} failed: ${(exception as Error)?.message ?? exception}`);
+  // Redis is unreachable or failing: the client may retry later; nothing was lost.
+  conn.refuse(new FrameError(ErrorCode.Unavailable, 'The server cannot reach its storage; try again later', conn.state === 'ready' ? undefined : CloseCode.TryAgainLater));
+}
+
+/** The identify's failures (its guard's, its handler's), answered on its socket. */
 @Catch()
 export class FrameExceptionFilter implements WsExceptionFilter {
-  private readonly logger = new Logger('MessengerGateway');
-  private readonly warnings = new RateLimitedLog(this.logger);
+  private readonly warnings = new RateLimitedLog(new Logger('MessengerGateway'));
 
   constructor(private readonly metrics: MetricsService) {}
 
   catch(exception: unknown, host: ArgumentsHost): void {
-    const conn = Connection.of(host.switchToWs().getClient<WebSocket>());
-    if (!conn) return;
-    countRefusal(this.metrics, conn, exception instanceof FrameError ? exception.code : ErrorCode.Unavailable);
-    if (exception instanceof FrameError) return conn.refuse(exception);
-    this.warnings.warn('frame-failed', `Frame from ${conn.remote} failed: ${(exception as Error)?.message ?? exception}`);
-    // Redis is unreachable or failing: the client may retry later; nothing was lost.
-    conn.refuse(new FrameError(ErrorCode.Unavailable, 'The server cannot reach its storage; try again later', conn.state === 'ready' ? undefined : CloseCode.TryAgainLater));
+    answerFailure(this.metrics, this.warnings, host.switchToWs().getClient<WebSocket>(), exception);
   }
 }
 
@@ -150,6 +154,22 @@ export class MessengerGateway implements OnGatewayInit, OnGatewayConnection, OnG
     if (conn) this.refuseConn(conn, error);
   }
 
+  /**
+   * The frames of a ready socket (no guard applies to them), handled here rather than through Nest's per-frame
+   * composition of guards, pipes and observables: an ack is most of what a busy server reads. Identify goes to Nest.
+   */
+  dispatch(socket: WebSocket, event: string, data: unknown): Promise<void> | undefined {
+    const conn = Connection.of(socket)!;
+    if (event === 'ack') return this.delivery.ack(conn, (data as AckDto).ids);
+    if (event === 'visibility') return this.visibility(conn, (data as VisibilityDto).visible);
+    if (event === 'refresh') return this.refresh(conn, (data as RefreshDto).token);
+    return undefined;
+  }
+
+  fail(socket: WebSocket, error: unknown): void {
+    answerFailure(this.metrics, this.warnings, socket, error);
+  }
+
   private refuseConn(conn: Connection, error: FrameError): void {
     countRefusal(this.metrics, conn, error.code);
     conn.refuse(error);
@@ -177,22 +197,14 @@ export class MessengerGateway implements OnGatewayInit, OnGatewayConnection, OnG
     await this.delivery.pump(conn);
   }
 
-  @SubscribeMessage('ack')
-  async ack(@ConnectedSocket() socket: WebSocket, @MessageBody() { ids }: AckDto): Promise<void> {
-    await this.delivery.ack(Connection.of(socket)!, ids);
-  }
-
   /** Whether the app is in front of the user: absences (`notify`) count only sockets that are not visible. */
-  @SubscribeMessage('visibility')
-  async visibility(@ConnectedSocket() socket: WebSocket, @MessageBody() { visible }: VisibilityDto): Promise<void> {
-    await this.delivery.visibility(Connection.of(socket)!, visible);
+  private async visibility(conn: Connection, visible: boolean): Promise<void> {
+    await this.delivery.visibility(conn, visible);
   }
 
   /** AUTH_MODE=jwt: a new token for the same id moves the socket's expiry (TokenLifetime). */
-  @SubscribeMessage('refresh')
-  async refresh(@ConnectedSocket() socket: WebSocket, @MessageBody() { token }: RefreshDto): Promise<void> {
-    const conn = Connection.of(socket)!;
-    const exp = await this.lifetime.refresh(socket, conn.user!, token);
+  private async refresh(conn: Connection, token: string): Promise<void> {
+    const exp = await this.lifetime.refresh(conn.socket, conn.user!, token);
     if (conn.state === 'ready') conn.send('refreshed', exp === undefined ? {} : { exp });
   }
 
