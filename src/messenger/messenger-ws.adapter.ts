@@ -47,6 +47,43 @@ export interface FrameScreen {
   fail(socket: WebSocket, error: unknown): void;
 }
 
+/**
+ * Upgrades completed in one turn of the event loop, at most this long (ms). A reconnect storm
+ * otherwise completes thousands in one poll phase while the listen queue overflows (the kernel
+ * drops the handshakes past it, retried a second later) and the identifies already under way,
+ * with their Redis answers, wait behind them. Paced, the first sockets get their messages at
+ * once and the rest are accepted as fast as they come.
+ */
+const UPGRADE_TURN_MS = 2;
+
+/** Completes upgrades first come, first served, a few milliseconds' worth per turn of the event loop. */
+export class UpgradePacer {
+  private readonly waiting: Array<() => void> = [];
+  private scheduled = false;
+
+  constructor(
+    private readonly turnMs = UPGRADE_TURN_MS,
+    private readonly now = () => performance.now(),
+  ) {}
+
+  admit(complete: () => void): void {
+    this.waiting.push(complete);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.turn());
+    }
+  }
+
+  private turn(): void {
+    const until = this.now() + this.turnMs;
+    let done = 0;
+    while (done < this.waiting.length && this.now() < until) this.waiting[done++]();
+    this.waiting.splice(0, done);
+    if (this.waiting.length > 0) setImmediate(() => this.turn());
+    else this.scheduled = false;
+  }
+}
+
 export interface MessengerWsAdapterOptions {
   path: string;
   maxFrameBytes: number;
@@ -64,6 +101,7 @@ export interface MessengerWsAdapterOptions {
  */
 export class MessengerWsAdapter extends WsAdapter {
   private screen?: FrameScreen;
+  private readonly upgrades = new UpgradePacer();
 
   constructor(
     app: INestApplicationContext,
@@ -87,7 +125,7 @@ export class MessengerWsAdapter extends WsAdapter {
       verifyClient: ({ origin }: { origin?: string }, done: (ok: boolean, code?: number, message?: string) => void) => {
         const allowed = this.settings.allowedOrigins;
         // A browser page from elsewhere is refused before the upgrade: 403, no socket.
-        if (!origin || allowed.length === 0 || allowed.includes('*') || allowed.includes(origin)) done(true);
+        if (!origin || allowed.length === 0 || allowed.includes('*') || allowed.includes(origin)) this.upgrades.admit(() => done(true));
         else done(false, 403, 'Origin not allowed');
       },
     });
