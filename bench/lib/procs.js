@@ -336,6 +336,8 @@ async function startServer(kind, redisUrl, { maxInflight = 1000, profileFile, in
   // Both servers run with the V8 flags `npm start` gives RedMessenger (package.json, SERVER_NODE_FLAGS).
   args.unshift(...SERVER_NODE_FLAGS);
   const proc = track(spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] }), kind);
+  // BENCH_SERVER_LOG=<prefix>: each server's whole stdout to <prefix>-<kind>-<port> (for --trace-gc and the like).
+  if (process.env.BENCH_SERVER_LOG) proc.child.stdout.pipe(fs.createWriteStream(`${process.env.BENCH_SERVER_LOG}-${kind}-${port}`));
   const deadline = Date.now() + 30000;
   while (!(await httpOk(port))) {
     if (!proc.running()) throw new Error(`${kind} exited before it was ready:\n${proc.logs().slice(-4000)}`);
