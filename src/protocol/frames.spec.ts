@@ -1,7 +1,7 @@
 import { CloseCode, ErrorCode, FrameError } from './frame-error';
 import { plainToInstance } from 'class-transformer';
 import { validateSync } from 'class-validator';
-import { AckDto, parseFrame, toAck, toIdentify, toRefresh } from './frames';
+import { AckDto, IdentifyDto, parseFrame, toAck, toIdentify, toRefresh } from './frames';
 
 const text = (value: string) => Buffer.from(value, 'utf8');
 const refusal = (run: () => unknown): FrameError => {
@@ -41,7 +41,31 @@ describe('parseFrame', () => {
   });
 });
 
+/** Whether `run` accepts the data, and whether the DTO's class-validator rule does: the two must agree. */
+const agree = <T extends object>(dto: new () => T, data: Record<string, unknown>, run: (data: Record<string, unknown>) => unknown) => {
+  const byDto = validateSync(plainToInstance(dto, data), { forbidUnknownValues: true }).length === 0;
+  const byHand = (() => {
+    try {
+      run(data);
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+  return [byHand, byDto];
+};
+
 describe('toIdentify', () => {
+  it('applies the same rule as the IdentifyDto class-validator spec', () => {
+    const ids: unknown[] = ['user1', 'a.b_c@d-e', 'x'.repeat(128), 'x'.repeat(129), '', '-a', 'é', 'a b', 7, null, undefined, ['u'], {}];
+    const tokens: unknown[] = [undefined, 't', '', null, 5, {}, ['t']];
+    for (const id of ids)
+      for (const token of tokens) {
+        const [byHand, byDto] = agree(IdentifyDto, token === undefined ? { id } : { id, token }, toIdentify);
+        expect({ id, token, byHand }).toEqual({ id, token, byHand: byDto });
+      }
+  });
+
   it('accepts a valid id with or without a string token', () => {
     expect(toIdentify({ id: 'user1' })).toMatchObject({ id: 'user1' });
     expect(toIdentify({ id: 'a.b_c@d-e', token: 't' })).toMatchObject({ id: 'a.b_c@d-e', token: 't' });
@@ -68,15 +92,7 @@ describe('toIdentify', () => {
 describe('toAck', () => {
   it('applies the same rule as the AckDto class-validator spec', () => {
     for (const ids of [['1'], [], Array(10001).fill('x'), ['1', 2], 'x', null]) {
-      const byDto = validateSync(plainToInstance(AckDto, { ids })).length === 0;
-      const byHand = (() => {
-        try {
-          toAck({ ids });
-          return true;
-        } catch {
-          return false;
-        }
-      })();
+      const [byHand, byDto] = agree(AckDto, { ids }, toAck);
       expect(byHand).toBe(byDto);
     }
   });
