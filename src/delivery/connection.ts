@@ -72,8 +72,8 @@ export class Connection {
   wakeScheduled = false;
   /** Writes are being held until the end of the tick (see `cork` in DeliveryService). */
   corked = false;
-  /** Messages routed while a read was under way (or the socket identified), offered once it is done. */
-  pending: Array<{ position: number; envelope: string }> = [];
+  /** Messages routed while a read was under way (or the socket identified), offered once it is done (none: undefined). */
+  pending?: Array<{ position: number; envelope: string }>;
   /** The first owed messages, read by the attach script, sent right after `ready`. */
   firstRead?: ReadResult;
   /** Told to read again while it identified (a sync notice): its first read may be short of what waits. */
@@ -81,7 +81,7 @@ export class Connection {
   /** What the socket last said in a `visibility` frame (a socket counts as visible until it says otherwise). */
   visible = true;
   /** Retracted ids to tell the socket right after `ready` (retracted before it got there). */
-  retractsDue: string[] = [];
+  retractsDue?: string[];
   /** Retracted ids heard of lately (the newest RETRACTED_REMEMBERED): a read under way may still bring one, never sent. */
   retracted?: Set<string>;
   /** The attach under way or done (true once registered in Redis), so that a detach never overtakes it. */
@@ -251,7 +251,7 @@ export class Connection {
     const sent = this.unmarkSent(id);
     if (!sent && !every) return;
     if (this.state === 'ready') this.send('retract', { id });
-    else if (this.state !== 'closed') this.retractsDue.push(id);
+    else if (this.state !== 'closed') (this.retractsDue ??= []).push(id);
   }
 
   /**
@@ -260,7 +260,7 @@ export class Connection {
    */
   rewind(position: number): void {
     this.next = position;
-    this.pending = [];
+    this.pending = undefined;
     this.mode = 'backlog';
   }
 }

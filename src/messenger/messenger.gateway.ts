@@ -189,7 +189,9 @@ export class MessengerGateway implements OnGatewayInit, OnGatewayConnection, OnG
     const { owed: queued, dropped } = attached;
     conn.send('ready', dropped > 0 ? { id, channel, queued, dropped } : { id, channel, queued });
     // Retracted after they were sent to the user's sockets before this one: the app takes them down.
-    for (const retracted of conn.retractsDue.splice(0)) conn.send('retract', { id: retracted });
+    const due = conn.retractsDue ?? [];
+    conn.retractsDue = undefined;
+    for (const retracted of due) conn.send('retract', { id: retracted });
     this.lifetime.start(socket, () => conn.state === 'ready' && conn.closeFor('token_expired', tokenExpired()));
     this.logger.debug(`You're subscribed to ${channel}!`);
     if (dropped > 0) this.logger.warn(`${id}: ${dropped} messages were dropped (queue cap) or expired (queue TTL) since the last identify`);
