@@ -214,16 +214,19 @@ export class QueueService implements OnApplicationShutdown {
         else for (const groupIndex of indexes) results[groupIndex] = error as Error;
       }
     };
-    await this.inCalls(groups, (g) => [g.messages.length, g.messages.reduce((sum, m) => sum + m.envelope.length, 0)], call);
+    // A message goes once per call: a group's bytes are those of its messages the group before it in the call did not take.
+    const size = (g: RouteGroup, before?: RouteGroup): [number, number] => [g.messages.length, g.messages.reduce((sum, m, i) => (before?.messages[i] === m ? sum : sum + m.envelope.length), 0)];
+    await this.inCalls(groups, size, call);
     return results;
   }
 
   /**
    * Runs `call` for the groups of users' work in as few calls as the deployment allows, all at
    * once (pipelined): one per slot on a Cluster; on one Redis as few as keep each call under
-   * CALL_MESSAGES items and CALL_BYTES (`size` of a group: its items, its bytes).
+   * CALL_MESSAGES items and CALL_BYTES (`size` of a group: its items, its bytes, after the group
+   * before it in the same call, if any).
    */
-  private async inCalls<G extends { user: string }>(groups: G[], size: (group: G) => [number, number], call: (indexes: number[]) => Promise<void>): Promise<void> {
+  private async inCalls<G extends { user: string }>(groups: G[], size: (group: G, before?: G) => [number, number], call: (indexes: number[]) => Promise<void>): Promise<void> {
     const calls: number[][] = [];
     if (this.keys.tagged) {
       const bySlot = new Map<number, number[]>();
@@ -239,11 +242,12 @@ export class QueueService implements OnApplicationShutdown {
       let items = 0;
       let bytes = 0;
       groups.forEach((group, i) => {
-        const [n, b] = size(group);
+        let [n, b] = size(group, indexes.length > 0 ? groups[i - 1] : undefined);
         if (indexes.length > 0 && (items + n > CALL_MESSAGES || bytes + b > CALL_BYTES)) {
           calls.push(indexes);
           indexes = [];
           items = bytes = 0;
+          [n, b] = size(group);
         }
         indexes.push(i);
         items += n;
@@ -270,32 +274,70 @@ export class QueueService implements OnApplicationShutdown {
 
   private async routeCall(groups: RouteGroup[], instance: string, client: RedisClient): Promise<Array<RouteResult | UnusableKeys>> {
     const keys: string[] = [];
-    const args: Args = [this.keys.instanceChannelPrefix, instance, this.options.maxQueueLength, this.options.queueOverflow === 'reject' ? '1' : '0', this.ttlMs];
-    // Idempotency records go after every group's six keys; a group names its record by index.
-    const records: string[] = [];
-    for (const { user, messages, epoch, inboxEntry, idempotency: idem } of groups) {
-      keys.push(...this.keys.userKeys(user), this.keys.collapseIndex(user));
-      if (idem) records.push(this.keys.idempotency(user, idem.scope));
-      const record = idem ? 6 * groups.length + records.length : 0;
-      args.push(user, messages.length, epoch, inboxEntry ?? '', record, idem ? `${idem.hash}|${idem.answer}` : '');
-      for (const m of messages) args.push(m.collapseKey ?? '', m.expiresAt ?? '', m.envelope);
+    const head: Args = [this.keys.instanceChannelPrefix, instance, this.options.maxQueueLength, this.options.queueOverflow === 'reject' ? '1' : '0', this.ttlMs, 0];
+    // Each message once (members of a group message share its StoredMessage), numbered from 1.
+    const numbers = new Map<StoredMessage, number>();
+    const table: Args = [];
+    // Runs of consecutive groups that take the same messages, epoch, inbox entry and idempotency value (see route.lua).
+    const runs: Args = [];
+    let run: RouteGroup | undefined;
+    let runCount = 0;
+    let runAt = 0;
+    // Idempotency records go after every group's six keys; a run names its first group's.
+    const recordKeys: string[] = [];
+    for (const group of groups) {
+      const { user, messages, idempotency: idem } = group;
+      keys.push(this.keys.queue(user), this.keys.owed(user), this.keys.state(user), this.keys.dropped(user), this.keys.inboxMark(user), this.keys.collapseIndex(user));
+      if (idem) recordKeys.push(this.keys.idempotency(user, idem.scope));
+      if (run && sameRun(run, group)) {
+        runs.push(user);
+        runs[runAt] = ++runCount;
+        continue;
+      }
+      run = group;
+      runCount = 1;
+      runAt = runs.length;
+      runs.push(1, group.epoch, group.inboxEntry ?? '', idem ? 6 * groups.length + recordKeys.length : 0, idem ? `${idem.hash}|${idem.answer}` : '', messages.length);
+      for (const m of messages) {
+        let number = numbers.get(m);
+        if (number === undefined) {
+          numbers.set(m, (number = numbers.size + 1));
+          table.push(m.collapseKey ?? '', m.expiresAt ?? '', m.envelope);
+        }
+        runs.push(number);
+      }
+      runs.push(user);
     }
-    keys.push(...records);
+    if (recordKeys.length > 0) keys.push(...recordKeys);
+    head[5] = numbers.size;
     // ioredis flattens array arguments: no copy of a call's thousands of arguments here.
-    const [outcomes, ...values] = await client.rmRoute(keys.length, keys as never, args as never);
-    const numbers = values as number[];
-    return groups.map(({ user }, g) => {
-      if (outcomes[g] === RouteOutcome.Unusable) return new UnusableKeys(user, String(values[6 * g + 5]));
-      return {
-        outcome: outcomes[g] as RouteOutcome,
-        position: numbers[6 * g],
-        dropped: numbers[6 * g + 1],
-        refused: numbers[6 * g + 2],
-        replaced: numbers[6 * g + 3],
-        mine: numbers[6 * g + 4] === 1,
-        answer: outcomes[g] === RouteOutcome.Repeated ? String(values[6 * g + 5]) : undefined,
-      };
-    });
+    const answer = await client.rmRoute(keys.length, keys as never, head as never, table as never, runs as never);
+    const outcomes = answer[0];
+    const results: Array<RouteResult | UnusableKeys> = new Array(groups.length);
+    // Groups with something to say come with their figures; the others answer all 0 (route.lua).
+    for (let i = 1; i < answer.length; i += 7) {
+      const g = Number(answer[i]) - 1;
+      const outcome = outcomes[g] as RouteOutcome;
+      const said = String(answer[i + 6]);
+      results[g] =
+        outcome === RouteOutcome.Unusable
+          ? new UnusableKeys(groups[g].user, said)
+          : {
+              outcome,
+              position: Number(answer[i + 1]),
+              dropped: Number(answer[i + 2]),
+              refused: Number(answer[i + 3]),
+              replaced: Number(answer[i + 4]),
+              mine: answer[i + 5] === 1,
+              answer: outcome === RouteOutcome.Repeated ? said : undefined,
+            };
+    }
+    for (let g = 0; g < groups.length; g++) {
+      if (results[g] !== undefined) continue;
+      const outcome = outcomes[g] as RouteOutcome;
+      results[g] = outcome === RouteOutcome.Unusable ? new UnusableKeys(groups[g].user, '') : plainResult(outcome);
+    }
+    return results;
   }
 
   /**
@@ -550,6 +592,23 @@ export class QueueService implements OnApplicationShutdown {
   private time<T>(command: RedisCommand, call: Promise<T>): Promise<T> {
     return this.metrics.timeRedis(command, call);
   }
+}
+
+/** Two groups route alike (one run of route.lua): the same messages (the same objects), epoch, inbox entry and idempotency value. */
+function sameRun(a: RouteGroup, b: RouteGroup): boolean {
+  if (a.epoch !== b.epoch || a.inboxEntry !== b.inboxEntry || a.messages.length !== b.messages.length) return false;
+  const [x, y] = [a.idempotency, b.idempotency];
+  if (x !== y && (!x || !y || x.hash !== y.hash || x.answer !== y.answer)) return false;
+  for (let i = 0; i < a.messages.length; i++) if (a.messages[i] !== b.messages[i]) return false;
+  return true;
+}
+
+/** The answer of a group with every figure 0 (most of a fan-out's): one shared, frozen object per outcome. */
+const plainResults = new Map<RouteOutcome, RouteResult>();
+function plainResult(outcome: RouteOutcome): RouteResult {
+  let result = plainResults.get(outcome);
+  if (!result) plainResults.set(outcome, (result = Object.freeze({ outcome, position: 0, dropped: 0, refused: 0, replaced: 0, mine: false, answer: undefined })));
+  return result;
 }
 
 function readResult(flat: Array<number | string>): ReadResult {

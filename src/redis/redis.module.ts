@@ -59,8 +59,11 @@ export function createRedis(options: RedisSettings, role: Role): RedisClient {
     ...timeouts(options.redisCommandTimeoutMs, role),
     ...defined({ username: options.redisUsername, password: options.redisPassword, tls }),
   };
-  // Commands issued in the same tick (acks of many sockets, reads) leave in one write.
+  // Commands issued in the same tick (acks of many sockets, reads) leave in one write. Route calls
+  // leave as they are made: a group message to 100,000 members makes a hundred in one tick, and
+  // pipelined Redis would start on the first only once the last was built and written.
   const enableAutoPipelining = role === 'command';
+  const autoPipeliningIgnoredCommands = ['rmRoute'];
   let redis: RedisClient;
   if (options.redisClusterNodes?.length) {
     redis = new Cluster(options.redisClusterNodes.map(hostPort), {
@@ -83,13 +86,14 @@ export function createRedis(options: RedisSettings, role: Role): RedisClient {
       sentinels: options.redisSentinels.map(hostPort),
       name: options.redisSentinelMaster,
       enableAutoPipelining,
+      autoPipeliningIgnoredCommands,
       sentinelRetryStrategy: retryStrategy,
       // The Sentinels speak TLS when the nodes do; the master and replicas they name get `tls` above.
       ...defined({ sentinelPassword: options.redisSentinelPassword, sentinelTLS: tls, enableTLSForSentinelMode: tls ? true : undefined }),
     });
   } else {
     // REDIS_USERNAME / REDIS_PASSWORD win over the URL's (ioredis would prefer the URL's).
-    redis = new Redis(options.redisPassword ? withoutCredentials(options.redisUrl) : options.redisUrl, { ...common, enableAutoPipelining });
+    redis = new Redis(options.redisPassword ? withoutCredentials(options.redisUrl) : options.redisUrl, { ...common, enableAutoPipelining, autoPipeliningIgnoredCommands });
   }
   return role === 'subscriber' ? resubscribing(watch(redis, role) as Redis) : watch(redis, role);
 }
