@@ -288,7 +288,13 @@ export class RouterService implements OnApplicationBootstrap, OnApplicationShutd
     const members = new Map<string, string[]>();
     if (cids.length > 0) {
       const sets = await this.withRetry(() => this.queue.members(cids.map((channel) => channel.slice(GROUP_CHANNEL_PREFIX.length))));
-      cids.forEach((channel, i) => members.set(channel, sets[i].filter((member) => this.validMember(channel, member)).sort()));
+      // In SMEMBERS order: each member is a group of its own, so their order tells nothing (a sort of 100,000 ids took 30 ms).
+      cids.forEach((channel, i) =>
+        members.set(
+          channel,
+          sets[i].filter((member) => this.validMember(channel, member)),
+        ),
+      );
     }
     // Heard while a hand-over to this instance was under way, or while its lease had lapsed:
     // ask once per shard (and way it was heard) which epoch routes them, if any.

@@ -213,6 +213,25 @@ describe('route.lua', () => {
       expect(await notices()).toEqual([[OTHER, formatNotices([messageNotice(elsewhere, 0, shared.envelope), { kind: 'sync', user: waiting }])]]);
     });
 
+    it('routes more members than a few calls take, each stored once and told to the caller as its call is answered', async () => {
+      const members = Array.from({ length: 6500 }, () => uniqueId());
+      const shared = message(members[0], 'to many');
+      const told: Array<[number, unknown]> = [];
+
+      const results = await queue.route(
+        members.map((user) => ({ user, messages: [shared], epoch: 4 })),
+        ME,
+        false,
+        (g, result) => told.push([g, result]),
+      );
+
+      expect(told.map(([g]) => g)).toEqual(members.map((_, g) => g));
+      expect(told.every(([g, result]) => result === results[g])).toBe(true);
+      expect(new Set(results.map((r) => (r as { outcome: string }).outcome))).toEqual(new Set([RouteOutcome.QueuedNew]));
+      const lengths = await Promise.all(members.map((user) => client.llen(keys.queue(user))));
+      expect(lengths.every((n) => n === 1)).toBe(true);
+    });
+
     it('keeps each member in order with its own messages of the call, whatever the runs', async () => {
       const [a, b, c] = [uniqueId(), uniqueId(), uniqueId()];
       const first = message(a, 'group 1');
