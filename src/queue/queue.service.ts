@@ -5,7 +5,7 @@ import { InjectMessengerOptions, type MessengerOptions } from '../config/messeng
 import { MetricsService } from '../metrics/metrics.service';
 import type { RedisCommand } from '../metrics/metrics.constants';
 import { InjectRedis } from '../redis/redis.constants';
-import { defineScripts, type RedisClient } from '../redis/lua-scripts';
+import { defineScripts, ROUTE_DIRECT, type RedisClient } from '../redis/lua-scripts';
 import { duplicateWithMoreTime } from '../redis/redis.module';
 import { QueueKeys } from '../redis/keys';
 import { MessageIds } from './message-ids';
@@ -124,7 +124,7 @@ export interface AbsenceCheck {
 const CALL_MESSAGES = 1000;
 const CALL_BYTES = 4 * 1024 * 1024;
 /**
- * Items of one route or ackMany waiting for Redis at once: enough to keep Redis busy while the next
+ * Items of one route waiting for Redis at once: enough to keep Redis busy while the next
  * call is built, few enough that what waits (a call's arguments, its written bytes) dies young in
  * the server's heap. A group message to 100,000 members: 4 calls of 1,000 out of 100, not all 100.
  */
@@ -205,7 +205,8 @@ export class QueueService implements OnApplicationShutdown {
       results[groupIndex] = result;
       settled?.(groupIndex, result);
     };
-    const call = async (indexes: number[]): Promise<void> => {
+    // One call leaves with the other commands of its tick; several leave one by one, as they are made (ROUTE_DIRECT).
+    const call = async (indexes: number[], several: boolean): Promise<void> => {
       let answer: Array<RouteResult | UnusableKeys>;
       let unreplicated: ReplicasBehind | undefined;
       try {
@@ -214,13 +215,14 @@ export class QueueService implements OnApplicationShutdown {
           this.routeCall(
             indexes.map((i) => groups[i]),
             instance,
+            several ? client.rmRouteDirect : client.rmRoute,
             client,
           ),
         );
         // A repeat wrote nothing, yet it waits too: the first try may have failed on this wait.
         unreplicated = client === this.durable ? await this.waitReplicas(this.keys.queue(groups[indexes[0]].user)) : undefined;
       } catch (error) {
-        if (indexes.length > 1 && error instanceof ReplyError) await Promise.all(indexes.map((i) => call([i])));
+        if (indexes.length > 1 && error instanceof ReplyError) await Promise.all(indexes.map((i) => call([i], several)));
         else for (const groupIndex of indexes) settle(groupIndex, error as Error);
         return;
       }
@@ -231,7 +233,7 @@ export class QueueService implements OnApplicationShutdown {
     };
     // A message goes once per call: a group's bytes are those of its messages the group before it in the call did not take.
     const size = (g: RouteGroup, before?: RouteGroup): [number, number] => [g.messages.length, g.messages.reduce((sum, m, i) => (before?.messages[i] === m ? sum : sum + m.envelope.length), 0)];
-    await this.inCalls(groups, size, call);
+    await this.inCalls(groups, size, call, { items: IN_FLIGHT_ITEMS, pipelined: autoPipelined(client, ROUTE_DIRECT) });
     return results;
   }
 
@@ -239,10 +241,15 @@ export class QueueService implements OnApplicationShutdown {
    * Runs `call` for the groups of users' work in as few calls as the deployment allows,
    * pipelined: one per slot on a Cluster; on one Redis as few as keep each call under
    * CALL_MESSAGES items and CALL_BYTES (`size` of a group: its items, its bytes, after the group
-   * before it in the same call, if any). Calls start in order while fewer than IN_FLIGHT_ITEMS
-   * items wait for Redis (one call at least).
+   * before it in the same call, if any). With `inFlight`, calls start in order while fewer than
+   * its items wait for Redis (one call at least); `several`: there is more than one call.
    */
-  private async inCalls<G extends { user: string }>(groups: G[], size: (group: G, before?: G) => [number, number], call: (indexes: number[]) => Promise<void>): Promise<void> {
+  private async inCalls<G extends { user: string }>(
+    groups: G[],
+    size: (group: G, before?: G) => [number, number],
+    call: (indexes: number[], several: boolean) => Promise<void>,
+    inFlight?: { items: number; pipelined: boolean },
+  ): Promise<void> {
     const calls: Array<{ indexes: number[]; items: number }> = [];
     if (this.keys.tagged) {
       const bySlot = new Map<number, { indexes: number[]; items: number }>();
@@ -272,13 +279,18 @@ export class QueueService implements OnApplicationShutdown {
       });
       if (indexes.length > 0) calls.push({ indexes, items });
     }
+    const several = calls.length > 1;
+    if (!inFlight) return void (await Promise.all(calls.map(({ indexes }) => call(indexes, several))));
     const running = new Set<Promise<void>>();
     let waiting = 0;
     let failed: { error: unknown } | undefined;
     for (const { indexes, items } of calls) {
-      while (running.size > 0 && waiting + items > IN_FLIGHT_ITEMS) await Promise.race(running);
+      // Calls auto-pipelined in one tick would leave and be answered together (a host application's client
+      // may pipeline ROUTE_DIRECT): one tick each, so that every answer starts a call while Redis works on the others.
+      if (running.size > 0 && inFlight.pipelined) await new Promise((resolve) => setImmediate(resolve));
+      while (running.size > 0 && waiting + items > inFlight.items) await Promise.race(running);
       waiting += items;
-      const started: Promise<void> = call(indexes)
+      const started: Promise<void> = call(indexes, several)
         .catch((error: unknown) => void (failed ??= { error }))
         .finally(() => {
           waiting -= items;
@@ -304,7 +316,7 @@ export class QueueService implements OnApplicationShutdown {
     return acked < wanted ? new ReplicasBehind(acked, wanted, timeoutMs) : undefined;
   }
 
-  private async routeCall(groups: RouteGroup[], instance: string, client: RedisClient): Promise<Array<RouteResult | UnusableKeys>> {
+  private async routeCall(groups: RouteGroup[], instance: string, script: RedisClient['rmRoute'], client: RedisClient): Promise<Array<RouteResult | UnusableKeys>> {
     const keys: string[] = [];
     const head: Args = [this.keys.instanceChannelPrefix, instance, this.options.maxQueueLength, this.options.queueOverflow === 'reject' ? '1' : '0', this.ttlMs, 0];
     // Each message once (members of a group message share its StoredMessage), numbered from 1.
@@ -343,7 +355,7 @@ export class QueueService implements OnApplicationShutdown {
     if (recordKeys.length > 0) keys.push(...recordKeys);
     head[5] = numbers.size;
     // ioredis flattens array arguments: no copy of a call's thousands of arguments here.
-    const answer = await client.rmRoute(keys.length, keys as never, head as never, table as never, runs as never);
+    const answer = await script.call(client, keys.length, keys as never, head as never, table as never, runs as never);
     const outcomes = answer[0];
     const results: Array<RouteResult | UnusableKeys> = new Array(groups.length);
     // Groups with something to say come with their figures; the others answer all 0 (route.lua).
@@ -625,6 +637,9 @@ export class QueueService implements OnApplicationShutdown {
     return this.metrics.timeRedis(command, call);
   }
 }
+
+/** Whether the client auto-pipelines a command: calls of one tick then leave, and are answered, together. */
+const autoPipelined = (client: RedisClient, command: string): boolean => Boolean(client.options.enableAutoPipelining) && !client.options.autoPipeliningIgnoredCommands?.includes(command);
 
 /** Two groups route alike (one run of route.lua): the same messages (the same objects), epoch, inbox entry and idempotency value. */
 function sameRun(a: RouteGroup, b: RouteGroup): boolean {

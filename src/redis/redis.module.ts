@@ -3,7 +3,7 @@ import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { MESSENGER_OPTIONS, MessengerOptions } from '../config/messenger-options';
 import { QueueKeys } from './keys';
-import { variadicScripts, type RedisClient } from './lua-scripts';
+import { ROUTE_DIRECT, variadicScripts, type RedisClient } from './lua-scripts';
 import { REDIS_CLIENT, REDIS_SUBSCRIBER } from './redis.constants';
 
 const logger = new Logger('Redis');
@@ -59,11 +59,11 @@ export function createRedis(options: RedisSettings, role: Role): RedisClient {
     ...timeouts(options.redisCommandTimeoutMs, role),
     ...defined({ username: options.redisUsername, password: options.redisPassword, tls }),
   };
-  // Commands issued in the same tick (acks of many sockets, reads) leave in one write. Route calls
-  // leave as they are made: a group message to 100,000 members makes a hundred in one tick, and
-  // pipelined Redis would start on the first only once the last was built and written.
+  // Commands issued in the same tick (acks of many sockets, reads) leave in one write; the route calls of a
+  // batch that takes several leave as they are made (ROUTE_DIRECT), so Redis starts on the first while the
+  // next are built, and each answer comes as soon as it is ready.
   const enableAutoPipelining = role === 'command';
-  const autoPipeliningIgnoredCommands = ['rmRoute'];
+  const autoPipeliningIgnoredCommands = [ROUTE_DIRECT];
   let redis: RedisClient;
   if (options.redisClusterNodes?.length) {
     redis = new Cluster(options.redisClusterNodes.map(hostPort), {

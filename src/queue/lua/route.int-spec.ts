@@ -5,6 +5,7 @@ import { useQueueScripts } from '../../../test/support/queue-scripts';
 import { markSent, messageFrame } from '../../protocol/envelope';
 import { formatNotice, formatNotices, parseNotices, type MessageNotice } from '../../protocol/notices';
 import { RouteOutcome, UnusableKeys, type RouteGroup } from '../queue.service';
+import { QueueKeys } from '../../redis/keys';
 
 /** route.lua against a real Redis, through QueueService.route. Set-up and helpers: test/support/queue-scripts.ts. */
 const { client, queue, service, keys, ME, OTHER, THIRD, NOW, notices, drain, message, messages, routeOne, queued, owed, state, droppedCounter, envelopes, snapshot, dumped, messageNotice } = useQueueScripts();
@@ -230,6 +231,23 @@ describe('route.lua', () => {
       expect(new Set(results.map((r) => (r as { outcome: string }).outcome))).toEqual(new Set([RouteOutcome.QueuedNew]));
       const lengths = await Promise.all(members.map((user) => client.llen(keys.queue(user))));
       expect(lengths.every((n) => n === 1)).toBe(true);
+    });
+
+    it('routes a group message with hash-tagged keys in one call per slot, the message once in each', async () => {
+      const tagged = service({}, true);
+      const taggedKeys = new QueueKeys(true);
+      const members = Array.from({ length: 3000 }, () => uniqueId());
+      const shared = message(members[0], 'per slot');
+
+      const results = await tagged.route(
+        members.map((user) => ({ user, messages: [shared], epoch: 2 })),
+        ME,
+      );
+
+      expect(new Set(results.map((r) => (r as { outcome: string }).outcome))).toEqual(new Set([RouteOutcome.QueuedNew]));
+      const lengths = await Promise.all(members.map((user) => client.llen(taggedKeys.queue(user))));
+      expect(lengths.every((n) => n === 1)).toBe(true);
+      expect(await client.lrange(taggedKeys.queue(members[1]), 0, -1)).toEqual([shared.envelope]);
     });
 
     it('keeps each member in order with its own messages of the call, whatever the runs', async () => {
