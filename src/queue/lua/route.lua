@@ -45,9 +45,9 @@
   then runs of groups that take the same messages, in group order: the run's group count c, the
           route epoch of the caller's shard lease (0: not fenced, for the HTTP and inbox paths),
           inbox entry id ('' for none), the index in KEYS of its first group's idempotency record
-          (0 for none; the next groups' follow it), the records' value 'hash|answer', the message
-          count n of each group, its n message numbers (1 to m, in its order), then the c groups'
-          user ids (a fan-out: one run, its message sent once, one argument per member)
+          (0 for none; the next groups' follow it), the records' value 'hash|answer', the count n
+          of the messages each of its groups takes, their n numbers in the table (1 to m) in order,
+          then the c groups' user ids (a fan-out: one run, its message sent once, one argument per member)
 
   Returns: {outcomes, then for each group with a figure that is not 0 or an answer: its number g,
   first position, dropped, refused, replaced, mine (0/1), answer (why, for 'x')}; a group not
