@@ -158,12 +158,12 @@ describe('route.lua', () => {
 
     expect(settled.map((r) => r.status)).toEqual(Array(9).fill('rejected'));
     const reasons = settled.map((r) => String((r as PromiseRejectedResult).reason));
-    expect(reasons[0]).toMatch(/bad argument 18: a number expected/);
+    expect(reasons[0]).toMatch(/bad argument 18: a whole number from 1 expected/);
     expect(reasons[1]).toMatch(/bad argument 18: a whole number from 1 expected/);
     expect(reasons[2]).toMatch(/bad argument 19: a number expected/);
     expect(reasons[3]).toMatch(/bad argument 24: a message number expected/);
     expect(reasons[4]).toMatch(/do not make whole groups/);
-    expect(reasons[5]).toMatch(/bad argument 26: a number expected/);
+    expect(reasons[5]).toMatch(/bad argument 26: a whole number from 1 expected/);
     expect(reasons[6]).toMatch(/bad argument 21: the KEYS index of an idempotency record expected/);
     expect(reasons[7]).toMatch(/bad argument 8: a number expected/);
     expect(reasons[8]).toMatch(/bad argument/);

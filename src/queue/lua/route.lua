@@ -68,9 +68,10 @@
 local prefix, caller, cap, reject = argString(1), argString(2), argNumber(3), argString(4) == '1'
 local counterTtl = argNumber(5)
 
+-- A count or index: a whole number, at least `least` (not NaN, not infinite).
 local function argCount(i, least)
-  local v = argNumber(i)
-  if v < least or v % 1 ~= 0 then argError(i, 'a whole number from ' .. least) end
+  local v = tonumber(ARGV[i])
+  if not v or not (v >= least) or v % 1 ~= 0 then argError(i, 'a whole number from ' .. least) end
   return v
 end
 
@@ -81,10 +82,10 @@ for i = 8, 6 + 3 * m, 3 do
 end
 local runs, groups, at = {}, 0, 7 + 3 * m
 while at <= #ARGV do
+  -- The strings (inbox entry, record value, user ids) need no check: every index up to #ARGV holds one,
+  -- and the check after the loop makes sure the last run ends at #ARGV.
   local count, record, n = argCount(at, 1), argCount(at + 3, 0), argCount(at + 5, 0)
   argNumber(at + 1)
-  argString(at + 2)
-  argString(at + 4)
   if record ~= 0 and not KEYS[record + count - 1] then argError(at + 3, 'the KEYS index of an idempotency record') end
   for i = at + 6, at + 5 + n do
     if argCount(i, 1) > m then argError(i, 'a message number') end
@@ -107,23 +108,31 @@ local function notAfter(a, b)
 end
 
 -- What every group of a run takes: owed, all its messages; queued, the last of each collapse key
--- (a later message of the call replaces an earlier one: `within` of them), the keys to index, the earliest expiry.
+-- (a later message of the call replaces an earlier one: `within` of them), the keys to index (nil for
+-- none: most runs, which then need no more tables) and the earliest expiry.
 local function runMessages(at, n)
-  local all, queued, keys, indexed, latest, earliest, within = {}, {}, {}, {}, {}, nil, 0
-  for i = 1, n do
-    local key = ARGV[4 + 3 * tonumber(ARGV[at + 5 + i])]
-    if key ~= '' then latest[key] = i end
-  end
+  local all, latest, earliest, within = {}, nil, nil, 0
   for i = 1, n do
     local k = 4 + 3 * tonumber(ARGV[at + 5 + i])
-    local key, expiry, envelope = ARGV[k], ARGV[k + 1], ARGV[k + 2]
-    all[i] = envelope
+    all[i] = ARGV[k + 2]
+    if ARGV[k] ~= '' then
+      latest = latest or {}
+      latest[ARGV[k]] = i
+    end
+  end
+  local queued, keys, indexed = all, nil, nil
+  if latest then queued, keys, indexed = {}, {}, {} end
+  for i = 1, n do
+    local k = 4 + 3 * tonumber(ARGV[at + 5 + i])
+    local key, expiry = ARGV[k], ARGV[k + 1]
     if key == '' or latest[key] == i then
-      queued[#queued + 1] = envelope
-      if key ~= '' then
-        keys[#keys + 1] = key
-        indexed[#indexed + 1] = key
-        indexed[#indexed + 1] = envelope
+      if latest then
+        queued[#queued + 1] = all[i]
+        if key ~= '' then
+          keys[#keys + 1] = key
+          indexed[#indexed + 1] = key
+          indexed[#indexed + 1] = all[i]
+        end
       end
       if expiry ~= '' then
         local t = tonumber(expiry)
@@ -133,144 +142,147 @@ local function runMessages(at, n)
       within = within + 1
     end
   end
-  return { all = all, queued = queued, keys = keys, indexed = indexed, earliest = earliest, within = within }
+  return all, queued, keys, indexed, earliest, within
 end
 
 -- A user with no state hash yet (most members of a large group): one parsed state for them all, only read.
-local NO_STATE = parseState({})
+local noState
 local notices = {}
-
--- One group: its keys from KEYS[base + 1], its messages as runMessages made them.
--- Returns its outcome, first position, dropped, refused, replaced, mine, answer.
-local function routeGroup(base, user, epoch, entry, idemKey, idemValue, msgs)
-  local queue, owed, state, counter, mark, index = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4], KEYS[base + 5], KEYS[base + 6]
-  local n = #msgs.all
-  -- The group's reads come first, under pcall: a key of another type makes the group 'x' before it writes anything.
-  local all = redis.pcall('HGETALL', state)
-  local st = not failed(all) and (#all == 0 and NO_STATE or parseState(all))
-  local marked = st and entry ~= '' and redis.pcall('GET', mark)
-  local recorded = st and idemKey and redis.pcall('GET', idemKey)
-  local broken = (not st and wrongType(state, 'hash')) or (failed(marked) and wrongType(mark, 'string')) or (failed(recorded) and wrongType(idemKey, 'string'))
-  if broken then return 'x', 0, 0, 0, 0, 0, broken end
-  if epoch > 0 and st.e and st.e > epoch then return 'f', 0, 0, 0, 0, 0, '' end
-  if marked and notAfter(entry, marked) then return 'd', 0, 0, 0, 0, 0, '' end
-  if recorded then
-    -- 'hash|answer': the hash is hex, so the first '|' ends it.
-    local hash = string.match(recorded, '^([^|]*)|')
-    if hash == string.match(idemValue, '^([^|]*)|') then return 'r', 0, 0, 0, 0, 0, string.sub(recorded, #hash + 2) end
-    return 'c', 0, 0, 0, 0, 0, ''
-  end
-
-  local online = #st.instances > 0
-  local qlen = redis.pcall('LLEN', queue)
-  local owe = online and qlen == 0
-  local envelopes = owe and msgs.all or msgs.queued
-  -- The rest of the group's reads: the owed list's length (owed), the collapse index's entries (queued with keys), and
-  -- the dropped counter when the cap may be passed (replacements only lower the excess): it must take an INCRBY.
-  local olen = owe and redis.pcall('LLEN', owed)
-  local olds = {}
-  local keys = msgs.keys
-  if not owe and #keys > 0 then
-    for i = 1, #keys, 1000 do
-      local chunk = redis.pcall('HMGET', index, unpack(keys, i, math.min(i + 999, #keys)))
-      if failed(chunk) then olds = chunk break end
-      for j = 1, #chunk do olds[#olds + 1] = chunk[j] end
-    end
-  end
-  local excessAtMost = 0
-  if cap > 0 and not failed(qlen) and not failed(olen) then excessAtMost = (owe and olen - st.nacked or qlen) + #envelopes - cap end
-  local count = excessAtMost > 0 and redis.pcall('GET', counter)
-  broken = (failed(qlen) and wrongType(queue, 'list'))
-    or (failed(olen) and wrongType(owed, 'list'))
-    or (failed(olds) and wrongType(index, 'hash'))
-    or (failed(count) and wrongType(counter, 'string'))
-    or (count and not string.match(count, '^%-?%d+$') and counter .. ' is not an integer')
-  if broken then return 'x', 0, 0, 0, 0, 0, broken end
-
-  local outcome, position, dropped, refused, replaced, mine = 'q', 0, 0, 0, owe and 0 or msgs.within, 0
-  if epoch > 0 and st.e ~= epoch then redis.call('HSET', state, 'e', epoch) end
-  if owe then
-    local len = pushChunked(owed, envelopes)
-    local excess = cap > 0 and (len - st.nacked - cap) or 0
-    if excess > 0 and reject then
-      refused = math.min(excess, #envelopes)
-      redis.call('RPOP', owed, refused)
-    elseif excess > 0 then
-      -- Ids acked out of order (or retracted) among the dropped leave 'x'; the rest stay skipped.
-      if st.nacked > 0 then
-        for _, gone in ipairs(redis.call('LRANGE', owed, 0, excess - 1)) do
-          local id = envelopeId(gone)
-          if id and st.acked[id] then
-            st.acked[id] = nil
-            st.nacked = st.nacked - 1
-          end
-        end
-        if st.nacked > 0 then redis.call('HSET', state, 'x', joinKeys(st.acked)) else redis.call('HDEL', state, 'x') end
-      end
-      redis.call('LTRIM', owed, excess, -1)
-      redis.call('HINCRBY', state, 'b', excess)
-      dropped = excess
-    end
-    position = st.b + len - #envelopes
-    outcome = 'o'
-    local lines
-    for _, instance in ipairs(st.instances) do
-      if instance == caller then
-        mine = 1
-      else
-        if not lines then
-          lines = {}
-          for i = 1, #envelopes - refused do lines[i] = noticeMessage(user, position + i - 1, envelopes[i]) end
-        end
-        for i = 1, #lines do noticeTo(notices, instance, lines[i]) end
-      end
-    end
-  else
-    -- Collapse: a queued message with the same key that was never sent goes; its successor goes to the tail.
-    -- An indexed envelope that was sent since is not in the queue as indexed (sent ones carry "sent"): not found.
-    for j = 1, #olds do
-      if olds[j] then replaced = replaced + redis.call('LREM', queue, -1, olds[j]) end
-    end
-    local len = pushChunked(queue, envelopes)
-    -- What the index named before the queue was last empty has left it.
-    if len == #envelopes then redis.call('DEL', index) end
-    if #msgs.indexed > 0 then
-      callChunked('HSET', index, msgs.indexed)
-      if counterTtl > 0 then redis.call('PEXPIRE', index, counterTtl) end
-    end
-    local excess = cap > 0 and (len - cap) or 0
-    if excess > 0 and reject then
-      refused = math.min(excess, #envelopes)
-      redis.call('RPOP', queue, refused)
-    elseif excess > 0 then
-      redis.call('LTRIM', queue, excess, -1)
-      dropped = excess
-    end
-    if msgs.earliest and (not st.t or msgs.earliest < st.t) then redis.call('HSET', state, 't', msgs.earliest) end
-    if online then
-      outcome = 'w'
-      for _, instance in ipairs(st.instances) do
-        if instance == caller then mine = 1 else noticeTo(notices, instance, noticeSync(user)) end
-      end
-    elseif len == #envelopes then
-      outcome = 'n'
-    end
-  end
-  countDropped(counter, dropped + refused, counterTtl)
-  if entry ~= '' then redis.call('SET', mark, entry, 'PX', 86400000) end
-  -- Remembered 24 h, unless nothing was stored (refused past the cap): a retry may store it then.
-  if idemKey and refused < n then redis.call('SET', idemKey, idemValue, 'PX', 86400000) end
-  return outcome, position, dropped, refused, replaced, mine, ''
-end
 
 local outcomes, results, g = {}, { '' }, 0
 for _, at in ipairs(runs) do
-  local count, epoch, entry, record, idemValue, n = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), ARGV[at + 2], tonumber(ARGV[at + 3]), ARGV[at + 4], tonumber(ARGV[at + 5])
-  local msgs = runMessages(at, n)
-  for k = 1, count do
+  local c, epoch, entry, record, idemValue, n = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), ARGV[at + 2], tonumber(ARGV[at + 3]), ARGV[at + 4], tonumber(ARGV[at + 5])
+  local every, queued, keys, indexed, earliest, within = runMessages(at, n)
+  for k = 1, c do
     g = g + 1
-    local outcome, position, dropped, refused, replaced, mine, answer =
-      routeGroup(6 * (g - 1), ARGV[at + 5 + n + k], epoch, entry, record > 0 and KEYS[record + k - 1] or nil, idemValue, msgs)
+    local queue, owed, state, counter, mark, index = KEYS[6 * g - 5], KEYS[6 * g - 4], KEYS[6 * g - 3], KEYS[6 * g - 2], KEYS[6 * g - 1], KEYS[6 * g]
+    local user, idemKey = ARGV[at + 5 + n + k], record > 0 and KEYS[record + k - 1] or nil
+    local outcome, position, dropped, refused, replaced, mine, answer = 'q', 0, 0, 0, 0, 0, ''
+    -- The group's reads come first, under pcall: a key of another type makes the group 'x' before it writes anything.
+    local all = redis.pcall('HGETALL', state)
+    local st = not failed(all) and (#all > 0 and parseState(all) or noState or parseState(all))
+    if st and #all == 0 then noState = st end
+    local marked = st and entry ~= '' and redis.pcall('GET', mark)
+    local recorded = st and idemKey and redis.pcall('GET', idemKey)
+    local broken = (not st and wrongType(state, 'hash')) or (failed(marked) and wrongType(mark, 'string')) or (failed(recorded) and wrongType(idemKey, 'string'))
+
+    if broken then
+      outcome, answer = 'x', broken
+    elseif epoch > 0 and st.e and st.e > epoch then
+      outcome = 'f'
+    elseif marked and notAfter(entry, marked) then
+      outcome = 'd'
+    elseif recorded then
+      -- 'hash|answer': the hash is hex, so the first '|' ends it.
+      local hash = string.match(recorded, '^([^|]*)|')
+      if hash == string.match(idemValue, '^([^|]*)|') then
+        outcome, answer = 'r', string.sub(recorded, #hash + 2)
+      else
+        outcome = 'c'
+      end
+    else
+      local online = #st.instances > 0
+      local qlen = redis.pcall('LLEN', queue)
+      local owe = online and qlen == 0
+      local envelopes = owe and every or queued
+      -- The rest of the group's reads: the owed list's length (owed), the collapse index's entries (queued with keys), and
+      -- the dropped counter when the cap may be passed (replacements only lower the excess): it must take an INCRBY.
+      local olen = owe and redis.pcall('LLEN', owed)
+      local olds
+      if not owe and keys then
+        olds = {}
+        for i = 1, #keys, 1000 do
+          local chunk = redis.pcall('HMGET', index, unpack(keys, i, math.min(i + 999, #keys)))
+          if failed(chunk) then olds = chunk break end
+          for j = 1, #chunk do olds[#olds + 1] = chunk[j] end
+        end
+      end
+      local excessAtMost = 0
+      if cap > 0 and not failed(qlen) and not failed(olen) then excessAtMost = (owe and olen - st.nacked or qlen) + #envelopes - cap end
+      local count = excessAtMost > 0 and redis.pcall('GET', counter)
+      broken = (failed(qlen) and wrongType(queue, 'list'))
+        or (failed(olen) and wrongType(owed, 'list'))
+        or (failed(olds) and wrongType(index, 'hash'))
+        or (failed(count) and wrongType(counter, 'string'))
+        or (count and not string.match(count, '^%-?%d+$') and counter .. ' is not an integer')
+      if broken then
+        outcome, answer = 'x', broken
+      else
+        if not owe then replaced = within end
+        if epoch > 0 and st.e ~= epoch then redis.call('HSET', state, 'e', epoch) end
+        if owe then
+          local len = pushChunked(owed, envelopes)
+          local excess = cap > 0 and (len - st.nacked - cap) or 0
+          if excess > 0 and reject then
+            refused = math.min(excess, #envelopes)
+            redis.call('RPOP', owed, refused)
+          elseif excess > 0 then
+            -- Ids acked out of order (or retracted) among the dropped leave 'x'; the rest stay skipped.
+            if st.nacked > 0 then
+              for _, gone in ipairs(redis.call('LRANGE', owed, 0, excess - 1)) do
+                local id = envelopeId(gone)
+                if id and st.acked[id] then
+                  st.acked[id] = nil
+                  st.nacked = st.nacked - 1
+                end
+              end
+              if st.nacked > 0 then redis.call('HSET', state, 'x', joinKeys(st.acked)) else redis.call('HDEL', state, 'x') end
+            end
+            redis.call('LTRIM', owed, excess, -1)
+            redis.call('HINCRBY', state, 'b', excess)
+            dropped = excess
+          end
+          position = st.b + len - #envelopes
+          outcome = 'o'
+          local lines
+          for _, instance in ipairs(st.instances) do
+            if instance == caller then
+              mine = 1
+            else
+              if not lines then
+                lines = {}
+                for i = 1, #envelopes - refused do lines[i] = noticeMessage(user, position + i - 1, envelopes[i]) end
+              end
+              for i = 1, #lines do noticeTo(notices, instance, lines[i]) end
+            end
+          end
+        else
+          -- Collapse: a queued message with the same key that was never sent goes; its successor goes to the tail.
+          -- An indexed envelope that was sent since is not in the queue as indexed (sent ones carry "sent"): not found.
+          for j = 1, olds and #olds or 0 do
+            if olds[j] then replaced = replaced + redis.call('LREM', queue, -1, olds[j]) end
+          end
+          local len = pushChunked(queue, envelopes)
+          -- What the index named before the queue was last empty has left it.
+          if len == #envelopes then redis.call('DEL', index) end
+          if indexed then
+            callChunked('HSET', index, indexed)
+            if counterTtl > 0 then redis.call('PEXPIRE', index, counterTtl) end
+          end
+          local excess = cap > 0 and (len - cap) or 0
+          if excess > 0 and reject then
+            refused = math.min(excess, #envelopes)
+            redis.call('RPOP', queue, refused)
+          elseif excess > 0 then
+            redis.call('LTRIM', queue, excess, -1)
+            dropped = excess
+          end
+          if earliest and (not st.t or earliest < st.t) then redis.call('HSET', state, 't', earliest) end
+          if online then
+            outcome = 'w'
+            for _, instance in ipairs(st.instances) do
+              if instance == caller then mine = 1 else noticeTo(notices, instance, noticeSync(user)) end
+            end
+          elseif len == #envelopes then
+            outcome = 'n'
+          end
+        end
+        countDropped(counter, dropped + refused, counterTtl)
+        if entry ~= '' then redis.call('SET', mark, entry, 'PX', 86400000) end
+        -- Remembered 24 h, unless nothing was stored (refused past the cap): a retry may store it then.
+        if idemKey and refused < n then redis.call('SET', idemKey, idemValue, 'PX', 86400000) end
+      end
+    end
     outcomes[g] = outcome
     if position ~= 0 or dropped ~= 0 or refused ~= 0 or replaced ~= 0 or mine ~= 0 or answer ~= '' then
       local r = #results
