@@ -5,7 +5,7 @@ import { InjectMessengerOptions, type MessengerOptions } from '../config/messeng
 import { MetricsService } from '../metrics/metrics.service';
 import type { RedisCommand } from '../metrics/metrics.constants';
 import { InjectRedis } from '../redis/redis.constants';
-import { defineScripts, type RedisClient } from '../redis/lua-scripts';
+import { defineScripts, ROUTE_DIRECT, type RedisClient } from '../redis/lua-scripts';
 import { duplicateWithMoreTime } from '../redis/redis.module';
 import { QueueKeys } from '../redis/keys';
 import { MessageIds } from './message-ids';
@@ -123,6 +123,12 @@ export interface AbsenceCheck {
 /** The most messages, and bytes, of one route script call: keeps each call short for Redis. */
 const CALL_MESSAGES = 1000;
 const CALL_BYTES = 4 * 1024 * 1024;
+/**
+ * Items of one route waiting for Redis at once: enough to keep Redis busy while the next
+ * call is built, few enough that what waits (a call's arguments, its written bytes) dies young in
+ * the server's heap. A group message to 100,000 members: 4 calls of 1,000 out of 100, not all 100.
+ */
+const IN_FLIGHT_ITEMS = 4 * CALL_MESSAGES;
 /** Queues filed in the index per ZADD: a short command for Redis, few for the server. */
 const INDEX_CHUNK = 1000;
 /** The most owed messages one detach call puts back in the queue (detach-5.lua pages). */
@@ -188,50 +194,71 @@ export class QueueService implements OnApplicationShutdown {
    * reshard, say), and a user's messages of one batch are always in one call. A user
    * whose keys are unusable gets an UnusableKeys error and costs the others nothing; a
    * call that Redis refused (a script error, which writes nothing: see route.lua) is
-   * tried again one user at a time, so that error too is only its users'.
+   * tried again one user at a time, so that error too is only its users'. `settled` is
+   * told each group's result as its call is answered (a large batch is acted on while
+   * Redis stores the rest).
    */
-  async route(groups: RouteGroup[], instance: string, durable = false): Promise<Array<RouteResult | Error>> {
+  async route(groups: RouteGroup[], instance: string, durable = false, settled?: (group: number, result: RouteResult | Error) => void): Promise<Array<RouteResult | Error>> {
     const results: Array<RouteResult | Error> = new Array(groups.length);
     const client = durable ? (this.durable ?? this.redis) : this.redis;
-    const call = async (indexes: number[]): Promise<void> => {
+    const settle = (groupIndex: number, result: RouteResult | Error): void => {
+      results[groupIndex] = result;
+      settled?.(groupIndex, result);
+    };
+    // One call leaves with the other commands of its tick; several leave one by one, as they are made (ROUTE_DIRECT).
+    const call = async (indexes: number[], several: boolean): Promise<void> => {
+      let answer: Array<RouteResult | UnusableKeys>;
+      let unreplicated: ReplicasBehind | undefined;
       try {
-        const answer = await this.time(
+        answer = await this.time(
           'route',
           this.routeCall(
             indexes.map((i) => groups[i]),
             instance,
+            several ? client.rmRouteDirect : client.rmRoute,
             client,
           ),
         );
         // A repeat wrote nothing, yet it waits too: the first try may have failed on this wait.
-        const unreplicated = client === this.durable ? await this.waitReplicas(this.keys.queue(groups[indexes[0]].user)) : undefined;
-        indexes.forEach((groupIndex, j) => {
-          const answered = answer[j];
-          results[groupIndex] = unreplicated && !(answered instanceof Error) ? { ...answered, unreplicated } : answered;
-        });
+        unreplicated = client === this.durable ? await this.waitReplicas(this.keys.queue(groups[indexes[0]].user)) : undefined;
       } catch (error) {
-        if (indexes.length > 1 && error instanceof ReplyError) await Promise.all(indexes.map((i) => call([i])));
-        else for (const groupIndex of indexes) results[groupIndex] = error as Error;
+        if (indexes.length > 1 && error instanceof ReplyError) await Promise.all(indexes.map((i) => call([i], several)));
+        else for (const groupIndex of indexes) settle(groupIndex, error as Error);
+        return;
       }
+      indexes.forEach((groupIndex, j) => {
+        const answered = answer[j];
+        settle(groupIndex, unreplicated && !(answered instanceof Error) ? { ...answered, unreplicated } : answered);
+      });
     };
-    await this.inCalls(groups, (g) => [g.messages.length, g.messages.reduce((sum, m) => sum + m.envelope.length, 0)], call);
+    // A message goes once per call: a group's bytes are those of its messages the group before it in the call did not take.
+    const size = (g: RouteGroup, before?: RouteGroup): [number, number] => [g.messages.length, g.messages.reduce((sum, m, i) => (before?.messages[i] === m ? sum : sum + m.envelope.length), 0)];
+    await this.inCalls(groups, size, call, { items: IN_FLIGHT_ITEMS, pipelined: autoPipelined(client, ROUTE_DIRECT) });
     return results;
   }
 
   /**
-   * Runs `call` for the groups of users' work in as few calls as the deployment allows, all at
-   * once (pipelined): one per slot on a Cluster; on one Redis as few as keep each call under
-   * CALL_MESSAGES items and CALL_BYTES (`size` of a group: its items, its bytes).
+   * Runs `call` for the groups of users' work in as few calls as the deployment allows,
+   * pipelined: one per slot on a Cluster; on one Redis as few as keep each call under
+   * CALL_MESSAGES items and CALL_BYTES (`size` of a group: its items, its bytes, after the group
+   * before it in the same call, if any). With `inFlight`, calls start in order while fewer than
+   * its items wait for Redis (one call at least); `several`: there is more than one call.
    */
-  private async inCalls<G extends { user: string }>(groups: G[], size: (group: G) => [number, number], call: (indexes: number[]) => Promise<void>): Promise<void> {
-    const calls: number[][] = [];
+  private async inCalls<G extends { user: string }>(
+    groups: G[],
+    size: (group: G, before?: G) => [number, number],
+    call: (indexes: number[], several: boolean) => Promise<void>,
+    inFlight?: { items: number; pipelined: boolean },
+  ): Promise<void> {
+    const calls: Array<{ indexes: number[]; items: number }> = [];
     if (this.keys.tagged) {
-      const bySlot = new Map<number, number[]>();
-      groups.forEach(({ user }, i) => {
-        const slot = calculateSlot(this.keys.queue(user));
-        let indexes = bySlot.get(slot);
-        if (!indexes) bySlot.set(slot, (indexes = []));
-        indexes.push(i);
+      const bySlot = new Map<number, { indexes: number[]; items: number }>();
+      groups.forEach((group, i) => {
+        const slot = calculateSlot(this.keys.queue(group.user));
+        let slotCall = bySlot.get(slot);
+        if (!slotCall) bySlot.set(slot, (slotCall = { indexes: [], items: 0 }));
+        slotCall.indexes.push(i);
+        slotCall.items += size(group)[0];
       });
       calls.push(...bySlot.values());
     } else {
@@ -239,19 +266,40 @@ export class QueueService implements OnApplicationShutdown {
       let items = 0;
       let bytes = 0;
       groups.forEach((group, i) => {
-        const [n, b] = size(group);
+        let [n, b] = size(group, indexes.length > 0 ? groups[i - 1] : undefined);
         if (indexes.length > 0 && (items + n > CALL_MESSAGES || bytes + b > CALL_BYTES)) {
-          calls.push(indexes);
+          calls.push({ indexes, items });
           indexes = [];
           items = bytes = 0;
+          [n, b] = size(group);
         }
         indexes.push(i);
         items += n;
         bytes += b;
       });
-      if (indexes.length > 0) calls.push(indexes);
+      if (indexes.length > 0) calls.push({ indexes, items });
     }
-    await Promise.all(calls.map(call));
+    const several = calls.length > 1;
+    if (!inFlight) return void (await Promise.all(calls.map(({ indexes }) => call(indexes, several))));
+    const running = new Set<Promise<void>>();
+    let waiting = 0;
+    let failed: { error: unknown } | undefined;
+    for (const { indexes, items } of calls) {
+      // Calls auto-pipelined in one tick would leave and be answered together (a host application's client
+      // may pipeline ROUTE_DIRECT): one tick each, so that every answer starts a call while Redis works on the others.
+      if (running.size > 0 && inFlight.pipelined) await new Promise((resolve) => setImmediate(resolve));
+      while (running.size > 0 && waiting + items > inFlight.items) await Promise.race(running);
+      waiting += items;
+      const started: Promise<void> = call(indexes, several)
+        .catch((error: unknown) => void (failed ??= { error }))
+        .finally(() => {
+          waiting -= items;
+          running.delete(started);
+        });
+      running.add(started);
+    }
+    await Promise.all(running);
+    if (failed) throw failed.error;
   }
 
   /** WAIT on the connection that wrote key's slot (a Cluster: that key's master), for PUBLISH_WAIT_REPLICAS. */
@@ -268,34 +316,72 @@ export class QueueService implements OnApplicationShutdown {
     return acked < wanted ? new ReplicasBehind(acked, wanted, timeoutMs) : undefined;
   }
 
-  private async routeCall(groups: RouteGroup[], instance: string, client: RedisClient): Promise<Array<RouteResult | UnusableKeys>> {
+  private async routeCall(groups: RouteGroup[], instance: string, script: RedisClient['rmRoute'], client: RedisClient): Promise<Array<RouteResult | UnusableKeys>> {
     const keys: string[] = [];
-    const args: Args = [this.keys.instanceChannelPrefix, instance, this.options.maxQueueLength, this.options.queueOverflow === 'reject' ? '1' : '0', this.ttlMs];
-    // Idempotency records go after every group's six keys; a group names its record by index.
-    const records: string[] = [];
-    for (const { user, messages, epoch, inboxEntry, idempotency: idem } of groups) {
-      keys.push(...this.keys.userKeys(user), this.keys.collapseIndex(user));
-      if (idem) records.push(this.keys.idempotency(user, idem.scope));
-      const record = idem ? 6 * groups.length + records.length : 0;
-      args.push(user, messages.length, epoch, inboxEntry ?? '', record, idem ? `${idem.hash}|${idem.answer}` : '');
-      for (const m of messages) args.push(m.collapseKey ?? '', m.expiresAt ?? '', m.envelope);
+    const head: Args = [this.keys.instanceChannelPrefix, instance, this.options.maxQueueLength, this.options.queueOverflow === 'reject' ? '1' : '0', this.ttlMs, 0];
+    // Each message once (members of a group message share its StoredMessage), numbered from 1.
+    const numbers = new Map<StoredMessage, number>();
+    const table: Args = [];
+    // Runs of consecutive groups that take the same messages, epoch, inbox entry and idempotency value (see route.lua).
+    const runs: Args = [];
+    let run: RouteGroup | undefined;
+    let runCount = 0;
+    let runAt = 0;
+    // Idempotency records go after every group's six keys; a run names its first group's.
+    const recordKeys: string[] = [];
+    for (const group of groups) {
+      const { user, messages, idempotency: idem } = group;
+      keys.push(this.keys.queue(user), this.keys.owed(user), this.keys.state(user), this.keys.dropped(user), this.keys.inboxMark(user), this.keys.collapseIndex(user));
+      if (idem) recordKeys.push(this.keys.idempotency(user, idem.scope));
+      if (run && sameRun(run, group)) {
+        runs.push(user);
+        runs[runAt] = ++runCount;
+        continue;
+      }
+      run = group;
+      runCount = 1;
+      runAt = runs.length;
+      runs.push(1, group.epoch, group.inboxEntry ?? '', idem ? 6 * groups.length + recordKeys.length : 0, idem ? `${idem.hash}|${idem.answer}` : '', messages.length);
+      for (const m of messages) {
+        let number = numbers.get(m);
+        if (number === undefined) {
+          numbers.set(m, (number = numbers.size + 1));
+          table.push(m.collapseKey ?? '', m.expiresAt ?? '', m.envelope);
+        }
+        runs.push(number);
+      }
+      runs.push(user);
     }
-    keys.push(...records);
+    if (recordKeys.length > 0) keys.push(...recordKeys);
+    head[5] = numbers.size;
     // ioredis flattens array arguments: no copy of a call's thousands of arguments here.
-    const [outcomes, ...values] = await client.rmRoute(keys.length, keys as never, args as never);
-    const numbers = values as number[];
-    return groups.map(({ user }, g) => {
-      if (outcomes[g] === RouteOutcome.Unusable) return new UnusableKeys(user, String(values[6 * g + 5]));
-      return {
-        outcome: outcomes[g] as RouteOutcome,
-        position: numbers[6 * g],
-        dropped: numbers[6 * g + 1],
-        refused: numbers[6 * g + 2],
-        replaced: numbers[6 * g + 3],
-        mine: numbers[6 * g + 4] === 1,
-        answer: outcomes[g] === RouteOutcome.Repeated ? String(values[6 * g + 5]) : undefined,
-      };
-    });
+    const answer = await script.call(client, keys.length, keys as never, head as never, table as never, runs as never);
+    const outcomes = answer[0];
+    const results: Array<RouteResult | UnusableKeys> = new Array(groups.length);
+    // Groups with something to say come with their figures; the others answer all 0 (route.lua).
+    for (let i = 1; i < answer.length; i += 7) {
+      const g = Number(answer[i]) - 1;
+      const outcome = outcomes[g] as RouteOutcome;
+      const said = String(answer[i + 6]);
+      results[g] =
+        outcome === RouteOutcome.Unusable
+          ? new UnusableKeys(groups[g].user, said)
+          : {
+              outcome,
+              position: Number(answer[i + 1]),
+              dropped: Number(answer[i + 2]),
+              refused: Number(answer[i + 3]),
+              replaced: Number(answer[i + 4]),
+              mine: answer[i + 5] === 1,
+              answer: outcome === RouteOutcome.Repeated ? said : undefined,
+            };
+    }
+    for (let g = 0; g < groups.length; g++) {
+      if (results[g] !== undefined) continue;
+      const outcome = outcomes[g] as RouteOutcome;
+      results[g] = outcome === RouteOutcome.Unusable ? new UnusableKeys(groups[g].user, '') : plainResult(outcome);
+    }
+    return results;
   }
 
   /**
@@ -550,6 +636,26 @@ export class QueueService implements OnApplicationShutdown {
   private time<T>(command: RedisCommand, call: Promise<T>): Promise<T> {
     return this.metrics.timeRedis(command, call);
   }
+}
+
+/** Whether the client auto-pipelines a command: calls of one tick then leave, and are answered, together. */
+const autoPipelined = (client: RedisClient, command: string): boolean => Boolean(client.options.enableAutoPipelining) && !client.options.autoPipeliningIgnoredCommands?.includes(command);
+
+/** Two groups route alike (one run of route.lua): the same messages (the same objects), epoch, inbox entry and idempotency value. */
+function sameRun(a: RouteGroup, b: RouteGroup): boolean {
+  if (a.epoch !== b.epoch || a.inboxEntry !== b.inboxEntry || a.messages.length !== b.messages.length) return false;
+  const [x, y] = [a.idempotency, b.idempotency];
+  if (x !== y && (!x || !y || x.hash !== y.hash || x.answer !== y.answer)) return false;
+  for (let i = 0; i < a.messages.length; i++) if (a.messages[i] !== b.messages[i]) return false;
+  return true;
+}
+
+/** The answer of a group with every figure 0 (most of a fan-out's): one shared, frozen object per outcome. */
+const plainResults = new Map<RouteOutcome, RouteResult>();
+function plainResult(outcome: RouteOutcome): RouteResult {
+  let result = plainResults.get(outcome);
+  if (!result) plainResults.set(outcome, (result = Object.freeze({ outcome, position: 0, dropped: 0, refused: 0, replaced: 0, mine: false, answer: undefined })));
+  return result;
 }
 
 function readResult(flat: Array<number | string>): ReadResult {

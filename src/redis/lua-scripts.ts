@@ -9,6 +9,8 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     // src/queue/lua: one user's keys (route, acks: the users of one slot).
     rmRoute(numKeys: number, ...args: Args): Result<[string, ...Array<number | string>], Context>;
+    /** route.lua again, never auto-pipelined (ROUTE_DIRECT): for a route of several calls. */
+    rmRouteDirect(numKeys: number, ...args: Args): Result<[string, ...Array<number | string>], Context>;
     rmAttach(...args: Args): Result<[number, number, number, string[], number, number, number, number, string, number, Array<number | string>], Context>;
     rmSweep(...args: Args): Result<[number, number, number], Context>;
     rmDetach(...args: Args): Result<[number, number, number, number, number, number], Context>;
@@ -57,6 +59,13 @@ export function loadScript(dir: string, file: string, seen = new Set<string>()):
 /** The commands to define: read once per process. */
 let commands: Array<{ command: string; lua: string; numberOfKeys?: number }> | undefined;
 
+/**
+ * route.lua under a second name that createRedis keeps out of auto-pipelining: the calls of a route
+ * that takes several (a group message to many members) reach Redis one by one as they are made,
+ * while a route of one call leaves with the other commands of its tick (QueueService.route).
+ */
+export const ROUTE_DIRECT = 'rmRouteDirect';
+
 const scriptCommands = () =>
   (commands ??= SCRIPTS.flatMap(({ dir, files }) =>
     files.map((file) => {
@@ -64,7 +73,7 @@ const scriptCommands = () =>
       if (!name) throw new Error(`Lua script file name must be name-<keys>.lua: ${file}`);
       return { command: `rm${name[0].toUpperCase()}${name.slice(1)}`, lua: loadScript(dir, file), numberOfKeys: keys === undefined ? undefined : Number(keys) };
     }),
-  ));
+  ).flatMap((script) => (script.command === 'rmRoute' ? [script, { ...script, command: ROUTE_DIRECT }] : [script])));
 
 /** The scripts that take a variable number of keys (the key count is their first argument). */
 export const variadicScripts = (): string[] =>

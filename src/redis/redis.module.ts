@@ -3,7 +3,7 @@ import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { MESSENGER_OPTIONS, MessengerOptions } from '../config/messenger-options';
 import { QueueKeys } from './keys';
-import { variadicScripts, type RedisClient } from './lua-scripts';
+import { ROUTE_DIRECT, variadicScripts, type RedisClient } from './lua-scripts';
 import { REDIS_CLIENT, REDIS_SUBSCRIBER } from './redis.constants';
 
 const logger = new Logger('Redis');
@@ -59,8 +59,11 @@ export function createRedis(options: RedisSettings, role: Role): RedisClient {
     ...timeouts(options.redisCommandTimeoutMs, role),
     ...defined({ username: options.redisUsername, password: options.redisPassword, tls }),
   };
-  // Commands issued in the same tick (acks of many sockets, reads) leave in one write.
+  // Commands issued in the same tick (acks of many sockets, reads) leave in one write; the route calls of a
+  // batch that takes several leave as they are made (ROUTE_DIRECT), so Redis starts on the first while the
+  // next are built, and each answer comes as soon as it is ready.
   const enableAutoPipelining = role === 'command';
+  const autoPipeliningIgnoredCommands = [ROUTE_DIRECT];
   let redis: RedisClient;
   if (options.redisClusterNodes?.length) {
     redis = new Cluster(options.redisClusterNodes.map(hostPort), {
@@ -83,13 +86,14 @@ export function createRedis(options: RedisSettings, role: Role): RedisClient {
       sentinels: options.redisSentinels.map(hostPort),
       name: options.redisSentinelMaster,
       enableAutoPipelining,
+      autoPipeliningIgnoredCommands,
       sentinelRetryStrategy: retryStrategy,
       // The Sentinels speak TLS when the nodes do; the master and replicas they name get `tls` above.
       ...defined({ sentinelPassword: options.redisSentinelPassword, sentinelTLS: tls, enableTLSForSentinelMode: tls ? true : undefined }),
     });
   } else {
     // REDIS_USERNAME / REDIS_PASSWORD win over the URL's (ioredis would prefer the URL's).
-    redis = new Redis(options.redisPassword ? withoutCredentials(options.redisUrl) : options.redisUrl, { ...common, enableAutoPipelining });
+    redis = new Redis(options.redisPassword ? withoutCredentials(options.redisUrl) : options.redisUrl, { ...common, enableAutoPipelining, autoPipeliningIgnoredCommands });
   }
   return role === 'subscriber' ? resubscribing(watch(redis, role) as Redis) : watch(redis, role);
 }

@@ -42,10 +42,10 @@ export class StoreService {
    * and inbox paths, whose results say when fewer than PUBLISH_WAIT_REPLICAS replicas have them.
    */
   async store(groups: RouteGroup[], durable = false): Promise<Array<RouteResult | Error>> {
-    const results = await this.queue.route(groups, this.options.instanceId, durable);
     const debug = Logger.isLevelEnabled('debug');
     const newQueues: string[] = [];
-    results.forEach((result, i) => {
+    // Each group as its call is answered: a group message's first members are delivered while Redis stores the others.
+    const results = await this.queue.route(groups, this.options.instanceId, durable, (i, result) => {
       if (result instanceof UnusableKeys) this.unusable(result, groups[i].messages.length);
       else if (!(result instanceof Error) && this.apply(groups[i], result, debug).newQueue) newQueues.push(groups[i].user);
     });

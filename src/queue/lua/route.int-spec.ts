@@ -1,9 +1,11 @@
 import { uniqueId } from '../../../test/support/ids';
+import { monitorRedis } from '../../../test/support/redis-monitor';
 import { entryPayload } from '../../../test/support/queue-entries';
 import { useQueueScripts } from '../../../test/support/queue-scripts';
 import { markSent, messageFrame } from '../../protocol/envelope';
 import { formatNotice, formatNotices, parseNotices, type MessageNotice } from '../../protocol/notices';
 import { RouteOutcome, UnusableKeys, type RouteGroup } from '../queue.service';
+import { QueueKeys } from '../../redis/keys';
 
 /** route.lua against a real Redis, through QueueService.route. Set-up and helpers: test/support/queue-scripts.ts. */
 const { client, queue, service, keys, ME, OTHER, THIRD, NOW, notices, drain, message, messages, routeOne, queued, owed, state, droppedCounter, envelopes, snapshot, dumped, messageNotice } = useQueueScripts();
@@ -96,26 +98,227 @@ describe('route.lua', () => {
     expect(await notices()).toEqual([[OTHER, formatNotice(messageNotice(online, 0, groups[1].messages[0].envelope))]]);
   });
 
-  it('checks every group before its first write: a malformed later group fails the call and nothing is stored', async () => {
+  it('takes the documented layout: the message table once, then runs of groups (count, epoch, entry, record, value, n, message numbers, user ids)', async () => {
+    const [c, d] = [uniqueId(), uniqueId()];
+    const m = message(c, 'shared');
+
+    const answer = await client.rmRoute(
+      12,
+      ...keys.userKeys(c),
+      keys.collapseIndex(c),
+      ...keys.userKeys(d),
+      keys.collapseIndex(d),
+      keys.instanceChannelPrefix,
+      ME,
+      0,
+      '0',
+      0,
+      1,
+      '',
+      '',
+      m.envelope,
+      2,
+      3,
+      '',
+      0,
+      '',
+      1,
+      1,
+      c,
+      d,
+    );
+
+    // Groups with every figure 0 are not listed after the outcomes.
+    expect(answer).toEqual(['nn']);
+    expect(await queued(c)).toEqual([m.envelope]);
+    expect(await queued(d)).toEqual([m.envelope]);
+    expect((await state(d)).e).toBe('3');
+  });
+
+  it('checks every argument before the first write: a malformed later run fails the call and nothing is stored', async () => {
     const a = uniqueId();
     const b = uniqueId();
     const m = message(a, 'a');
-    const route = (...groupArgs: Array<string | number>) =>
-      client.rmRoute(12, ...keys.userKeys(a), keys.collapseIndex(a), ...keys.userKeys(b), keys.collapseIndex(b), keys.instanceChannelPrefix, ME, 0, '0', 0, a, 1, 3, '', 0, '', '', '', m.envelope, ...groupArgs);
+    const table = [1, '', '', m.envelope];
+    // ARGV: 5 of the call, the table (6-9), a's run (10-17), then b's run from 18.
+    const route = (messageTable: Array<string | number>, ...runB: Array<string | number>) =>
+      client.rmRoute(12, ...keys.userKeys(a), keys.collapseIndex(a), ...keys.userKeys(b), keys.collapseIndex(b), keys.instanceChannelPrefix, ME, 0, '0', 0, ...messageTable, 1, 3, '', 0, '', 1, 1, a, ...runB);
 
-    const badCount = route(b, 'one', 0, '', 0, '', '', '', m.envelope);
-    const badEpoch = route(b, 1, 'new', '', 0, '', '', '', m.envelope);
-    const missingMessage = route(b, 2, 0, '', 0, '', '', '', m.envelope);
-    const extraArgs = route(b, 1, 0, '', 0, '', '', '', m.envelope, 'extra');
-    const badRecord = route(b, 1, 0, '', 99, '', '', '', m.envelope);
+    const settled = await Promise.allSettled([
+      route(table, 'one', 0, '', 0, '', 1, 1, b),
+      route(table, 0, 0, '', 0, '', 1, 1),
+      route(table, 1, 'new', '', 0, '', 1, 1, b),
+      route(table, 1, 0, '', 0, '', 1, 2, b),
+      route(table, 1, 0, '', 0, '', 1, 1),
+      route(table, 1, 0, '', 0, '', 1, 1, b, 'extra'),
+      route(table, 1, 0, '', 99, '', 1, 1, b),
+      route([1, '', 'soon', m.envelope], 1, 0, '', 0, '', 1, 1, b),
+      route([2, '', '', m.envelope], 1, 0, '', 0, '', 1, 1, b),
+    ]);
 
-    const settled = await Promise.allSettled([badCount, badEpoch, missingMessage, extraArgs, badRecord]);
-
-    expect(settled.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected', 'rejected']);
-    expect(String((settled[0] as PromiseRejectedResult).reason)).toMatch(/bad argument 16: a number expected/);
-    expect(String((settled[4] as PromiseRejectedResult).reason)).toMatch(/bad argument 19: the KEYS index of an idempotency record expected/);
+    expect(settled.map((r) => r.status)).toEqual(Array(9).fill('rejected'));
+    const reasons = settled.map((r) => String((r as PromiseRejectedResult).reason));
+    expect(reasons[0]).toMatch(/bad argument 18: a whole number from 1 expected/);
+    expect(reasons[1]).toMatch(/bad argument 18: a whole number from 1 expected/);
+    expect(reasons[2]).toMatch(/bad argument 19: a number expected/);
+    expect(reasons[3]).toMatch(/bad argument 24: a message number expected/);
+    expect(reasons[4]).toMatch(/do not make whole groups/);
+    expect(reasons[5]).toMatch(/bad argument 26: a whole number from 1 expected/);
+    expect(reasons[6]).toMatch(/bad argument 21: the KEYS index of an idempotency record expected/);
+    expect(reasons[7]).toMatch(/bad argument 8: a number expected/);
+    expect(reasons[8]).toMatch(/bad argument/);
     expect(await snapshot(a)).toEqual({ queue: [], owed: [], state: {}, dropped: null, mark: null });
     expect(await snapshot(b)).toEqual({ queue: [], owed: [], state: {}, dropped: null, mark: null });
+  });
+
+  describe('a group message to many members', () => {
+    it('sends the message once per call, and each member gets its own outcome and figures', async () => {
+      const members = Array.from({ length: 8 }, () => uniqueId());
+      const [offline, elsewhere, mineToo, waiting, badQueue, alsoOffline, fenced] = members;
+      await queue.attach(elsewhere, 'c1', OTHER);
+      await queue.attach(mineToo, 'c1', ME);
+      await routeOne(waiting, messages(waiting, 'old'));
+      await queue.attach(waiting, 'c1', OTHER);
+      await client.set(keys.queue(badQueue), 'foo');
+      await routeOne(fenced, messages(fenced, 'at 9'), { epoch: 9 });
+      await drain();
+      const shared = message(offline, 'to all');
+      const groups: RouteGroup[] = members.map((user) => ({ user, messages: [shared], epoch: 5 }));
+      const monitor = await monitorRedis(client.options.port!, (line) => line.includes('"evalsha"'));
+
+      const results = await queue.route(groups, ME);
+
+      await client.ping();
+      monitor.close();
+      expect(monitor.lines).toHaveLength(1);
+      expect(monitor.lines[0].split('to all')).toHaveLength(2);
+      expect(results.slice(0, 4)).toEqual([
+        { outcome: RouteOutcome.QueuedNew, position: 0, dropped: 0, refused: 0, replaced: 0, mine: false },
+        { outcome: RouteOutcome.Owed, position: 0, dropped: 0, refused: 0, replaced: 0, mine: false },
+        { outcome: RouteOutcome.Owed, position: 0, dropped: 0, refused: 0, replaced: 0, mine: true },
+        { outcome: RouteOutcome.QueuedBehind, position: 0, dropped: 0, refused: 0, replaced: 0, mine: false },
+      ]);
+      expect(results[4]).toBeInstanceOf(UnusableKeys);
+      expect(String(results[4])).toMatch(new RegExp(`${keys.queue(badQueue)} is a string, not a list`));
+      expect(results.slice(5)).toEqual([
+        { outcome: RouteOutcome.QueuedNew, position: 0, dropped: 0, refused: 0, replaced: 0, mine: false },
+        { outcome: RouteOutcome.Fenced, position: 0, dropped: 0, refused: 0, replaced: 0, mine: false },
+        { outcome: RouteOutcome.QueuedNew, position: 0, dropped: 0, refused: 0, replaced: 0, mine: false },
+      ]);
+      for (const user of [offline, alsoOffline, members[7]]) expect(await queued(user)).toEqual([shared.envelope]);
+      expect(await owed(elsewhere)).toEqual([shared.envelope]);
+      expect(await owed(mineToo)).toEqual([shared.envelope]);
+      expect((await queued(waiting)).map(entryPayload)).toEqual(['old', 'to all']);
+      expect(await client.get(keys.queue(badQueue))).toBe('foo');
+      expect((await queued(fenced)).map(entryPayload)).toEqual(['at 9']);
+      expect(await notices()).toEqual([[OTHER, formatNotices([messageNotice(elsewhere, 0, shared.envelope), { kind: 'sync', user: waiting }])]]);
+    });
+
+    it('routes more members than a few calls take, each stored once and told to the caller as its call is answered', async () => {
+      const members = Array.from({ length: 6500 }, () => uniqueId());
+      const shared = message(members[0], 'to many');
+      const told: Array<[number, unknown]> = [];
+
+      const results = await queue.route(
+        members.map((user) => ({ user, messages: [shared], epoch: 4 })),
+        ME,
+        false,
+        (g, result) => told.push([g, result]),
+      );
+
+      expect(told.map(([g]) => g)).toEqual(members.map((_, g) => g));
+      expect(told.every(([g, result]) => result === results[g])).toBe(true);
+      expect(new Set(results.map((r) => (r as { outcome: string }).outcome))).toEqual(new Set([RouteOutcome.QueuedNew]));
+      const lengths = await Promise.all(members.map((user) => client.llen(keys.queue(user))));
+      expect(lengths.every((n) => n === 1)).toBe(true);
+    });
+
+    it('routes a group message with hash-tagged keys in one call per slot, the message once in each', async () => {
+      const tagged = service({}, true);
+      const taggedKeys = new QueueKeys(true);
+      const members = Array.from({ length: 3000 }, () => uniqueId());
+      const shared = message(members[0], 'per slot');
+
+      const results = await tagged.route(
+        members.map((user) => ({ user, messages: [shared], epoch: 2 })),
+        ME,
+      );
+
+      expect(new Set(results.map((r) => (r as { outcome: string }).outcome))).toEqual(new Set([RouteOutcome.QueuedNew]));
+      const lengths = await Promise.all(members.map((user) => client.llen(taggedKeys.queue(user))));
+      expect(lengths.every((n) => n === 1)).toBe(true);
+      expect(await client.lrange(taggedKeys.queue(members[1]), 0, -1)).toEqual([shared.envelope]);
+    });
+
+    it('keeps each member in order with its own messages of the call, whatever the runs', async () => {
+      const [a, b, c] = [uniqueId(), uniqueId(), uniqueId()];
+      const first = message(a, 'group 1');
+      const second = message(a, 'group 2');
+      const own = message(b, 'own');
+      const groups: RouteGroup[] = [
+        { user: a, messages: [first, second], epoch: 2 },
+        { user: b, messages: [first, own, second], epoch: 2 },
+        { user: c, messages: [first, second], epoch: 2 },
+        { user: uniqueId(), messages: [first, second], epoch: 3 },
+      ];
+
+      const results = await queue.route(groups, ME);
+
+      expect(results.map((r) => (r as { outcome: string }).outcome)).toEqual(Array(4).fill(RouteOutcome.QueuedNew));
+      expect((await queued(a)).map(entryPayload)).toEqual(['group 1', 'group 2']);
+      expect((await queued(b)).map(entryPayload)).toEqual(['group 1', 'own', 'group 2']);
+      expect((await queued(c)).map(entryPayload)).toEqual(['group 1', 'group 2']);
+      expect((await state(groups[3].user)).e).toBe('3');
+    });
+
+    it("keeps each member's idempotency record and inbox mark, and recognises a repeat for each", async () => {
+      const members = [uniqueId(), uniqueId(), uniqueId()];
+      const shared = message(members[0], 'once', { collapseKey: 'k', ttl: 60 });
+      const idempotency = { scope: uniqueId('scope'), hash: 'abc', answer: '{"id":"m1"}' };
+      const groups = (hash = 'abc'): RouteGroup[] => members.map((user) => ({ user, messages: [shared], epoch: 0, inboxEntry: '5-1', idempotency: { ...idempotency, hash } }));
+
+      const first = await queue.route(groups(), ME);
+      const again = await queue.route(
+        groups().map((g) => ({ ...g, inboxEntry: undefined })),
+        ME,
+      );
+      const other = await queue.route(
+        groups('def').map((g) => ({ ...g, inboxEntry: undefined })),
+        ME,
+      );
+      const duplicate = await queue.route(groups(), ME);
+
+      expect(first.map((r) => (r as { outcome: string }).outcome)).toEqual(Array(3).fill(RouteOutcome.QueuedNew));
+      expect(again).toEqual(Array(3).fill({ outcome: RouteOutcome.Repeated, position: 0, dropped: 0, refused: 0, replaced: 0, mine: false, answer: '{"id":"m1"}' }));
+      expect(other.map((r) => (r as { outcome: string }).outcome)).toEqual(Array(3).fill(RouteOutcome.Conflict));
+      expect(duplicate.map((r) => (r as { outcome: string }).outcome)).toEqual(Array(3).fill(RouteOutcome.Duplicate));
+      for (const user of members) {
+        expect(await queued(user)).toEqual([shared.envelope]);
+        expect(await client.get(keys.idempotency(user, idempotency.scope))).toBe('abc|{"id":"m1"}');
+        expect(await client.get(keys.inboxMark(user))).toBe('5-1');
+        expect(await client.hgetall(keys.collapseIndex(user))).toEqual({ '"k"': shared.envelope });
+        expect((await state(user)).t).toBe(String(NOW + 60_000));
+      }
+    });
+
+    it("replaces each member's queued message with the same collapse key", async () => {
+      const members = [uniqueId(), uniqueId()];
+      const older = message(members[0], 'score 1-0', { collapseKey: 'score' });
+      const plain = message(members[0], 'chat');
+      const newer = message(members[0], 'score 2-0', { collapseKey: 'score' });
+      await queue.route(
+        members.map((user) => ({ user, messages: [older, plain], epoch: 0 })),
+        ME,
+      );
+
+      const results = await queue.route(
+        members.map((user) => ({ user, messages: [newer], epoch: 0 })),
+        ME,
+      );
+
+      expect(results).toEqual(Array(2).fill({ outcome: RouteOutcome.Queued, position: 0, dropped: 0, refused: 0, replaced: 1, mine: false }));
+      for (const user of members) expect(await queued(user)).toEqual([plain.envelope, newer.envelope]);
+    });
   });
 
   it('skips a user whose key has another type (before the first write) with an UnusableKeys error; the others store once', async () => {
