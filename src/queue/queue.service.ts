@@ -280,7 +280,7 @@ export class QueueService implements OnApplicationShutdown {
       if (indexes.length > 0) calls.push({ indexes, items });
     }
     const several = calls.length > 1;
-    if (!inFlight) return void (await Promise.all(calls.map(({ indexes }) => call(indexes, several))));
+    if (!inFlight || !several) return void (await Promise.all(calls.map(({ indexes }) => call(indexes, several))));
     const running = new Set<Promise<void>>();
     let waiting = 0;
     let failed: { error: unknown } | undefined;
