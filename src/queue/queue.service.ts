@@ -331,7 +331,7 @@ export class QueueService implements OnApplicationShutdown {
     const recordKeys: string[] = [];
     for (const group of groups) {
       const { user, messages, idempotency: idem } = group;
-      keys.push(this.keys.queue(user), this.keys.owed(user), this.keys.state(user), this.keys.dropped(user), this.keys.inboxMark(user), this.keys.collapseIndex(user));
+      keys.push(...this.keys.userKeys(user), this.keys.collapseIndex(user));
       if (idem) recordKeys.push(this.keys.idempotency(user, idem.scope));
       if (run && sameRun(run, group)) {
         runs.push(user);
