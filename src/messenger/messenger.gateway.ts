@@ -161,7 +161,8 @@ export class MessengerGateway implements OnGatewayInit, OnGatewayConnection, OnG
   dispatch(socket: WebSocket, event: string, data: unknown): Promise<void> | undefined {
     const conn = Connection.of(socket)!;
     if (event === 'ack') return this.delivery.ack(conn, (data as AckDto).ids);
-    if (event === 'visibility') return this.visibility(conn, (data as VisibilityDto).visible);
+    // Whether the app is in front of the user: absences (`notify`) count only sockets that are not visible.
+    if (event === 'visibility') return this.delivery.visibility(conn, (data as VisibilityDto).visible);
     if (event === 'refresh') return this.refresh(conn, (data as RefreshDto).token);
     return undefined;
   }
@@ -197,11 +198,6 @@ export class MessengerGateway implements OnGatewayInit, OnGatewayConnection, OnG
     if (dropped > 0) this.logger.warn(`${id}: ${dropped} messages were dropped (queue cap) or expired (queue TTL) since the last identify`);
     if (queued > 0) this.logger.log(`${channel} has ${queued} messages enqueued, purging!`);
     await this.delivery.pump(conn);
-  }
-
-  /** Whether the app is in front of the user: absences (`notify`) count only sockets that are not visible. */
-  private async visibility(conn: Connection, visible: boolean): Promise<void> {
-    await this.delivery.visibility(conn, visible);
   }
 
   /** AUTH_MODE=jwt: a new token for the same id moves the socket's expiry (TokenLifetime). */
